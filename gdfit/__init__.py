@@ -1,0 +1,3 @@
+"""gdfit: gradient-descent fitting from the command line."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from gdfit.cli import entry
+
+entry()

@@ -1,0 +1,66 @@
+"""Step-size advice: the largest curvature L of the loss at the start, by power iteration.
+
+Each iteration is one Hessian-vector product by double backward, never the full Hessian.
+For gd on a quadratic, updates are stable exactly when lr < 2 / L.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from gdfit.config import FitConfig
+
+
+def largest_curvature(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    target: torch.Tensor,
+    iterations: int = 20,
+    rtol: float = 1e-4,
+) -> float:
+    """Largest Hessian eigenvalue (by magnitude) of loss_fn(., target) at x0."""
+    x = x0.detach().to(torch.float64).requires_grad_(True)
+    t = target.detach().to(torch.float64)
+    (grad,) = torch.autograd.grad(loss_fn(x, t), x, create_graph=True)
+    if grad.grad_fn is None:
+        return 0.0  # the gradient does not depend on x: zero curvature (l1 away from kinks)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.rand(x.shape, generator=gen, dtype=torch.float64).to(x.device) + 0.5
+    v /= torch.linalg.vector_norm(v)
+    estimate = 0.0
+    for _ in range(iterations):
+        (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True, allow_unused=True)
+        if hv is None:
+            return 0.0
+        new = float(torch.dot(v.flatten(), hv.flatten()))
+        norm = float(torch.linalg.vector_norm(hv))
+        if norm == 0.0:
+            return 0.0
+        v = hv / norm
+        if abs(new - estimate) <= rtol * abs(new):
+            return new
+        estimate = new
+    return estimate
+
+
+def advise(config: FitConfig, loss_fn, x0: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """Curvature, gd's stable range and a suggested rate, for the start event and `config --advise`."""
+    curvature = largest_curvature(loss_fn, x0, target)
+    if curvature <= 0 or not math.isfinite(curvature):
+        return {
+            "curvature": curvature,
+            "max_stable_lr": None,
+            "suggested_lr": None,
+            "note": "no curvature at the start (the loss is piecewise linear here); any lr is stable, "
+            "but gd needs a decaying schedule to settle",
+        }
+    max_stable = 2.0 / curvature
+    return {
+        "curvature": curvature,
+        "max_stable_lr": max_stable,
+        "suggested_lr": 1.0 / curvature,  # the step that solves a quadratic in one update
+        "note": f"gd is stable for lr < {max_stable:.6g}; lr = {1.0 / curvature:.6g} is fastest on a quadratic",
+    }

@@ -1,0 +1,315 @@
+"""The command line: parse flags, build the config, pick a renderer, map errors to exit codes.
+
+Heavy modules (torch, and through the engine everything that needs it) are imported inside the
+commands that use them, so `gdfit --help`, `--version` and `gdfit config` start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+from gdfit import __version__
+from gdfit.errors import ExitCode, GdfitError
+
+app = typer.Typer(
+    name="gdfit",
+    help="Fit a tensor to a target by gradient descent with PyTorch autograd.\n\n"
+    "Example: gdfit run configs/seed.yaml --json --every 1 | jq -c '[.event, .iter, .loss]'",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+INTERNAL_ERROR = 70  # a bug in gdfit, not in the input (EX_SOFTWARE)
+BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
+STATUS_EXIT = {
+    "converged": ExitCode.OK,
+    "max_iters": ExitCode.NOT_CONVERGED,
+    "timeout": ExitCode.NOT_CONVERGED,
+    "stalled": ExitCode.NOT_CONVERGED,
+    "diverged": ExitCode.DIVERGED,
+    "interrupted": ExitCode.INTERRUPTED,
+}
+
+
+def _debug() -> bool:
+    return os.environ.get("GDFIT_DEBUG", "") not in ("", "0")
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+@contextmanager
+def edge(json_mode: bool = False) -> Iterator[None]:
+    """The one place where exceptions become messages and exit codes."""
+    try:
+        yield
+    except GdfitError as err:
+        if _debug():
+            traceback.print_exc()
+        _err(f"gdfit: error: {err}")
+        if json_mode:
+            from gdfit.render.jsonl import dumps, error_event
+
+            try:
+                print(dumps(error_event(err.kind, err.located())), flush=True)
+            except BrokenPipeError:
+                _silence_stdout()
+        raise typer.Exit(int(err.exit_code))
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(BROKEN_PIPE)
+    except KeyboardInterrupt:
+        _err("gdfit: aborted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    except typer.Exit:
+        raise
+    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug
+        if _debug():
+            raise
+        _err(f"gdfit: internal error: {type(err).__name__}: {err}")
+        _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
+        raise typer.Exit(INTERNAL_ERROR)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"gdfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Fit a tensor to a target by gradient descent, as in the PyTorch tutorial, from YAML configs.
+
+    Examples:
+
+      gdfit run configs/seed.yaml
+
+      gdfit run configs/seed.yaml --json --every 1 | jq .loss
+
+      gdfit grad-demo --expr "mean(x**3)"
+
+    Add --debug (or set GDFIT_DEBUG=1) to any command to see Python tracebacks.
+    """
+
+
+SET_HELP = "Override a config key: KEY=VALUE, VALUE read as YAML; dotted keys reach nested ones (optimizer.momentum=0.5). Repeatable."
+
+
+@app.command()
+def run(
+    config: str = typer.Argument(..., help="YAML config file, or - to read it from standard input."),
+    json_mode: bool = typer.Option(False, "--json", help="Write JSON Lines events (start, step, end, error) to stdout."),
+    every: Optional[int] = typer.Option(
+        None, "--every", min=0, help="Report every N-th update (and always the last); 0: start and end only. "
+        "Default: 1 with --json; in the table, the first 20 and then about 10 a second.",
+    ),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result document (JSON) here, atomically; also on divergence and interrupt."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (overrides the config)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters", help="Most updates to make (overrides the config)."),
+    x_limit: int = typer.Option(100, "--x-limit", min=0, help="Tensors with more elements are summarised, not printed in full."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
+) -> None:
+    """Fit x to the config's target by gradient descent and stream each update.
+
+    Examples:
+
+      gdfit run configs/seed.yaml
+
+      gdfit run configs/seed.yaml --set learning_rate=0.5 --every 5
+
+      gdfit run configs/seed.yaml --json --every 1 | jq -c 'select(.event=="step") | [.iter, .loss]'
+
+      cat configs/seed.yaml | gdfit run - --output result.json
+
+    Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
+    """
+    with edge(json_mode):
+        from gdfit.config import load_config
+
+        flags = {"device": device, "seed": seed, "max_iters": max_iters}
+        resolved = load_config(config, set_ or [], flags)
+        status = _run(resolved, json_mode, every, output, x_limit, plot)
+    raise typer.Exit(int(STATUS_EXIT[status]))
+
+
+def _run(resolved, json_mode: bool, every: int | None, output: Path | None, x_limit: int, plot: Path | None) -> str:
+    from gdfit.render.document import check_writable, write_document
+
+    for path in (output, plot):
+        if path is not None:
+            check_writable(path)
+    if plot is not None:
+        from gdfit.plotting import require_matplotlib
+
+        require_matplotlib()
+
+    import time
+
+    from rich.console import Console
+
+    from gdfit.engine import Descent, every_n, prepare
+    from gdfit.interrupts import StopRequest
+    from gdfit.render.human import HumanRenderer, throttled_reporter
+    from gdfit.render.jsonl import JsonLinesRenderer
+
+    problem = prepare(resolved)
+    if json_mode:
+        renderer = JsonLinesRenderer(sys.stdout)
+        report = every_n(1 if every is None else every)
+    else:
+        show_lr = resolved.config.schedule.name != "constant"
+        renderer = HumanRenderer(Console(), show_lr=show_lr)
+        report = throttled_reporter(time.perf_counter) if every is None else every_n(every)
+    with StopRequest() as stop:
+        descent = Descent(problem, report=report, x_limit=x_limit, should_stop=stop)
+        for warning in descent.start.warnings:
+            _err(f"gdfit: warning: {warning}")
+        renderer.start(descent.start)
+        try:
+            for record in descent.steps():
+                renderer.step(record)
+        finally:
+            if descent.result is None and hasattr(renderer, "abort"):
+                renderer.abort()
+        result = descent.result
+        renderer.end(result)
+    if result.status == "diverged":
+        _err(f"gdfit: diverged after {result.iters} updates ({result.stop_rule}). {_divergence_hint(descent)}")
+    elif result.status == "interrupted":
+        _err(f"gdfit: interrupted after {result.iters} updates")
+    config_doc = descent.start.config
+    if output is not None:
+        write_document(output, result, config_doc)
+    if plot is not None:
+        from gdfit.plotting import plot_run
+
+        plot_run(plot, result, config_doc)
+    return result.status
+
+
+def _divergence_hint(descent) -> str:
+    config = descent.problem.config
+    stable = (descent.advice or {}).get("max_stable_lr")
+    if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
+        n = descent.problem.target.numel()
+        return (
+            f"Use a smaller learning_rate: for mse on {n} elements, gd diverges above lr = {stable:.6g} "
+            f"(learning_rate is {config.learning_rate:g})."
+        )
+    return f"Try a smaller learning_rate than {config.learning_rate:g}."
+
+
+@app.command("config")
+def config_cmd(
+    config: Optional[str] = typer.Argument(None, help="YAML config file, or - for standard input."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    json_mode: bool = typer.Option(False, "--json", help="Print the resolved config as one JSON object."),
+    schema: bool = typer.Option(False, "--schema", help="Print every config key with its default and valid values."),
+    advise: bool = typer.Option(False, "--advise", help="Estimate the loss curvature at the start and suggest a learning rate (imports torch)."),
+) -> None:
+    """Validate CONFIG and print it resolved: defaults filled in, --set overrides applied.
+
+    Examples:
+
+      gdfit config configs/seed.yaml
+
+      gdfit config configs/seed.yaml --set optimizer=adam --json
+
+      gdfit config configs/seed.yaml --advise
+
+      gdfit config --schema
+    """
+    with edge(json_mode):
+        if schema:
+            from gdfit.schema import schema_rows
+
+            _print_schema(schema_rows(), json_mode)
+            return
+        if config is None:
+            raise GdfitError("give a CONFIG path (or - for standard input), or --schema", source="gdfit config")
+        from gdfit.config import load_config
+
+        resolved = load_config(config, set_ or [])
+        document = resolved.config.model_dump(mode="json")
+        if advise:
+            document = {"config": document, "advice": _advice(resolved)}
+        if json_mode:
+            from gdfit.render.jsonl import dumps
+
+            print(dumps(document))
+        else:
+            import yaml
+
+            print(yaml.safe_dump(document, sort_keys=False, default_flow_style=None).rstrip())
+
+
+def _advice(resolved) -> dict:
+    from gdfit.advisor import advise
+    from gdfit.engine import prepare
+
+    problem = prepare(resolved)
+    return advise(resolved.config, problem.loss.functional(), problem.x0, problem.target)
+
+
+def _print_schema(rows: list[dict], json_mode: bool) -> None:
+    if json_mode:
+        from gdfit.render.jsonl import dumps
+
+        print(dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "default", "valid values", title="gdfit config keys")
+    for row in rows:
+        table.add_row(row["key"], row["default"], row["values"])
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args = [a for a in args if a != "--debug"]
+        os.environ["GDFIT_DEBUG"] = "1"
+    try:
+        app(args=args, prog_name="gdfit")  # standalone: usage errors print and exit 2
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else int(ExitCode.BAD_INPUT))
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,60 @@
+"""What the engine yields and the renderers consume. No torch types leak past `x` (a CPU tensor)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CONVERGED = "converged"
+MAX_ITERS = "max_iters"
+DIVERGED = "diverged"
+INTERRUPTED = "interrupted"
+TIMEOUT = "timeout"
+STALLED = "stalled"
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """The problem as resolved: config, device, dtype, shape, initial loss, advice."""
+
+    config: dict[str, Any]
+    device: str
+    dtype: str
+    shape: list[int]
+    loss: float
+    engine: str
+    schedule: str
+    x: Any = None  # CPU tensor of the start, or None when too large to report
+    advice: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One update: its number k, the loss at the new x, x itself when reported, and |grad|."""
+
+    iter: int
+    loss: float
+    lr: float
+    grad_norm: float | None = None
+    x: Any = None  # CPU tensor, only on reported updates
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """How a run ended; `history[k]` is the loss after k updates (history[0] the start)."""
+
+    status: str
+    iters: int
+    loss: float
+    x: Any
+    elapsed_s: float
+    stop_rule: str
+    history: list[float]
+    seed: int
+    device: str
+    versions: dict[str, str]
+
+    @property
+    def updates_per_s(self) -> float | None:
+        return self.iters / self.elapsed_s if self.elapsed_s > 0 else None

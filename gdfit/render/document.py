@@ -1,0 +1,61 @@
+"""The --output result document, written atomically (temp file in the same folder + os.replace)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gdfit import records
+from gdfit.errors import OutputError
+from gdfit.render.jsonl import dumps, end_fields
+
+HISTORY_POINTS = 100_000
+
+
+def thin(history: list[float], limit: int = HISTORY_POINTS) -> dict[str, list]:
+    """Iteration numbers and losses; past `limit` points, evenly spaced ones, first and last kept."""
+    n = len(history)
+    if n <= limit:
+        return {"iter": list(range(n)), "loss": list(history)}
+    picks = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    return {"iter": picks, "loss": [history[i] for i in picks]}
+
+
+def result_document(result: records.FitResult, config: dict[str, Any]) -> dict[str, Any]:
+    """The end event's fields at top level, plus the resolved config and the loss history."""
+    return {**end_fields(result), "config": config, "history": thin(result.history)}
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a run, not after it, when the output folder is missing or read-only."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError("is a directory", source=str(path), key="--output")
+    if not folder.is_dir():
+        raise OutputError(f"folder {str(folder)!r} does not exist", source=str(path), key="--output")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"folder {str(folder)!r} is not writable", source=str(path), key="--output")
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` so that readers see the old file or the new one, never half of one."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode("utf-8") if isinstance(text, str) else text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise OutputError(f"cannot write: {err.strerror or err}", source=str(path), key="--output") from None
+
+
+def write_document(path: Path, result: records.FitResult, config: dict[str, Any]) -> None:
+    write_atomic(path, dumps(result_document(result, config)) + "\n")

@@ -1,0 +1,166 @@
+"""Rich tables for people: a live table of reported updates, then a closing panel.
+
+The live view repaints at most `refresh_per_second` times, on rich's own timer, so a fast loop
+never waits for the terminal. Rows are kept as records and formatted only when drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Callable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gdfit import records
+
+STATUS_STYLE = {
+    records.CONVERGED: "bold green",
+    records.MAX_ITERS: "bold yellow",
+    records.STALLED: "bold yellow",
+    records.TIMEOUT: "bold yellow",
+    records.INTERRUPTED: "bold magenta",
+    records.DIVERGED: "bold red",
+}
+HEAD_ROWS = 20
+TAIL_ROWS = 20
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def format_tensor(x: Any) -> str:
+    """A tensor as the tutorial prints it (4 decimals), or the summary of a big one."""
+    if x is None:
+        return ""
+    if isinstance(x, dict):
+        return (
+            f"shape {x['shape']}  min {x['min']:.4g}  max {x['max']:.4g}  "
+            f"max|x - target| {x['max_abs_error']:.3g}"
+        )
+    text = repr(x)
+    return text.removeprefix("tensor(").removesuffix(")").replace("\n       ", "\n")
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """The loss on a log scale in `width` block characters (non-finite and <= 0 values skipped)."""
+    logs = [math.log10(v) for v in values if isinstance(v, float) and math.isfinite(v) and v > 0]
+    if not logs:
+        return ""
+    if len(logs) > width:
+        logs = [logs[round(i * (len(logs) - 1) / (width - 1))] for i in range(width)]
+    low, high = min(logs), max(logs)
+    span = high - low or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / span * (len(SPARK) - 1) + 0.5))] for v in logs)
+
+
+class HumanRenderer:
+    """Consumes the engine's records and draws them on `console`."""
+
+    def __init__(self, console: Console, refresh_per_second: float = 10.0, show_lr: bool = False) -> None:
+        self.console = console
+        self.refresh_per_second = refresh_per_second
+        self.show_lr = show_lr
+        self.head: list[records.StepRecord] = []
+        self.tail: deque[records.StepRecord] = deque(maxlen=TAIL_ROWS)
+        self.rows_seen = 0
+        self.live: Live | None = None
+
+    def start(self, rec: records.StartRecord) -> None:
+        cfg = rec.config
+        opt = cfg["optimizer"]["name"]
+        lines = [
+            f"target shape {rec.shape}  on {rec.device} ({rec.dtype}), engine {rec.engine}",
+            f"loss {cfg['loss']['name']}, optimizer {opt}, learning_rate {cfg['learning_rate']:g}, "
+            f"schedule {rec.schedule}",
+            f"threshold {cfg['threshold']:g}, max_iters {cfg['max_iters']}, initial loss {rec.loss!r}",
+        ]
+        advice = rec.advice or {}
+        if advice.get("max_stable_lr") is not None:
+            lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
+        self.console.print(Panel("\n".join(lines), title="gdfit run", expand=False))
+        if rec.x is not None and not isinstance(rec.x, dict):
+            self.console.print(Text("start x\n" + format_tensor(rec.x)))
+        self.live = Live(
+            self._table(), console=self.console, refresh_per_second=self.refresh_per_second, transient=True,
+            get_renderable=self._table,
+        )
+        self.live.start()
+
+    def step(self, rec: records.StepRecord) -> None:
+        self.rows_seen += 1
+        if len(self.head) < HEAD_ROWS:
+            self.head.append(rec)
+        else:
+            self.tail.append(rec)
+
+    def end(self, result: records.FitResult) -> None:
+        if self.live is not None:
+            self.live.stop()
+        if self.rows_seen:
+            self.console.print(self._table())
+        self.console.print(self._panel(result))
+
+    def abort(self) -> None:
+        """Leave the screen usable when the run ends in an error."""
+        if self.live is not None:
+            self.live.stop()
+
+    def _table(self) -> Table:
+        table = Table(title=None, show_lines=False, header_style="bold")
+        table.add_column("iter", justify="right")
+        table.add_column("loss", justify="right")
+        if self.show_lr:
+            table.add_column("lr", justify="right")
+        table.add_column("x")
+        for rec in self.head:
+            self._row(table, rec)
+        skipped = self.rows_seen - len(self.head) - len(self.tail)
+        if skipped > 0:
+            table.add_row("⋮", f"({skipped} rows)", *([""] * (2 if self.show_lr else 1)))
+        for rec in list(self.tail):
+            self._row(table, rec)
+        return table
+
+    def _row(self, table: Table, rec: records.StepRecord) -> None:
+        cells = [str(rec.iter), repr(rec.loss)]
+        if self.show_lr:
+            cells.append(f"{rec.lr:.4g}")
+        cells.append(format_tensor(rec.x))
+        table.add_row(*cells)
+
+    def _panel(self, result: records.FitResult) -> Panel:
+        style = STATUS_STYLE.get(result.status, "bold")
+        rate = result.updates_per_s
+        body = Table.grid(padding=(0, 2))
+        body.add_column(style="dim")
+        body.add_column()
+        body.add_row("status", Text(result.status, style=style))
+        body.add_row("why", result.stop_rule)
+        body.add_row("updates", str(result.iters))
+        body.add_row("final loss", repr(result.loss))
+        body.add_row("time", f"{result.elapsed_s:.4f} s")
+        body.add_row("updates/s", f"{rate:,.0f}" if rate else "-")
+        spark = sparkline(result.history)
+        if spark:
+            body.add_row("loss (log)", spark)
+        body.add_row("x", format_tensor(result.x))
+        return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
+
+
+def throttled_reporter(clock: Callable[[], float], first: int = HEAD_ROWS, interval: float = 0.1):
+    """Report the first `first` updates, then at most one every `interval` seconds."""
+    last = [-math.inf]
+
+    def report(k: int) -> bool:
+        if k <= first:
+            return True
+        now = clock()
+        if now - last[0] >= interval:
+            last[0] = now
+            return True
+        return False
+
+    return report

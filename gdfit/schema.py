@@ -1,0 +1,48 @@
+"""Every config key with its default and valid values: `gdfit config --schema` and the README."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gdfit.config import DEVICE_HELP, DTYPES, INIT_NAMES, FitConfig
+
+VALUES = {
+    "target": "matrix / vector / scalar inline (<= 10,000 numbers); {file: PATH} (.csv .txt .npy .pt); "
+    "{random: {shape: [..], seed: N, low: 0, high: 1}}; files and random take dtype",
+    "init": f"{', '.join(INIT_NAMES)} (normal takes mean, std: {{name: normal, std: 0.1}}); "
+    "an explicit matrix of the target's shape; {file: PATH}; {random: {...}}",
+    "seed": "integer; the same config and seed give the same numbers",
+    "loss": "mse, l1, {name: huber, delta: 1.0}, {name: smooth_l1, beta: 1.0} (mean reduction)",
+    "optimizer": "gd; {name: momentum, momentum: 0.9, dampening: 0}; {name: nesterov, momentum: 0.9}; "
+    "{name: adam, betas: [0.9, 0.999], eps: 1e-8}; {name: rmsprop, alpha: 0.99, eps: 1e-8}",
+    "learning_rate": "number > 0",
+    "schedule": "constant; {name: step, step_size: 100, gamma: 0.1}; {name: exponential, gamma: 0.99}; "
+    "{name: cosine, t_max: max_iters, eta_min: 0}",
+    "threshold": "number >= 0; converged when loss <= threshold",
+    "max_iters": "integer >= 0; the most updates",
+    "timeout_s": "number > 0 or null; stop with status timeout after this many seconds",
+    "patience": "integer > 0 or null; stop with status stalled after this many updates without improvement",
+    "min_rel_improvement": "number >= 0; the relative drop in loss that counts as improvement for patience",
+    "divergence_factor": "number > 1; diverged when loss > factor x the initial loss (or not finite)",
+    "device": DEVICE_HELP,
+    "dtype": ", ".join(DTYPES),
+    "engine": "auto (fused), fused (closed-form, in place), autograd (the tutorial's literal loop)",
+}
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if hasattr(value, "model_dump"):
+        dumped = value.model_dump()
+        return dumped["name"] if len(dumped) == 1 or set(dumped) <= {"name", "mean", "std", "dtype"} else str(dumped)
+    return "null" if value is None else str(value)
+
+
+def schema_rows() -> list[dict[str, str]]:
+    """One row per key of FitConfig, in declaration order."""
+    return [
+        {"key": name, "default": _default(field), "values": VALUES[name]}
+        for name, field in FitConfig.model_fields.items()
+    ]
