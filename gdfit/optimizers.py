@@ -1,8 +1,8 @@
 """Update rules, written out so one loop can run them fused, batched and on any device.
 
-Each equals its torch.optim counterpart with the same settings (no weight decay); tests compare
-trajectories step by step. Hyperparameters are floats for one run, or [K, 1, ...] tensors when
-K runs share a batch (a sweep).
+Each follows its torch.optim counterpart (single-tensor code path, no weight decay) operation for
+operation, so the autograd engine reproduces torch.optim to the last bit or nearly. Settings are
+floats for one run, or [K, 1, ...] tensors when K runs share a batch (a sweep).
 """
 
 from __future__ import annotations
@@ -14,14 +14,39 @@ from gdfit.config import GD, Adam, Momentum, Nesterov, RMSprop
 Hyper = float | torch.Tensor
 
 
+def _axpy(p: torch.Tensor, g: torch.Tensor, alpha: Hyper) -> None:
+    """p += alpha * g; one fused op when alpha is a number (as torch.optim does)."""
+    if isinstance(alpha, torch.Tensor):
+        p.add_(g * alpha)
+    else:
+        p.add_(g, alpha=alpha)
+
+
+def _axpy_ratio(p: torch.Tensor, num: torch.Tensor, den: torch.Tensor, alpha: Hyper) -> None:
+    """p += alpha * num / den, as addcdiv_ when alpha is a number."""
+    if isinstance(alpha, torch.Tensor):
+        p.add_(num / den * alpha)
+    else:
+        p.addcdiv_(num, den, value=alpha)
+
+
+def _decay_add_square(avg: torch.Tensor, g: torch.Tensor, decay: Hyper) -> None:
+    """avg = decay * avg + (1 - decay) * g^2."""
+    avg.mul_(decay)
+    if isinstance(decay, torch.Tensor):
+        avg.add_(g * g * (1 - decay))
+    else:
+        avg.addcmul_(g, g, value=1 - decay)
+
+
 class Optimizer:
-    """Updates the parameter in place: p -= lr * direction(grad, state)."""
+    """Plain gradient descent: p -= lr * g."""
 
     name = "gd"
 
     def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
-        """Apply update number k (1-based) with gradient g."""
-        p.sub_(g * lr)
+        """Apply update number k (1-based) with gradient g, in place."""
+        _axpy(p, g, -lr)
 
 
 class HeavyBall(Optimizer):
@@ -36,9 +61,14 @@ class HeavyBall(Optimizer):
         if self.buf is None:
             self.buf = g.clone()
         else:
-            self.buf.mul_(self.momentum).add_(g * (1 - self.dampening))
-        direction = g + self.momentum * self.buf if self.nesterov else self.buf
-        p.sub_(direction * lr)
+            self.buf.mul_(self.momentum)
+            _axpy(self.buf, g, 1 - self.dampening)
+        if self.nesterov:
+            direction = g.clone()
+            _axpy(direction, self.buf, self.momentum)
+        else:
+            direction = self.buf
+        _axpy(p, direction, -lr)
 
 
 class AdamRule(Optimizer):
@@ -54,12 +84,15 @@ class AdamRule(Optimizer):
     def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
         if self.m is None:
             self.m, self.v = torch.zeros_like(p), torch.zeros_like(p)
-        self.m.lerp_(g, 1 - self.beta1)
-        self.v.mul_(self.beta2).add_(g * g * (1 - self.beta2))
-        correction1 = 1 - self.beta1**k
+        if isinstance(self.beta1, torch.Tensor):
+            self.m.add_((g - self.m) * (1 - self.beta1))
+        else:
+            self.m.lerp_(g, 1 - self.beta1)
+        _decay_add_square(self.v, g, self.beta2)
+        step_size = lr / (1 - self.beta1**k)
         correction2_sqrt = (1 - self.beta2**k) ** 0.5
-        denom = self.v.sqrt() / correction2_sqrt + self.eps
-        p.sub_(self.m / denom * (lr / correction1))
+        denom = (self.v.sqrt() / correction2_sqrt).add_(self.eps)
+        _axpy_ratio(p, self.m, denom, -step_size)
 
 
 class RMSpropRule(Optimizer):
@@ -74,8 +107,8 @@ class RMSpropRule(Optimizer):
     def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
         if self.v is None:
             self.v = torch.zeros_like(p)
-        self.v.mul_(self.alpha).add_(g * g * (1 - self.alpha))
-        p.sub_(g / (self.v.sqrt() + self.eps) * lr)
+        _decay_add_square(self.v, g, self.alpha)
+        _axpy_ratio(p, g, self.v.sqrt().add_(self.eps), -lr)
 
 
 def make_optimizer(spec: GD | Momentum | Nesterov | Adam | RMSprop, hyper: dict[str, Hyper] | None = None) -> Optimizer:
@@ -86,8 +119,7 @@ def make_optimizer(spec: GD | Momentum | Nesterov | Adam | RMSprop, hyper: dict[
     if isinstance(spec, Nesterov):
         return HeavyBall(h["momentum"], 0.0, nesterov=True)
     if isinstance(spec, Adam):
-        beta1, beta2 = h.get("beta1", spec.betas[0]), h.get("beta2", spec.betas[1])
-        return AdamRule(beta1, beta2, h["eps"])
+        return AdamRule(h.get("beta1", spec.betas[0]), h.get("beta2", spec.betas[1]), h["eps"])
     if isinstance(spec, RMSprop):
         return RMSpropRule(h["alpha"], h["eps"])
     return Optimizer()

@@ -1,0 +1,38 @@
+"""The curvature estimate against the closed form (mse) and the full Hessian (other losses)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gdfit.advisor import largest_curvature
+
+
+@pytest.mark.parametrize("shape", [[9], [3, 3], [2, 5, 3]])
+def test_mse_curvature_is_two_over_n(shape):
+    target = torch.rand(shape)
+    x0 = torch.rand(shape)
+    n = target.numel()
+    assert largest_curvature(F.mse_loss, x0, target) == pytest.approx(2 / n, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        lambda x, t: F.huber_loss(x, t, delta=0.3),
+        lambda x, t: F.smooth_l1_loss(x, t, beta=0.5),
+        lambda x, t: (torch.exp(x - t) * x).mean(),
+    ],
+)
+def test_curvature_matches_the_full_hessian(loss_fn):
+    gen = torch.Generator().manual_seed(4)
+    target = torch.rand(6, generator=gen, dtype=torch.float64)
+    x0 = torch.rand(6, generator=gen, dtype=torch.float64) * 2 - 1
+    hessian = torch.autograd.functional.hessian(lambda x: loss_fn(x, target), x0)
+    expected = float(torch.linalg.eigvalsh(hessian).abs().max())
+    assert largest_curvature(loss_fn, x0, target, iterations=200, rtol=1e-12) == pytest.approx(expected, rel=1e-6)
+
+
+def test_l1_has_no_curvature():
+    assert largest_curvature(F.l1_loss, torch.rand(4), torch.rand(4)) == 0.0

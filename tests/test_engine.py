@@ -1,0 +1,140 @@
+"""The descent loop against the tutorial's printed numbers, closed forms and itself."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import COUNT_1, SEED_TARGET
+from helpers import fit, resolved
+
+from gdfit.engine import Descent, prepare
+
+# The tutorial's printed tensors and losses at counts 2 to 5, and at count 16.
+TUTORIAL = {
+    2: (0.053250689059495926, [[0.2511, 0.1371, 0.6754], [0.3985, 0.4469, 0.5557], [0.5651, 0.3186, 0.6617]]),
+    3: (0.032213374972343445, [[0.2176, 0.1511, 0.5920], [0.3988, 0.4587, 0.5655], [0.5951, 0.4256, 0.7147]]),
+    4: (0.019487105309963226, [[0.1914, 0.1619, 0.5271], [0.3991, 0.4679, 0.5732], [0.6184, 0.5088, 0.7559]]),
+    5: (0.011788494884967804, [[0.1711, 0.1704, 0.4766], [0.3993, 0.4750, 0.5791], [0.6365, 0.5735, 0.7879]]),
+}
+COUNT_16 = [[0.1045, 0.1981, 0.3111], [0.4000, 0.4984, 0.5987], [0.6960, 0.7857, 0.8929]]
+ENGINES = ["autograd", "fused"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_retraces_the_tutorial_from_its_count_1_tensor(engine):
+    steps, result, _ = fit(engine, target=SEED_TARGET, init=COUNT_1)
+    by_iter = {s.iter: s for s in steps}
+    for count, (loss, x) in TUTORIAL.items():
+        step = by_iter[count - 1]  # our update k starts from the tutorial's count 1
+        assert torch.allclose(step.x, torch.tensor(x), atol=1e-4), (count, step.x)
+        assert step.loss == pytest.approx(loss, abs=2e-6)
+    assert result.status == "converged"
+    assert result.iters + 1 == 20  # the tutorial stops at count 20
+    assert result.loss == pytest.approx(6.2678964241058566e-06, rel=1e-3)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stops_at_count_20_from_the_count_16_tensor(engine):
+    _, result, _ = fit(engine, target=SEED_TARGET, init=COUNT_16)
+    assert result.status == "converged"
+    assert 16 + result.iters == 20
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("shape", [[9], [3, 3], [2, 5], [4, 3, 2]])
+@pytest.mark.parametrize("lr", [0.1, 0.7, 1.3])
+def test_mse_gd_scales_loss_by_the_closed_form_factor(engine, shape, lr):
+    n = math.prod(shape)
+    lr = lr * n / 9  # keep lr well inside the stable range 0 < lr < n
+    factor = (1 - 2 * lr / n) ** 2
+    _, result, _ = fit(
+        engine, dtype="float64", target={"random": {"shape": shape, "seed": 3}}, learning_rate=lr,
+        threshold=0, max_iters=8,
+    )
+    history = result.history
+    for before, after in zip(history, history[1:]):
+        assert after == pytest.approx(before * factor, rel=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_same_config_and_seed_give_identical_numbers(engine):
+    config = dict(target={"random": {"shape": [5, 4], "seed": 1}}, seed=7, learning_rate=0.5, max_iters=50)
+    first = fit(engine, **config)
+    second = fit(engine, **config)
+    assert first[1].history == second[1].history
+    assert torch.equal(first[1].x, second[1].x)
+    assert [s.loss for s in first[0]] == [s.loss for s in second[0]]
+
+
+def test_different_seeds_give_different_starts():
+    a = prepare(resolved(target=SEED_TARGET, seed=0)).x0
+    b = prepare(resolved(target=SEED_TARGET, seed=1)).x0
+    assert not torch.equal(a, b)
+    assert 0 <= float(a.min()) and float(a.max()) < 1  # uniform [0, 1)
+
+
+@pytest.mark.parametrize("lr,status", [(1.0, "converged"), (1e-4, "max_iters"), (30.0, "diverged")])
+def test_statuses_from_real_runs(lr, status):
+    _, result, _ = fit(target=SEED_TARGET, learning_rate=lr, max_iters=200)
+    assert result.status == status
+
+
+def test_diverged_run_keeps_non_finite_loss_out_of_nothing():
+    _, result, _ = fit(target=SEED_TARGET, learning_rate=50.0, max_iters=10_000)
+    assert result.status == "diverged"
+    assert result.iters < 100
+
+
+def test_zero_max_iters_makes_no_update():
+    steps, result, _ = fit(target=SEED_TARGET, max_iters=0)
+    assert steps == [] and result.iters == 0 and result.status == "max_iters"
+
+
+def test_a_start_at_the_target_is_already_converged():
+    _, result, _ = fit(target=SEED_TARGET, init=SEED_TARGET)
+    assert result.status == "converged" and result.iters == 0 and result.loss == 0.0
+
+
+def test_every_reports_each_nth_and_always_the_last():
+    steps, result, _ = fit(target=SEED_TARGET, every=5)
+    assert [s.iter for s in steps] == [5, 10, 15, result.iters]
+    steps, result, _ = fit(target=SEED_TARGET, every=0)
+    assert [s.iter for s in steps] == [result.iters]
+
+
+def test_history_holds_the_loss_after_every_update():
+    steps, result, _ = fit(target=SEED_TARGET)
+    assert len(result.history) == result.iters + 1
+    assert [s.loss for s in steps] == result.history[1:]
+
+
+def test_large_tensors_are_summarised_not_copied():
+    steps, result, _ = fit(target={"random": {"shape": [20, 20]}}, max_iters=3, threshold=0)
+    assert isinstance(result.x, dict)
+    assert result.x["shape"] == [20, 20]
+    assert result.x["max_abs_error"] >= 0
+
+
+def test_interrupt_stops_after_the_current_update():
+    problem = prepare(resolved(target=SEED_TARGET, learning_rate=1e-3, threshold=0))
+    calls = []
+
+    def stop_after_three():
+        calls.append(1)
+        return len(calls) >= 3
+
+    descent = Descent(problem, should_stop=stop_after_three)
+    list(descent.steps())
+    assert descent.result.status == "interrupted"
+    assert descent.result.iters == 3
+
+
+def test_grad_norm_is_the_norm_of_the_applied_gradient():
+    steps, _, _ = fit("autograd", target=SEED_TARGET, init=COUNT_1)
+    x0 = torch.tensor(COUNT_1, requires_grad=True)
+    torch.nn.functional.mse_loss(x0, torch.tensor(SEED_TARGET)).backward()
+    assert steps[0].grad_norm == pytest.approx(float(x0.grad.norm()), rel=1e-5)
+    fused, _, _ = fit("fused", target=SEED_TARGET, init=COUNT_1)
+    assert [s.grad_norm for s in fused] == pytest.approx([s.grad_norm for s in steps], rel=1e-4)
