@@ -20,8 +20,6 @@ from gdfit.errors import ExitCode, GdfitError
 
 app = typer.Typer(
     name="gdfit",
-    help="Fit a tensor to a target by gradient descent with PyTorch autograd.\n\n"
-    "Example: gdfit run configs/seed.yaml --json --every 1 | jq -c '[.event, .iter, .loss]'",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -102,13 +100,11 @@ def _root(
 ) -> None:
     """Fit a tensor to a target by gradient descent, as in the PyTorch tutorial, from YAML configs.
 
+    \b
     Examples:
-
       gdfit run configs/seed.yaml
-
-      gdfit run configs/seed.yaml --json --every 1 | jq .loss
-
-      gdfit grad-demo --expr "mean(x**3)"
+      gdfit run configs/seed.yaml --json --every 1 | jq -c '[.event, .iter, .loss]'
+      gdfit config configs/seed.yaml --advise
 
     Add --debug (or set GDFIT_DEBUG=1) to any command to see Python tracebacks.
     """
@@ -119,30 +115,27 @@ SET_HELP = "Override a config key: KEY=VALUE, VALUE read as YAML; dotted keys re
 
 @app.command()
 def run(
-    config: str = typer.Argument(..., help="YAML config file, or - to read it from standard input."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - to read it from standard input."),
     json_mode: bool = typer.Option(False, "--json", help="Write JSON Lines events (start, step, end, error) to stdout."),
     every: Optional[int] = typer.Option(
-        None, "--every", min=0, help="Report every N-th update (and always the last); 0: start and end only. "
+        None, "--every", min=0, metavar="N", help="Report every N-th update (and always the last); 0: start and end only. "
         "Default: 1 with --json; in the table, the first 20 and then about 10 a second.",
     ),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result document (JSON) here, atomically; also on divergence and interrupt."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (overrides the config)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
-    max_iters: Optional[int] = typer.Option(None, "--max-iters", help="Most updates to make (overrides the config)."),
-    x_limit: int = typer.Option(100, "--x-limit", min=0, help="Tensors with more elements are summarised, not printed in full."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="PATH", help="Write the result document (JSON) here, atomically; also on divergence and interrupt."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (overrides the config)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Random seed (overrides the config)."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates to make (overrides the config)."),
+    x_limit: int = typer.Option(100, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
 ) -> None:
     """Fit x to the config's target by gradient descent and stream each update.
 
+    \b
     Examples:
-
       gdfit run configs/seed.yaml
-
       gdfit run configs/seed.yaml --set learning_rate=0.5 --every 5
-
       gdfit run configs/seed.yaml --json --every 1 | jq -c 'select(.event=="step") | [.iter, .loss]'
-
       cat configs/seed.yaml | gdfit run - --output result.json
 
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
@@ -185,7 +178,7 @@ def _run(resolved, json_mode: bool, every: int | None, output: Path | None, x_li
         renderer = HumanRenderer(Console(), show_lr=show_lr)
         report = throttled_reporter(time.perf_counter) if every is None else every_n(every)
     with StopRequest() as stop:
-        descent = Descent(problem, report=report, x_limit=x_limit, should_stop=stop)
+        descent = Descent(problem, report=report, report_last=every != 0, x_limit=x_limit, should_stop=stop)
         for warning in descent.start.warnings:
             _err(f"gdfit: warning: {warning}")
         renderer.start(descent.start)
@@ -225,22 +218,19 @@ def _divergence_hint(descent) -> str:
 
 @app.command("config")
 def config_cmd(
-    config: Optional[str] = typer.Argument(None, help="YAML config file, or - for standard input."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    config: Optional[str] = typer.Argument(None, metavar="[CONFIG]", help="YAML config file, or - for standard input."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print the resolved config as one JSON object."),
     schema: bool = typer.Option(False, "--schema", help="Print every config key with its default and valid values."),
     advise: bool = typer.Option(False, "--advise", help="Estimate the loss curvature at the start and suggest a learning rate (imports torch)."),
 ) -> None:
     """Validate CONFIG and print it resolved: defaults filled in, --set overrides applied.
 
+    \b
     Examples:
-
       gdfit config configs/seed.yaml
-
       gdfit config configs/seed.yaml --set optimizer=adam --json
-
       gdfit config configs/seed.yaml --advise
-
       gdfit config --schema
     """
     with edge(json_mode):

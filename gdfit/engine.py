@@ -86,6 +86,7 @@ class Descent:
         self,
         problem: Problem,
         report: Callable[[int], bool] | None = None,
+        report_last: bool = True,
         x_limit: int = X_LIMIT,
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
@@ -93,6 +94,7 @@ class Descent:
     ) -> None:
         self.problem = problem
         self.report = report or every_n(1)
+        self.report_last = report_last
         self.x_limit = x_limit
         self.should_stop = should_stop
         self.clock = clock
@@ -149,10 +151,10 @@ class Descent:
             for k, loss, grad_norm, current in loop():
                 history.append(loss)
                 stop = rules.check(k, loss, self.clock(), self.should_stop())
-                if stop is not None or self.report(k):
-                    x = current()
-                    yield records.StepRecord(k, loss, self._lr(k), grad_norm(), self._snapshot(x))
+                if self.report(k) or (stop is not None and self.report_last):
+                    yield records.StepRecord(k, loss, self._lr(k), grad_norm(), self._snapshot(current()))
                 if stop is not None:
+                    x = current()
                     break
         elapsed = self.clock() - started
         status, rule = stop
