@@ -107,23 +107,30 @@ NonNegativeInt = Annotated[int, BeforeValidator(non_negative_int)]
 # ---------------------------------------------------------------- tensors
 
 
-def _shape_of(value: Any, where: str = "") -> tuple[int, ...]:
+def _where(index: tuple[int, ...]) -> str:
+    """`row 2, column 3` for matrices, `element 4` for vectors, `[1][2][3]` beyond (1-based)."""
+    if len(index) == 1:
+        return f"element {index[0] + 1}"
+    if len(index) == 2:
+        return f"row {index[0] + 1}, column {index[1] + 1}"
+    return "".join(f"[{i + 1}]" for i in index)
+
+
+def _shape_of(value: Any, index: tuple[int, ...] = ()) -> tuple[int, ...]:
     """Shape of a rectangular nested list of finite numbers; raises ValueError saying where not."""
     if not isinstance(value, list):
-        _finite(value)
+        try:
+            _finite(value)
+        except ValueError as err:
+            raise ValueError(f"{_where(index)}: {err}" if index else str(err)) from None
         return ()
     if not value:
-        raise ValueError(f"{where or 'the matrix'} is empty")
-    shapes = []
-    for i, item in enumerate(value):
-        try:
-            shapes.append(_shape_of(item, f"row {i + 1}"))
-        except ValueError as err:
-            raise ValueError(f"row {i + 1}: {err}" if not str(err).startswith("row") else str(err)) from None
+        raise ValueError(f"{_where(index) + ' ' if index else 'the matrix '}is empty")
+    shapes = [_shape_of(item, index + (i,)) for i, item in enumerate(value)]
     first = shapes[0]
     for i, shape in enumerate(shapes[1:], start=2):
         if shape != first:
-            if len(shape) == len(first) == 1:
+            if len(shape) == len(first) == 1 and not index:
                 raise ValueError(f"ragged matrix: row {i} has {shape[0]} values, row 1 has {first[0]}")
             raise ValueError(f"ragged nesting: item {i} has shape {list(shape)}, item 1 has {list(first)}")
     return (len(value),) + first
@@ -548,9 +555,17 @@ def _config_error(err: ValidationError, source: str, doc: Document | None, origi
 
 
 def _clean_loc(loc: tuple) -> list[str | int]:
-    # pydantic puts union member tags (like 'adam' or 'function-before[...]') into the path
-    known_tags = set(OPTIMIZERS + LOSSES + SCHEDULES)
-    return [p for p in loc if not (isinstance(p, str) and (p in known_tags or "[" in p or p in ("FileSource", "RandomSource", "NamedInit", "any")))]
+    """The user's key path: drop pydantic's union tags (`optimizer.adam.eps` -> `optimizer.eps`)."""
+    tags = {"optimizer": OPTIMIZERS, "loss": LOSSES, "schedule": SCHEDULES}
+    internal = ("FileSource", "RandomSource", "NamedInit", "any")
+    path: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and ("[" in part or part in internal):
+            continue
+        if i == 1 and part in tags.get(loc[0], ()):
+            continue
+        path.append(part)
+    return path
 
 
 def _most_useful(errors: list[dict]) -> dict:

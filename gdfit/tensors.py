@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,9 @@ def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.de
 def _load_text(path: Path, guard) -> torch.Tensor:
     guard(path.stat().st_size // 2)  # at least one element per two bytes of text, at most
     delimiter = "," if path.suffix.lower() == ".csv" else None
-    array = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty file is reported as our own error below
+        array = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
