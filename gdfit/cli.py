@@ -280,6 +280,54 @@ def _print_schema(rows: list[dict], json_mode: bool) -> None:
     Console().print(table)
 
 
+@app.command("grad-demo")
+def grad_demo(
+    x: Optional[str] = typer.Option(None, "--x", metavar="MATRIX", help='The input x in YAML/JSON flow syntax, e.g. "[[0.5, -1], [2, 3]]". Default: [[1, 2], [3, 4]].'),
+    expr: Optional[str] = typer.Option(None, "--expr", metavar="EXPR", help="A scalar expression of x: numbers, x, + - * / **, parentheses and sum mean exp log sqrt abs sin cos tanh sigmoid relu square. Default: sum((x + 2) * (x - 2))."),
+    json_mode: bool = typer.Option(False, "--json", help="Print one JSON document (x, nodes, y, grad, check, graph)."),
+    dot: Optional[Path] = typer.Option(None, "--dot", metavar="PATH", help="Write the backward graph as Graphviz DOT text (render: dot -Tsvg PATH)."),
+) -> None:
+    """The tutorial's autograd walkthrough, or the same for any expression.
+
+    \b
+    Examples:
+      gdfit grad-demo
+      gdfit grad-demo --expr "mean(x**3)" --x "[[1,2],[3,4]]"
+      gdfit grad-demo --json | python -m json.tool
+      gdfit grad-demo --dot graph.dot && dot -Tsvg graph.dot > graph.svg
+    """
+    with edge(json_mode):
+        from gdfit.render.document import check_writable
+
+        if dot is not None:
+            check_writable(dot)
+        x_values = _parse_matrix(x) if x is not None else None
+        from gdfit.graddemo import to_dot, walkthrough
+
+        result = walkthrough(x_values, expr)
+        if json_mode:
+            from gdfit.render.graddemo_view import document
+            from gdfit.render.jsonl import dumps
+
+            print(dumps(document(result)))
+        else:
+            from rich.console import Console
+
+            from gdfit.render.graddemo_view import render
+
+            render(result, Console())
+        if dot is not None:
+            from gdfit.render.document import write_atomic
+
+            write_atomic(dot, to_dot(result.graph))
+
+
+def _parse_matrix(text: str):
+    from gdfit.yamlsource import load_yaml
+
+    return load_yaml(text, "--x", require_mapping=False).data
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,154 @@
+"""A small, safe expression language for grad-demo, evaluated by walking a whitelisted AST.
+
+Only numbers, the name `x`, + - * / **, unary minus, parentheses and a fixed set of functions.
+User text is parsed by `ast.parse` and never evaluated, executed or compiled to code.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from gdfit.errors import ExpressionError
+
+MAX_LENGTH = 400
+MAX_DEPTH = 40
+MAX_NODES = 200
+
+FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sum": torch.sum,
+    "mean": torch.mean,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "square": torch.square,
+}
+BINARY = {ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub), ast.Mult: ("*", operator.mul),
+          ast.Div: ("/", operator.truediv), ast.Pow: ("**", operator.pow)}
+UNARY = {ast.USub: "-", ast.UAdd: "+"}
+ALLOWED = "numbers, x, + - * / **, unary minus, parentheses and " + " ".join(FUNCTIONS)
+
+
+@dataclass
+class Node:
+    """A named intermediate: `x3 = x1 * x2`, its value and the grad_fn autograd gave it."""
+
+    name: str
+    operation: str
+    value: torch.Tensor
+
+
+def parse(text: str) -> ast.Expression:
+    """Parse and check an expression; ExpressionError (exit 2) for anything outside the language."""
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"expression is {len(text)} characters; at most {MAX_LENGTH} are allowed", key="--expr")
+    if not text.strip():
+        raise ExpressionError("expression is empty", key="--expr")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as err:
+        raise ExpressionError(f"not a valid expression: {err.msg} (column {err.offset})", key="--expr") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ExpressionError("expression is nested too deeply", key="--expr") from None
+    count = _check(tree.body, 0, 0)
+    if count > MAX_NODES:
+        raise ExpressionError(f"expression has {count} parts; at most {MAX_NODES} are allowed", key="--expr")
+    return tree
+
+
+def _check(node: ast.AST, depth: int, count: int) -> int:
+    if depth > MAX_DEPTH:
+        raise ExpressionError(f"expression is nested more than {MAX_DEPTH} levels deep", key="--expr")
+    count += 1
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+            raise ExpressionError(f"only numbers are allowed as constants, not {node.value!r}", key="--expr")
+        if isinstance(node.value, int) and abs(node.value) > 10**15:
+            raise ExpressionError(f"the number {str(node.value)[:20]}... is too large", key="--expr")
+        return count
+    if isinstance(node, ast.Name):
+        if node.id != "x":
+            raise ExpressionError(f"unknown name {node.id!r}: the only variable is x", key="--expr")
+        return count
+    if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+        return _check(node.right, depth + 1, _check(node.left, depth + 1, count))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
+        return _check(node.operand, depth + 1, count)
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)[:30]
+            raise ExpressionError(f"unknown function {name!r}; allowed: {', '.join(FUNCTIONS)}", key="--expr")
+        if len(node.args) != 1 or node.keywords:
+            raise ExpressionError(f"{node.func.id}() takes exactly one argument", key="--expr")
+        return _check(node.args[0], depth + 1, count)
+    what = type(node).__name__
+    raise ExpressionError(f"{what} is not allowed; the language has {ALLOWED}", key="--expr")
+
+
+class Evaluator:
+    """Evaluates a checked tree on x, naming each x-dependent sub-expression x1, x2, ..."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.nodes: list[Node] = []
+
+    def run(self, tree: ast.Expression) -> tuple[torch.Tensor, str]:
+        """The value of the whole expression and its display text."""
+        return self._eval(tree.body)
+
+    def _name(self, value: torch.Tensor | float, operation: str) -> tuple[torch.Tensor | float, str]:
+        if not isinstance(value, torch.Tensor) or not value.requires_grad:  # a constant sub-expression: show it inline, unnamed
+            return value, operation
+        name = f"x{len(self.nodes) + 1}"
+        self.nodes.append(Node(name, operation, value))
+        return value, name
+
+    def _eval(self, node: ast.AST) -> tuple[torch.Tensor, str]:
+        if isinstance(node, ast.Constant):
+            # a plain number, as in the tutorial's `x + 2` (so x ** 3 is PowBackward0, not 1)
+            return float(node.value), repr(node.value)
+        if isinstance(node, ast.Name):
+            return self.x, "x"
+        if isinstance(node, ast.UnaryOp):
+            value, text = self._eval(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                return value, text
+            return self._name(-value, f"-{_wrap(text)}")
+        if isinstance(node, ast.BinOp):
+            left, ltext = self._eval(node.left)
+            right, rtext = self._eval(node.right)
+            symbol, op = BINARY[type(node.op)]
+            if not isinstance(left, torch.Tensor) and not isinstance(right, torch.Tensor):
+                left = torch.tensor(left, dtype=self.x.dtype)  # no Python float overflow or huge ints
+            return self._name(op(left, right), f"{_wrap(ltext)} {symbol} {_wrap(rtext)}")
+        assert isinstance(node, ast.Call)  # guaranteed by _check
+        value, text = self._eval(node.args[0])
+        if not isinstance(value, torch.Tensor):
+            value = torch.tensor(value, dtype=self.x.dtype)
+        return self._name(FUNCTIONS[node.func.id](value), f"{node.func.id}({text})")
+
+
+def _wrap(text: str) -> str:
+    return f"({text})" if " " in text and not text.endswith(")") else text
+
+
+def evaluate(tree: ast.Expression, x: torch.Tensor) -> tuple[torch.Tensor, list[Node]]:
+    """y and the named nodes; the last node is y itself when y depends on x."""
+    evaluator = Evaluator(x)
+    y, _ = evaluator.run(tree)
+    return y, evaluator.nodes
+
+
+def function_of(tree: ast.Expression) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The expression as a plain function of x (for finite differences)."""
+    return lambda x: evaluate(tree, x)[0]
