@@ -280,6 +280,121 @@ def _print_schema(rows: list[dict], json_mode: bool) -> None:
     Console().print(table)
 
 
+@app.command()
+def sweep(
+    config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - for standard input."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", metavar="KEY=VALUES", help="Values of one key: V1,V2,... (YAML each), a..b (integers), logspace(a,b,n) or linspace(a,b,n). Repeatable: the runs are the Cartesian product."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    json_mode: bool = typer.Option(False, "--json", help="JSON Lines: start, one run event per run, end."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="PATH", help="Write the whole result as one JSON document, atomically."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw updates-to-converge against the swept value (needs gdfit[plot])."),
+    sort: str = typer.Option("iters", "--sort", metavar="KEY", help="Sort rows by iters (updates to converge, the default), loss, or a grid key."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates per run."),
+    x_limit: int = typer.Option(100, "--x-limit", min=0, metavar="N", help="Report x of runs with at most N elements."),
+) -> None:
+    """Many runs of one config in one batched tensor: a grid over learning_rate, seed, init and
+    optimizer settings. Each run stops at its own update, exactly as `gdfit run` would.
+
+    \b
+    Examples:
+      gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)"
+      gdfit sweep configs/seed.yaml --grid learning_rate=0.5,1,4.5 --grid seed=0..3 --json
+      gdfit sweep configs/momentum.yaml --grid optimizer.momentum=0,0.5,0.9 --sort loss
+
+    Exit status: 0 when at least one run converged, 1 when none did, 2 for bad input.
+    """
+    with edge(json_mode):
+        status = _sweep(config, grid or [], set_ or [], json_mode, output, plot, sort, device, max_iters, x_limit)
+    raise typer.Exit(status)
+
+
+def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device, max_iters, x_limit) -> int:
+    import time
+
+    from gdfit.config import apply_override, parse_assignment, read_config_text
+    from gdfit.render.document import check_writable
+    from gdfit.sweep import expand, parse_grid
+    from gdfit.yamlsource import load_yaml
+
+    for path in (output, plot):
+        if path is not None:
+            check_writable(path)
+    if plot is not None:
+        from gdfit.plotting import require_matplotlib
+
+        require_matplotlib()
+    text, source, base_dir = read_config_text(config)
+    data = dict(load_yaml(text, source).data)
+    for item in overrides:
+        parts, value = parse_assignment(item)
+        apply_override(data, parts, value)
+    for key, value in (("device", device), ("max_iters", max_iters)):
+        if value is not None:
+            data[key] = value
+    grid = parse_grid(grid_items, data.get("sweep"), source)
+    if sort not in ("iters", "loss") and sort not in grid:
+        raise GdfitError(f"unknown sort key {sort!r}; use iters, loss or one of: {', '.join(grid)}", key="--sort")
+    runs = list(expand(data, grid, source, base_dir))
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gdfit.interrupts import StopRequest
+    from gdfit.render import sweep_view
+    from gdfit.render.jsonl import dumps
+    from gdfit.sweep import best_run, plan_and_execute, sort_results
+
+    console = Console(stderr=json_mode)
+    started = time.perf_counter()
+    with StopRequest() as stop:
+        steps = plan_and_execute(runs, x_limit, stop)
+        plan = next(steps)
+        resolved_config = runs[0].resolved.config.model_dump(mode="json")
+        if json_mode:
+            print(dumps(sweep_view.start_event(plan, resolved_config, grid)), flush=True)
+        else:
+            console.print(sweep_view.plan_line(plan))
+        with Progress(TextColumn("runs done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True, disable=json_mode) as bar:
+            task = bar.add_task("sweep", total=len(runs))
+            for item in steps:
+                if isinstance(item, tuple):
+                    bar.update(task, completed=item[0])
+                else:
+                    results = item
+    elapsed = time.perf_counter() - started
+    best = best_run(results)
+    ordered = sort_results(results, sort)
+    if json_mode:
+        for result in ordered:
+            print(dumps(sweep_view.run_event(result)))
+        print(dumps(sweep_view.end_event(results, best, elapsed)), flush=True)
+    else:
+        console.print(sweep_view.results_table(ordered, best, sort))
+        sweep_view.print_summary(console, results, best, elapsed)
+    if len(results) < len(runs):
+        _err(f"gdfit: interrupted after {len(results)} of {len(runs)} runs")
+    document = {
+        "config": resolved_config, "grid": grid, **sweep_view.end_event(results, best, elapsed),
+        "runs": [sweep_view.run_event(r) for r in results],
+    }
+    document.pop("event")
+    for run in document["runs"]:
+        run.pop("event")
+    if output is not None:
+        from gdfit.render.document import write_atomic
+
+        write_atomic(output, dumps(document) + "\n")
+    if plot is not None:
+        from gdfit.plotting import plot_sweep
+
+        plot_sweep(plot, document)
+    if len(results) < len(runs):
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.OK if any(r.status == "converged" for r in results) else ExitCode.NOT_CONVERGED)
+
+
 @app.command("grad-demo")
 def grad_demo(
     x: Optional[str] = typer.Option(None, "--x", metavar="MATRIX", help='The input x in YAML/JSON flow syntax, e.g. "[[0.5, -1], [2, 3]]". Default: [[1, 2], [3, 4]].'),

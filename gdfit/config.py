@@ -408,6 +408,7 @@ class FitConfig(_Frozen):
     device: Annotated[str, BeforeValidator(_device)] = "auto"
     dtype: Annotated[str, BeforeValidator(_dtype)] = "float32"
     engine: Literal["auto", "autograd", "fused"] = "auto"
+    sweep: Annotated[dict[str, Any], BeforeValidator(lambda v: _sweep_section(v))] | None = None
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -423,6 +424,13 @@ class FitConfig(_Frozen):
             if ti != tt:
                 raise ValueError(f"shape {list(ti)} differs from the target's shape {list(tt)}")
         return init
+
+
+def _sweep_section(value: Any) -> dict[str, Any]:
+    """`sweep:` is read by `gdfit sweep` (grid values are checked there); `run` ignores it."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of KEY: values, got {type_name(value)}")
+    return value
 
 
 def _greater_than_one(v: Any) -> float:

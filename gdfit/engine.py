@@ -91,6 +91,7 @@ class Descent:
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
         advice: bool = True,
+        sync_every: int | None = None,
     ) -> None:
         self.problem = problem
         self.report = report or every_n(1)
@@ -99,6 +100,11 @@ class Descent:
         self.should_stop = should_stop
         self.clock = clock
         self.result: records.FitResult | None = None
+        # On CUDA the fused engine checks stop rules on the device and syncs every 32 updates;
+        # on the CPU a check per update costs nothing, so the plain loop runs (sync_every = 1).
+        if sync_every is None:
+            sync_every = 32 if problem.device.type == "cuda" and problem.engine == "fused" else 1
+        self.sync_every = sync_every
         config = problem.config
         fn = problem.loss.functional()
         self.initial_loss = float(fn(problem.x0, problem.target))
@@ -140,6 +146,9 @@ class Descent:
 
     def steps(self) -> Iterator[records.StepRecord]:
         """Run to the end, yielding a record for each reported update (and always the last)."""
+        if self.sync_every > 1 and self.problem.engine == "fused":
+            yield from self._batched_steps()
+            return
         problem, config = self.problem, self.problem.config
         started = self.clock()
         rules = StopRules(config, self.initial_loss, started)
@@ -166,6 +175,54 @@ class Descent:
             elapsed_s=elapsed,
             stop_rule=rule,
             history=history,
+            seed=config.seed,
+            device=describe(problem.device),
+            versions=versions(),
+        )
+
+    def _batched_steps(self) -> Iterator[records.StepRecord]:
+        """The same run through the batched loop (K = 1): stop rules on the device, one host
+        synchronisation every `sync_every` updates, records emitted after each."""
+        from gdfit.batched import Batch, BatchedDescent
+
+        problem, config = self.problem, self.problem.config
+        batch = Batch(
+            config, problem.target, problem.x0.unsqueeze(0), problem.loss,
+            lr=torch.tensor([config.learning_rate], dtype=torch.float64),
+        )
+        runner = BatchedDescent(
+            batch, sync_every=self.sync_every, should_stop=self.should_stop, clock=self.clock,
+            keep_history=True, snapshot=self.report,
+        )
+        history = [self.initial_loss]
+        held: list[tuple[int, Any, float]] = []
+        for progress in runner.progress():
+            history.extend(progress.losses or [])
+            if progress.done:  # the run stopped in this chunk: later snapshots are past its end
+                held.extend(progress.snapshots or [])
+                continue
+            for k, x, norm in progress.snapshots or []:
+                yield records.StepRecord(k, history[k], self._lr(k), norm, self._snapshot(x))
+        outcome = runner.outcome
+        iters = outcome.iters[0]
+        reported = set()
+        for k, x, norm in held:
+            if k <= iters:
+                reported.add(k)
+                yield records.StepRecord(k, history[k], self._lr(k), norm, self._snapshot(x))
+        x_final = outcome.x[0]
+        if iters > 0 and self.report_last and iters not in reported and not self.report(iters):
+            yield records.StepRecord(
+                iters, outcome.loss[0], self._lr(iters), outcome.last_grad_norm, self._snapshot(x_final)
+            )
+        self.result = records.FitResult(
+            status=outcome.status[0],
+            iters=iters,
+            loss=outcome.loss[0],
+            x=self._snapshot(x_final),
+            elapsed_s=outcome.elapsed_s,
+            stop_rule=_rule_text(outcome.status[0], config),
+            history=outcome.history,
             seed=config.seed,
             device=describe(problem.device),
             versions=versions(),
@@ -221,6 +278,18 @@ class Descent:
                 grad_norm = (lambda g=grad: float(torch.linalg.vector_norm(g)))
             previous = loss_of.value(d).item()
             yield k, previous, grad_norm, (lambda: d[0] + target)
+
+
+def _rule_text(status: str, config) -> str:
+    """The stop rule's words for a status decided on the device (see stopping.StopRules)."""
+    return {
+        records.CONVERGED: f"loss <= threshold ({config.threshold:g})",
+        records.DIVERGED: f"loss not finite or > {config.divergence_factor:g} x the initial loss",
+        records.STALLED: f"no relative improvement >= {config.min_rel_improvement:g} in {config.patience} updates",
+        records.TIMEOUT: f"timeout_s ({config.timeout_s} s) reached",
+        records.INTERRUPTED: "interrupted by a signal",
+        records.MAX_ITERS: f"max_iters ({config.max_iters}) reached",
+    }[status]
 
 
 def resolution_floor(problem: Problem) -> float:

@@ -27,6 +27,8 @@ VALUES = {
     "device": DEVICE_HELP,
     "dtype": ", ".join(DTYPES),
     "engine": "auto (fused), fused (closed-form, in place), autograd (the tutorial's literal loop)",
+    "sweep": "mapping KEY: values for `gdfit sweep` (a list, a..b, logspace(a,b,n) or linspace(a,b,n)); "
+    "`gdfit run` ignores it",
 }
 
 

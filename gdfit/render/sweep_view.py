@@ -1,0 +1,79 @@
+"""Sweep results: a rich table (one row per run, the best highlighted) and JSON Lines events."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gdfit.render.human import STATUS_STYLE
+from gdfit.render.jsonl import tensor_field
+from gdfit.sweep import RunResult, SweepPlan
+
+
+def _value(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def results_table(results: list[RunResult], best: RunResult | None, sort_key: str) -> Table:
+    keys = list(results[0].params) if results else []
+    table = Table(title=f"{len(results)} runs, sorted by {sort_key}; best in bold", header_style="bold")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("status")
+    table.add_column("updates", justify="right")
+    table.add_column("final loss", justify="right")
+    for result in results:
+        style = "bold reverse" if result is best else ""
+        status = Text(result.status, style=STATUS_STYLE.get(result.status, ""))
+        table.add_row(
+            *[_value(result.params[k]) for k in keys], status, str(result.iters), f"{result.loss:.6g}",
+            style=style,
+        )
+    return table
+
+
+def plan_line(plan: SweepPlan) -> str:
+    line = f"{plan.runs} runs on {plan.device} ({plan.dtype}), target shape {plan.shape}"
+    if plan.chunks > 1:
+        line += f"; split into {plan.chunks} batches of up to {plan.chunk} runs to fit in memory"
+    else:
+        line += ", one batch"
+    return line
+
+
+def start_event(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list]) -> dict[str, Any]:
+    return {
+        "event": "start", "config": config, "grid": grid, "runs": plan.runs, "device": plan.device,
+        "dtype": plan.dtype, "shape": plan.shape, "batches": plan.chunks, "batch_size": plan.chunk,
+    }
+
+
+def run_event(result: RunResult) -> dict[str, Any]:
+    return {
+        "event": "run", "params": result.params, "status": result.status, "iters": result.iters,
+        "loss": result.loss, **tensor_field(result.x),
+    }
+
+
+def end_event(results: list[RunResult], best: RunResult | None, elapsed_s: float) -> dict[str, Any]:
+    return {
+        "event": "end",
+        "counts": dict(Counter(r.status for r in results)),
+        "best": None if best is None else {"params": best.params, "status": best.status, "iters": best.iters,
+                                           "loss": best.loss},
+        "elapsed_s": elapsed_s,
+    }
+
+
+def print_summary(console: Console, results: list[RunResult], best: RunResult | None, elapsed_s: float) -> None:
+    counts = Counter(r.status for r in results)
+    parts = ", ".join(f"{n} {status}" for status, n in counts.most_common())
+    console.print(f"{parts}; {elapsed_s:.3f} s")
+    if best is not None:
+        params = ", ".join(f"{k}={_value(v)}" for k, v in best.params.items())
+        console.print(Text(f"best: {params}: {best.status} after {best.iters} updates, loss {best.loss:.6g}",
+                           style="bold green" if best.status == "converged" else "bold"))

@@ -1,0 +1,269 @@
+"""`gdfit sweep`: a grid of runs built from one config, run as batches of one tensor each.
+
+Grid values: `KEY=V1,V2,...` (each V read as YAML), `seed=0..15` (inclusive integer range),
+`learning_rate=logspace(1e-3,10,32)` and `linspace(a,b,n)`. A `sweep:` mapping in the YAML does the
+same (`sweep: {learning_rate: "logspace(1e-2,10,16)", seed: [0, 1, 2]}`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from gdfit.config import Resolved, apply_override, build_config
+from gdfit.errors import ConfigError
+from gdfit.yamlsource import load_yaml
+
+MAX_RUNS = 100_000
+SWEEPABLE = {
+    "learning_rate",
+    "seed",
+    "init",
+    "optimizer.momentum",
+    "optimizer.dampening",
+    "optimizer.betas",
+    "optimizer.eps",
+    "optimizer.alpha",
+}
+OPTIMIZER_TENSORS = {"momentum", "dampening", "eps", "alpha"}
+WHY_NOT = {
+    "target": "runs in a batch share one target tensor, so its shape and values cannot vary; "
+    "run one sweep per target",
+    "optimizer": "runs in a batch share one update rule; sweep its settings (optimizer.momentum, ...) "
+    "or run one sweep per optimizer",
+    "loss": "runs in a batch share one loss; run one sweep per loss",
+    "device": "a batch lives on one device",
+    "dtype": "a batch has one dtype",
+    "engine": "sweeps always run the fused batched engine",
+    "max_iters": "the batch runs up to one max_iters; set it in the config",
+    "threshold": "the batch shares one threshold; set it in the config",
+    "schedule": "the batch shares one schedule; set it in the config",
+}
+_RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
+_SPACE = re.compile(r"^\s*(logspace|linspace)\s*\((.*)\)\s*$")
+
+
+def parse_values(key: str, text: Any, source: str) -> list[Any]:
+    """The list of values for one grid key."""
+    if isinstance(text, list):
+        values = text
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):
+        values = [text]
+    elif isinstance(text, str) and _RANGE.match(text):
+        low, high = (int(v) for v in _RANGE.match(text).groups())
+        if high < low:
+            raise ConfigError(f"range {text!r} is empty (the end is before the start)", source=source, key=key)
+        values = list(range(low, high + 1))
+    elif isinstance(text, str) and _SPACE.match(text):
+        values = _spaced(key, *_SPACE.match(text).groups(), source=source)
+    elif isinstance(text, str):
+        values = [load_yaml(part, f"{source} {key}", require_mapping=False).data for part in _split_top(text)]
+    else:
+        raise ConfigError(f"expected a list of values, a..b or logspace(a,b,n), got {text!r}", source=source, key=key)
+    if not values:
+        raise ConfigError("no values", source=source, key=key)
+    return values
+
+
+def _spaced(key: str, kind: str, args: str, source: str) -> list[float]:
+    parts = [p.strip() for p in args.split(",")]
+    try:
+        start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+        if len(parts) != 3 or count < 1:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ConfigError(f"{kind}(start, stop, count) needs two numbers and a count >= 1, got ({args})",
+                          source=source, key=key) from None
+    if count > MAX_RUNS:
+        raise ConfigError(f"{kind} asks for {count} values; at most {MAX_RUNS:,} runs", source=source, key=key)
+    if kind == "logspace":
+        if start <= 0 or stop <= 0:
+            raise ConfigError("logspace needs start and stop > 0", source=source, key=key)
+        a, b = math.log10(start), math.log10(stop)
+        return [10 ** (a + (b - a) * i / (count - 1)) if count > 1 else start for i in range(count)]
+    return [start + (stop - start) * i / (count - 1) if count > 1 else start for i in range(count)]
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets: `[0.9,0.99],[0.8,0.9]` -> two values."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p for p in parts if p.strip()]
+
+
+def parse_grid(items: list[str], section: dict[str, Any] | None, source: str) -> dict[str, list[Any]]:
+    """`--grid` items and the YAML `sweep:` section, checked against the sweepable keys."""
+    grid: dict[str, list[Any]] = {}
+    for key, value in (section or {}).items():
+        grid[key] = parse_values(key, value, f"{source} sweep")
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected KEY=V1,V2,..., got {item!r}", source="--grid")
+        grid[key.strip()] = parse_values(key.strip(), text, "--grid")
+    for key in grid:
+        if key not in SWEEPABLE:
+            top = key.split(".")[0]
+            why = WHY_NOT.get(top, f"sweepable keys are {', '.join(sorted(SWEEPABLE))}")
+            raise ConfigError(f"cannot sweep {key!r}: {why}", source="--grid", key=key)
+    if not grid:
+        raise ConfigError("nothing to sweep: give --grid KEY=V1,V2,... or a `sweep:` section", source=source)
+    total = math.prod(len(v) for v in grid.values())
+    if total > MAX_RUNS:
+        raise ConfigError(f"the grid has {total:,} runs; at most {MAX_RUNS:,}", source="--grid")
+    return grid
+
+
+@dataclass
+class Run:
+    """One combination: the values it sets and its own validated config."""
+
+    params: dict[str, Any]
+    resolved: Resolved
+
+
+def expand(base: dict[str, Any], grid: dict[str, list[Any]], source: str, base_dir) -> Iterator[Run]:
+    """Every combination of the grid, each validated as a config of its own."""
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        data = _deep_copy(base)
+        for key, value in zip(keys, combo):
+            apply_override(data, key.split("."), value)
+        params = dict(zip(keys, combo))
+        origins = {k.split(".")[0]: f"--grid {k}={_short(v)}" for k, v in params.items()}
+        yield Run(params, build_config(data, source=source, base_dir=base_dir, origins=origins))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+@dataclass
+class RunResult:
+    params: dict[str, Any]
+    status: str
+    iters: int
+    loss: float
+    x: Any  # CPU tensor, or a summary dict when large
+
+
+@dataclass
+class SweepPlan:
+    """How the runs are split into batches that fit in memory, and where they run."""
+
+    device: str
+    dtype: str
+    shape: list[int]
+    runs: int
+    chunk: int
+    chunks: int
+
+
+def plan_and_execute(runs: list[Run], x_limit: int, should_stop, on_progress=None):
+    """Run every combination in as few batches as memory allows.
+
+    Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
+    RunResults in grid order.
+    """
+    import torch
+
+    from gdfit.batched import Batch, BatchedDescent
+    from gdfit.devices import describe
+    from gdfit.engine import prepare, summarize
+    from gdfit.optimizers import state_copies
+    from gdfit.tensors import available_bytes, build_init, guard_memory
+
+    first = prepare(runs[0].resolved)
+    target, device, dtype = first.target, first.device, first.dtype
+    config = runs[0].resolved.config
+    per_run = target.numel() * target.element_size() * (5 + state_copies(config.optimizer))
+    fit = max(1, int(available_bytes(device) * 0.5 // max(per_run, 1)))
+    chunk = min(len(runs), fit)
+    guard_memory(target.numel(), dtype, device, 5 + state_copies(config.optimizer), "one run of the sweep")
+    plan = SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs), chunk,
+                     math.ceil(len(runs) / chunk))
+    yield plan
+    results: list[RunResult] = []
+    sync_every = 32 if device.type == "cuda" else 8
+    done_before = 0
+    for start in range(0, len(runs), chunk):
+        group = runs[start : start + chunk]
+        x0 = torch.stack([build_init(run.resolved, target) for run in group])
+        batch = Batch(
+            config=group[0].resolved.config,
+            target=target,
+            x0=x0,
+            loss=first.loss,
+            lr=torch.tensor([run.resolved.config.learning_rate for run in group], dtype=torch.float64),
+            hyper=_varying_hyper(group),
+        )
+        runner = BatchedDescent(batch, sync_every=sync_every, should_stop=should_stop)
+        for progress in runner.progress():
+            yield (done_before + progress.done, len(runs))
+        outcome = runner.outcome
+        for i, run in enumerate(group):
+            x = outcome.x[i]
+            shown = x if x.numel() <= x_limit else summarize(x, target.cpu())
+            results.append(RunResult(run.params, outcome.status[i], outcome.iters[i], outcome.loss[i], shown))
+        done_before += len(group)
+        yield (done_before, len(runs))
+        if should_stop():
+            break
+    yield results
+
+
+def _varying_hyper(group: list[Run]) -> dict[str, Any]:
+    """Optimizer settings that differ within the batch, as [K] tensors (the rest stay floats)."""
+    import torch
+
+    specs = [run.resolved.config.optimizer for run in group]
+    hyper: dict[str, Any] = {}
+    for name in OPTIMIZER_TENSORS:
+        values = [getattr(spec, name, None) for spec in specs]
+        if values[0] is not None and len(set(values)) > 1:
+            hyper[name] = torch.tensor(values, dtype=torch.float64)
+    betas = [getattr(spec, "betas", None) for spec in specs]
+    if betas[0] is not None and len(set(betas)) > 1:
+        hyper["beta1"] = torch.tensor([b[0] for b in betas], dtype=torch.float64)
+        hyper["beta2"] = torch.tensor([b[1] for b in betas], dtype=torch.float64)
+    return hyper
+
+
+def sort_results(results: list[RunResult], key: str) -> list[RunResult]:
+    """`iters`: converged runs by updates, then the rest by final loss; `loss`; or a grid key."""
+    def by_iters(r: RunResult):
+        return (r.status != "converged", r.iters if r.status == "converged" else 0, _finite_or_inf(r.loss))
+
+    if key == "iters":
+        return sorted(results, key=by_iters)
+    if key == "loss":
+        return sorted(results, key=lambda r: _finite_or_inf(r.loss))
+    return sorted(results, key=lambda r: (str(type(r.params.get(key))), r.params.get(key)))
+
+
+def best_run(results: list[RunResult]) -> RunResult | None:
+    """The converged run with the fewest updates; else the lowest final loss."""
+    return sort_results(results, "iters")[0] if results else None
+
+
+def _finite_or_inf(value: float) -> float:
+    return value if isinstance(value, float) and math.isfinite(value) else math.inf
