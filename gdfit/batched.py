@@ -107,7 +107,8 @@ class BatchedDescent:
         ceiling = initial * config.divergence_factor
         best, best_iter = initial.clone(), torch.zeros_like(stop_iter)
         lr = batch.lr.to(device=device, dtype=torch.float64)
-        hyper = {name: _column(v.to(device=device, dtype=dtype), ndim) for name, v in batch.hyper.items()}
+        # settings stay float64 until they multiply a tensor, as a float setting would in a single run
+        hyper = {name: _column(v.to(device=device, dtype=torch.float64), ndim) for name, v in batch.hyper.items()}
         optimizer = make_optimizer(config.optimizer, hyper)
         gd_on_mse = isinstance(config.optimizer, GD) and isinstance(config.loss, MSE)
         pending_losses: list[torch.Tensor] = []
@@ -133,7 +134,7 @@ class BatchedDescent:
                     grad = batch.loss.grad(d)
                     if self.keep_history:
                         grad_norm = torch.linalg.vector_norm(grad[0])
-                    optimizer.step(d, grad, _column(rate.to(dtype), ndim), k)
+                    optimizer.step(d, grad, _column(rate, ndim), k)
                 losses = batch.loss.value(d)
                 # stop rules, all on the device, for the runs still active
                 diverged = active & (~torch.isfinite(losses) | (losses > ceiling))

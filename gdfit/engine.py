@@ -238,7 +238,7 @@ class Descent:
         """The tutorial's loop, literally. Yields (k, loss, grad_norm(), x())."""
         problem, config = self.problem, self.problem.config
         fn, target = problem.loss.functional(), problem.target
-        optimizer = make_optimizer(config.optimizer)
+        optimizer = make_optimizer(config.optimizer, exact=True)  # torch.optim's own ops
         literal_gd = isinstance(config.optimizer, GD)
         x = problem.x0.clone().requires_grad_(True)
         loss = fn(x, target)
