@@ -32,7 +32,9 @@ def largest_curvature(
     v /= torch.linalg.vector_norm(v)
     estimate = 0.0
     for _ in range(iterations):
-        (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True, allow_unused=True)
+        # H v as the gradient of (grad . v); passing v as grad_outputs would make torch import
+        # sympy for a shape check, a quarter of a second at every start
+        (hv,) = torch.autograd.grad(torch.dot(grad.flatten(), v.flatten()), x, retain_graph=True, allow_unused=True)
         if hv is None:
             return 0.0
         new = float(torch.dot(v.flatten(), hv.flatten()))

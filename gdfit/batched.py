@@ -23,8 +23,6 @@ from gdfit.losses import Loss
 from gdfit.optimizers import make_optimizer
 from gdfit.schedules import lr_factor
 
-RUNNING, CONVERGED, DIVERGED, STALLED = 0, 1, 2, 3
-STATUS_NAMES = {CONVERGED: records.CONVERGED, DIVERGED: records.DIVERGED, STALLED: records.STALLED}
 
 
 @dataclass
@@ -97,13 +95,11 @@ class BatchedDescent:
         k_runs, n, ndim = d.shape[0], batch.target.numel(), d.dim()
         losses = batch.loss.value(d)
         initial = losses.clone()
-        status = torch.full((k_runs,), RUNNING, dtype=torch.int8, device=device)
-        stop_iter = torch.zeros(k_runs, dtype=torch.long, device=device)
-        final_loss = initial.clone()
-        converged0 = initial <= config.threshold
-        status[converged0] = CONVERGED
-        active = ~converged0 & torch.isfinite(initial)
-        status[~torch.isfinite(initial)] = DIVERGED
+        final_loss = initial.clone()  # each run's loss after its last update
+        stop_iter = torch.zeros(k_runs, dtype=torch.long, device=device)  # updates each run made
+        active = (initial > config.threshold) & torch.isfinite(initial)
+        active_column = active.view(-1, *([1] * (ndim - 1)))  # a view: in-place updates show through
+        stalled = torch.zeros_like(active)
         ceiling = initial * config.divergence_factor
         best, best_iter = initial.clone(), torch.zeros_like(stop_iter)
         lr = batch.lr.to(device=device, dtype=torch.float64)
@@ -111,55 +107,56 @@ class BatchedDescent:
         hyper = {name: _column(v.to(device=device, dtype=torch.float64), ndim) for name, v in batch.hyper.items()}
         optimizer = make_optimizer(config.optimizer, hyper)
         gd_on_mse = isinstance(config.optimizer, GD) and isinstance(config.loss, MSE)
+        constant = isinstance(config.schedule, Constant)
+        if gd_on_mse:  # x - lr * 2 (x - t) / n on d is one multiply; 1 for finished runs
+            multiplier = _column((1.0 - lr * (2.0 / n)).to(dtype), ndim)
+            unchanged = torch.ones_like(multiplier)
         pending_losses: list[torch.Tensor] = []
-        pending_snapshots: list[tuple[int, torch.Tensor]] = []
+        pending_snapshots: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         history: list[float] = [float(initial[0])] if self.keep_history else []
+        last_grad_norm = torch.zeros((), dtype=torch.float64, device=device)
         started = self.clock()
         deadline = started + config.timeout_s if config.timeout_s else math.inf
         limit_status = records.MAX_ITERS
-        last_grad_norm = torch.zeros((), dtype=torch.float64, device=device)
         k = 0
         if config.max_iters > 0 and bool(active.any()):
             for k in range(1, config.max_iters + 1):
-                factor = 1.0 if isinstance(config.schedule, Constant) else lr_factor(
-                    config.schedule, k, config.max_iters, 1.0)
-                rate = lr * factor * active  # finished runs take a zero step
-                # run 0's |grad| is kept only for single runs, which report it (keep_history)
+                factor = 1.0 if constant else lr_factor(config.schedule, k, config.max_iters, 1.0)
                 take_snapshot = self.snapshot(k)
+                # run 0's |grad| is kept only for single runs, which report it (keep_history)
                 if gd_on_mse:
                     if self.keep_history:  # |grad| = 2 |d| / n = 2 sqrt(loss / n), loss before the step
                         grad_norm = 2.0 * torch.sqrt(losses[0].clamp_min(0) / n)
-                    d.mul_(_column((1.0 - rate * (2.0 / n)).to(dtype), ndim))
+                    if not constant:
+                        multiplier = _column((1.0 - lr * (factor * 2.0 / n)).to(dtype), ndim)
+                    d.mul_(torch.where(active_column, multiplier, unchanged))
                 else:
                     grad = batch.loss.grad(d)
                     if self.keep_history:
                         grad_norm = torch.linalg.vector_norm(grad[0])
-                    optimizer.step(d, grad, _column(rate, ndim), k)
+                    optimizer.step(d, grad, _column(lr * factor * active, ndim), k)  # finished: 0 step
                 losses = batch.loss.value(d)
-                # stop rules, all on the device, for the runs still active
-                diverged = active & (~torch.isfinite(losses) | (losses > ceiling))
-                converged = active & ~diverged & (losses <= config.threshold)
-                newly = diverged | converged
+                # stop rules, on the device, for the runs still active (NaN fails both tests)
+                stop_iter.add_(active)
+                if not gd_on_mse:  # gd on mse freezes a finished run exactly (x 1), loss and all
+                    final_loss = torch.where(active, losses, final_loss)
+                if self.keep_history:
+                    last_grad_norm = torch.where(active[0], grad_norm, last_grad_norm)
+                going = (losses > config.threshold) & (losses <= ceiling)
                 if config.patience is not None:
                     improved = active & (losses < best * (1 - config.min_rel_improvement))
                     best = torch.where(improved, losses, best)
                     best_iter = torch.where(improved, torch.full_like(best_iter, k), best_iter)
-                    stalled = active & ~newly & (k - best_iter >= config.patience)
-                    status = torch.where(stalled, torch.full_like(status, STALLED), status)
-                    newly = newly | stalled
-                status = torch.where(diverged, torch.full_like(status, DIVERGED), status)
-                status = torch.where(converged, torch.full_like(status, CONVERGED), status)
-                stop_iter = torch.where(newly, torch.full_like(stop_iter, k), stop_iter)
-                final_loss = torch.where(newly, losses, final_loss)
-                if self.keep_history:
-                    last_grad_norm = torch.where(active[0], grad_norm, last_grad_norm)
-                active = active & ~newly
+                    stalling = active & going & (k - best_iter >= config.patience)
+                    stalled |= stalling
+                    going &= ~stalling
+                active.logical_and_(going)
                 if self.keep_history:
                     pending_losses.append(losses[0:1])
                 if take_snapshot:
                     pending_snapshots.append((k, d[0].clone(), grad_norm))
                 if k % self.sync_every == 0 or k == config.max_iters:
-                    done = int((~active).sum())  # the one host synchronisation per chunk
+                    done = k_runs - int(active.sum())  # the one host synchronisation per chunk
                     chunk = self._drain(pending_losses, history)
                     yield Progress(done, k_runs, k, chunk, self._targets(pending_snapshots))
                     pending_snapshots = []
@@ -172,23 +169,36 @@ class BatchedDescent:
                         limit_status = records.TIMEOUT
                         break
         if pending_losses or pending_snapshots:
-            yield Progress(int((~active).sum()), k_runs, k, self._drain(pending_losses, history),
+            yield Progress(k_runs - int(active.sum()), k_runs, k, self._drain(pending_losses, history),
                            self._targets(pending_snapshots))
-        stop_iter = torch.where(active, torch.full_like(stop_iter, k), stop_iter)
-        final_loss = torch.where(active, losses, final_loss)
+        if gd_on_mse and k > 0:
+            final_loss = losses
         elapsed = self.clock() - started
-        names = [STATUS_NAMES.get(int(s), limit_status) for s in status.tolist()]
+        self.outcome = self._outcome(active, stalled, final_loss, stop_iter, initial, d, elapsed, limit_status,
+                                     history, last_grad_norm, k)
+
+    def _outcome(self, active, stalled, final_loss, stop_iter, initial, d, elapsed, limit_status, history,
+                 last_grad_norm, k) -> BatchOutcome:
+        threshold = self.batch.config.threshold
+        names = []
+        for running, stall, loss in zip(active.tolist(), stalled.tolist(), final_loss.tolist()):
+            if running:
+                names.append(limit_status)
+            elif stall:
+                names.append(records.STALLED)
+            elif loss <= threshold:  # False for NaN
+                names.append(records.CONVERGED)
+            else:
+                names.append(records.DIVERGED)
         iters = stop_iter.tolist()
-        if self.keep_history:
-            history = history[: iters[0] + 1]
-        self.outcome = BatchOutcome(
+        return BatchOutcome(
             status=names,
             iters=iters,
             loss=final_loss.tolist(),
             initial_loss=initial.tolist(),
-            x=(d + batch.target).cpu(),
+            x=(d + self.batch.target).cpu(),
             elapsed_s=elapsed,
-            history=history if self.keep_history else None,
+            history=history[: iters[0] + 1] if self.keep_history else None,
             last_grad_norm=float(last_grad_norm) if self.keep_history and k > 0 else None,
         )
 

@@ -256,12 +256,14 @@ class Descent:
             loss = fn(x, target)
             yield k, loss.item(), (lambda g=grad: float(torch.linalg.vector_norm(g))), (lambda x=x: x)
 
-    @torch.no_grad()
     def _fused_updates(self):
-        """In place on the residual d = x - target. Yields (k, loss, grad_norm(), x())."""
+        """In place on the residual d = x - target. Yields (k, loss, grad_norm(), x()).
+
+        No tensor here requires grad, so no graph is built; a no_grad decorator would cost more
+        than the update itself, since a generator re-enters it at every yield."""
         problem, config = self.problem, self.problem.config
         target, loss_of = problem.target, problem.loss
-        d = (problem.x0 - target).unsqueeze(0)  # a run dimension of 1, as in a sweep
+        d = (problem.x0 - target).detach().unsqueeze(0)  # a run dimension of 1, as in a sweep
         n = target.numel()
         optimizer = make_optimizer(config.optimizer)
         gd_on_mse = isinstance(config.optimizer, GD) and isinstance(config.loss, MSE)
