@@ -150,15 +150,9 @@ def run(
 
 
 def _run(resolved, json_mode: bool, every: int | None, output: Path | None, x_limit: int, plot: Path | None) -> str:
-    from gdfit.render.document import check_writable, write_document
+    from gdfit.render.document import write_document
 
-    for path in (output, plot):
-        if path is not None:
-            check_writable(path)
-    if plot is not None:
-        from gdfit.plotting import require_matplotlib
-
-        require_matplotlib()
+    _check_outputs(output, plot)
 
     import time
 
@@ -202,6 +196,20 @@ def _run(resolved, json_mode: bool, every: int | None, output: Path | None, x_li
 
         plot_run(plot, result, config_doc)
     return result.status
+
+
+def _check_outputs(output: Path | None, plot: Path | None) -> None:
+    """Fail before the run, not after it: folders must exist, the plot needs its extra."""
+    from gdfit.render.document import check_writable
+
+    for path in (output, plot):
+        if path is not None:
+            check_writable(path)
+    if plot is not None:
+        from gdfit.plotting import check_format, require_matplotlib
+
+        check_format(plot)
+        require_matplotlib()
 
 
 def _divergence_hint(descent) -> str:
@@ -313,17 +321,10 @@ def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device,
     import time
 
     from gdfit.config import apply_override, parse_assignment, read_config_text
-    from gdfit.render.document import check_writable
     from gdfit.sweep import expand, parse_grid
     from gdfit.yamlsource import load_yaml
 
-    for path in (output, plot):
-        if path is not None:
-            check_writable(path)
-    if plot is not None:
-        from gdfit.plotting import require_matplotlib
-
-        require_matplotlib()
+    _check_outputs(output, plot)
     text, source, base_dir = read_config_text(config)
     data = dict(load_yaml(text, source).data)
     for item in overrides:
@@ -351,10 +352,14 @@ def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device,
         steps = plan_and_execute(runs, x_limit, stop)
         plan = next(steps)
         resolved_config = runs[0].resolved.config.model_dump(mode="json")
+        advice = _advice(runs[0].resolved)
         if json_mode:
-            print(dumps(sweep_view.start_event(plan, resolved_config, grid)), flush=True)
+            print(dumps({**sweep_view.start_event(plan, resolved_config, grid), "advice": advice}), flush=True)
         else:
             console.print(sweep_view.plan_line(plan))
+            if advice.get("max_stable_lr") is not None:
+                console.print(f"advisor (at the first run's start): curvature {advice['curvature']:.6g}; "
+                              f"{advice['note']}")
         with Progress(TextColumn("runs done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=Console(stderr=True), transient=True, disable=json_mode) as bar:
             task = bar.add_task("sweep", total=len(runs))
@@ -376,7 +381,7 @@ def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device,
     if len(results) < len(runs):
         _err(f"gdfit: interrupted after {len(results)} of {len(runs)} runs")
     document = {
-        "config": resolved_config, "grid": grid, **sweep_view.end_event(results, best, elapsed),
+        "config": resolved_config, "grid": grid, "advice": advice, **sweep_view.end_event(results, best, elapsed),
         "runs": [sweep_view.run_event(r) for r in results],
     }
     document.pop("event")
@@ -393,6 +398,30 @@ def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device,
     if len(results) < len(runs):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.OK if any(r.status == "converged" for r in results) else ExitCode.NOT_CONVERGED)
+
+
+@app.command()
+def plot(
+    files: List[Path] = typer.Argument(..., metavar="FILE...", help="--output documents (run or sweep) or captured --json output."),
+    out: Path = typer.Option(..., "--output", "-o", metavar="PATH", help="The image to write: .png, .svg or .pdf."),
+) -> None:
+    """Draw saved results: loss curves overlaid with a legend, or a sweep's updates-to-converge.
+
+    \b
+    Examples:
+      gdfit run configs/seed.yaml --output a.json && gdfit plot a.json -o a.png
+      gdfit run configs/seed.yaml --json > b.jsonl && gdfit plot a.json b.jsonl -o both.svg
+      gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)" -o s.json && gdfit plot s.json -o s.png
+    """
+    with edge():
+        from gdfit.plotting import check_format, plot_saved, require_matplotlib
+        from gdfit.render.document import check_writable
+
+        check_writable(out)
+        check_format(out)
+        require_matplotlib()
+        plot_saved(files, out)
+        _err(f"gdfit: wrote {out}")
 
 
 @app.command("grad-demo")

@@ -45,6 +45,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
             with os.fdopen(fd, "wb") as handle:
                 handle.write(text.encode("utf-8") if isinstance(text, str) else text)
                 handle.flush()
@@ -55,6 +56,12 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             raise
     except OSError as err:
         raise OutputError(f"cannot write: {err.strerror or err}", source=str(path), key="--output") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_document(path: Path, result: records.FitResult, config: dict[str, Any]) -> None:
