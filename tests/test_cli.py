@@ -201,3 +201,18 @@ def test_broken_pipe_is_quiet():
     )
     assert len(proc.stdout.splitlines()) == 2
     assert proc.stderr == ""
+
+
+def test_readme_config_reference_lists_every_key():
+    from gdfit.config import KEYS
+
+    readme = (ROOT / "README.md").read_text()
+    reference = readme.split("## Config reference", 1)[1].split("\n## ", 1)[0]
+    for key in KEYS:
+        assert f"| `{key}` |" in reference, key
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = [line for line in ci.splitlines() if "pytest" in line][0].strip()
+    assert command in (ROOT / "README.md").read_text()
