@@ -216,3 +216,19 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     command = [line for line in ci.splitlines() if "pytest" in line][0].strip()
     assert command in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_broken_pipe_is_quiet_in_human_mode_too():
+    proc = subprocess.run(
+        f"{sys.executable} -m gdfit run configs/seed.yaml --every 1 | head -n 3",
+        shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert len(proc.stdout.splitlines()) == 3
+    assert proc.stderr == ""
+
+
+def test_warnings_go_to_stderr_and_json_stays_clean(cli):
+    result = cli("run", SEED, "--json", "--set", "threshold=1e-20", "--max-iters", "5")
+    assert "gdfit: warning: threshold 1e-20 is below" in result.stderr
+    assert result.lines[0]["warnings"] and all(isinstance(e, dict) for e in result.lines)

@@ -139,3 +139,18 @@ def test_grad_norm_is_the_norm_of_the_applied_gradient():
     assert steps[0].grad_norm == pytest.approx(float(x0.grad.norm()), rel=1e-5)
     fused, _, _ = fit("fused", target=SEED_TARGET, init=COUNT_1)
     assert [s.grad_norm for s in fused] == pytest.approx([s.grad_norm for s in steps], rel=1e-4)
+
+
+def test_threshold_below_the_dtype_resolution_is_flagged():
+    problem = prepare(resolved(target=SEED_TARGET, threshold=1e-20))
+    warnings = Descent(problem).start.warnings
+    assert any("below what float32 can resolve" in w for w in warnings)
+    fine = prepare(resolved(target=SEED_TARGET, threshold=1e-20, dtype="float64"))
+    assert not Descent(fine).start.warnings
+
+
+def test_learning_rate_beyond_the_stable_limit_is_flagged():
+    problem = prepare(resolved(target=SEED_TARGET, learning_rate=10.0))
+    start = Descent(problem).start
+    assert start.advice["max_stable_lr"] == pytest.approx(9.0)
+    assert any("stable limit 9" in w for w in start.warnings)
