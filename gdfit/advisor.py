@@ -13,6 +13,8 @@ import torch
 
 from gdfit.config import FitConfig
 
+FLOAT64_LIMIT = 1_000_000  # elements
+
 
 def largest_curvature(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -22,13 +24,16 @@ def largest_curvature(
     rtol: float = 1e-4,
 ) -> float:
     """Largest Hessian eigenvalue (by magnitude) of loss_fn(., target) at x0."""
-    x = x0.detach().to(torch.float64).requires_grad_(True)
-    t = target.detach().to(torch.float64)
+    # float64 where it is cheap; large problems stay in their own dtype (at least float32), so the
+    # estimate never needs more memory than the run itself
+    dtype = torch.float64 if x0.numel() <= FLOAT64_LIMIT else torch.promote_types(x0.dtype, torch.float32)
+    x = x0.detach().to(dtype).requires_grad_(True)
+    t = target.detach().to(dtype)
     (grad,) = torch.autograd.grad(loss_fn(x, t), x, create_graph=True)
     if grad.grad_fn is None:
         return 0.0  # the gradient does not depend on x: zero curvature (l1 away from kinks)
     gen = torch.Generator().manual_seed(0)
-    v = torch.rand(x.shape, generator=gen, dtype=torch.float64).to(x.device) + 0.5
+    v = torch.rand(x.shape, generator=gen, dtype=dtype).to(x.device) + 0.5
     v /= torch.linalg.vector_norm(v)
     estimate = 0.0
     for _ in range(iterations):

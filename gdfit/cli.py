@@ -320,23 +320,15 @@ def sweep(
 def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device, max_iters, x_limit) -> int:
     import time
 
-    from gdfit.config import apply_override, parse_assignment, read_config_text
+    from gdfit.config import merge_config
     from gdfit.sweep import expand, parse_grid
-    from gdfit.yamlsource import load_yaml
 
     _check_outputs(output, plot)
-    text, source, base_dir = read_config_text(config)
-    data = dict(load_yaml(text, source).data)
-    for item in overrides:
-        parts, value = parse_assignment(item)
-        apply_override(data, parts, value)
-    for key, value in (("device", device), ("max_iters", max_iters)):
-        if value is not None:
-            data[key] = value
-    grid = parse_grid(grid_items, data.get("sweep"), source)
+    raw = merge_config(config, overrides, {"device": device, "max_iters": max_iters})
+    grid = parse_grid(grid_items, raw.data.get("sweep"), raw.source)
     if sort not in ("iters", "loss") and sort not in grid:
         raise GdfitError(f"unknown sort key {sort!r}; use iters, loss or one of: {', '.join(grid)}", key="--sort")
-    runs = list(expand(data, grid, source, base_dir))
+    runs = list(expand(raw.data, grid, raw.source, raw.base_dir))
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -529,8 +530,19 @@ def build_config(
     return Resolved(config=config, source=source, base_dir=base_dir)
 
 
-def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Resolved:
-    """Defaults < file < --set < explicit flags, validated once."""
+@dataclass
+class RawConfig:
+    """A config mapping merged from file, --set and flags, before validation."""
+
+    data: dict[str, Any]
+    source: str
+    base_dir: Path
+    doc: Document
+    origins: dict[str, str]
+
+
+def merge_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> RawConfig:
+    """File < --set < explicit flags, as one mapping (defaults come with validation)."""
     text, source, base_dir = read_config_text(path)
     doc = load_yaml(text, source)
     data = dict(doc.data)
@@ -543,7 +555,13 @@ def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | No
         if value is not None:
             data[key] = value
             origins[key] = "--" + key.replace("_", "-")
-    return build_config(data, source=source, base_dir=base_dir, doc=doc, origins=origins)
+    return RawConfig(data, source, base_dir, doc, origins)
+
+
+def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Resolved:
+    """Defaults < file < --set < explicit flags, validated once."""
+    raw = merge_config(path, overrides, flags)
+    return build_config(raw.data, source=raw.source, base_dir=raw.base_dir, doc=raw.doc, origins=raw.origins)
 
 
 def _config_error(err: ValidationError, source: str, doc: Document | None, origins: dict[str, str]) -> ConfigError:

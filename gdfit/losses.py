@@ -67,6 +67,14 @@ class Absolute(Loss):
         return F.l1_loss
 
 
+def _huber_sum(d: torch.Tensor, delta: float) -> torch.Tensor:
+    """Per-run sum of 0.5 d^2 (|d| < delta) or delta (|d| - delta / 2), as c (|d| - c / 2) with
+    c = min(|d|, delta): the same roundings as torch's, in two temporaries instead of six."""
+    a = d.abs()
+    c = a.clamp(max=delta)
+    return _flat(a.sub_(c, alpha=0.5).mul_(c)).sum(dim=1)
+
+
 class HuberLoss(Loss):
     name = "huber"
 
@@ -75,10 +83,7 @@ class HuberLoss(Loss):
         self.delta = delta
 
     def value(self, d: torch.Tensor) -> torch.Tensor:
-        a = d.abs()
-        quadratic = 0.5 * d * d
-        linear = self.delta * (a - 0.5 * self.delta)
-        return _flat(torch.where(a < self.delta, quadratic, linear)).sum(dim=1) / self.numel
+        return _huber_sum(d, self.delta) / self.numel
 
     def grad(self, d: torch.Tensor) -> torch.Tensor:
         return d.clamp(-self.delta, self.delta) / self.numel
@@ -88,6 +93,8 @@ class HuberLoss(Loss):
 
 
 class SmoothL1Loss(Loss):
+    """Huber with delta = beta, divided by beta."""
+
     name = "smooth_l1"
 
     def __init__(self, numel: int, beta: float) -> None:
@@ -95,10 +102,7 @@ class SmoothL1Loss(Loss):
         self.beta = beta
 
     def value(self, d: torch.Tensor) -> torch.Tensor:
-        a = d.abs()
-        quadratic = 0.5 * d * d / self.beta
-        linear = a - 0.5 * self.beta
-        return _flat(torch.where(a < self.beta, quadratic, linear)).sum(dim=1) / self.numel
+        return _huber_sum(d, self.beta) / (self.beta * self.numel)
 
     def grad(self, d: torch.Tensor) -> torch.Tensor:
         return (d / self.beta).clamp(-1.0, 1.0) / self.numel
