@@ -1,0 +1,80 @@
+"""Renderers on fixed-width consoles and string buffers: what people and scripts actually see."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import torch
+from conftest import COUNT_1, SEED_TARGET, strict_json
+from helpers import fit
+from rich.console import Console
+
+from gdfit import records
+from gdfit.render.human import HumanRenderer, format_tensor
+from gdfit.render.jsonl import JsonLinesRenderer, dumps
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=100, color_system=None, force_terminal=False), buffer
+
+
+def _render(every: int = 1, **config):
+    steps, result, descent = fit(every=every, **config)
+    console, buffer = _console()
+    renderer = HumanRenderer(console)
+    renderer.start(descent.start)
+    for step in steps:
+        renderer.step(step)
+    renderer.end(result)
+    return buffer.getvalue(), steps, result
+
+
+def test_table_rows_show_iteration_loss_and_x_like_the_tutorial():
+    text, steps, result = _render(target=SEED_TARGET, init=COUNT_1)
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("│    1 │"))
+    assert repr(steps[0].loss) in row and "[[0.2511, 0.1371, 0.6754]," in row  # the tutorial's count 2
+    assert "│   19 │" in text
+    assert "converged" in text and "final loss" in text and repr(result.loss) in text
+    assert "updates/s" in text and "loss (log)" in text
+    assert "gd is stable for lr < 9" in text
+
+
+def test_long_runs_keep_the_first_and_last_rows():
+    text, steps, _ = _render(target=SEED_TARGET, learning_rate=0.05, threshold=0, max_iters=100)
+    assert "│    1 │" in text and "│   20 │" in text and "│  100 │" in text
+    assert "(60 rows)" in text and "│   50 │" not in text
+
+
+def test_big_tensors_are_summarised():
+    text, _, _ = _render(target={"random": {"shape": [20, 20]}}, max_iters=2, threshold=0)
+    assert "shape [20, 20]" in text and "max|x - target|" in text
+
+
+def test_scheduled_rates_get_a_column():
+    steps, result, descent = fit(target=SEED_TARGET, schedule={"name": "exponential", "gamma": 0.5}, max_iters=3,
+                                 threshold=0)
+    console, buffer = _console()
+    renderer = HumanRenderer(console, show_lr=True)
+    renderer.start(descent.start)
+    for step in steps:
+        renderer.step(step)
+    renderer.end(result)
+    text = buffer.getvalue()
+    assert "exponential (gamma=0.5)" in text and "│ 0.25 │" in text
+
+
+def test_format_tensor_matches_torch_printing():
+    assert format_tensor(torch.tensor([[0.29434, 1.0]])) == "[[0.2943, 1.0000]]"
+    assert format_tensor(None) == ""
+
+
+def test_json_lines_are_strict_and_flushed():
+    buffer = io.StringIO()
+    renderer = JsonLinesRenderer(buffer)
+    renderer.step(records.StepRecord(3, math.nan, 0.1, math.inf, torch.tensor([1.0, math.nan])))
+    event = strict_json(buffer.getvalue())
+    assert event == {"event": "step", "iter": 3, "loss": None, "lr": 0.1, "grad_norm": None, "x": [1.0, None]}
+    assert dumps({"a": (1, 2), "b": -math.inf}) == '{"a":[1,2],"b":null}'
