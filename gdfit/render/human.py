@@ -84,8 +84,8 @@ class HumanRenderer:
         if rec.x is not None and not isinstance(rec.x, dict):
             self.console.print(Text("start x\n" + format_tensor(rec.x)))
         self.live = Live(
-            self._table(), console=self.console, refresh_per_second=self.refresh_per_second, transient=True,
-            get_renderable=self._table,
+            console=self.console, refresh_per_second=self.refresh_per_second, transient=True,
+            get_renderable=self._live_table,
         )
         self.live.start()
 
@@ -108,19 +108,29 @@ class HumanRenderer:
         if self.live is not None:
             self.live.stop()
 
-    def _table(self) -> Table:
+    def _live_table(self) -> Table:
+        """While running: the newest rows that fit on the screen (the full table comes at the end)."""
+        rows = (self.head + list(self.tail))[-self._rows_that_fit():]
+        return self._table(rows, skipped=0)
+
+    def _rows_that_fit(self) -> int:
+        latest = self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
+        lines_per_row = format_tensor(latest.x).count("\n") + 1 if latest is not None else 1
+        return max(1, (self.console.height - 6) // lines_per_row)
+
+    def _table(self, rows: list[records.StepRecord] | None = None, skipped: int | None = None) -> Table:
         table = Table(title=None, show_lines=False, header_style="bold")
         table.add_column("iter", justify="right")
         table.add_column("loss", justify="right")
         if self.show_lr:
             table.add_column("lr", justify="right")
         table.add_column("x")
-        for rec in self.head:
-            self._row(table, rec)
-        skipped = self.rows_seen - len(self.head) - len(self.tail)
-        if skipped > 0:
-            table.add_row("⋮", f"({skipped} rows)", *([""] * (2 if self.show_lr else 1)))
-        for rec in list(self.tail):
+        if rows is None:
+            rows = self.head + list(self.tail)
+            skipped = self.rows_seen - len(rows)
+        for i, rec in enumerate(rows):
+            if skipped and i == len(self.head):
+                table.add_row("⋮", f"({skipped} rows)", *([""] * (2 if self.show_lr else 1)))
             self._row(table, rec)
         return table
 
