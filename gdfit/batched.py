@@ -44,7 +44,6 @@ class BatchOutcome:
     status: list[str]
     iters: list[int]
     loss: list[float]
-    initial_loss: list[float]
     x: torch.Tensor  # [K, *shape] final x, on the host
     elapsed_s: float
     history: list[float] | None = None  # run 0's loss after every update (single runs only)
@@ -53,11 +52,9 @@ class BatchOutcome:
 
 @dataclass
 class Progress:
-    """Emitted at each host synchronisation: how many runs are done, and the updates so far."""
+    """Emitted at each host synchronisation: how many runs are done, and run 0's new updates."""
 
     done: int
-    total: int
-    iter: int
     losses: list[float] | None = None  # run 0's loss for each update since the last Progress
     snapshots: list[tuple[int, torch.Tensor, float]] | None = None  # (k, x, |grad|) when reported
 
@@ -158,7 +155,7 @@ class BatchedDescent:
                 if k % self.sync_every == 0 or k == config.max_iters:
                     done = k_runs - int(active.sum())  # the one host synchronisation per chunk
                     chunk = self._drain(pending_losses, history)
-                    yield Progress(done, k_runs, k, chunk, self._targets(pending_snapshots))
+                    yield Progress(done, chunk, self._targets(pending_snapshots))
                     pending_snapshots = []
                     if done == k_runs:
                         break
@@ -169,15 +166,15 @@ class BatchedDescent:
                         limit_status = records.TIMEOUT
                         break
         if pending_losses or pending_snapshots:
-            yield Progress(k_runs - int(active.sum()), k_runs, k, self._drain(pending_losses, history),
+            yield Progress(k_runs - int(active.sum()), self._drain(pending_losses, history),
                            self._targets(pending_snapshots))
         if gd_on_mse and k > 0:
             final_loss = losses
         elapsed = self.clock() - started
-        self.outcome = self._outcome(active, stalled, final_loss, stop_iter, initial, d, elapsed, limit_status,
+        self.outcome = self._outcome(active, stalled, final_loss, stop_iter, d, elapsed, limit_status,
                                      history, last_grad_norm, k)
 
-    def _outcome(self, active, stalled, final_loss, stop_iter, initial, d, elapsed, limit_status, history,
+    def _outcome(self, active, stalled, final_loss, stop_iter, d, elapsed, limit_status, history,
                  last_grad_norm, k) -> BatchOutcome:
         threshold = self.batch.config.threshold
         names = []
@@ -195,7 +192,6 @@ class BatchedDescent:
             status=names,
             iters=iters,
             loss=final_loss.tolist(),
-            initial_loss=initial.tolist(),
             x=(d + self.batch.target).cpu(),
             elapsed_s=elapsed,
             history=history[: iters[0] + 1] if self.keep_history else None,

@@ -27,6 +27,7 @@ MAX_INLINE_ELEMENTS = 10_000
 MAX_RANK = 8
 DEVICE_HELP = "auto, cpu, cuda, cuda:N, mps"
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+DtypeName = Literal["float32", "float64", "float16", "bfloat16"]
 
 
 class _Frozen(BaseModel):
@@ -158,7 +159,7 @@ class FileSource(_Frozen):
     """`{file: PATH}`: .csv/.txt, .npy or .pt, relative to the config file's folder."""
 
     file: str
-    dtype: Literal["float32", "float64", "float16", "bfloat16"] | None = None
+    dtype: DtypeName | None = None
 
 
 def _shape_list(value: Any) -> list[int]:
@@ -189,7 +190,7 @@ class RandomSource(_Frozen):
     """`{random: {shape: [..], seed: N, low: 0, high: 1}}`: uniform synthetic data."""
 
     random: RandomSpec
-    dtype: Literal["float32", "float64", "float16", "bfloat16"] | None = None
+    dtype: DtypeName | None = None
 
 
 InlineTensor = Annotated[Any, BeforeValidator(_inline_tensor)]
@@ -214,7 +215,7 @@ class NamedInit(_Frozen):
     name: Literal["random", "zeros", "ones", "normal"]
     mean: Number = 0.0
     std: PositiveNumber = 1.0
-    dtype: Literal["float32", "float64", "float16", "bfloat16"] | None = None
+    dtype: DtypeName | None = None
 
 
 INIT_NAMES = ("random", "zeros", "ones", "normal")

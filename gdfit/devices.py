@@ -73,9 +73,3 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels, so that timings mean what they say."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

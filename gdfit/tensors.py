@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gdfit.config import FileSource, NamedInit, RandomSource, Resolved
+from gdfit.devices import DTYPES
 from gdfit.errors import InputFileError, ResourceError
 
 # Fraction of free memory a run may plan to use: the rest is for torch, Python and the OS.
@@ -106,8 +107,6 @@ def _gen_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _spec_dtype(spec: Any, default: torch.dtype) -> torch.dtype:
-    from gdfit.devices import DTYPES
-
     return DTYPES[spec.dtype] if getattr(spec, "dtype", None) else default
 
 
