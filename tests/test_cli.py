@@ -224,3 +224,12 @@ def test_warnings_go_to_stderr_and_json_stays_clean(cli):
     result = cli("run", SEED, "--json", "--set", "threshold=1e-20", "--max-iters", "5")
     assert "gdfit: warning: threshold 1e-20 is below" in result.stderr
     assert result.lines[0]["warnings"] and all(isinstance(e, dict) for e in result.lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [["--debug"], []])
+def test_debug_shows_the_traceback(how):
+    env = {} if how else {"GDFIT_DEBUG": "1"}
+    result = run_process("run", "no-such-config.yaml", *how, env=env)
+    assert result.exit_status == 2
+    assert "Traceback" in result.stderr and "no such config file" in result.stderr
