@@ -78,3 +78,16 @@ def test_json_lines_are_strict_and_flushed():
     event = strict_json(buffer.getvalue())
     assert event == {"event": "step", "iter": 3, "loss": None, "lr": 0.1, "grad_norm": None, "x": [1.0, None]}
     assert dumps({"a": (1, 2), "b": -math.inf}) == '{"a":[1,2],"b":null}'
+
+
+def test_history_is_thinned_evenly_past_100000_points():
+    from gdfit.render.document import thin
+
+    history = [float(i) for i in range(250_001)]
+    thinned = thin(history)
+    assert len(thinned["iter"]) == 100_000
+    assert thinned["iter"][0] == 0 and thinned["iter"][-1] == 250_000
+    assert thinned["loss"] == [history[i] for i in thinned["iter"]]
+    gaps = {b - a for a, b in zip(thinned["iter"], thinned["iter"][1:])}
+    assert gaps <= {2, 3}
+    assert thin([1.0, 0.5]) == {"iter": [0, 1], "loss": [1.0, 0.5]}
