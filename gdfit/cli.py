@@ -344,7 +344,7 @@ def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device,
         steps = plan_and_execute(runs, x_limit, stop)
         plan = next(steps)
         resolved_config = runs[0].resolved.config.model_dump(mode="json")
-        advice = _advice(runs[0].resolved)
+        advice = plan.advice
         if json_mode:
             print(dumps({**sweep_view.start_event(plan, resolved_config, grid), "advice": advice}), flush=True)
         else:

@@ -160,10 +160,12 @@ class Descent:
             for k, loss, grad_norm, current in loop():
                 history.append(loss)
                 stop = rules.check(k, loss, self.clock(), self.should_stop())
-                if self.report(k) or (stop is not None and self.report_last):
-                    yield records.StepRecord(k, loss, self._lr(k), grad_norm(), self._snapshot(current()))
                 if stop is not None:
-                    x = current()
+                    x = current()  # computed once: the fused engine builds x from d here
+                if self.report(k) or (stop is not None and self.report_last):
+                    now = x if stop is not None else current()
+                    yield records.StepRecord(k, loss, self._lr(k), grad_norm(), self._snapshot(now))
+                if stop is not None:
                     break
         elapsed = self.clock() - started
         status, rule = stop

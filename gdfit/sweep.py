@@ -176,9 +176,10 @@ class SweepPlan:
     runs: int
     chunk: int
     chunks: int
+    advice: dict[str, Any]  # the step-size advisor at the first run's start
 
 
-def plan_and_execute(runs: list[Run], x_limit: int, should_stop, on_progress=None):
+def plan_and_execute(runs: list[Run], x_limit: int, should_stop):
     """Run every combination in as few batches as memory allows.
 
     Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
@@ -186,6 +187,7 @@ def plan_and_execute(runs: list[Run], x_limit: int, should_stop, on_progress=Non
     """
     import torch
 
+    from gdfit.advisor import advise
     from gdfit.batched import Batch, BatchedDescent
     from gdfit.devices import describe
     from gdfit.engine import prepare, summarize
@@ -199,8 +201,9 @@ def plan_and_execute(runs: list[Run], x_limit: int, should_stop, on_progress=Non
     fit = max(1, int(available_bytes(device) * 0.5 // max(per_run, 1)))
     chunk = min(len(runs), fit)
     guard_memory(target.numel(), dtype, device, 5 + state_copies(config.optimizer), "one run of the sweep")
+    advice = advise(config, first.loss.functional(), first.x0, target)
     plan = SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs), chunk,
-                     math.ceil(len(runs) / chunk))
+                     math.ceil(len(runs) / chunk), advice)
     yield plan
     results: list[RunResult] = []
     sync_every = 32 if device.type == "cuda" else 8

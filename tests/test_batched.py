@@ -100,7 +100,6 @@ def test_chunks_give_the_same_results(monkeypatch):
     _, whole = _sweep(base, ["learning_rate=0.5,1,2,4", "seed=0..2"])
     per_run = 9 * 4 * 5
     monkeypatch.setattr(gdfit.tensors, "available_bytes", lambda device: per_run * 2 * 3)  # 3 runs a batch
-    runs, chunked_items = None, None
     grid = parse_grid(["learning_rate=0.5,1,2,4", "seed=0..2"], None, "test")
     runs = list(expand({"device": "cpu", **base}, grid, "test", "."))
     items = list(plan_and_execute(runs, 100, lambda: False))
