@@ -1,61 +1,61 @@
-"""Step-size advice: the largest curvature L of the loss at the start, by power iteration.
+"""Step-size advice: the largest curvature L of the loss at the start.
 
-Each iteration is one Hessian-vector product by double backward, never the full Hessian.
-For gd on a quadratic, updates are stable exactly when lr < 2 / L.
+For mse of x itself the Hessian is exactly (2/n) I, so L = 2/n and gd is stable for lr < n,
+stated exactly. Otherwise L comes from power iteration on Hessian-vector products by double
+backward, never the full Hessian. For gd on a quadratic, updates are stable exactly when lr < 2/L.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from gdfit.config import FitConfig
+from gdfit.losses import Loss, MeanSquared
+from gdfit.models import Identity, Model
 
 FLOAT64_LIMIT = 1_000_000  # elements
 
 
-def largest_curvature(
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x0: torch.Tensor,
-    target: torch.Tensor,
-    iterations: int = 20,
-    rtol: float = 1e-4,
-) -> float:
+def largest_curvature(loss_fn, x0: torch.Tensor, target: torch.Tensor, iterations: int = 20, rtol: float = 1e-4) -> float:
     """Largest Hessian eigenvalue (by magnitude) of loss_fn(., target) at x0."""
     # float64 where it is cheap; large problems stay in their own dtype (at least float32), so the
     # estimate never needs more memory than the run itself
     dtype = torch.float64 if x0.numel() <= FLOAT64_LIMIT else torch.promote_types(x0.dtype, torch.float32)
     x = x0.detach().to(dtype).requires_grad_(True)
     t = target.detach().to(dtype)
-    (grad,) = torch.autograd.grad(loss_fn(x, t), x, create_graph=True)
-    if grad.grad_fn is None:
-        return 0.0  # the gradient does not depend on x: zero curvature (l1 away from kinks)
-    gen = torch.Generator().manual_seed(0)
-    v = torch.rand(x.shape, generator=gen, dtype=dtype).to(x.device) + 0.5
-    v /= torch.linalg.vector_norm(v)
-    estimate = 0.0
-    for _ in range(iterations):
-        # H v as the gradient of (grad . v); passing v as grad_outputs would make torch import
-        # sympy for a shape check, a quarter of a second at every start
-        (hv,) = torch.autograd.grad(torch.dot(grad.flatten(), v.flatten()), x, retain_graph=True, allow_unused=True)
-        if hv is None:
-            return 0.0
-        new = float(torch.dot(v.flatten(), hv.flatten()))
-        norm = float(torch.linalg.vector_norm(hv))
-        if norm == 0.0:
-            return 0.0
-        v = hv / norm
-        if abs(new - estimate) <= rtol * abs(new):
-            return new
-        estimate = new
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(loss_fn(x, t), x, create_graph=True)
+        if grad.grad_fn is None:
+            return 0.0  # the gradient does not depend on x: zero curvature (l1 away from kinks)
+        gen = torch.Generator().manual_seed(0)
+        v = torch.rand(x.shape, generator=gen, dtype=dtype).to(x.device) + 0.5
+        v /= torch.linalg.vector_norm(v)
+        estimate = 0.0
+        for _ in range(iterations):
+            # H v as the gradient of (grad . v); passing v as grad_outputs would make torch import
+            # sympy for a shape check, a quarter of a second at every start
+            (hv,) = torch.autograd.grad(torch.dot(grad.flatten(), v.flatten()), x, retain_graph=True, allow_unused=True)
+            if hv is None:
+                return 0.0
+            new = float(torch.dot(v.flatten(), hv.flatten()))
+            norm = float(torch.linalg.vector_norm(hv))
+            if norm == 0.0:
+                return 0.0
+            v = hv / norm
+            if abs(new - estimate) <= rtol * abs(new):
+                return new
+            estimate = new
     return estimate
 
 
-def advise(config: FitConfig, loss_fn, x0: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | None = None) -> dict[str, Any]:
     """Curvature, gd's stable range and a suggested rate, for the start event and `config --advise`."""
-    curvature = largest_curvature(loss_fn, x0, target)
+    if isinstance(loss, MeanSquared) and isinstance(model or Identity(), Identity):
+        n = loss.numel
+        return _advice(2.0 / n, float(n), n / 2.0)  # 2 / (2/n) = n exactly, not n(1 + eps)
+    curvature = largest_curvature(loss.functional(), x0, target)
     if curvature <= 0 or not math.isfinite(curvature):
         return {
             "curvature": curvature,
@@ -64,10 +64,13 @@ def advise(config: FitConfig, loss_fn, x0: torch.Tensor, target: torch.Tensor) -
             "note": "no curvature at the start (the loss is piecewise linear here); any lr is stable, "
             "but gd needs a decaying schedule to settle",
         }
-    max_stable = 2.0 / curvature
+    return _advice(curvature, 2.0 / curvature, 1.0 / curvature)
+
+
+def _advice(curvature: float, max_stable: float, suggested: float) -> dict[str, Any]:
     return {
         "curvature": curvature,
         "max_stable_lr": max_stable,
-        "suggested_lr": 1.0 / curvature,  # the step that solves a quadratic in one update
-        "note": f"gd is stable for lr < {max_stable:.6g}; lr = {1.0 / curvature:.6g} is fastest on a quadratic",
+        "suggested_lr": suggested,  # the step that solves a quadratic in one update
+        "note": f"gd is stable for lr < {max_stable:.6g}; lr = {suggested:.6g} is fastest on a quadratic",
     }

@@ -141,87 +141,13 @@ def run(
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
     """
     with edge(json_mode):
+        from gdfit.commands.run import RunOptions
+        from gdfit.commands.run import run as run_command
         from gdfit.config import load_config
 
-        flags = {"device": device, "seed": seed, "max_iters": max_iters}
-        resolved = load_config(config, set_ or [], flags)
-        status = _run(resolved, json_mode, every, output, x_limit, plot)
+        resolved = load_config(config, set_ or [], {"device": device, "seed": seed, "max_iters": max_iters})
+        status = run_command(resolved, RunOptions(json_mode, every, output, plot, x_limit))
     raise typer.Exit(int(STATUS_EXIT[status]))
-
-
-def _run(resolved, json_mode: bool, every: int | None, output: Path | None, x_limit: int, plot: Path | None) -> str:
-    from gdfit.render.document import write_document
-
-    _check_outputs(output, plot)
-
-    import time
-
-    from rich.console import Console
-
-    from gdfit.engine import Descent, every_n, prepare
-    from gdfit.interrupts import StopRequest
-    from gdfit.render.human import HumanRenderer, throttled_reporter
-    from gdfit.render.jsonl import JsonLinesRenderer
-
-    problem = prepare(resolved)
-    if json_mode:
-        renderer = JsonLinesRenderer(sys.stdout)
-        report = every_n(1 if every is None else every)
-    else:
-        show_lr = resolved.config.schedule.name != "constant"
-        renderer = HumanRenderer(Console(), show_lr=show_lr)
-        report = throttled_reporter(time.perf_counter) if every is None else every_n(every)
-    with StopRequest() as stop:
-        descent = Descent(problem, report=report, report_last=every != 0, x_limit=x_limit, should_stop=stop)
-        for warning in descent.start.warnings:
-            _err(f"gdfit: warning: {warning}")
-        renderer.start(descent.start)
-        try:
-            for record in descent.steps():
-                renderer.step(record)
-        finally:
-            if descent.result is None and hasattr(renderer, "abort"):
-                renderer.abort()
-        result = descent.result
-        renderer.end(result)
-    if result.status == "diverged":
-        _err(f"gdfit: diverged after {result.iters} updates ({result.stop_rule}). {_divergence_hint(descent)}")
-    elif result.status == "interrupted":
-        _err(f"gdfit: interrupted after {result.iters} updates")
-    config_doc = descent.start.config
-    if output is not None:
-        write_document(output, result, config_doc)
-    if plot is not None:
-        from gdfit.plotting import plot_run
-
-        plot_run(plot, result, config_doc)
-    return result.status
-
-
-def _check_outputs(output: Path | None, plot: Path | None) -> None:
-    """Fail before the run, not after it: folders must exist, the plot needs its extra."""
-    from gdfit.render.document import check_writable
-
-    for path in (output, plot):
-        if path is not None:
-            check_writable(path)
-    if plot is not None:
-        from gdfit.plotting import check_format, require_matplotlib
-
-        check_format(plot)
-        require_matplotlib()
-
-
-def _divergence_hint(descent) -> str:
-    config = descent.problem.config
-    stable = (descent.advice or {}).get("max_stable_lr")
-    if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
-        n = descent.problem.target.numel()
-        return (
-            f"Use a smaller learning_rate: for mse on {n} elements, gd diverges above lr = {stable:.6g} "
-            f"(learning_rate is {config.learning_rate:g})."
-        )
-    return f"Try a smaller learning_rate than {config.learning_rate:g}."
 
 
 @app.command("config")
@@ -242,50 +168,9 @@ def config_cmd(
       gdfit config --schema
     """
     with edge(json_mode):
-        if schema:
-            from gdfit.schema import schema_rows
+        from gdfit.commands.config import show_config
 
-            _print_schema(schema_rows(), json_mode)
-            return
-        if config is None:
-            raise GdfitError("give a CONFIG path (or - for standard input), or --schema", source="gdfit config")
-        from gdfit.config import load_config
-
-        resolved = load_config(config, set_ or [])
-        document = resolved.config.model_dump(mode="json")
-        if advise:
-            document = {"config": document, "advice": _advice(resolved)}
-        if json_mode:
-            from gdfit.render.jsonl import dumps
-
-            print(dumps(document))
-        else:
-            import yaml
-
-            print(yaml.safe_dump(document, sort_keys=False, default_flow_style=None).rstrip())
-
-
-def _advice(resolved) -> dict:
-    from gdfit.advisor import advise
-    from gdfit.engine import prepare
-
-    problem = prepare(resolved)
-    return advise(resolved.config, problem.loss.functional(), problem.x0, problem.target)
-
-
-def _print_schema(rows: list[dict], json_mode: bool) -> None:
-    if json_mode:
-        from gdfit.render.jsonl import dumps
-
-        print(dumps(rows))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("key", "default", "valid values", title="gdfit config keys")
-    for row in rows:
-        table.add_row(row["key"], row["default"], row["values"])
-    Console().print(table)
+        show_config(config, set_ or [], json_mode, schema, advise)
 
 
 @app.command()
@@ -313,83 +198,12 @@ def sweep(
     Exit status: 0 when at least one run converged, 1 when none did, 2 for bad input.
     """
     with edge(json_mode):
-        status = _sweep(config, grid or [], set_ or [], json_mode, output, plot, sort, device, max_iters, x_limit)
+        from gdfit.commands.sweep import SweepOptions
+        from gdfit.commands.sweep import sweep as sweep_command
+
+        flags = {"device": device, "max_iters": max_iters}
+        status = sweep_command(SweepOptions(config, grid or [], set_ or [], flags, json_mode, output, plot, sort, x_limit))
     raise typer.Exit(status)
-
-
-def _sweep(config, grid_items, overrides, json_mode, output, plot, sort, device, max_iters, x_limit) -> int:
-    import time
-
-    from gdfit.config import merge_config
-    from gdfit.sweep import expand, parse_grid
-
-    _check_outputs(output, plot)
-    raw = merge_config(config, overrides, {"device": device, "max_iters": max_iters})
-    grid = parse_grid(grid_items, raw.data.get("sweep"), raw.source)
-    if sort not in ("iters", "loss") and sort not in grid:
-        raise GdfitError(f"unknown sort key {sort!r}; use iters, loss or one of: {', '.join(grid)}", key="--sort")
-    runs = list(expand(raw.data, grid, raw.source, raw.base_dir))
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from gdfit.interrupts import StopRequest
-    from gdfit.render import sweep_view
-    from gdfit.render.jsonl import dumps
-    from gdfit.sweep import best_run, plan_and_execute, sort_results
-
-    console = Console(stderr=json_mode)
-    started = time.perf_counter()
-    with StopRequest() as stop:
-        steps = plan_and_execute(runs, x_limit, stop)
-        plan = next(steps)
-        resolved_config = runs[0].resolved.config.model_dump(mode="json")
-        advice = plan.advice
-        if json_mode:
-            print(dumps({**sweep_view.start_event(plan, resolved_config, grid), "advice": advice}), flush=True)
-        else:
-            console.print(sweep_view.plan_line(plan))
-            if advice.get("max_stable_lr") is not None:
-                console.print(f"advisor (at the first run's start): curvature {advice['curvature']:.6g}; "
-                              f"{advice['note']}")
-        with Progress(TextColumn("runs done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True), transient=True, disable=json_mode) as bar:
-            task = bar.add_task("sweep", total=len(runs))
-            for item in steps:
-                if isinstance(item, tuple):
-                    bar.update(task, completed=item[0])
-                else:
-                    results = item
-    elapsed = time.perf_counter() - started
-    best = best_run(results)
-    ordered = sort_results(results, sort)
-    if json_mode:
-        for result in ordered:
-            print(dumps(sweep_view.run_event(result)))
-        print(dumps(sweep_view.end_event(results, best, elapsed)), flush=True)
-    else:
-        console.print(sweep_view.results_table(ordered, best, sort))
-        sweep_view.print_summary(console, results, best, elapsed)
-    if len(results) < len(runs):
-        _err(f"gdfit: interrupted after {len(results)} of {len(runs)} runs")
-    document = {
-        "config": resolved_config, "grid": grid, "advice": advice, **sweep_view.end_event(results, best, elapsed),
-        "runs": [sweep_view.run_event(r) for r in results],
-    }
-    document.pop("event")
-    for run in document["runs"]:
-        run.pop("event")
-    if output is not None:
-        from gdfit.render.document import write_atomic
-
-        write_atomic(output, dumps(document) + "\n")
-    if plot is not None:
-        from gdfit.plotting import plot_sweep
-
-        plot_sweep(plot, document)
-    if len(results) < len(runs):
-        return int(ExitCode.INTERRUPTED)
-    return int(ExitCode.OK if any(r.status == "converged" for r in results) else ExitCode.NOT_CONVERGED)
 
 
 @app.command()
@@ -406,14 +220,9 @@ def plot(
       gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)" -o s.json && gdfit plot s.json -o s.png
     """
     with edge():
-        from gdfit.plotting import check_format, plot_saved, require_matplotlib
-        from gdfit.render.document import check_writable
+        from gdfit.commands.plot import plot_files
 
-        check_writable(out)
-        check_format(out)
-        require_matplotlib()
-        plot_saved(files, out)
-        _err(f"gdfit: wrote {out}")
+        plot_files(files, out)
 
 
 @app.command("grad-demo")
@@ -433,35 +242,9 @@ def grad_demo(
       gdfit grad-demo --dot graph.dot && dot -Tsvg graph.dot > graph.svg
     """
     with edge(json_mode):
-        from gdfit.render.document import check_writable
+        from gdfit.commands.graddemo import grad_demo as demo
 
-        if dot is not None:
-            check_writable(dot)
-        x_values = _parse_matrix(x) if x is not None else None
-        from gdfit.graddemo import to_dot, walkthrough
-
-        result = walkthrough(x_values, expr)
-        if json_mode:
-            from gdfit.render.graddemo_view import document
-            from gdfit.render.jsonl import dumps
-
-            print(dumps(document(result)))
-        else:
-            from rich.console import Console
-
-            from gdfit.render.graddemo_view import render
-
-            render(result, Console())
-        if dot is not None:
-            from gdfit.render.document import write_atomic
-
-            write_atomic(dot, to_dot(result.graph))
-
-
-def _parse_matrix(text: str):
-    from gdfit.yamlsource import load_yaml
-
-    return load_yaml(text, "--x", require_mapping=False).data
+        demo(x, expr, json_mode, dot)
 
 
 def main(argv: list[str] | None = None) -> int:

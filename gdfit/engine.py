@@ -1,16 +1,11 @@
-"""The descent loop. Imports torch, never rich or typer; yields records and never prints.
+"""A config made concrete, and one run of it. Imports torch, never rich or typer; yields records.
 
-Two engines run the same iteration (SPEC.md, "Iteration semantics"):
-- `autograd` is the tutorial's literal loop: a fresh leaf each update, loss.backward(),
-  x = x - lr * x.grad, x.detach_(), x.requires_grad_(True). It is the reference.
-- `fused` keeps the residual d = x - target and applies the closed-form gradient in place under
-  no_grad. For gd on mse an update is one multiply of d, and the loss one norm of d: three memory
-  passes, the floor for "read x and target, write x". Tests hold it to the autograd engine.
+`prepare` decides device and dtype once, checks memory and builds the tensors. `Descent` is one
+run (K = 1 of `loop.Loop`): it yields a `StepRecord` per reported update and leaves a `FitResult`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -19,32 +14,43 @@ import torch
 
 from gdfit import __version__, records
 from gdfit.advisor import advise
-from gdfit.config import GD, MSE, Constant, Resolved
+from gdfit.config import GD, MSE, FitConfig, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
 from gdfit.losses import Loss, make_loss
-from gdfit.optimizers import make_optimizer, state_copies
+from gdfit.loop import Loop, sync_interval
+from gdfit.models import Identity, Model
+from gdfit.optimizers import Setting, make_optimizer
 from gdfit.schedules import describe as describe_schedule
-from gdfit.schedules import lr_factor
-from gdfit.stopping import StopRules
+from gdfit.schedules import rate
+from gdfit.steppers import Autograd, ClosedForm, GdOnMse
+from gdfit.stopping import rule_text
 from gdfit.tensors import build_init, build_target
 
 X_LIMIT = 100  # elements: larger tensors are summarised, not copied into records
 
 
+def working_copies(config: FitConfig) -> int:
+    """Target-sized tensors one run holds at its peak, besides the target: x, the gradient, the
+    loss's elementwise temporary, x kept to hold a stopped run still, and the optimizer's state."""
+    state = make_optimizer(config.optimizer).state_copies()
+    return 4 + state
+
+
 @dataclass
 class Problem:
-    """A config made concrete: tensors on their device, the loss, the engine to use."""
+    """A config made concrete: tensors on their device, the model, the loss, the engine."""
 
     resolved: Resolved
     device: torch.device
     dtype: torch.dtype
     target: torch.Tensor
     x0: torch.Tensor
+    model: Model
     loss: Loss
     engine: str
 
     @property
-    def config(self):
+    def config(self) -> FitConfig:
         return self.resolved.config
 
 
@@ -53,11 +59,23 @@ def prepare(resolved: Resolved) -> Problem:
     config = resolved.config
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    copies = 4 + state_copies(config.optimizer)  # target, x, gradient, temporaries, optimizer state
-    target = build_target(resolved, dtype, device, copies)
+    target = build_target(resolved, dtype, device, 1 + working_copies(config))
     x0 = build_init(resolved, target)
     engine = "fused" if config.engine == "auto" else config.engine
-    return Problem(resolved, device, dtype, target, x0, make_loss(config.loss, target.numel()), engine)
+    loss = make_loss(config.loss, target.numel())
+    return Problem(resolved, device, dtype, target, x0, Identity(), loss, engine)
+
+
+def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None):
+    """The stepper for `starts` ([K, *shape]) under the problem's engine, loss and optimizer."""
+    config = problem.config
+    params = problem.model.parameters(starts.clone())
+    optimizer = make_optimizer(config.optimizer, varying)
+    if problem.engine == "autograd":
+        return Autograd(problem.model, problem.loss, problem.target, params, optimizer)
+    if isinstance(config.optimizer, GD) and isinstance(config.loss, MSE) and isinstance(problem.model, Identity):
+        return GdOnMse(problem.target, params)
+    return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer)
 
 
 def summarize(x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
@@ -66,7 +84,7 @@ def summarize(x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
         "shape": list(x.shape),
         "min": float(x.min()),
         "max": float(x.max()),
-        "max_abs_error": float((x - target).abs().max()),
+        "max_abs_error": float((x - target.to(x.device)).abs().max()),
     }
 
 
@@ -77,6 +95,14 @@ def every_n(n: int) -> Callable[[int], bool]:
 
 def versions() -> dict[str, str]:
     return {"gdfit": __version__, "torch": torch.__version__}
+
+
+def resolution_floor(problem: Problem) -> float:
+    """The loss of an x one rounding step from the target in every element: the smallest loss
+    the dtype can meaningfully tell apart from zero for this target."""
+    eps = torch.finfo(problem.dtype).eps
+    step = problem.target.abs().clamp_min(torch.finfo(problem.dtype).tiny) * eps
+    return float(problem.loss.value(step.unsqueeze(0), torch.zeros_like(step))[0])
 
 
 class Descent:
@@ -97,18 +123,16 @@ class Descent:
         self.report = report or every_n(1)
         self.report_last = report_last
         self.x_limit = x_limit
-        self.should_stop = should_stop
-        self.clock = clock
         self.result: records.FitResult | None = None
-        # On CUDA the fused engine checks stop rules on the device and syncs every 32 updates;
-        # on the CPU a check per update costs nothing, so the plain loop runs (sync_every = 1).
-        if sync_every is None:
-            sync_every = 32 if problem.device.type == "cuda" and problem.engine == "fused" else 1
-        self.sync_every = sync_every
         config = problem.config
-        fn = problem.loss.functional()
-        self.initial_loss = float(fn(problem.x0, problem.target))
-        self.advice = advise(config, fn, problem.x0, problem.target) if advice else None
+        if sync_every is None:
+            sync_every = sync_interval(problem.device, 1, problem.target.numel())
+        self.loop = Loop(
+            config, make_stepper(problem, problem.x0.unsqueeze(0)), config.learning_rate,
+            sync_every=sync_every, should_stop=should_stop, clock=clock, watch=self.report,
+        )
+        self.initial_loss = float(self.loop.initial[0])
+        self.advice = advise(problem.loss, problem.x0, problem.target, problem.model) if advice else None
         self.start = records.StartRecord(
             config=config.model_dump(mode="json"),
             device=describe(problem.device),
@@ -129,13 +153,17 @@ class Descent:
         if stable is not None and isinstance(config.optimizer, GD) and config.learning_rate >= stable:
             notes.append(
                 f"learning_rate {config.learning_rate:g} is not below gd's stable limit {stable:.6g} "
-                f"(2 / curvature): expect divergence"
+                f"(2 / curvature): expect divergence, or a loss that never falls"
             )
-        floor = resolution_floor(problem)
-        if 0 < config.threshold < floor:
+        if config.threshold == 0:
+            notes.append(
+                "threshold 0 converges only when the fit is exact in every element; "
+                f"in {config.dtype} that may never happen"
+            )
+        elif config.threshold < resolution_floor(problem):
             notes.append(
                 f"threshold {config.threshold:g} is below what {config.dtype} can resolve for this target "
-                f"(about {floor:.3g}); the run may never converge"
+                f"(about {resolution_floor(problem):.3g}); the run may never converge"
             )
         return notes
 
@@ -144,162 +172,43 @@ class Descent:
             return x.detach().to("cpu", copy=True)
         return summarize(x.detach(), self.problem.target)
 
-    def steps(self) -> Iterator[records.StepRecord]:
-        """Run to the end, yielding a record for each reported update (and always the last)."""
-        if self.sync_every > 1 and self.problem.engine == "fused":
-            yield from self._batched_steps()
-            return
-        problem, config = self.problem, self.problem.config
-        started = self.clock()
-        rules = StopRules(config, self.initial_loss, started)
-        history = [self.initial_loss]
-        stop = rules.initial(self.initial_loss)
-        k, loss, x = 0, self.initial_loss, problem.x0
-        if stop is None:
-            loop = self._autograd_updates if problem.engine == "autograd" else self._fused_updates
-            for k, loss, grad_norm, current in loop():
-                history.append(loss)
-                stop = rules.check(k, loss, self.clock(), self.should_stop())
-                if stop is not None:
-                    x = current()  # computed once: the fused engine builds x from d here
-                if self.report(k) or (stop is not None and self.report_last):
-                    now = x if stop is not None else current()
-                    yield records.StepRecord(k, loss, self._lr(k), grad_norm(), self._snapshot(now))
-                if stop is not None:
-                    break
-        elapsed = self.clock() - started
-        status, rule = stop
-        self.result = records.FitResult(
-            status=status,
-            iters=k,
-            loss=loss,
-            x=self._snapshot(x),
-            elapsed_s=elapsed,
-            stop_rule=rule,
-            history=history,
-            seed=config.seed,
-            device=describe(problem.device),
-            versions=versions(),
-        )
-
-    def _batched_steps(self) -> Iterator[records.StepRecord]:
-        """The same run through the batched loop (K = 1): stop rules on the device, one host
-        synchronisation every `sync_every` updates, records emitted after each."""
-        from gdfit.batched import Batch, BatchedDescent
-
-        problem, config = self.problem, self.problem.config
-        batch = Batch(
-            config, problem.target, problem.x0.unsqueeze(0), problem.loss,
-            lr=torch.tensor([config.learning_rate], dtype=torch.float64),
-        )
-        runner = BatchedDescent(
-            batch, sync_every=self.sync_every, should_stop=self.should_stop, clock=self.clock,
-            keep_history=True, snapshot=self.report,
-        )
-        history = [self.initial_loss]
-        held: list[tuple[int, Any, float]] = []
-        for progress in runner.progress():
-            history.extend(progress.losses or [])
-            if progress.done:  # the run stopped in this chunk: later snapshots are past its end
-                held.extend(progress.snapshots or [])
-                continue
-            for k, x, norm in progress.snapshots or []:
-                yield records.StepRecord(k, history[k], self._lr(k), norm, self._snapshot(x))
-        outcome = runner.outcome
-        iters = outcome.iters[0]
-        reported = set()
-        for k, x, norm in held:
-            if k <= iters:
-                reported.add(k)
-                yield records.StepRecord(k, history[k], self._lr(k), norm, self._snapshot(x))
-        x_final = outcome.x[0]
-        if iters > 0 and self.report_last and iters not in reported and not self.report(iters):
-            yield records.StepRecord(
-                iters, outcome.loss[0], self._lr(iters), outcome.last_grad_norm, self._snapshot(x_final)
-            )
-        self.result = records.FitResult(
-            status=outcome.status[0],
-            iters=iters,
-            loss=outcome.loss[0],
-            x=self._snapshot(x_final),
-            elapsed_s=outcome.elapsed_s,
-            stop_rule=_rule_text(outcome.status[0], config),
-            history=outcome.history,
-            seed=config.seed,
-            device=describe(problem.device),
-            versions=versions(),
-        )
-
     def _lr(self, k: int) -> float:
         config = self.problem.config
-        if isinstance(config.schedule, Constant):
-            return config.learning_rate
-        return config.learning_rate * lr_factor(config.schedule, k, config.max_iters, config.learning_rate)
+        return rate(config.schedule, config.learning_rate, k, config.max_iters)
 
-    def _autograd_updates(self):
-        """The tutorial's loop, literally. Yields (k, loss, grad_norm(), x())."""
-        problem, config = self.problem, self.problem.config
-        fn, target = problem.loss.functional(), problem.target
-        optimizer = make_optimizer(config.optimizer, exact=True)  # torch.optim's own ops
-        literal_gd = isinstance(config.optimizer, GD)
-        x = problem.x0.clone().requires_grad_(True)
-        loss = fn(x, target)
-        for k in range(1, config.max_iters + 1):
-            lr = self._lr(k)
-            loss.backward()
-            grad = x.grad
-            if literal_gd:
-                x = x - lr * x.grad
-            else:
-                x = x.detach().clone()
-                optimizer.step(x, grad, lr, k)
-            x.detach_()
-            x.requires_grad_(True)
-            loss = fn(x, target)
-            yield k, loss.item(), (lambda g=grad: float(torch.linalg.vector_norm(g))), (lambda x=x: x)
+    def steps(self) -> Iterator[records.StepRecord]:
+        """Run to the end, yielding a record for each reported update (and always the last)."""
+        history = [self.initial_loss]
+        held: list[tuple[int, Any, float]] = []
+        last_reported = 0
+        for chunk in self.loop.chunks():
+            history.extend(chunk.losses)
+            if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
+                held.extend(chunk.snapshots)
+                continue
+            for k, params, norm in chunk.snapshots:
+                last_reported = k
+                yield self._record(k, history[k], params["x"], norm)
+        outcome = self.loop.outcome
+        iters, status, x_final = outcome.iters[0], outcome.statuses[0], outcome.params["x"][0]
+        for k, params, norm in held:
+            if k <= iters:
+                last_reported = k
+                yield self._record(k, history[k], params["x"], norm)
+        if iters > 0 and self.report_last and last_reported != iters:
+            yield self._record(iters, outcome.losses[0], x_final, outcome.last_grad_norm)
+        self.result = records.FitResult(
+            status=status,
+            iters=iters,
+            loss=outcome.losses[0],
+            x=self._snapshot(x_final),
+            elapsed_s=outcome.elapsed_s,
+            stop_rule=rule_text(status, self.problem.config, iters),
+            history=history[: iters + 1],
+            seed=self.problem.config.seed,
+            device=describe(self.problem.device),
+            versions=versions(),
+        )
 
-    def _fused_updates(self):
-        """In place on the residual d = x - target. Yields (k, loss, grad_norm(), x()).
-
-        No tensor here requires grad, so no graph is built; a no_grad decorator would cost more
-        than the update itself, since a generator re-enters it at every yield."""
-        problem, config = self.problem, self.problem.config
-        target, loss_of = problem.target, problem.loss
-        d = (problem.x0 - target).detach().unsqueeze(0)  # a run dimension of 1, as in a sweep
-        n = target.numel()
-        optimizer = make_optimizer(config.optimizer)
-        gd_on_mse = isinstance(config.optimizer, GD) and isinstance(config.loss, MSE)
-        previous = self.initial_loss
-        for k in range(1, config.max_iters + 1):
-            lr = self._lr(k)
-            if gd_on_mse:
-                # x - lr * 2 (x - t) / n, written on d: one multiply, no gradient tensor at all
-                d.mul_(1.0 - lr * 2.0 / n)
-                grad_norm = (lambda p=previous: 2.0 * math.sqrt(max(p, 0.0) / n))
-            else:
-                grad = loss_of.grad(d)
-                optimizer.step(d, grad, lr, k)
-                grad_norm = (lambda g=grad: float(torch.linalg.vector_norm(g)))
-            previous = loss_of.value(d).item()
-            yield k, previous, grad_norm, (lambda: d[0] + target)
-
-
-def _rule_text(status: str, config) -> str:
-    """The stop rule's words for a status decided on the device (see stopping.StopRules)."""
-    return {
-        records.CONVERGED: f"loss <= threshold ({config.threshold:g})",
-        records.DIVERGED: f"loss not finite or > {config.divergence_factor:g} x the initial loss",
-        records.STALLED: f"no relative improvement >= {config.min_rel_improvement:g} in {config.patience} updates",
-        records.TIMEOUT: f"timeout_s ({config.timeout_s} s) reached",
-        records.INTERRUPTED: "interrupted by a signal",
-        records.MAX_ITERS: f"max_iters ({config.max_iters}) reached",
-    }[status]
-
-
-def resolution_floor(problem: Problem) -> float:
-    """The loss of an x one rounding step from the target in every element: the smallest loss
-    the dtype can meaningfully tell apart from zero for this target."""
-    eps = torch.finfo(problem.dtype).eps
-    step = problem.target.abs().clamp_min(torch.finfo(problem.dtype).tiny) * eps
-    floor = problem.loss.value(step.unsqueeze(0))
-    return float(floor[0])
+    def _record(self, k: int, loss: float, x: torch.Tensor, norm: float | None) -> records.StepRecord:
+        return records.StepRecord(k, loss, self._lr(k), norm, self._snapshot(x))

@@ -1,11 +1,11 @@
-"""Update rules, written out so one loop can run them fused, batched and on any device.
+"""Update rules, op for op as torch.optim's single-tensor code (foreach=False, no weight decay).
 
-Each equals its torch.optim counterpart (no weight decay). Two arithmetic modes:
-- `exact=True` copies torch.optim's single-tensor code path op for op (add_ with alpha, addcmul_,
-  addcdiv_), so the autograd engine reproduces torch.optim to the last bit or nearly;
-- `exact=False` (the fused engine) writes each step as plain multiplies and adds, so a setting
-  that is a float for one run or a [K, 1, ...] tensor in a sweep rounds the same way, and a sweep
-  equals the single runs it batches. Scalar arithmetic on settings is done in float64 first.
+A setting is a float when every run shares it: then each update makes exactly torch.optim's calls
+(`add_(g, alpha=-lr)`, `addcdiv_`, `lerp_`), so a single run equals torch.optim bit for bit. In a
+sweep, a setting that differs between runs is a [K, 1, ...] float64 tensor. It is rounded to the
+type torch would compute a Python float in (float32 for float32 and half tensors, float64 for
+float64), so multiplies round as torch's do; the fused multiply-add of `add_(alpha=)` has no tensor
+form, so there the sweep rounds once more than a single run (see the README, "sweep").
 """
 
 from __future__ import annotations
@@ -13,64 +13,100 @@ from __future__ import annotations
 import torch
 
 from gdfit.config import GD, Adam, Momentum, Nesterov, RMSprop
+from gdfit.models import Params
 
-Hyper = float | torch.Tensor
+Setting = float | torch.Tensor
 
 
-def _like(value: Hyper, p: torch.Tensor) -> Hyper:
-    """A setting ready to multiply p: floats stay floats, float64 tensors are cast to p's dtype."""
-    return value.to(p.dtype) if isinstance(value, torch.Tensor) else value
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The type torch computes a Python float setting in, for tensors of `dtype`."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _as(value: Setting, p: torch.Tensor) -> Setting:
+    return value.to(compute_dtype(p.dtype)) if isinstance(value, torch.Tensor) else value
+
+
+def scale_(t: torch.Tensor, factor: Setting) -> torch.Tensor:
+    """t *= factor, rounded as `t.mul_(float)` rounds."""
+    return t.mul_(_as(factor, t))
+
+
+def times(t: torch.Tensor, factor: Setting) -> torch.Tensor:
+    """factor * t as a new tensor of t's dtype, rounded as `float * t` rounds."""
+    return (t * _as(factor, t)).to(t.dtype)
+
+
+def add_scaled_(p: torch.Tensor, t: torch.Tensor, alpha: Setting) -> torch.Tensor:
+    """p += alpha * t, as `p.add_(t, alpha=alpha)`."""
+    if isinstance(alpha, torch.Tensor):
+        return p.addcmul_(t, _as(alpha, p))
+    return p.add_(t, alpha=alpha)
+
+
+def add_product_(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: Setting) -> torch.Tensor:
+    """p += value * a * b, as `p.addcmul_(a, b, value=value)`."""
+    if isinstance(value, torch.Tensor):
+        return p.addcmul_(a * _as(value, a), b)
+    return p.addcmul_(a, b, value=value)
+
+
+def add_quotient_(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: Setting) -> torch.Tensor:
+    """p += value * a / b, as `p.addcdiv_(a, b, value=value)`."""
+    if isinstance(value, torch.Tensor):
+        return p.addcdiv_(a * _as(value, a), b)
+    return p.addcdiv_(a, b, value=value)
 
 
 class Optimizer:
-    """Plain gradient descent: p -= lr * g."""
+    """The tutorial's gd: `x = x - lr * x.grad` (a multiply, then a subtraction)."""
 
     name = "gd"
 
-    def __init__(self, exact: bool = False) -> None:
-        self.exact = exact
+    def __init__(self) -> None:
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
 
-    def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
-        """Apply update number k (1-based) with gradient g, in place."""
-        self._axpy(p, g, -lr)
+    def step(self, params: Params, grads: Params, lr: Setting, k: int) -> None:
+        """Apply update number k (1-based) to every parameter, in place."""
+        for name, p in params.items():
+            self.update(p, grads[name], lr, k, self.state.setdefault(name, {}))
 
-    def _axpy(self, p: torch.Tensor, g: torch.Tensor, alpha: Hyper) -> None:
-        """p += alpha * g."""
-        if self.exact and not isinstance(alpha, torch.Tensor):
-            p.add_(g, alpha=alpha)
-        else:
-            p.add_(g * _like(alpha, p))
+    def update(self, p: torch.Tensor, g: torch.Tensor, lr: Setting, k: int, state: dict) -> None:
+        p.sub_(times(g, lr))
 
-    def _decay_add_square(self, avg: torch.Tensor, g: torch.Tensor, decay: Hyper) -> None:
-        """avg = decay * avg + (1 - decay) * g^2."""
-        avg.mul_(_like(decay, avg))
-        if self.exact and not isinstance(decay, torch.Tensor):
-            avg.addcmul_(g, g, value=1 - decay)
-        else:
-            avg.add_(g * g * _like(1 - decay, avg))
+    def state_copies(self) -> int:
+        """Parameter-sized tensors of state, for the memory estimate."""
+        return 0
 
 
-class HeavyBall(Optimizer):
-    """torch.optim.SGD with momentum (and nesterov): the first step's buffer is the plain gradient."""
+class SGD(Optimizer):
+    """torch.optim.SGD with momentum (and nesterov). momentum = 0 skips the buffer, as torch does."""
 
-    def __init__(self, momentum: Hyper, dampening: Hyper = 0.0, nesterov: bool = False, exact: bool = False) -> None:
-        super().__init__(exact)
+    def __init__(self, momentum: Setting, dampening: Setting = 0.0, nesterov: bool = False) -> None:
+        super().__init__()
         self.name = "nesterov" if nesterov else "momentum"
         self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
-        self.buf: torch.Tensor | None = None
 
-    def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
-        if self.buf is None:
-            self.buf = g.clone()
+    def update(self, p, g, lr, k, state):
+        momentum = self.momentum
+        if isinstance(momentum, float) and momentum == 0:
+            add_scaled_(p, g, -lr)
+            return
+        if "buf" not in state:
+            state["buf"] = buf = g.clone()
         else:
-            self.buf.mul_(_like(self.momentum, p))
-            self._axpy(self.buf, g, 1 - self.dampening)
+            buf = state["buf"]
+            add_scaled_(scale_(buf, momentum), g, 1 - self.dampening)
         if self.nesterov:
-            direction = g.clone()
-            self._axpy(direction, self.buf, self.momentum)
+            direction = add_scaled_(g.clone(), buf, momentum)
+        elif isinstance(momentum, torch.Tensor):  # runs with momentum 0 step along g, as torch's do
+            direction = torch.where(momentum == 0, g, buf)
         else:
-            direction = self.buf
-        self._axpy(p, direction, -lr)
+            direction = buf
+        add_scaled_(p, direction, -lr)
+
+    def state_copies(self) -> int:
+        return 1
 
 
 class AdamRule(Optimizer):
@@ -78,24 +114,24 @@ class AdamRule(Optimizer):
 
     name = "adam"
 
-    def __init__(self, beta1: Hyper, beta2: Hyper, eps: Hyper, exact: bool = False) -> None:
-        super().__init__(exact)
+    def __init__(self, beta1: Setting, beta2: Setting, eps: Setting) -> None:
+        super().__init__()
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
 
-    def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
-        if self.m is None:
-            self.m, self.v = torch.zeros_like(p), torch.zeros_like(p)
-        self.m.lerp_(g, _like(1 - self.beta1, p))
-        self._decay_add_square(self.v, g, self.beta2)
-        step_size = lr / (1 - self.beta1**k)  # float64 (a float, or a float64 tensor)
+    def update(self, p, g, lr, k, state):
+        if "m" not in state:
+            state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+        m, v = state["m"], state["v"]
+        weight = 1 - self.beta1
+        m.lerp_(g, weight.to(p.dtype) if isinstance(weight, torch.Tensor) else weight)
+        add_product_(scale_(v, self.beta2), g, g, 1 - self.beta2)
+        step_size = lr / (1 - self.beta1**k)
         correction2_sqrt = (1 - self.beta2**k) ** 0.5
-        denom = (self.v.sqrt() / _like(correction2_sqrt, p)).add_(_like(self.eps, p))
-        if self.exact and not isinstance(step_size, torch.Tensor):
-            p.addcdiv_(self.m, denom, value=-step_size)
-        else:
-            p.add_(self.m / denom * _like(-step_size, p))
+        denom = (v.sqrt() / _as(correction2_sqrt, p)).add_(_as(self.eps, p))
+        add_quotient_(p, m, denom, -step_size)
+
+    def state_copies(self) -> int:
+        return 2
 
 
 class RMSpropRule(Optimizer):
@@ -103,38 +139,31 @@ class RMSpropRule(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, alpha: Hyper, eps: Hyper, exact: bool = False) -> None:
-        super().__init__(exact)
+    def __init__(self, alpha: Setting, eps: Setting) -> None:
+        super().__init__()
         self.alpha, self.eps = alpha, eps
-        self.v: torch.Tensor | None = None
 
-    def step(self, p: torch.Tensor, g: torch.Tensor, lr: Hyper, k: int) -> None:
-        if self.v is None:
-            self.v = torch.zeros_like(p)
-        self._decay_add_square(self.v, g, self.alpha)
-        avg = self.v.sqrt().add_(_like(self.eps, p))
-        if self.exact and not isinstance(lr, torch.Tensor):
-            p.addcdiv_(g, avg, value=-lr)
-        else:
-            p.add_(g / avg * _like(-lr, p))
+    def update(self, p, g, lr, k, state):
+        if "v" not in state:
+            state["v"] = torch.zeros_like(p)
+        v = state["v"]
+        add_product_(scale_(v, self.alpha), g, g, 1 - self.alpha)
+        avg = v.sqrt().add_(_as(self.eps, p))
+        add_quotient_(p, g, avg, -lr)
+
+    def state_copies(self) -> int:
+        return 1
 
 
-def make_optimizer(
-    spec: GD | Momentum | Nesterov | Adam | RMSprop, hyper: dict[str, Hyper] | None = None, exact: bool = False
-) -> Optimizer:
-    """The update rule for a config's `optimizer:`; `hyper` replaces settings with per-run tensors."""
-    h = {**spec.model_dump(), **(hyper or {})}
+def make_optimizer(spec: GD | Momentum | Nesterov | Adam | RMSprop, varying: dict[str, Setting] | None = None) -> Optimizer:
+    """The update rule for a config's `optimizer:`; `varying` holds settings that differ per run."""
+    h = {**spec.model_dump(), **(varying or {})}
     if isinstance(spec, Momentum):
-        return HeavyBall(h["momentum"], h["dampening"], exact=exact)
+        return SGD(h["momentum"], h["dampening"])
     if isinstance(spec, Nesterov):
-        return HeavyBall(h["momentum"], 0.0, nesterov=True, exact=exact)
+        return SGD(h["momentum"], 0.0, nesterov=True)
     if isinstance(spec, Adam):
-        return AdamRule(h.get("beta1", spec.betas[0]), h.get("beta2", spec.betas[1]), h["eps"], exact=exact)
+        return AdamRule(h.get("beta1", spec.betas[0]), h.get("beta2", spec.betas[1]), h["eps"])
     if isinstance(spec, RMSprop):
-        return RMSpropRule(h["alpha"], h["eps"], exact=exact)
-    return Optimizer(exact)
-
-
-def state_copies(spec: GD | Momentum | Nesterov | Adam | RMSprop) -> int:
-    """Target-sized tensors an optimizer keeps, for the memory guard."""
-    return {"gd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "rmsprop": 1}[spec.name]
+        return RMSpropRule(h["alpha"], h["eps"])
+    return Optimizer()

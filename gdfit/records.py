@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 CONVERGED = "converged"
 MAX_ITERS = "max_iters"
@@ -11,6 +11,7 @@ DIVERGED = "diverged"
 INTERRUPTED = "interrupted"
 TIMEOUT = "timeout"
 STALLED = "stalled"
+STATUSES = (CONVERGED, MAX_ITERS, DIVERGED, STALLED, TIMEOUT, INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class StartRecord:
     loss: float
     engine: str
     schedule: str
-    x: Any = None  # CPU tensor of the start, or None when too large to report
+    x: Any = None  # CPU tensor of the start, or a summary dict when too large to report
     advice: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -58,3 +59,40 @@ class FitResult:
     @property
     def updates_per_s(self) -> float | None:
         return self.iters / self.elapsed_s if self.elapsed_s > 0 else None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """How a sweep's runs are split into batches that fit in memory, and where they run."""
+
+    device: str
+    dtype: str
+    shape: list[int]
+    runs: int
+    batch_size: int
+    batches: int
+    advice: dict[str, Any]  # the step-size advisor at the first run's start
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run of a sweep: the grid values it set and how it ended."""
+
+    params: dict[str, Any]
+    status: str
+    iters: int
+    loss: float
+    x: Any  # CPU tensor, or a summary dict when large
+
+
+class Renderer(Protocol):
+    """What `gdfit run` feeds a view: one start, the reported steps, one end (or an abort)."""
+
+    def start(self, rec: StartRecord) -> None: ...
+
+    def step(self, rec: StepRecord) -> None: ...
+
+    def end(self, result: FitResult) -> None: ...
+
+    def abort(self) -> None:
+        """The run failed before its end record: leave the output tidy."""

@@ -1,6 +1,7 @@
-"""Learning-rate schedules, as the multiplier applied to update k (1-based).
+"""Learning-rate schedules: the rate of update k (1-based).
 
-Update k uses the rate torch's scheduler holds after k - 1 calls to scheduler.step().
+Update k uses the rate torch's scheduler holds after k - 1 calls to scheduler.step(), written in
+closed form (torch's recursive form agrees to the last bit or two).
 """
 
 from __future__ import annotations
@@ -9,22 +10,23 @@ import math
 
 from gdfit.config import Constant, CosineLR, ExponentialLR, StepLR
 
+Schedule = Constant | StepLR | ExponentialLR | CosineLR
 
-def lr_factor(spec: Constant | StepLR | ExponentialLR | CosineLR, k: int, max_iters: int, lr: float = 1.0) -> float:
-    """Rate for update k as a multiple of the base rate `lr` (cosine's eta_min needs lr)."""
+
+def rate(spec: Schedule, lr, k: int, max_iters: int):
+    """The rate of update k for base rate `lr` (a float, or a tensor of per-run rates)."""
     epoch = k - 1
     if isinstance(spec, StepLR):
-        return spec.gamma ** (epoch // spec.step_size)
+        return lr * spec.gamma ** (epoch // spec.step_size)
     if isinstance(spec, ExponentialLR):
-        return spec.gamma**epoch
+        return lr * spec.gamma**epoch
     if isinstance(spec, CosineLR):
         t_max = spec.t_max or max(max_iters, 1)
-        eta_min = spec.eta_min / lr
-        return eta_min + (1 - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
-    return 1.0
+        return spec.eta_min + (lr - spec.eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
+    return lr
 
 
-def describe(spec: Constant | StepLR | ExponentialLR | CosineLR) -> str:
+def describe(spec: Schedule) -> str:
     """One line for the table header and start event."""
     params = {k: v for k, v in spec.model_dump().items() if k != "name"}
     return spec.name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from gdfit import records
 from gdfit.config import Resolved, apply_override, build_config
 from gdfit.errors import ConfigError
 from gdfit.yamlsource import load_yaml
@@ -157,103 +158,79 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-@dataclass
-class RunResult:
-    params: dict[str, Any]
-    status: str
-    iters: int
-    loss: float
-    x: Any  # CPU tensor, or a summary dict when large
-
-
-@dataclass
-class SweepPlan:
-    """How the runs are split into batches that fit in memory, and where they run."""
-
-    device: str
-    dtype: str
-    shape: list[int]
-    runs: int
-    chunk: int
-    chunks: int
-    advice: dict[str, Any]  # the step-size advisor at the first run's start
-
-
-def plan_and_execute(runs: list[Run], x_limit: int, should_stop):
-    """Run every combination in as few batches as memory allows.
+def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
+    """Run every combination in as few batches as memory allows, each batch one `Loop`.
 
     Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
-    RunResults in grid order.
+    RunRecords in grid order.
     """
     import torch
 
     from gdfit.advisor import advise
-    from gdfit.batched import Batch, BatchedDescent
     from gdfit.devices import describe
-    from gdfit.engine import prepare, summarize
-    from gdfit.optimizers import state_copies
-    from gdfit.tensors import available_bytes, build_init, guard_memory
+    from gdfit.engine import make_stepper, prepare, summarize, working_copies
+    from gdfit.loop import Loop, run_to_end, sync_interval
+    from gdfit.tensors import MEMORY_HEADROOM, available_bytes, build_init, guard_memory
 
     first = prepare(runs[0].resolved)
     target, device, dtype = first.target, first.device, first.dtype
     config = runs[0].resolved.config
-    per_run = target.numel() * target.element_size() * (5 + state_copies(config.optimizer))
-    fit = max(1, int(available_bytes(device) * 0.5 // max(per_run, 1)))
-    chunk = min(len(runs), fit)
-    guard_memory(target.numel(), dtype, device, 5 + state_copies(config.optimizer), "one run of the sweep")
-    advice = advise(config, first.loss.functional(), first.x0, target)
-    plan = SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs), chunk,
-                     math.ceil(len(runs) / chunk), advice)
-    yield plan
-    results: list[RunResult] = []
-    sync_every = 32 if device.type == "cuda" else 8
-    done_before = 0
-    for start in range(0, len(runs), chunk):
-        group = runs[start : start + chunk]
-        x0 = torch.stack([build_init(run.resolved, target) for run in group])
-        batch = Batch(
-            config=group[0].resolved.config,
-            target=target,
-            x0=x0,
-            loss=first.loss,
-            lr=torch.tensor([run.resolved.config.learning_rate for run in group], dtype=torch.float64),
-            hyper=_varying_hyper(group),
-        )
-        runner = BatchedDescent(batch, sync_every=sync_every, should_stop=should_stop)
-        for progress in runner.progress():
-            yield (done_before + progress.done, len(runs))
-        outcome = runner.outcome
+    copies = working_copies(config)
+    guard_memory(target.numel(), dtype, device, 1 + copies, "one run of the sweep")
+    per_run = target.numel() * target.element_size() * copies
+    batch_size = min(len(runs), max(1, int(available_bytes(device) * MEMORY_HEADROOM // max(per_run, 1))))
+    advice = advise(first.loss, first.x0, target, first.model)
+    yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
+                            batch_size, math.ceil(len(runs) / batch_size), advice)
+    results: list[records.RunRecord] = []
+    sync_every = sync_interval(device, batch_size, target.numel())
+    for start in range(0, len(runs), batch_size):
+        group = runs[start : start + batch_size]
+        starts = torch.stack([build_init(run.resolved, target) for run in group])
+        column = (-1,) + (1,) * target.dim()
+        lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
+        loop = Loop(config, make_stepper(first, starts, _varying_settings(group, device, column)), lr,
+                    sync_every=sync_every, should_stop=should_stop)
+        for chunk in loop.chunks():
+            yield (start + chunk.done, len(runs))
+        outcome = loop.outcome
         for i, run in enumerate(group):
-            x = outcome.x[i]
-            shown = x if x.numel() <= x_limit else summarize(x, target.cpu())
-            results.append(RunResult(run.params, outcome.status[i], outcome.iters[i], outcome.loss[i], shown))
-        done_before += len(group)
-        yield (done_before, len(runs))
+            x = outcome.params["x"][i]
+            shown = x if x.numel() <= x_limit else summarize(x, target)
+            results.append(records.RunRecord(run.params, outcome.statuses[i], outcome.iters[i], outcome.losses[i], shown))
+        yield (start + len(group), len(runs))
         if should_stop():
             break
     yield results
 
 
-def _varying_hyper(group: list[Run]) -> dict[str, Any]:
-    """Optimizer settings that differ within the batch, as [K] tensors (the rest stay floats)."""
+def _per_run(values: list[float], device, column: tuple[int, ...]):
+    """One value when every run shares it (a single run's exact arithmetic), else a [K, 1, ...] tensor."""
     import torch
 
+    if len(set(values)) == 1:
+        return values[0]
+    return torch.tensor(values, dtype=torch.float64, device=device).view(column)
+
+
+def _varying_settings(group: list[Run], device, column: tuple[int, ...]) -> dict[str, Any]:
+    """Optimizer settings that differ within the batch, as [K, 1, ...] tensors."""
     specs = [run.resolved.config.optimizer for run in group]
-    hyper: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     for name in OPTIMIZER_TENSORS:
         values = [getattr(spec, name, None) for spec in specs]
         if values[0] is not None and len(set(values)) > 1:
-            hyper[name] = torch.tensor(values, dtype=torch.float64)
+            settings[name] = _per_run(values, device, column)
     betas = [getattr(spec, "betas", None) for spec in specs]
     if betas[0] is not None and len(set(betas)) > 1:
-        hyper["beta1"] = torch.tensor([b[0] for b in betas], dtype=torch.float64)
-        hyper["beta2"] = torch.tensor([b[1] for b in betas], dtype=torch.float64)
-    return hyper
+        settings["beta1"] = _per_run([b[0] for b in betas], device, column)
+        settings["beta2"] = _per_run([b[1] for b in betas], device, column)
+    return settings
 
 
-def sort_results(results: list[RunResult], key: str) -> list[RunResult]:
+def sort_results(results: list[records.RunRecord], key: str) -> list[records.RunRecord]:
     """`iters`: converged runs by updates, then the rest by final loss; `loss`; or a grid key."""
-    def by_iters(r: RunResult):
+    def by_iters(r: records.RunRecord):
         return (r.status != "converged", r.iters if r.status == "converged" else 0, _finite_or_inf(r.loss))
 
     if key == "iters":
@@ -263,7 +240,7 @@ def sort_results(results: list[RunResult], key: str) -> list[RunResult]:
     return sorted(results, key=lambda r: (str(type(r.params.get(key))), r.params.get(key)))
 
 
-def best_run(results: list[RunResult]) -> RunResult | None:
+def best_run(results: list[records.RunRecord]) -> records.RunRecord | None:
     """The converged run with the fewest updates; else the lowest final loss."""
     return sort_results(results, "iters")[0] if results else None
 

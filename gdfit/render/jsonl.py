@@ -99,3 +99,7 @@ class JsonLinesRenderer:
 
     def end(self, result: records.FitResult) -> None:
         self.emit({"event": "end", **end_fields(result)}, force=True)
+
+    def abort(self) -> None:
+        """Nothing to tidy: every line written is whole."""
+        self.out.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from typing import Any
 
@@ -9,16 +10,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gdfit.records import CONVERGED, RunRecord, SweepPlan
 from gdfit.render.human import STATUS_STYLE
-from gdfit.render.jsonl import tensor_field
-from gdfit.sweep import RunResult, SweepPlan
+from gdfit.render.jsonl import dumps, tensor_field
 
 
 def _value(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def results_table(results: list[RunResult], best: RunResult | None, sort_key: str) -> Table:
+def results_table(results: list[RunRecord], best: RunRecord | None, sort_key: str) -> Table:
     keys = list(results[0].params) if results else []
     table = Table(title=f"{len(results)} runs, sorted by {sort_key}; best in bold", header_style="bold")
     for key in keys:
@@ -38,8 +39,8 @@ def results_table(results: list[RunResult], best: RunResult | None, sort_key: st
 
 def plan_line(plan: SweepPlan) -> str:
     line = f"{plan.runs} runs on {plan.device} ({plan.dtype}), target shape {plan.shape}"
-    if plan.chunks > 1:
-        line += f"; split into {plan.chunks} batches of up to {plan.chunk} runs to fit in memory"
+    if plan.batches > 1:
+        line += f"; split into {plan.batches} batches of up to {plan.batch_size} runs to fit in memory"
     else:
         line += ", one batch"
     return line
@@ -48,18 +49,31 @@ def plan_line(plan: SweepPlan) -> str:
 def start_event(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list]) -> dict[str, Any]:
     return {
         "event": "start", "config": config, "grid": grid, "runs": plan.runs, "device": plan.device,
-        "dtype": plan.dtype, "shape": plan.shape, "batches": plan.chunks, "batch_size": plan.chunk,
+        "dtype": plan.dtype, "shape": plan.shape, "batches": plan.batches, "batch_size": plan.batch_size,
+        "advice": plan.advice,
     }
 
 
-def run_event(result: RunResult) -> dict[str, Any]:
+def announce(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list], json_mode: bool) -> None:
+    """The start event, or the plan line and the advisor's note, before the first run."""
+    if json_mode:
+        print(dumps(start_event(plan, config, grid)), flush=True)
+        return
+    console = Console()
+    console.print(plan_line(plan))
+    if plan.advice.get("max_stable_lr") is not None:
+        console.print(f"advisor (at the first run's start): curvature {plan.advice['curvature']:.6g}; "
+                      f"{plan.advice['note']}")
+
+
+def run_event(result: RunRecord) -> dict[str, Any]:
     return {
         "event": "run", "params": result.params, "status": result.status, "iters": result.iters,
         "loss": result.loss, **tensor_field(result.x),
     }
 
 
-def end_event(results: list[RunResult], best: RunResult | None, elapsed_s: float) -> dict[str, Any]:
+def end_event(results: list[RunRecord], best: RunRecord | None, elapsed_s: float) -> dict[str, Any]:
     return {
         "event": "end",
         "counts": dict(Counter(r.status for r in results)),
@@ -69,11 +83,36 @@ def end_event(results: list[RunResult], best: RunResult | None, elapsed_s: float
     }
 
 
-def print_summary(console: Console, results: list[RunResult], best: RunResult | None, elapsed_s: float) -> None:
+def show(ordered: list[RunRecord], results: list[RunRecord], best: RunRecord | None, elapsed_s: float,
+         sort_key: str, json_mode: bool) -> None:
+    """One run event per run and the end event, or the table and a summary."""
+    if json_mode:
+        for result in ordered:
+            print(dumps(run_event(result)))
+        print(dumps(end_event(results, best, elapsed_s)), flush=True)
+        return
+    console = Console()
+    console.print(results_table(ordered, best, sort_key))
+    print_summary(console, results, best, elapsed_s)
+    sys.stdout.flush()
+
+
+def document(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list], results: list[RunRecord],
+             best: RunRecord | None, elapsed_s: float) -> dict[str, Any]:
+    """The --output document: config, grid, advice, the end event's fields and every run."""
+    end = end_event(results, best, elapsed_s)
+    end.pop("event")
+    runs = [run_event(r) for r in results]
+    for run in runs:
+        run.pop("event")
+    return {"config": config, "grid": grid, "advice": plan.advice, **end, "runs": runs}
+
+
+def print_summary(console: Console, results: list[RunRecord], best: RunRecord | None, elapsed_s: float) -> None:
     counts = Counter(r.status for r in results)
     parts = ", ".join(f"{n} {status}" for status, n in counts.most_common())
     console.print(f"{parts}; {elapsed_s:.3f} s")
     if best is not None:
         params = ", ".join(f"{k}={_value(v)}" for k, v in best.params.items())
         console.print(Text(f"best: {params}: {best.status} after {best.iters} updates, loss {best.loss:.6g}",
-                           style="bold green" if best.status == "converged" else "bold"))
+                           style="bold green" if best.status == CONVERGED else "bold"))

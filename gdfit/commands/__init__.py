@@ -1,0 +1,25 @@
+"""What each command does once its flags are parsed: build, run, render. The CLI declares them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def warn(message: str) -> None:
+    import sys
+
+    print(f"gdfit: {message}", file=sys.stderr, flush=True)
+
+
+def check_outputs(output: Path | None, plot: Path | None) -> None:
+    """Fail before the run, not after it: folders must exist, the plot needs its extra."""
+    from gdfit.render.document import check_writable
+
+    for path in (output, plot):
+        if path is not None:
+            check_writable(path)
+    if plot is not None:
+        from gdfit.plotting import check_format, require_matplotlib
+
+        check_format(plot)
+        require_matplotlib()

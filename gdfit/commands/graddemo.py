@@ -1,0 +1,37 @@
+"""`gdfit grad-demo`: the tutorial's autograd walkthrough, as a table, JSON or a DOT graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def grad_demo(x: str | None, expr: str | None, json_mode: bool, dot: Path | None) -> None:
+    from gdfit.render.document import check_writable
+
+    if dot is not None:
+        check_writable(dot)
+    x_values = _parse_matrix(x) if x is not None else None
+    from gdfit.graddemo import to_dot, walkthrough
+
+    result = walkthrough(x_values, expr)
+    if json_mode:
+        from gdfit.render.graddemo_view import document
+        from gdfit.render.jsonl import dumps
+
+        print(dumps(document(result)))
+    else:
+        from rich.console import Console
+
+        from gdfit.render.graddemo_view import render
+
+        render(result, Console())
+    if dot is not None:
+        from gdfit.render.document import write_atomic
+
+        write_atomic(dot, to_dot(result.graph))
+
+
+def _parse_matrix(text: str):
+    from gdfit.yamlsource import load_yaml
+
+    return load_yaml(text, "--x", require_mapping=False).data

@@ -1,0 +1,92 @@
+"""`gdfit run`: one descent, streamed to a table or JSON Lines, then saved and drawn."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdfit import records
+from gdfit.commands import check_outputs, warn
+from gdfit.config import Resolved
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    json_mode: bool = False
+    every: int | None = None  # None: 1 with --json; in the table, the first rows then ~10 a second
+    output: Path | None = None
+    plot: Path | None = None
+    x_limit: int = 100
+
+
+def run(resolved: Resolved, options: RunOptions) -> str:
+    """Run to the end; returns the status."""
+    check_outputs(options.output, options.plot)
+    from gdfit.engine import Descent, prepare
+    from gdfit.interrupts import StopRequest
+
+    problem = prepare(resolved)
+    renderer, report = _view(resolved, options)
+    with StopRequest() as stop:
+        descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
+                          should_stop=stop)
+        for warning in descent.start.warnings:
+            warn(f"warning: {warning}")
+        renderer.start(descent.start)
+        try:
+            for record in descent.steps():
+                renderer.step(record)
+        finally:
+            if descent.result is None:
+                renderer.abort()
+        result = descent.result
+        renderer.end(result)
+    if result.status == records.DIVERGED:
+        warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
+    elif result.status == records.INTERRUPTED:
+        warn(f"interrupted after {result.iters} updates")
+    _save(result, descent.start.config, options)
+    return result.status
+
+
+def _view(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, object]:
+    """The renderer and the choice of updates to report."""
+    from gdfit.engine import every_n
+
+    if options.json_mode:
+        from gdfit.render.jsonl import JsonLinesRenderer
+
+        return JsonLinesRenderer(sys.stdout), every_n(1 if options.every is None else options.every)
+    import time
+
+    from rich.console import Console
+
+    from gdfit.render.human import HumanRenderer, throttled_reporter
+
+    renderer = HumanRenderer(Console(), show_lr=resolved.config.schedule.name != "constant")
+    report = throttled_reporter(time.perf_counter) if options.every is None else every_n(options.every)
+    return renderer, report
+
+
+def _save(result: records.FitResult, config: dict, options: RunOptions) -> None:
+    if options.output is not None:
+        from gdfit.render.document import write_document
+
+        write_document(options.output, result, config)
+    if options.plot is not None:
+        from gdfit.plotting import plot_run
+
+        plot_run(options.plot, result, config)
+
+
+def divergence_hint(descent) -> str:
+    config = descent.problem.config
+    stable = (descent.advice or {}).get("max_stable_lr")
+    if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
+        n = descent.problem.target.numel()
+        return (
+            f"Use a smaller learning_rate: for mse on {n} elements, gd diverges above lr = {stable:.6g} "
+            f"(learning_rate is {config.learning_rate:g})."
+        )
+    return f"Try a smaller learning_rate than {config.learning_rate:g}."

@@ -1,0 +1,147 @@
+"""The one descent loop: K runs of one problem, updated together until each stops.
+
+`gdfit run` is K = 1 and `gdfit sweep` is K = many; both go through `Loop.chunks()`. Every update
+the stepper moves the runs still going and returns their losses; the stop rules are decided on the
+device (`stopping.StopRules`); the host looks every `sync_every` updates. Runs that stopped are
+held still, so what the host sees is the same however often it looks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+import torch
+
+from gdfit import records
+from gdfit.config import FitConfig
+from gdfit.optimizers import Setting
+from gdfit.schedules import rate
+from gdfit.stopping import StopRules
+
+CUDA_SYNC_EVERY = 32  # small problems on CUDA: a host look costs more than an update
+SWEEP_SYNC_EVERY = 8  # sweeps on the CPU: looking at K runs costs a few tensor operations
+LARGE_PROBLEM = 1 << 16  # elements per run above which an update outweighs a host look
+
+
+def sync_interval(device: torch.device, runs: int, numel: int) -> int:
+    """Updates between host looks: every update where looking is as cheap as updating."""
+    if device.type == "cuda" and numel < LARGE_PROBLEM:
+        return CUDA_SYNC_EVERY
+    return 1 if runs == 1 else SWEEP_SYNC_EVERY
+
+
+class Stepper(Protocol):
+    params: dict[str, torch.Tensor]
+
+    def losses(self) -> torch.Tensor: ...
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor: ...
+
+    def grad_norm(self) -> torch.Tensor: ...
+
+
+@dataclass
+class Chunk:
+    """What the host learns at one look: runs done so far, and run 0's updates when watched."""
+
+    done: int
+    losses: list[float] = field(default_factory=list)  # run 0's loss after each update since the last look
+    snapshots: list[tuple[int, torch.Tensor, float]] = field(default_factory=list)  # (k, params, |grad|)
+
+
+@dataclass
+class Outcome:
+    """Every run's end, on the host."""
+
+    statuses: list[str]
+    iters: list[int]
+    losses: list[float]
+    params: dict[str, torch.Tensor]  # [K, ...] on the CPU
+    elapsed_s: float
+    last_grad_norm: float | None = None  # run 0's |grad| in its last update, when watched
+
+
+class Loop:
+    """Iterate `chunks()` to run; read `outcome` afterwards."""
+
+    def __init__(
+        self,
+        config: FitConfig,
+        stepper: Stepper,
+        lr: Setting,
+        *,
+        sync_every: int = 1,
+        should_stop: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.perf_counter,
+        watch: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.config, self.stepper, self.lr = config, stepper, lr
+        self.sync_every = max(1, sync_every)
+        self.should_stop, self.clock = should_stop, clock
+        self.watch = watch  # None: run 0's losses are not kept; else which updates to snapshot
+        self.initial = stepper.losses()
+        self.outcome: Outcome | None = None
+
+    def chunks(self) -> Iterator[Chunk]:
+        config, stepper = self.config, self.stepper
+        rules = StopRules(config, self.initial)
+        runs = self.initial.shape[0]
+        hold = runs > 1 or self.sync_every > 1  # else the loop ends as soon as the one run stops
+        column = (-1,) + (1,) * (next(iter(stepper.params.values())).dim() - 1)
+        losses, pending, snapshots = self.initial, [], []
+        started = self.clock()
+        deadline = started + config.timeout_s if config.timeout_s else math.inf
+        limit, k = records.MAX_ITERS, 0
+        last_norm = None
+        going = config.max_iters > 0 and bool(rules.active.any())
+        while going:
+            k += 1
+            moving = rules.active.view(column) if hold else None
+            losses = stepper.advance(k, rate(config.schedule, self.lr, k, config.max_iters), moving)
+            rules.after_update(k, losses)
+            if self.watch is not None:
+                pending.append(losses[:1])
+                if hold:  # run 0's |grad| at its own last update, which the host learns later
+                    norm = stepper.grad_norm()
+                    last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
+                if self.watch(k):
+                    snapshots.append((k, {n: p[0].clone() for n, p in stepper.params.items()}, stepper.grad_norm()))
+            if k % self.sync_every and k < config.max_iters:
+                continue
+            done = runs - int(rules.active.sum())  # the host's one look at the device
+            yield self._chunk(done, pending, snapshots)
+            pending, snapshots = [], []
+            if done == runs or k == config.max_iters:
+                break
+            if self.should_stop():
+                limit, going = records.INTERRUPTED, False
+            elif self.clock() >= deadline:
+                limit, going = records.TIMEOUT, False
+        elapsed = self.clock() - started
+        if self.watch is not None and not hold and k > 0:
+            last_norm = stepper.grad_norm()  # the loop ended at run 0's last update
+        final = losses.tolist()
+        active = rules.active.tolist()
+        self.outcome = Outcome(
+            statuses=rules.outcome(final, active, limit),
+            iters=rules.updates.tolist(),
+            losses=final,
+            params={n: p.detach().cpu() for n, p in stepper.params.items()},
+            elapsed_s=elapsed,
+            last_grad_norm=float(last_norm) if last_norm is not None and k > 0 else None,
+        )
+
+    def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:
+        losses = torch.cat(pending).tolist() if pending else []
+        shots = [(k, {n: p.cpu() for n, p in params.items()}, float(norm)) for k, params, norm in snapshots]
+        return Chunk(done, losses, shots)
+
+
+def run_to_end(loop: Loop) -> Outcome:
+    """Run a loop, ignoring what the host sees on the way."""
+    for _ in loop.chunks():
+        pass
+    return loop.outcome

@@ -1,0 +1,158 @@
+"""How one update is made: each stepper applies update k to K runs and returns their new losses.
+
+- `ClosedForm` (the default engine): the loss's gradient as torch's backward kernel computes it,
+  then the optimizer's update as torch.optim makes it; no graph is built.
+- `GdOnMse`: the same arithmetic for gd on mse of the identity model, in cache-sized blocks, so
+  that x and the target cross memory once per update however large they are.
+- `Autograd` (`engine: autograd`): the tutorial's literal loop, `loss.backward()` and
+  `x = x - lr * x.grad; x.detach_(); x.requires_grad_(True)`.
+
+`moving` is None when every run moves, or a [K, 1, ...] mask: runs outside it have stopped, and
+their parameters must not change by a single bit, so their losses stay what they stopped at.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gdfit.losses import Loss, rounded
+from gdfit.models import Model, Params
+from gdfit.optimizers import Optimizer, Setting, compute_dtype
+
+BLOCK_BYTES = 1 << 21  # a block of each run's elements that stays in cache between its operations
+
+
+def _hold(params: Params, kept: Params | None, moving: torch.Tensor | None) -> None:
+    """Put back the parameters of runs that have stopped."""
+    if moving is not None and kept is not None:
+        for name, p in params.items():
+            p.copy_(torch.where(moving, p, kept[name]))
+
+
+def _kept(params: Params, moving: torch.Tensor | None) -> Params | None:
+    return {name: p.clone() for name, p in params.items()} if moving is not None else None
+
+
+def _norm(grads: Params) -> torch.Tensor:
+    """Run 0's gradient norm over all its parameters."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g[0]) for g in grads.values()]))
+
+
+class ClosedForm:
+    """Closed-form gradients of the built-in losses and torch.optim's updates, under no graph."""
+
+    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, optimizer: Optimizer) -> None:
+        self.model, self.loss, self.target = model, loss, target
+        self.params, self.optimizer = params, optimizer
+        self.grads: Params = {}
+
+    def losses(self) -> torch.Tensor:
+        return self.loss.value(self.model.predict(self.params), self.target)
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+        grad_of_prediction = self.loss.grad(self.model.predict(self.params), self.target)
+        self.grads = self.model.parameter_grads(self.params, grad_of_prediction)
+        kept = _kept(self.params, moving)
+        self.optimizer.step(self.params, self.grads, lr, k)
+        _hold(self.params, kept, moving)
+        return self.losses()
+
+    def grad_norm(self) -> torch.Tensor:
+        return _norm(self.grads)
+
+
+class GdOnMse:
+    """gd on mse of x itself: per block, d = x - t; step = lr * (2/n * d); x -= step; then the
+    loss of the new x. The same operations in the same order as the tutorial's loop, element by
+    element; a problem larger than one block sums its loss block by block (in float64)."""
+
+    def __init__(self, target: torch.Tensor, params: Params) -> None:
+        x = params["x"]
+        self.params, self.x = params, x.view(x.shape[0], -1)
+        self.t = target.reshape(1, -1)
+        n = self.t.shape[1]
+        self.scale = rounded(2.0 / n, x.dtype)
+        self.block = max(1, min(n, BLOCK_BYTES // x.element_size()))
+        self.buffer = torch.empty(x.shape[0], self.block, dtype=x.dtype, device=x.device)
+        self.previous: torch.Tensor | None = None
+
+    def _blocks(self):
+        n = self.t.shape[1]
+        for start in range(0, n, self.block):
+            stop = min(n, start + self.block)
+            yield self.x[:, start:stop], self.t[:, start:stop], self.buffer[:, : stop - start]
+
+    def losses(self) -> torch.Tensor:
+        self.previous = self._losses(step=None)
+        return self.previous
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(lr, torch.Tensor):
+            lr = lr.view(-1, 1).to(compute_dtype(self.x.dtype))
+        losses = self._losses(step=(lr, None if moving is None else moving.view(-1, 1)))
+        self.grad_from, self.previous = self.previous, losses
+        return losses
+
+    def _losses(self, step) -> torch.Tensor:
+        whole = self.block == self.t.shape[1]
+        total = None
+        for xs, ts, buf in self._blocks():
+            if step is not None:
+                lr, moving = step
+                torch.sub(xs, ts, out=buf).mul_(self.scale)  # x.grad, as mse_loss_backward makes it
+                buf.mul_(lr)  # lr * x.grad
+                if moving is not None:
+                    buf.masked_fill_(~moving, 0)
+                xs.sub_(buf)
+            torch.sub(xs, ts, out=buf).square_()
+            if whole:
+                return buf.mean(1)  # exactly F.mse_loss's reduction
+            part = buf.sum(1, dtype=torch.float64)
+            total = part if total is None else total.add_(part)
+        return total.div_(self.t.shape[1]).to(self.x.dtype)
+
+    def grad_norm(self) -> torch.Tensor:
+        # |2/n (x - t)| = 2/n sqrt(n loss) for the loss before the update
+        n = self.t.shape[1]
+        return self.grad_from[0].double().clamp_min(0).mul(n).sqrt_().mul_(self.scale)
+
+
+class Autograd:
+    """The tutorial's loop, literally: a graph per update and `loss.backward()`."""
+
+    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, optimizer: Optimizer) -> None:
+        self.model, self.target, self.optimizer = model, target, optimizer
+        self.fn = loss.functional()
+        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        self.current: torch.Tensor | None = None
+        self.grads: Params = {}
+
+    def losses(self) -> torch.Tensor:
+        with torch.enable_grad():
+            pred = self.model.predict(self.params)
+            self.current = torch.stack([self.fn(pred[i], self.target) for i in range(pred.shape[0])])
+        return self.current.detach()
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+        if self.current is None:
+            self.losses()
+        self.current.sum().backward()
+        self.grads = {name: p.grad for name, p in self.params.items()}
+        kept = _kept({n: p.detach() for n, p in self.params.items()}, moving)
+        if self.optimizer.name == "gd" and not isinstance(lr, torch.Tensor):
+            for name, x in self.params.items():
+                x = x - lr * x.grad
+                x.detach_()
+                x.requires_grad_(True)
+                self.params[name] = x
+        else:  # torch.optim's update on the autograd gradient
+            with torch.no_grad():
+                plain = {n: p.detach().clone() for n, p in self.params.items()}
+                self.optimizer.step(plain, self.grads, lr, k)
+            self.params = {n: p.requires_grad_(True) for n, p in plain.items()}
+        with torch.no_grad():
+            _hold({n: p.detach() for n, p in self.params.items()}, kept, moving)
+        return self.losses()
+
+    def grad_norm(self) -> torch.Tensor:
+        return _norm(self.grads)
