@@ -66,9 +66,11 @@ def prepare(resolved: Resolved) -> Problem:
     return Problem(resolved, device, dtype, target, x0, Identity(), loss, engine)
 
 
-def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None):
-    """The stepper for `starts` ([K, *shape]) under the problem's engine, loss and optimizer."""
-    config = problem.config
+def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None,
+                 config: FitConfig | None = None):
+    """The stepper for `starts` ([K, *shape]) under the problem's engine and loss, with the
+    optimizer of `config` (a sweep batch's; the problem's own by default)."""
+    config = config or problem.config
     params = problem.model.parameters(starts.clone())
     optimizer = make_optimizer(config.optimizer, varying)
     if problem.engine == "autograd":

@@ -101,12 +101,12 @@ class Loop:
             k += 1
             moving = rules.active.view(column) if hold else None
             losses = stepper.advance(k, rate(config.schedule, self.lr, k, config.max_iters), moving)
-            rules.after_update(k, losses)
+            if self.watch is not None and hold:  # run 0's |grad| at its own last update, learnt later
+                norm = stepper.grad_norm()
+                last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
+            rules.after_update(k, losses)  # `moving` is a view of the rules' state: read it first
             if self.watch is not None:
                 pending.append(losses[:1])
-                if hold:  # run 0's |grad| at its own last update, which the host learns later
-                    norm = stepper.grad_norm()
-                    last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
                 if self.watch(k):
                     snapshots.append((k, {n: p[0].clone() for n, p in stepper.params.items()}, stepper.grad_norm()))
             if k % self.sync_every and k < config.max_iters:

@@ -2,10 +2,10 @@
 
 A setting is a float when every run shares it: then each update makes exactly torch.optim's calls
 (`add_(g, alpha=-lr)`, `addcdiv_`, `lerp_`), so a single run equals torch.optim bit for bit. In a
-sweep, a setting that differs between runs is a [K, 1, ...] float64 tensor. It is rounded to the
-type torch would compute a Python float in (float32 for float32 and half tensors, float64 for
-float64), so multiplies round as torch's do; the fused multiply-add of `add_(alpha=)` has no tensor
-form, so there the sweep rounds once more than a single run (see the README, "sweep").
+sweep, a setting that differs between runs is a [K, 1, ...] float64 tensor, and each call has a
+tensor form that rounds as torch rounds the Python float: some kernels compute a float setting in
+float32 for half tensors (`mul_`, `addcmul_`, `addcdiv_`, `lerp_`, `/`), others round it to the
+tensor's own dtype first (`add_` with alpha, `add_` of a constant). Tests hold sweeps to single runs.
 """
 
 from __future__ import annotations
@@ -16,15 +16,22 @@ from gdfit.config import GD, Adam, Momentum, Nesterov, RMSprop
 from gdfit.models import Params
 
 Setting = float | torch.Tensor
+HALF = (torch.float16, torch.bfloat16)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The type torch computes a Python float setting in, for tensors of `dtype`."""
+    """The type a kernel computes a Python float setting in, for tensors of `dtype`."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _as(value: Setting, p: torch.Tensor) -> Setting:
+    """A setting as kernels that compute in float32 for half tensors hold it."""
     return value.to(compute_dtype(p.dtype)) if isinstance(value, torch.Tensor) else value
+
+
+def _own(value: Setting, p: torch.Tensor) -> Setting:
+    """A setting as kernels that round it to the tensor's dtype first hold it."""
+    return value.to(p.dtype) if isinstance(value, torch.Tensor) else value
 
 
 def scale_(t: torch.Tensor, factor: Setting) -> torch.Tensor:
@@ -37,11 +44,28 @@ def times(t: torch.Tensor, factor: Setting) -> torch.Tensor:
     return (t * _as(factor, t)).to(t.dtype)
 
 
+def divided(t: torch.Tensor, divisor: Setting) -> torch.Tensor:
+    """t / divisor as a new tensor of t's dtype, rounded as `t / float` rounds."""
+    return (t / _as(divisor, t)).to(t.dtype)
+
+
+def add_constant_(t: torch.Tensor, value: Setting) -> torch.Tensor:
+    """t += value, as `t.add_(float)`."""
+    return t.add_(_own(value, t))
+
+
 def add_scaled_(p: torch.Tensor, t: torch.Tensor, alpha: Setting) -> torch.Tensor:
-    """p += alpha * t, as `p.add_(t, alpha=alpha)`."""
+    """p += alpha * t, as `p.add_(t, alpha=alpha)` (one fused multiply-add)."""
     if isinstance(alpha, torch.Tensor):
-        return p.addcmul_(t, _as(alpha, p))
+        return p.addcmul_(t, _own(alpha, p))
     return p.add_(t, alpha=alpha)
+
+
+def lerp_(p: torch.Tensor, end: torch.Tensor, weight: Setting) -> torch.Tensor:
+    """p += weight * (end - p), as `p.lerp_(end, float)`."""
+    if isinstance(weight, torch.Tensor) and p.dtype in HALF:
+        return p.copy_(p.float().lerp_(end.float(), _as(weight, p)))
+    return p.lerp_(end, _own(weight, p))
 
 
 def add_product_(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: Setting) -> torch.Tensor:
@@ -122,12 +146,11 @@ class AdamRule(Optimizer):
         if "m" not in state:
             state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
         m, v = state["m"], state["v"]
-        weight = 1 - self.beta1
-        m.lerp_(g, weight.to(p.dtype) if isinstance(weight, torch.Tensor) else weight)
+        lerp_(m, g, 1 - self.beta1)
         add_product_(scale_(v, self.beta2), g, g, 1 - self.beta2)
         step_size = lr / (1 - self.beta1**k)
         correction2_sqrt = (1 - self.beta2**k) ** 0.5
-        denom = (v.sqrt() / _as(correction2_sqrt, p)).add_(_as(self.eps, p))
+        denom = add_constant_(divided(v.sqrt(), correction2_sqrt), self.eps)
         add_quotient_(p, m, denom, -step_size)
 
     def state_copies(self) -> int:
@@ -148,11 +171,25 @@ class RMSpropRule(Optimizer):
             state["v"] = torch.zeros_like(p)
         v = state["v"]
         add_product_(scale_(v, self.alpha), g, g, 1 - self.alpha)
-        avg = v.sqrt().add_(_as(self.eps, p))
+        avg = add_constant_(v.sqrt(), self.eps)
         add_quotient_(p, g, avg, -lr)
 
     def state_copies(self) -> int:
         return 1
+
+
+def batchable(spec: GD | Momentum | Nesterov | Adam | RMSprop, dtype: str) -> set[str]:
+    """Settings whose per-run tensor form rounds exactly as the float does, so runs that differ in
+    them can share a batch and still equal their single runs bit for bit (tests/test_loop.py).
+    `add_` with a tensor alpha on small half tensors, and `lerp_` with a tensor weight in betas'
+    bias corrections, do not; runs differing there go to separate batches."""
+    if isinstance(spec, (Momentum, Nesterov)):
+        return set() if dtype in ("float16", "bfloat16") else {"learning_rate", "momentum", "dampening"}
+    if isinstance(spec, Adam):
+        return {"learning_rate", "eps"}
+    if isinstance(spec, RMSprop):
+        return {"learning_rate", "alpha", "eps"}
+    return {"learning_rate"}
 
 
 def make_optimizer(spec: GD | Momentum | Nesterov | Adam | RMSprop, varying: dict[str, Setting] | None = None) -> Optimizer:

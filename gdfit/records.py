@@ -72,6 +72,7 @@ class SweepPlan:
     batch_size: int
     batches: int
     advice: dict[str, Any]  # the step-size advisor at the first run's start
+    why: str = ""  # why there is more than one batch
 
 
 @dataclass(frozen=True)

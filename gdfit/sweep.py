@@ -159,7 +159,7 @@ def _deep_copy(value: Any) -> Any:
 
 
 def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
-    """Run every combination in as few batches as memory allows, each batch one `Loop`.
+    """Run every combination in as few batches as exactness and memory allow, each one `Loop`.
 
     Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
     RunRecords in grid order.
@@ -169,7 +169,7 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     from gdfit.advisor import advise
     from gdfit.devices import describe
     from gdfit.engine import make_stepper, prepare, summarize, working_copies
-    from gdfit.loop import Loop, run_to_end, sync_interval
+    from gdfit.loop import Loop, sync_interval
     from gdfit.tensors import MEMORY_HEADROOM, available_bytes, build_init, guard_memory
 
     first = prepare(runs[0].resolved)
@@ -178,30 +178,56 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     copies = working_copies(config)
     guard_memory(target.numel(), dtype, device, 1 + copies, "one run of the sweep")
     per_run = target.numel() * target.element_size() * copies
-    batch_size = min(len(runs), max(1, int(available_bytes(device) * MEMORY_HEADROOM // max(per_run, 1))))
+    fit = max(1, int(available_bytes(device) * MEMORY_HEADROOM // max(per_run, 1)))
+    batches, why = plan_batches(runs, fit)
     advice = advise(first.loss, first.x0, target, first.model)
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
-                            batch_size, math.ceil(len(runs) / batch_size), advice)
-    results: list[records.RunRecord] = []
-    sync_every = sync_interval(device, batch_size, target.numel())
-    for start in range(0, len(runs), batch_size):
-        group = runs[start : start + batch_size]
+                            max(len(b) for b in batches), len(batches), advice, why)
+    results: dict[int, records.RunRecord] = {}
+    column = (-1,) + (1,) * target.dim()
+    for batch in batches:
+        group = [runs[i] for i in batch]
         starts = torch.stack([build_init(run.resolved, target) for run in group])
-        column = (-1,) + (1,) * target.dim()
         lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
-        loop = Loop(config, make_stepper(first, starts, _varying_settings(group, device, column)), lr,
-                    sync_every=sync_every, should_stop=should_stop)
+        batch_config = group[0].resolved.config
+        stepper = make_stepper(first, starts, _varying_settings(group, device, column), batch_config)
+        loop = Loop(batch_config, stepper, lr, sync_every=sync_interval(device, len(group), target.numel()),
+                    should_stop=should_stop)
         for chunk in loop.chunks():
-            yield (start + chunk.done, len(runs))
+            yield (len(results) + chunk.done, len(runs))
         outcome = loop.outcome
-        for i, run in enumerate(group):
-            x = outcome.params["x"][i]
+        for j, (i, run) in enumerate(zip(batch, group)):
+            x = outcome.params["x"][j]
             shown = x if x.numel() <= x_limit else summarize(x, target)
-            results.append(records.RunRecord(run.params, outcome.statuses[i], outcome.iters[i], outcome.losses[i], shown))
-        yield (start + len(group), len(runs))
+            results[i] = records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown)
+        yield (len(results), len(runs))
         if should_stop():
             break
-    yield results
+    yield [results[i] for i in sorted(results)]
+
+
+def plan_batches(runs: list[Run], fit: int) -> tuple[list[list[int]], str]:
+    """Indices of runs that can share a batch: the same settings outside the batchable ones
+    (`optimizers.batchable`), at most `fit` runs; and why there is more than one batch."""
+    from gdfit.optimizers import batchable
+
+    groups: dict[tuple, list[int]] = {}
+    split_keys: set[str] = set()
+    for i, run in enumerate(runs):
+        config = run.resolved.config
+        free = batchable(config.optimizer, config.dtype)
+        settings = {"learning_rate": config.learning_rate, **config.optimizer.model_dump()}
+        fixed = tuple((k, str(v)) for k, v in settings.items() if k not in free)
+        split_keys |= {k for k in run.params if k.split(".")[-1] in settings and k.split(".")[-1] not in free}
+        groups.setdefault(fixed, []).append(i)
+    batches = [group[i : i + fit] for group in groups.values() for i in range(0, len(group), fit)]
+    reasons = []
+    if len(groups) > 1:
+        reasons.append(f"runs with different {', '.join(sorted(split_keys))} run in separate batches, "
+                       "so that each equals its single run bit for bit")
+    if len(batches) > len(groups):
+        reasons.append(f"batches hold at most {fit} runs to fit in memory")
+    return batches, "; ".join(reasons)
 
 
 def _per_run(values: list[float], device, column: tuple[int, ...]):
@@ -218,7 +244,7 @@ def _varying_settings(group: list[Run], device, column: tuple[int, ...]) -> dict
     specs = [run.resolved.config.optimizer for run in group]
     settings: dict[str, Any] = {}
     for name in OPTIMIZER_TENSORS:
-        values = [getattr(spec, name, None) for spec in specs]
+        values = [getattr(spec, name, None) for spec in specs]  # only batchable ones differ here
         if values[0] is not None and len(set(values)) > 1:
             settings[name] = _per_run(values, device, column)
     betas = [getattr(spec, "betas", None) for spec in specs]

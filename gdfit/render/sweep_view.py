@@ -40,7 +40,7 @@ def results_table(results: list[RunRecord], best: RunRecord | None, sort_key: st
 def plan_line(plan: SweepPlan) -> str:
     line = f"{plan.runs} runs on {plan.device} ({plan.dtype}), target shape {plan.shape}"
     if plan.batches > 1:
-        line += f"; split into {plan.batches} batches of up to {plan.batch_size} runs to fit in memory"
+        line += f"; {plan.batches} batches of up to {plan.batch_size} runs: {plan.why}"
     else:
         line += ", one batch"
     return line
@@ -50,7 +50,7 @@ def start_event(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list]) 
     return {
         "event": "start", "config": config, "grid": grid, "runs": plan.runs, "device": plan.device,
         "dtype": plan.dtype, "shape": plan.shape, "batches": plan.batches, "batch_size": plan.batch_size,
-        "advice": plan.advice,
+        "batching": plan.why, "advice": plan.advice,
     }
 
 
