@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from gdfit.config import DTYPES as DTYPE_NAMES
 from gdfit.errors import DeviceError
 
-DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
+# The config names each dtype once, spelled as torch spells it.
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def resolve_device(name: str) -> torch.device:

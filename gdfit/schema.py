@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gdfit.config import DEVICE_HELP, DTYPES, INIT_NAMES, FitConfig
+from gdfit.config import DEVICE_HELP, DTYPES, INIT_NAMES, MAX_INLINE_ELEMENTS, FitConfig
 
 VALUES = {
-    "target": "matrix / vector / scalar inline (<= 10,000 numbers); {file: PATH} (.csv .txt .npy .pt); "
-    "{random: {shape: [..], seed: N, low: 0, high: 1}}; files and random take dtype",
+    "target": f"matrix / vector / scalar inline (<= {MAX_INLINE_ELEMENTS:,} numbers); "
+    "{file: PATH} (.csv .txt .npy .pt); {random: {shape: [..], seed: N, low: 0, high: 1}}; files and random take dtype",
     "init": f"{', '.join(INIT_NAMES)} (normal takes mean, std: {{name: normal, std: 0.1}}); "
     "an explicit matrix of the target's shape; {file: PATH}; {random: {...}}",
     "seed": "integer; the same config and seed give the same numbers",

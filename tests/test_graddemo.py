@@ -142,6 +142,46 @@ def test_hostile_expressions_are_refused(cli, expr, tmp_path):
     assert not os.path.exists("/tmp/gdfit-pwned")
 
 
+def _balanced_sum(leaves: int) -> str:
+    """`x+x+(x+x)...` with `leaves` x's: 2 * leaves - 1 parts, only about log2(leaves) levels deep."""
+
+    def tree(k):
+        return ast.Name("x", ast.Load()) if k == 1 else ast.BinOp(tree(k // 2), ast.Add(), tree(k - k // 2))
+
+    return ast.unparse(tree(leaves)).replace(" ", "")
+
+
+# The README's limits: 400 characters, 40 levels of nesting, 200 parts. Each pair is (at the limit,
+# accepted, with y on the default x [[1, 2], [3, 4]]) and (one over, refused with its message).
+AT_LIMIT = {
+    "characters": ("mean(x) * 1." + "0" * 388, 2.5),
+    "nesting": ("sum(" + "-" * 39 + "x)", -10.0),  # x sits 40 levels below sum
+    "parts": (f"sum({_balanced_sum(100)})", 1000.0),  # sum, 99 additions, 100 x's
+}
+OVER_LIMIT = {
+    "characters": ("mean(x) * 1." + "0" * 389, "expression is 401 characters; at most 400 are allowed"),
+    "nesting": ("sum(" + "-" * 40 + "x)", "expression is nested more than 40 levels deep"),
+    "parts": (f"sum(-({_balanced_sum(100)}))", "expression has 201 parts; at most 200 are allowed"),
+}
+
+
+@pytest.mark.parametrize("limit", list(AT_LIMIT))
+def test_an_expression_at_each_limit_is_accepted(cli, limit):
+    expr, y = AT_LIMIT[limit]
+    assert len(expr) <= 400
+    result = cli("grad-demo", "--expr", expr, "--json")
+    assert result.exit_status == 0, result.stderr
+    assert result.json["y"] == y
+
+
+@pytest.mark.parametrize("limit", list(OVER_LIMIT))
+def test_one_past_each_limit_is_refused(cli, limit):
+    expr, message = OVER_LIMIT[limit]
+    result = cli("grad-demo", "--expr", expr)
+    assert result.exit_status == 2
+    assert result.stderr == f"gdfit: error: --expr: {message}\n"
+
+
 @contextmanager
 def no_eval():
     """Fail loudly if eval, exec or compile (beyond ast.parse's parse-only mode) runs inside."""
