@@ -30,10 +30,20 @@ X_LIMIT = 100  # elements: larger tensors are summarised, not copied into record
 
 
 def working_copies(config: FitConfig) -> int:
-    """Target-sized tensors one run holds at its peak, besides the target: x, the gradient, the
-    loss's elementwise temporary, x kept to hold a stopped run still, and the optimizer's state."""
-    state = make_optimizer(config.optimizer).state_copies()
-    return 4 + state
+    """Target-sized tensors one run holds at its peak, the target included (tests/test_memory.py
+    measures them): the target, the start and x, then one temporary for gd on mse (`GdOnMse`), or
+    else the gradient, the optimizer's state and the larger of the loss's and the optimizer's
+    temporaries. The autograd engine holds one more: the new x beside the leaf it replaces."""
+    if _gd_on_mse(config) and config.engine != "autograd":
+        return 4
+    optimizer = make_optimizer(config.optimizer)
+    loss = make_loss(config.loss, 1)
+    extra = 1 if config.engine == "autograd" else 0
+    return 4 + optimizer.state_copies() + max(loss.temporaries, optimizer.temporaries()) + extra
+
+
+def _gd_on_mse(config: FitConfig) -> bool:
+    return isinstance(config.optimizer, GD) and isinstance(config.loss, MSE)
 
 
 @dataclass
@@ -59,7 +69,7 @@ def prepare(resolved: Resolved) -> Problem:
     config = resolved.config
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    target = build_target(resolved, dtype, device, 1 + working_copies(config))
+    target = build_target(resolved, dtype, device, working_copies(config))
     x0 = build_init(resolved, target)
     engine = "fused" if config.engine == "auto" else config.engine
     loss = make_loss(config.loss, target.numel())
@@ -75,7 +85,7 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
     optimizer = make_optimizer(config.optimizer, varying)
     if problem.engine == "autograd":
         return Autograd(problem.model, problem.loss, problem.target, params, optimizer)
-    if isinstance(config.optimizer, GD) and isinstance(config.loss, MSE) and isinstance(problem.model, Identity):
+    if _gd_on_mse(config) and isinstance(problem.model, Identity):
         return GdOnMse(problem.target, params)
     return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer)
 
@@ -86,7 +96,7 @@ def summarize(x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
         "shape": list(x.shape),
         "min": float(x.min()),
         "max": float(x.max()),
-        "max_abs_error": float((x - target.to(x.device)).abs().max()),
+        "max_abs_error": float(torch.sub(x, target.to(x.device)).abs_().max()),
     }
 
 
@@ -132,6 +142,7 @@ class Descent:
         self.loop = Loop(
             config, make_stepper(problem, problem.x0.unsqueeze(0)), config.learning_rate,
             sync_every=sync_every, should_stop=should_stop, clock=clock, watch=self.report,
+            capture=lambda params: self._snapshot(params["x"]),
         )
         self.initial_loss = float(self.loop.initial[0])
         self.advice = advise(problem.loss, problem.x0, problem.target, problem.model) if advice else None
@@ -181,29 +192,30 @@ class Descent:
     def steps(self) -> Iterator[records.StepRecord]:
         """Run to the end, yielding a record for each reported update (and always the last)."""
         history = [self.initial_loss]
-        held: list[tuple[int, Any, float]] = []
+        held: list[tuple[int, Any, float]] = []  # snapshots of the chunk in which the run stopped
         last_reported = 0
         for chunk in self.loop.chunks():
             history.extend(chunk.losses)
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
-            for k, params, norm in chunk.snapshots:
+            for k, shot, norm in chunk.snapshots:
                 last_reported = k
-                yield self._record(k, history[k], params["x"], norm)
+                yield records.StepRecord(k, history[k], self._lr(k), norm, shot)
         outcome = self.loop.outcome
         iters, status, x_final = outcome.iters[0], outcome.statuses[0], outcome.params["x"][0]
-        for k, params, norm in held:
+        for k, shot, norm in held:
             if k <= iters:
                 last_reported = k
-                yield self._record(k, history[k], params["x"], norm)
+                yield records.StepRecord(k, history[k], self._lr(k), norm, shot)
+        shown = self._snapshot(x_final)  # once: a summary of a large x costs a pass over it
         if iters > 0 and self.report_last and last_reported != iters:
-            yield self._record(iters, outcome.losses[0], x_final, outcome.last_grad_norm)
+            yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown)
         self.result = records.FitResult(
             status=status,
             iters=iters,
             loss=outcome.losses[0],
-            x=self._snapshot(x_final),
+            x=shown,
             elapsed_s=outcome.elapsed_s,
             stop_rule=rule_text(status, self.problem.config, iters),
             history=history[: iters + 1],
@@ -212,5 +224,3 @@ class Descent:
             versions=versions(),
         )
 
-    def _record(self, k: int, loss: float, x: torch.Tensor, norm: float | None) -> records.StepRecord:
-        return records.StepRecord(k, loss, self._lr(k), norm, self._snapshot(x))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
@@ -49,7 +49,7 @@ class Chunk:
 
     done: int
     losses: list[float] = field(default_factory=list)  # run 0's loss after each update since the last look
-    snapshots: list[tuple[int, torch.Tensor, float]] = field(default_factory=list)  # (k, params, |grad|)
+    snapshots: list[tuple[int, Any, float]] = field(default_factory=list)  # (k, capture(params), |grad|)
 
 
 @dataclass
@@ -77,11 +77,13 @@ class Loop:
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
         watch: Callable[[int], bool] | None = None,
+        capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p.cpu() for n, p in params.items()},
     ) -> None:
         self.config, self.stepper, self.lr = config, stepper, lr
         self.sync_every = max(1, sync_every)
         self.should_stop, self.clock = should_stop, clock
         self.watch = watch  # None: run 0's losses are not kept; else which updates to snapshot
+        self.capture = capture  # run 0's parameters -> what a snapshot keeps (a CPU copy, or a summary)
         self.initial = stepper.losses()
         self.outcome: Outcome | None = None
 
@@ -108,7 +110,7 @@ class Loop:
             if self.watch is not None:
                 pending.append(losses[:1])
                 if self.watch(k):
-                    snapshots.append((k, {n: p[0].clone() for n, p in stepper.params.items()}, stepper.grad_norm()))
+                    snapshots.append((k, self.capture({n: p[0] for n, p in stepper.params.items()}), stepper.grad_norm()))
             if k % self.sync_every and k < config.max_iters:
                 continue
             done = runs - int(rules.active.sum())  # the host's one look at the device
@@ -136,12 +138,5 @@ class Loop:
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:
         losses = torch.cat(pending).tolist() if pending else []
-        shots = [(k, {n: p.cpu() for n, p in params.items()}, float(norm)) for k, params, norm in snapshots]
-        return Chunk(done, losses, shots)
+        return Chunk(done, losses, [(k, shot, float(norm)) for k, shot, norm in snapshots])
 
-
-def run_to_end(loop: Loop) -> Outcome:
-    """Run a loop, ignoring what the host sees on the way."""
-    for _ in loop.chunks():
-        pass
-    return loop.outcome

@@ -44,6 +44,7 @@ class Loss:
     """A mean-reduced elementwise loss of prediction against target."""
 
     name = "loss"
+    temporaries = 1  # target-sized tensors its value or gradient allocates at once
 
     def __init__(self, numel: int) -> None:
         self.numel = numel  # elements per run: the mean's denominator
@@ -74,6 +75,7 @@ class MeanSquared(Loss):
 
 class Absolute(Loss):
     name = "l1"
+    temporaries = 2  # (x - t).abs() and its mean's input are both alive
 
     def grad(self, pred, target):
         # l1_loss is (x - t).abs().mean(): mean's backward gives 1/n, abs's multiplies by sgn

@@ -102,6 +102,10 @@ class Optimizer:
         """Parameter-sized tensors of state, for the memory estimate."""
         return 0
 
+    def temporaries(self) -> int:
+        """Parameter-sized tensors one update allocates at once (here lr * grad)."""
+        return 1
+
 
 class SGD(Optimizer):
     """torch.optim.SGD with momentum (and nesterov). momentum = 0 skips the buffer, as torch does."""
@@ -155,6 +159,9 @@ class AdamRule(Optimizer):
 
     def state_copies(self) -> int:
         return 2
+
+    def temporaries(self) -> int:
+        return 2  # sqrt(v), then its quotient
 
 
 class RMSpropRule(Optimizer):

@@ -175,8 +175,8 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     first = prepare(runs[0].resolved)
     target, device, dtype = first.target, first.device, first.dtype
     config = runs[0].resolved.config
-    copies = working_copies(config)
-    guard_memory(target.numel(), dtype, device, 1 + copies, "one run of the sweep")
+    copies = working_copies(config)  # per run in a batch: the kept x to hold stopped runs replaces the target
+    guard_memory(target.numel(), dtype, device, copies, "one run of the sweep")
     per_run = target.numel() * target.element_size() * copies
     fit = max(1, int(available_bytes(device) * MEMORY_HEADROOM // max(per_run, 1)))
     batches, why = plan_batches(runs, fit)

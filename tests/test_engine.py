@@ -112,10 +112,30 @@ def test_history_holds_the_loss_after_every_update():
 
 
 def test_large_tensors_are_summarised_not_copied():
-    steps, result, _ = fit(target={"random": {"shape": [20, 20]}}, max_iters=3, threshold=0)
+    steps, result, descent = fit(target={"random": {"shape": [20, 20]}}, init="zeros", max_iters=3, threshold=0)
+    target = descent.problem.target
+    x = torch.zeros(20, 20)
+    for _ in range(3):  # the tutorial's loop, without the graph
+        x = x - 1.0 * (2.0 / 400 * (x - target))
     assert isinstance(result.x, dict)
-    assert result.x["shape"] == [20, 20]
-    assert result.x["max_abs_error"] >= 0
+    assert result.x == {"shape": [20, 20], "min": float(x.min()), "max": float(x.max()),
+                        "max_abs_error": float((x - target).abs().max())}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("loss", ["mse", "l1", "huber", "smooth_l1"])
+def test_the_end_loss_is_the_loss_of_the_returned_x(dtype, loss):
+    functional = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss,
+                  "huber": torch.nn.functional.huber_loss, "smooth_l1": torch.nn.functional.smooth_l1_loss}[loss]
+    _, result, descent = fit(target=SEED_TARGET, dtype=dtype, loss=loss, learning_rate=0.5, max_iters=2000)
+    assert result.loss == functional(result.x, descent.problem.target).item()
+    assert (result.status == "converged") == (result.loss <= 1e-5)
+
+
+def test_threshold_zero_is_flagged():
+    warnings = Descent(prepare(resolved(target=SEED_TARGET, threshold=0))).start.warnings
+    assert warnings == ["threshold 0 converges only when the fit is exact in every element; "
+                        "in float32 that may never happen"]
 
 
 def test_interrupt_stops_after_the_current_update():
@@ -152,5 +172,15 @@ def test_threshold_below_the_dtype_resolution_is_flagged():
 def test_learning_rate_beyond_the_stable_limit_is_flagged():
     problem = prepare(resolved(target=SEED_TARGET, learning_rate=10.0))
     start = Descent(problem).start
-    assert start.advice["max_stable_lr"] == pytest.approx(9.0)
+    assert start.advice["max_stable_lr"] == 9.0
     assert any("stable limit 9" in w for w in start.warnings)
+
+
+def test_the_stable_limit_is_exact_at_its_boundary():
+    """2 / (2 / 24) is 24.000000000000004 in floating point; the limit for mse on 24 elements is 24."""
+    target = {"random": {"shape": [24], "seed": 3}}
+    at = Descent(prepare(resolved(target=target, learning_rate=24.0))).start
+    below = Descent(prepare(resolved(target=target, learning_rate=23.999999))).start
+    assert at.advice["max_stable_lr"] == 24.0
+    assert any("not below gd's stable limit 24" in w for w in at.warnings)
+    assert not any("stable limit" in w for w in below.warnings)

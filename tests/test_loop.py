@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SEED_TARGET
-from helpers import fit, resolved
+from helpers import fit, resolved, run_to_end
 
 from gdfit import records
 from gdfit.engine import Descent, every_n, make_stepper, prepare
-from gdfit.loop import Loop, run_to_end
+from gdfit.loop import Loop
 from gdfit.sweep import execute, expand
 
 BASE = {"target": SEED_TARGET, "device": "cpu", "max_iters": 300, "threshold": 1e-4}
