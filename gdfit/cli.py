@@ -15,8 +15,9 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from gdfit import __version__
+from gdfit import __version__, records
 from gdfit.errors import ExitCode, GdfitError
+from gdfit.records import X_LIMIT
 
 app = typer.Typer(
     name="gdfit",
@@ -29,12 +30,12 @@ app = typer.Typer(
 INTERNAL_ERROR = 70  # a bug in gdfit, not in the input (EX_SOFTWARE)
 BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 STATUS_EXIT = {
-    "converged": ExitCode.OK,
-    "max_iters": ExitCode.NOT_CONVERGED,
-    "timeout": ExitCode.NOT_CONVERGED,
-    "stalled": ExitCode.NOT_CONVERGED,
-    "diverged": ExitCode.DIVERGED,
-    "interrupted": ExitCode.INTERRUPTED,
+    records.CONVERGED: ExitCode.OK,
+    records.MAX_ITERS: ExitCode.NOT_CONVERGED,
+    records.TIMEOUT: ExitCode.NOT_CONVERGED,
+    records.STALLED: ExitCode.NOT_CONVERGED,
+    records.DIVERGED: ExitCode.DIVERGED,
+    records.INTERRUPTED: ExitCode.INTERRUPTED,
 }
 
 
@@ -126,7 +127,7 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (overrides the config)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Random seed (overrides the config)."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates to make (overrides the config)."),
-    x_limit: int = typer.Option(100, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
+    x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
 ) -> None:
     """Fit x to the config's target by gradient descent and stream each update.
@@ -184,7 +185,7 @@ def sweep(
     sort: str = typer.Option("iters", "--sort", metavar="KEY", help="Sort rows by iters (updates to converge, the default), loss, or a grid key."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates per run."),
-    x_limit: int = typer.Option(100, "--x-limit", min=0, metavar="N", help="Report x of runs with at most N elements."),
+    x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Report x of runs with at most N elements."),
 ) -> None:
     """Many runs of one config in one batched tensor: a grid over learning_rate, seed, init and
     optimizer settings. Each run stops at its own update, exactly as `gdfit run` would.

@@ -26,8 +26,6 @@ from gdfit.steppers import Autograd, ClosedForm, GdOnMse
 from gdfit.stopping import rule_text
 from gdfit.tensors import build_init, build_target
 
-X_LIMIT = 100  # elements: larger tensors are summarised, not copied into records
-
 
 def working_copies(config: FitConfig) -> int:
     """Target-sized tensors one run holds at its peak, the target included (tests/test_memory.py
@@ -125,7 +123,7 @@ class Descent:
         problem: Problem,
         report: Callable[[int], bool] | None = None,
         report_last: bool = True,
-        x_limit: int = X_LIMIT,
+        x_limit: int = records.X_LIMIT,
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
         advice: bool = True,

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit status, as promised in SPEC.md."""
+    """Process exit status, as the README's "Exit codes" promises."""
 
     OK = 0
     NOT_CONVERGED = 1

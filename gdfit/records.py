@@ -12,6 +12,7 @@ INTERRUPTED = "interrupted"
 TIMEOUT = "timeout"
 STALLED = "stalled"
 STATUSES = (CONVERGED, MAX_ITERS, DIVERGED, STALLED, TIMEOUT, INTERRUPTED)
+X_LIMIT = 100  # elements: larger tensors are summarised in records, not copied (--x-limit)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Each stop rule fires with its status; the CLI maps statuses to SPEC's exit codes."""
+"""Each stop rule fires with its status; the CLI maps statuses to the README's exit codes."""
 
 from __future__ import annotations
 

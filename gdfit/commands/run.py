@@ -17,7 +17,7 @@ class RunOptions:
     every: int | None = None  # None: 1 with --json; in the table, the first rows then ~10 a second
     output: Path | None = None
     plot: Path | None = None
-    x_limit: int = 100
+    x_limit: int = records.X_LIMIT
 
 
 def run(resolved: Resolved, options: RunOptions) -> str:

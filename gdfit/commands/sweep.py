@@ -21,7 +21,7 @@ class SweepOptions:
     output: Path | None = None
     plot: Path | None = None
     sort: str = "iters"
-    x_limit: int = 100
+    x_limit: int = records.X_LIMIT
 
 
 def sweep(options: SweepOptions) -> int:
