@@ -164,18 +164,14 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
     RunRecords in grid order.
     """
-    import torch
-
     from gdfit.advisor import advise
     from gdfit.devices import describe
-    from gdfit.engine import make_stepper, prepare, summarize, working_copies
-    from gdfit.loop import Loop, sync_interval
-    from gdfit.tensors import MEMORY_HEADROOM, available_bytes, build_init, guard_memory
+    from gdfit.engine import prepare, working_copies
+    from gdfit.tensors import MEMORY_HEADROOM, available_bytes, guard_memory
 
     first = prepare(runs[0].resolved)
     target, device, dtype = first.target, first.device, first.dtype
-    config = runs[0].resolved.config
-    copies = working_copies(config)  # per run in a batch: the kept x to hold stopped runs replaces the target
+    copies = working_copies(first.config)  # per run in a batch: the x kept to hold stopped runs replaces the target
     guard_memory(target.numel(), dtype, device, copies, "one run of the sweep")
     per_run = target.numel() * target.element_size() * copies
     fit = max(1, int(available_bytes(device) * MEMORY_HEADROOM // max(per_run, 1)))
@@ -184,26 +180,40 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
                             max(len(b) for b in batches), len(batches), advice, why)
     results: dict[int, records.RunRecord] = {}
-    column = (-1,) + (1,) * target.dim()
     for batch in batches:
-        group = [runs[i] for i in batch]
-        starts = torch.stack([build_init(run.resolved, target) for run in group])
-        lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
-        batch_config = group[0].resolved.config
-        stepper = make_stepper(first, starts, _varying_settings(group, device, column), batch_config)
-        loop = Loop(batch_config, stepper, lr, sync_every=sync_interval(device, len(group), target.numel()),
-                    should_stop=should_stop)
-        for chunk in loop.chunks():
-            yield (len(results) + chunk.done, len(runs))
-        outcome = loop.outcome
-        for j, (i, run) in enumerate(zip(batch, group)):
-            x = outcome.params["x"][j]
-            shown = x if x.numel() <= x_limit else summarize(x, target)
-            results[i] = records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown)
+        for item in _run_batch(first, [runs[i] for i in batch], x_limit, should_stop):
+            if isinstance(item, int):
+                yield (len(results) + item, len(runs))
+            else:
+                results.update(zip(batch, item))
         yield (len(results), len(runs))
         if should_stop():
             break
     yield [results[i] for i in sorted(results)]
+
+
+def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
+    """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
+    import torch
+
+    from gdfit.engine import make_stepper, summarize
+    from gdfit.loop import Loop, sync_interval
+    from gdfit.tensors import build_init
+
+    target, device = first.target, first.device
+    column = (-1,) + (1,) * target.dim()
+    starts = torch.stack([build_init(run.resolved, target) for run in group])
+    lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
+    config = group[0].resolved.config
+    stepper = make_stepper(first, starts, _varying_settings(group, device, column), config)
+    loop = Loop(config, stepper, lr, sync_every=sync_interval(device, len(group), target.numel()),
+                should_stop=should_stop)
+    for chunk in loop.chunks():
+        yield chunk.done
+    outcome = loop.outcome
+    shown = [x if x.numel() <= x_limit else summarize(x, target) for x in outcome.params["x"]]
+    yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j])
+           for j, run in enumerate(group)]
 
 
 def plan_batches(runs: list[Run], fit: int) -> tuple[list[list[int]], str]:
