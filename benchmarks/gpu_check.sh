@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks, in one run of under 5 minutes on a CUDA machine with gdfit installed
 # (pip install -e '.[test]'):
-#   1. the test suite's CUDA-marked tests (CPU and CUDA trajectories on the tutorial's problem,
-#      optimizers, sweeps);
-#   2. the 8192x8192 fused update timed against the GPU's own copy-bandwidth floor.
+#   1. the test suite's CUDA-marked tests (tests/test_cuda.py: CPU and CUDA trajectories on the
+#      tutorial's problem, optimizers, a sweep on CUDA against the same sweep on the CPU);
+#   2. the 8192x8192 update of the default engine against the GPU's own copy-bandwidth floor, in
+#      interleaved rounds (benchmarks/gpu.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

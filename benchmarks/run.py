@@ -1,6 +1,11 @@
 """Measure gdfit against its baselines, each ratio taken side by side in this one run.
 
-usage: python -m benchmarks.run [--quick]     (prints a markdown table)
+usage: python -m benchmarks.run [--quick] [--rounds N] [--only NAME ...]   (prints a markdown table)
+
+Every figure is measured in interleaved rounds: after one untimed warm-up round, each round times
+the baseline and then what is compared to it (baseline, ours, baseline, ours, ...), so that a
+noisy neighbour on a shared machine slows both sides of a round alike. A row reports the median
+of each side, their ratio, and in brackets the spread of the per-round ratios, (max - min) / median.
 
 Baselines: `python -c "import torch"`, the tutorial's own loop (benchmarks/tutorial_loop.py, as a
 whole process and in process), torch.optim.SGD, and the memory-traffic floor (1.5 x the median
@@ -18,27 +23,96 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 GDFIT = [sys.executable, "-m", "gdfit"]
 SEED = str(ROOT / "configs" / "seed.yaml")
+TUTORIAL = [sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py")]
+SEED_TARGET = "[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]"
+FIGURES = ("startup", "small", "render", "large", "sweep")
+
+Timer = Callable[[], float]
 
 
-def wall(cmd: list[str], repeat: int, env: dict | None = None, stdin: str | None = None) -> float:
-    """Median wall time of a whole process, output discarded."""
-    times = []
-    for _ in range(repeat):
+@dataclass
+class Row:
+    """One line of the table: ours against a baseline, both medians of the same rounds."""
+
+    measure: str
+    ours: str
+    baseline: str
+    baseline_time: str
+    ratio: float
+    spread: float
+    goal: str  # "<= 1.0x", ">= 35x", or "(context)" for a row with no goal
+
+    def met(self) -> str:
+        if not self.goal.startswith(("<=", ">=")):
+            return ""
+        bound = float(self.goal[2:].strip().rstrip("x"))
+        ok = self.ratio <= bound if self.goal.startswith("<=") else self.ratio >= bound
+        return "yes" if ok else "**no**"
+
+
+@dataclass
+class Times:
+    """Each timer's seconds, one entry per round."""
+
+    rounds: dict[str, list[float]]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.rounds[name])
+
+    def per_round(self, ours: str, base: str) -> list[float]:
+        return [o / b for o, b in zip(self.rounds[ours], self.rounds[base])]
+
+    def compare(self, ours: str, base: str) -> tuple[float, float]:
+        """Ratio of the medians, and the spread of the per-round ratios ((max - min) / median)."""
+        per_round = self.per_round(ours, base)
+        middle = statistics.median(per_round)
+        return self.median(ours) / self.median(base), (max(per_round) - min(per_round)) / middle
+
+
+def interleave(timers: dict[str, Timer], rounds: int) -> Times:
+    """One untimed warm-up round (file cache, first-call dispatch), then `rounds` rounds, each
+    calling every timer once in the order given: a baseline first, then what is compared to it."""
+    for timer in timers.values():
+        timer()
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return Times(times)
+
+
+def row(times: Times, measure: str, ours: str, baseline: str, base_label: str, goal: str, unit: str = "s") -> Row:
+    ratio, spread = times.compare(ours, baseline)
+    each = " ".join(f"{r:.2f}" for r in times.per_round(ours, baseline))
+    print(f"  {measure.strip()}: per-round ratios {each}", file=sys.stderr)  # to judge a wide spread
+    return Row(measure, FORMATS[unit](times.median(ours)), base_label, FORMATS[unit](times.median(baseline)),
+               ratio, spread, goal)
+
+
+FORMATS: dict[str, Callable[[float], str]] = {
+    "s": lambda t: f"{t:.2f} s",
+    "ms": lambda t: f"{t * 1e3:.0f} ms",
+    "ms.2": lambda t: f"{t * 1e3:.2f} ms",
+}
+
+
+def process(cmd: list[str], env: dict | None = None) -> Timer:
+    """A timer for one whole process, output discarded."""
+
+    def timer() -> float:
         started = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, input=stdin,
-                       text=True, env={**os.environ, **(env or {})}, check=False)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                       env={**os.environ, **(env or {})}, check=False)
+        return time.perf_counter() - started
 
-
-def end_event(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return timer
 
 
 def write_config(folder: Path, name: str, text: str) -> str:
@@ -47,71 +121,92 @@ def write_config(folder: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def startup(repeat: int) -> list[tuple]:
-    base = wall([sys.executable, "-c", "import torch"], repeat)
-    rows = []
-    for label, args in (("--help", ["--help"]), ("--version", ["--version"]), ("config", ["config", SEED])):
-        t = wall(GDFIT + args, repeat)
-        rows.append((f"start-up: `gdfit {label}`", f"{t * 1e3:.0f} ms", '`python -c "import torch"`',
-                     f"{base * 1e3:.0f} ms", t / base, "<= 0.3x"))
-    return rows
+def startup(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    torch_label = '`python -c "import torch"`'
+    times = interleave({
+        "torch": process([sys.executable, "-c", "import torch"]),
+        "--help": process(GDFIT + ["--help"]),
+        "--version": process(GDFIT + ["--version"]),
+        "config": process(GDFIT + ["config", SEED]),
+    }, rounds)
+    rows = [row(times, f"start-up: `gdfit {name}`", name, "torch", torch_label, "<= 0.3x", unit="ms")
+            for name in ("--help", "--version", "config")]
+    return rows, []
 
 
-def small(folder: Path, repeat: int) -> list[tuple]:
-    updates = 30_000
-    config = write_config(folder, "small.yaml", SEED_SMALL.format(updates=updates))
-    tutorial = wall([sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py"), str(updates), "1e-4"], repeat)
-    ours = wall(GDFIT + ["run", config, "--every", "0"], repeat)
-    quiet = ours
-    rows = [("3x3, 30,000 updates: `gdfit run` process", f"{ours:.2f} s", "tutorial loop process",
-             f"{tutorial:.2f} s", ours / tutorial, "<= 1.0x")]
-    json_every = wall(GDFIT + ["run", config, "--json", "--every", "1"], repeat)
-    rows.append(("3x3: `--json --every 1`", f"{json_every:.2f} s", "`--every 0`", f"{quiet:.2f} s",
-                 json_every / quiet, "<= 1.3x"))
+SMALL = f"target: {SEED_TARGET}\nlearning_rate: 1.0e-4\nthreshold: 0\nmax_iters: {{updates}}\ndevice: cpu\n"
+SMALL_UPDATES = 30_000
+
+
+def small(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    config = write_config(folder, "small.yaml", SMALL.format(updates=SMALL_UPDATES))
+    times = interleave({
+        "tutorial": process(TUTORIAL + [str(SMALL_UPDATES), "1e-4"]),
+        "gdfit": process(GDFIT + ["run", config, "--every", "0"]),
+    }, rounds)
+    return [row(times, "3x3, 30,000 updates: `gdfit run` process", "gdfit", "tutorial",
+                "tutorial loop process", "<= 1.0x")], []
+
+
+def render(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    config = write_config(folder, "small.yaml", SMALL.format(updates=SMALL_UPDATES))
     tty = {"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
-    human = wall(GDFIT + ["run", config], repeat, env=tty)
-    rows.append(("3x3: human table (live, terminal)", f"{human:.2f} s", "`--every 0`", f"{quiet:.2f} s",
-                 human / quiet, "<= 1.1x"))
-    return rows
+    times = interleave({
+        "quiet": process(GDFIT + ["run", config, "--every", "0"]),
+        "json": process(GDFIT + ["run", config, "--json", "--every", "1"]),
+        "human": process(GDFIT + ["run", config], env=tty),
+    }, rounds)
+    return [
+        row(times, "3x3: `--json --every 1`", "json", "quiet", "`--every 0`", "<= 1.3x"),
+        row(times, "3x3: human table (live, terminal)", "human", "quiet", "`--every 0`", "<= 1.1x"),
+    ], []
 
 
-SEED_SMALL = """target: [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]
-learning_rate: 1.0e-4
-threshold: 0
-max_iters: {updates}
-device: cpu
-"""
+LARGE_SIZE = 4096
 
 
-def large(folder: Path, updates: int) -> list[tuple]:
+def large(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
     import torch
-    import torch.nn.functional as F
 
-    size = 4096
+    size, updates = LARGE_SIZE, 20 if quick else 100
     config = write_config(folder, "large.yaml",
                           f"target: {{random: {{shape: [{size}, {size}], seed: 1}}}}\nlearning_rate: 1.0e-3\n"
                           f"threshold: 0\nmax_iters: {updates}\ndevice: cpu\n")
-    end = end_event(GDFIT + ["run", config, "--json", "--every", "0"])
-    ours = end["elapsed_s"] / end["iters"]
-    x = torch.rand(size, size)
-    y = torch.empty_like(x)
-    copies = []
-    for _ in range(31):
+    x, target, y = torch.rand(size, size), torch.rand(size, size), torch.empty(size, size)
+    context = max(3, updates // 10)
+    times = interleave({
+        "floor": lambda: 1.5 * _median_copy(x, y),
+        "gdfit": lambda: _per_update_process(GDFIT + ["run", config, "--json", "--every", "0"]),
+        "tutorial": lambda: _per_update_tutorial(x, target, context),
+        "sgd": lambda: _per_update_sgd(x, target, context),
+    }, rounds)
+    floor = "memory floor (1.5 x copy)"
+    ratio, _ = times.compare("gdfit", "floor")
+    notes = [f"large: the default update costs {3 * ratio:.2f} copy-equivalent memory passes "
+             f"(a copy is 2: read x, write y); the floor is 3 (read x and the target, write x), "
+             f"so it runs at {100 / ratio:.0f}% of the floor's speed"]
+    return [
+        row(times, f"{size}x{size} float32, per update: gdfit default engine", "gdfit", "floor", floor,
+            "<= 2.0x", unit="ms.2"),
+        row(times, "  tutorial loop, per update", "tutorial", "floor", "memory floor", "(context)", unit="ms.2"),
+        row(times, "  torch.optim.SGD, per update", "sgd", "floor", "memory floor", "(context)", unit="ms.2"),
+    ], notes
+
+
+def _median_copy(x, y, repeat: int = 11) -> float:
+    times = []
+    for _ in range(repeat):
         started = time.perf_counter()
         y.copy_(x)
-        copies.append(time.perf_counter() - started)
-    floor = 1.5 * statistics.median(copies)
-    tutorial = _per_update_tutorial(x, torch.rand(size, size), max(3, updates // 10))
-    sgd = _per_update_sgd(x, torch.rand(size, size), max(3, updates // 10))
-    del F
-    return [
-        (f"{size}x{size} float32, per update: gdfit fused", f"{ours * 1e3:.2f} ms", "memory floor (1.5 x copy)",
-         f"{floor * 1e3:.2f} ms", ours / floor, "<= 2.0x"),
-        ("  tutorial loop, per update", f"{tutorial * 1e3:.2f} ms", "memory floor", f"{floor * 1e3:.2f} ms",
-         tutorial / floor, "(baseline)"),
-        ("  torch.optim.SGD, per update", f"{sgd * 1e3:.2f} ms", "memory floor", f"{floor * 1e3:.2f} ms",
-         sgd / floor, "(baseline)"),
-    ]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _per_update_process(cmd: list[str]) -> float:
+    """Seconds per update from the `end` event's own clock (start-up and set-up excluded)."""
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    end = json.loads(out.strip().splitlines()[-1])
+    return end["elapsed_s"] / end["iters"]
 
 
 def _per_update_tutorial(x0, target, updates: int) -> float:
@@ -146,65 +241,105 @@ def _per_update_sgd(x0, target, updates: int) -> float:
     return (time.perf_counter() - started) / updates
 
 
-def sweep(folder: Path, repeat: int) -> list[tuple]:
-    config = write_config(folder, "sweep.yaml", "target: [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]\n"
-                          "threshold: 1.0e-5\nmax_iters: 3000\ndevice: cpu\n")
-    grid = "learning_rate=logspace(1e-3,10,256)"
-    one = wall(GDFIT + ["run", config, "--every", "0", "--set", "learning_rate=1e-3"], repeat)
-    whole = wall(GDFIT + ["sweep", config, "--grid", grid, "--json"], repeat)
-    sequential, batched = _in_process_sweep(config, grid)
+SWEEP_GRID = "learning_rate=logspace(1e-3,10,256)"
+
+
+def sweep(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    config = write_config(folder, "sweep.yaml", f"target: {SEED_TARGET}\nthreshold: 1.0e-5\nmax_iters: 3000\n"
+                          "device: cpu\n")
+    batched, sequential = _in_process_sweep(config, SWEEP_GRID)
+    times = interleave({
+        "one": process(GDFIT + ["run", config, "--every", "0", "--set", "learning_rate=1e-3"]),
+        "whole": process(GDFIT + ["sweep", config, "--grid", SWEEP_GRID, "--json"]),
+        "batched": batched,
+        "sequential": sequential,
+    }, rounds)
     return [
-        ("sweep of 256 lr (3x3, max_iters 3000): process", f"{whole:.2f} s", "one `gdfit run` process (lr 1e-3)",
-         f"{one:.2f} s", whole / one, "<= 2.0x"),
-        ("  256 sequential in-process runs", f"{sequential:.2f} s", "the batched sweep, in process",
-         f"{batched:.2f} s", sequential / batched, ">= 50x"),
-    ]
+        row(times, "sweep of 256 lr (3x3, max_iters 3000): process", "whole", "one",
+            "one `gdfit run` process (lr 1e-3)", "<= 2.0x"),
+        row(times, "  in process: 256 sequential `Descent` runs", "sequential", "batched",
+            "the batched sweep (`execute`), in process", ">= 35x"),
+    ], []
 
 
-def _in_process_sweep(config: str, grid_text: str) -> tuple[float, float]:
-    from gdfit.config import read_config_text
+def _in_process_sweep(config: str, grid_text: str) -> tuple[Timer, Timer]:
+    """Timers for the 256 runs as `sweep.execute` batches them, and as one `Descent` each."""
+    from gdfit.config import merge_config
     from gdfit.engine import Descent, every_n, prepare
-    from gdfit.sweep import expand, parse_grid, plan_and_execute
-    from gdfit.yamlsource import load_yaml
+    from gdfit.sweep import execute, expand, parse_grid
 
-    text, source, base_dir = read_config_text(config)
-    data = load_yaml(text, source).data
-    runs = list(expand(data, parse_grid([grid_text], None, source), source, base_dir))
-    started = time.perf_counter()
-    for _ in plan_and_execute(runs, 100, lambda: False):
-        pass
-    batched = time.perf_counter() - started
-    started = time.perf_counter()
-    for run in runs:
-        descent = Descent(prepare(run.resolved), report=every_n(0), report_last=False, advice=False)
-        for _ in descent.steps():
+    raw = merge_config(config)
+    runs = list(expand(raw.data, parse_grid([grid_text], None, raw.source), raw.source, raw.base_dir))
+
+    def batched() -> float:
+        started = time.perf_counter()
+        for _ in execute(runs, 100, lambda: False):
             pass
-    sequential = time.perf_counter() - started
-    return sequential, batched
+        return time.perf_counter() - started
+
+    def sequential() -> float:
+        started = time.perf_counter()
+        for run in runs:
+            descent = Descent(prepare(run.resolved), report=every_n(0), report_last=False, advice=False)
+            for _ in descent.steps():
+                pass
+        return time.perf_counter() - started
+
+    return batched, sequential
+
+
+def machine() -> str:
+    import torch
+
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"machine: {_cpu_name()}, {os.cpu_count()} cores, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M')}, load average {load}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test, noisier)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds and fewer large updates (a noisy smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per figure (default 7, --quick 3)")
+    parser.add_argument("--only", action="append", choices=FIGURES, metavar="NAME",
+                        help=f"measure only this figure (repeatable): {', '.join(FIGURES)}")
     args = parser.parse_args()
-    repeat = 1 if args.quick else 5
-    import torch
+    rounds = args.rounds or (3 if args.quick else 7)
+    chosen = [f for f in FIGURES if f in (args.only or FIGURES)]
+    measure = {"startup": startup, "small": small, "render": render, "large": large, "sweep": sweep}
 
-    rows = []
+    before = machine()
+    rows: list[Row] = []
+    notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        rows += startup(repeat)
-        rows += small(folder, max(1, repeat // 2 + 1))
-        rows += large(folder, 20 if args.quick else 100)
-        rows += sweep(folder, max(1, repeat // 2))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d')}")
+        for name in chosen:
+            started = time.perf_counter()
+            figure_rows, figure_notes = measure[name](Path(tmp), rounds, args.quick)
+            rows += figure_rows
+            notes += figure_notes
+            print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{before} (at the start; {after} at the end); {rounds} interleaved rounds after one warm-up")
     print()
-    print("| measure | gdfit | baseline | baseline time | ratio | goal |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, ours, base, base_time, ratio, goal in rows:
-        print(f"| {name} | {ours} | {base} | {base_time} | {ratio:.2f}x | {goal} |")
+    print("| measure | gdfit | baseline | baseline time | ratio (spread) | goal | met |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r.measure} | {r.ours} | {r.baseline} | {r.baseline_time} | {r.ratio:.2f}x ({r.spread:.0%}) "
+              f"| {r.goal} | {r.met()} |")
+    if notes:
+        print()
+        for note in notes:
+            print(f"- {note}")
 
 
 if __name__ == "__main__":

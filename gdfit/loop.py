@@ -113,7 +113,8 @@ class Loop:
                     snapshots.append((k, self.capture({n: p[0] for n, p in stepper.params.items()}), stepper.grad_norm()))
             if k % self.sync_every and k < config.max_iters:
                 continue
-            done = runs - int(rules.active.sum())  # the host's one look at the device
+            # the host's one look at the device
+            done = (0 if rules.active.item() else 1) if runs == 1 else runs - int(rules.active.sum())
             yield self._chunk(done, pending, snapshots)
             pending, snapshots = [], []
             if done == runs or k == config.max_iters:
@@ -137,6 +138,6 @@ class Loop:
         )
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:
-        losses = torch.cat(pending).tolist() if pending else []
+        losses = (pending[0] if len(pending) == 1 else torch.cat(pending)).tolist() if pending else []
         return Chunk(done, losses, [(k, shot, float(norm)) for k, shot, norm in snapshots])
 

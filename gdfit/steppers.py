@@ -19,7 +19,7 @@ from gdfit.losses import Loss, rounded
 from gdfit.models import Model, Params
 from gdfit.optimizers import Optimizer, Setting, compute_dtype
 
-BLOCK_BYTES = 1 << 21  # a block of each run's elements that stays in cache between its operations
+BLOCK_BYTES = 1 << 22  # a block of each run's elements that stays in the CPU's cache between its operations
 
 
 def _hold(params: Params, kept: Params | None, moving: torch.Tensor | None) -> None:
@@ -72,7 +72,9 @@ class GdOnMse:
         self.t = target.reshape(1, -1)
         n = self.t.shape[1]
         self.scale = rounded(2.0 / n, x.dtype)
-        self.block = max(1, min(n, BLOCK_BYTES // x.element_size()))
+        # a GPU gains nothing from blocks (its caches are small) and pays a launch per operation
+        whole = x.device.type != "cpu"
+        self.block = n if whole else max(1, min(n, BLOCK_BYTES // x.element_size()))
         self.buffer = torch.empty(x.shape[0], self.block, dtype=x.dtype, device=x.device)
         self.previous: torch.Tensor | None = None
 
@@ -107,14 +109,15 @@ class GdOnMse:
             torch.sub(xs, ts, out=buf).square_()
             if whole:
                 return buf.mean(1)  # exactly F.mse_loss's reduction
-            part = buf.sum(1, dtype=torch.float64)
+            # summed in the block's compute type, then across blocks in float64: a float64 sum of
+            # each element costs four times a float32 one
+            part = buf.sum(1, dtype=compute_dtype(buf.dtype)).double()
             total = part if total is None else total.add_(part)
         return total.div_(self.t.shape[1]).to(self.x.dtype)
 
     def grad_norm(self) -> torch.Tensor:
         # |2/n (x - t)| = 2/n sqrt(n loss) for the loss before the update
-        n = self.t.shape[1]
-        return self.grad_from[0].double().clamp_min(0).mul(n).sqrt_().mul_(self.scale)
+        return self.grad_from[0].mul(self.t.shape[1]).sqrt_().mul_(self.scale)
 
 
 class Autograd:

@@ -224,3 +224,23 @@ def test_a_non_finite_start_and_an_interrupt_say_so():
         records.INTERRUPTED, 1, "interrupted by a signal")
     _, result, _ = fit(target=[[1e30, 1.0]], init=[[-1e30, 0.0]], dtype="float32")
     assert (result.status, result.iters, result.stop_rule) == ("diverged", 0, "the initial loss is not finite")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("runs", [1, 3])
+def test_gd_on_mse_in_blocks_makes_the_same_updates(monkeypatch, dtype, runs):
+    """Large problems go through GdOnMse block by block; with tiny blocks a small one does too.
+    Each element sees the same operations, so x is identical; only the loss's summation order
+    differs (per block, then across blocks in float64)."""
+    import gdfit.steppers
+
+    data = {"target": {"random": {"shape": [5, 7], "seed": 4}}, "dtype": dtype, "learning_rate": 3.0,
+            "threshold": 1e-4, "max_iters": 500}
+    starts = [torch.rand(5, 7, generator=torch.Generator().manual_seed(i)).tolist() for i in range(runs)]
+    whole = k_runs(data, starts, sync_every=1)
+    monkeypatch.setattr(gdfit.steppers, "BLOCK_BYTES", 3 * torch.tensor([], dtype=getattr(torch, dtype)).element_size())
+    blocked = k_runs(data, starts, sync_every=1)
+    assert (blocked.statuses, blocked.iters) == (whole.statuses, whole.iters)
+    assert torch.equal(blocked.params["x"], whole.params["x"])
+    tolerance = {"float32": 1e-6, "float64": 1e-15, "bfloat16": 1e-2}[dtype]
+    assert blocked.losses == pytest.approx(whole.losses, rel=tolerance)

@@ -23,9 +23,19 @@ def strict(value: Any) -> Any:
     return value
 
 
+def _as_list(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # a tensor or numpy array
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def dumps(value: Any) -> str:
-    """One strict JSON document on one line."""
-    return json.dumps(strict(value), allow_nan=False, separators=(",", ":"))
+    """One strict JSON document on one line. The C encoder goes first; only a document holding
+    NaN or an infinity takes the slower walk that writes them as null."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_as_list)
+    except ValueError:
+        return json.dumps(strict(value), allow_nan=False, separators=(",", ":"))
 
 
 def tensor_field(x: Any) -> dict[str, Any]:
