@@ -104,7 +104,7 @@ class Loop:
             moving = rules.active.view(column) if hold else None
             losses = stepper.advance(k, rate(config.schedule, self.lr, k, config.max_iters), moving)
             if self.watch is not None and hold:  # run 0's |grad| at its own last update, learnt later
-                norm = stepper.grad_norm()
+                norm = torch.as_tensor(stepper.grad_norm(), dtype=torch.float64)
                 last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
             rules.after_update(k, losses)  # `moving` is a view of the rules' state: read it first
             if self.watch is not None:
