@@ -129,6 +129,10 @@ def run(
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates to make (overrides the config)."),
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end."),
+    checkpoint_every: float = typer.Option(60.0, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
 ) -> None:
     """Fit x to the config's target by gradient descent and stream each update.
 
@@ -138,6 +142,7 @@ def run(
       gdfit run configs/seed.yaml --set learning_rate=0.5 --every 5
       gdfit run configs/seed.yaml --json --every 1 | jq -c 'select(.event=="step") | [.iter, .loss]'
       cat configs/seed.yaml | gdfit run - --output result.json
+      gdfit run big.yaml --checkpoint run.ckpt   (after a crash: gdfit run big.yaml --resume run.ckpt --checkpoint run.ckpt)
 
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
     """
@@ -147,7 +152,8 @@ def run(
         from gdfit.config import load_config
 
         resolved = load_config(config, set_ or [], {"device": device, "seed": seed, "max_iters": max_iters})
-        status = run_command(resolved, RunOptions(json_mode, every, output, plot, x_limit))
+        options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard)
+        status = run_command(resolved, options)
     raise typer.Exit(int(STATUS_EXIT[status]))
 
 
@@ -186,6 +192,7 @@ def sweep(
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates per run."),
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Report x of runs with at most N elements."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log each run's settings and final metrics for TensorBoard's HParams view (needs gdfit[tensorboard])."),
 ) -> None:
     """Many runs of one config in one batched tensor: a grid over learning_rate, seed, init and
     optimizer settings. Each run stops at its own update, exactly as `gdfit run` would.
@@ -203,7 +210,8 @@ def sweep(
         from gdfit.commands.sweep import sweep as sweep_command
 
         flags = {"device": device, "max_iters": max_iters}
-        status = sweep_command(SweepOptions(config, grid or [], set_ or [], flags, json_mode, output, plot, sort, x_limit))
+        status = sweep_command(SweepOptions(config, grid or [], set_ or [], flags, json_mode, output, plot, sort, x_limit,
+                                            tensorboard))
     raise typer.Exit(status)
 
 

@@ -14,6 +14,8 @@ import torch
 
 from gdfit import __version__, records
 from gdfit.advisor import advise
+from gdfit.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
+from gdfit.checkpoint import versions as checkpoint_versions
 from gdfit.config import GD, MSE, FitConfig, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
 from gdfit.losses import Loss, make_loss
@@ -128,6 +130,8 @@ class Descent:
         clock: Callable[[], float] = time.perf_counter,
         advice: bool = True,
         sync_every: int | None = None,
+        resume: Checkpoint | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.problem = problem
         self.report = report or every_n(1)
@@ -137,10 +141,12 @@ class Descent:
         config = problem.config
         if sync_every is None:
             sync_every = sync_interval(problem.device, 1, problem.target.numel())
+        self.checkpointer, self.resumed = checkpointer, resume
+        self.digest = target_digest(problem.target) if resume or checkpointer else ""
         self.loop = Loop(
-            config, make_stepper(problem, problem.x0.unsqueeze(0)), config.learning_rate,
+            config, self._stepper(resume), config.learning_rate,
             sync_every=sync_every, should_stop=should_stop, clock=clock, watch=self.report,
-            capture=lambda params: self._snapshot(params["x"]),
+            capture=lambda params: self._snapshot(params["x"]), resume=resume.state if resume else None,
         )
         self.initial_loss = float(self.loop.initial[0])
         self.advice = advise(problem.loss, problem.x0, problem.target, problem.model) if advice else None
@@ -156,6 +162,24 @@ class Descent:
             advice=self.advice,
             warnings=self._warnings(),
         )
+
+    def _stepper(self, resume: Checkpoint | None):
+        """A fresh start, or the checkpoint's parameters and optimizer state, checked first."""
+        problem = self.problem
+        if resume is None:
+            return make_stepper(problem, problem.x0.unsqueeze(0))
+        starts = problem.x0.unsqueeze(0)
+        check_compatible(resume, problem.config.model_dump(mode="json"), self.digest, {"x": starts},
+                         problem.resolved.source)
+        stepper = make_stepper(problem, resume.state.params["x"].to(problem.device))
+        optimizer = getattr(stepper, "optimizer", None)
+        if optimizer is not None:
+            optimizer.state = {n: {k: t.to(problem.device) for k, t in st.items()} for n, st in resume.state.optimizer.items()}
+        return stepper
+
+    def checkpoint(self, history: list[float]) -> Checkpoint:
+        """The run's state now (between two looks of the loop)."""
+        return Checkpoint(self.loop.state(), list(history), self.start.config, self.digest, checkpoint_versions())
 
     def _warnings(self) -> list[str]:
         config, problem = self.problem.config, self.problem
@@ -189,11 +213,13 @@ class Descent:
 
     def steps(self) -> Iterator[records.StepRecord]:
         """Run to the end, yielding a record for each reported update (and always the last)."""
-        history = [self.initial_loss]
+        history = list(self.resumed.history) if self.resumed else [self.initial_loss]
         held: list[tuple[int, Any, float]] = []  # snapshots of the chunk in which the run stopped
         last_reported = 0
         for chunk in self.loop.chunks():
             history.extend(chunk.losses)
+            if self.checkpointer is not None and self.checkpointer.due():
+                self.checkpointer.save(self.checkpoint(history))
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
@@ -201,6 +227,8 @@ class Descent:
                 last_reported = k
                 yield records.StepRecord(k, history[k], self._lr(k), norm, shot)
         outcome = self.loop.outcome
+        if self.checkpointer is not None:  # at the end, and after an interrupt
+            self.checkpointer.save(self.checkpoint(history))
         iters, status, x_final = outcome.iters[0], outcome.statuses[0], outcome.params["x"][0]
         for k, shot, norm in held:
             if k <= iters:
@@ -220,5 +248,6 @@ class Descent:
             seed=self.problem.config.seed,
             device=describe(self.problem.device),
             versions=versions(),
+            resumed_from=self.resumed.state.iters if self.resumed else None,
         )
 

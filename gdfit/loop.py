@@ -53,6 +53,18 @@ class Chunk:
 
 
 @dataclass
+class LoopState:
+    """Everything the loop needs to go on exactly where it was, at a host look (on the CPU)."""
+
+    iters: int
+    params: dict[str, torch.Tensor]
+    optimizer: dict[str, dict[str, torch.Tensor]]
+    rules: dict[str, torch.Tensor]
+    initial: torch.Tensor
+    elapsed_s: float  # time spent in the loop so far: the timeout's budget used
+
+
+@dataclass
 class Outcome:
     """Every run's end, on the host."""
 
@@ -78,27 +90,49 @@ class Loop:
         clock: Callable[[], float] = time.perf_counter,
         watch: Callable[[int], bool] | None = None,
         capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p.cpu() for n, p in params.items()},
+        resume: LoopState | None = None,
     ) -> None:
         self.config, self.stepper, self.lr = config, stepper, lr
         self.sync_every = max(1, sync_every)
         self.should_stop, self.clock = should_stop, clock
         self.watch = watch  # None: run 0's losses are not kept; else which updates to snapshot
         self.capture = capture  # run 0's parameters -> what a snapshot keeps (a CPU copy, or a summary)
-        self.initial = stepper.losses()
+        current = stepper.losses()  # also readies the stepper's own view of its parameters
+        device = current.device
+        self.initial = current if resume is None else resume.initial.to(device)
+        self.rules = StopRules(config, self.initial)
+        self.k, self.spent = 0, 0.0
+        self.resumed_at = resume.iters if resume is not None else 0
+        if resume is not None:
+            self.rules.restore({name: t.to(device) for name, t in resume.rules.items()})
+            self.k, self.spent = resume.iters, resume.elapsed_s
         self.outcome: Outcome | None = None
 
+    def state(self) -> LoopState:
+        """The loop's state now, between two chunks; copies on the CPU."""
+        stepper = self.stepper
+        optimizer = getattr(stepper, "optimizer", None)
+        return LoopState(
+            iters=self.k,
+            params={n: p.detach().cpu().clone() for n, p in stepper.params.items()},
+            optimizer={n: {k: t.detach().cpu().clone() for k, t in st.items()} for n, st in optimizer.state.items()}
+            if optimizer is not None else {},
+            rules=self.rules.state(),
+            initial=self.initial.detach().cpu().clone(),
+            elapsed_s=self.looked - self.started if self.k > self.resumed_at else self.spent,
+        )
+
     def chunks(self) -> Iterator[Chunk]:
-        config, stepper = self.config, self.stepper
-        rules = StopRules(config, self.initial)
+        config, stepper, rules = self.config, self.stepper, self.rules
         runs = self.initial.shape[0]
         hold = runs > 1 or self.sync_every > 1  # else the loop ends as soon as the one run stops
         column = (-1,) + (1,) * (next(iter(stepper.params.values())).dim() - 1)
-        losses, pending, snapshots = self.initial, [], []
-        started = self.clock()
-        deadline = started + config.timeout_s if config.timeout_s else math.inf
-        limit, k = records.MAX_ITERS, 0
+        losses, pending, snapshots = stepper.losses() if self.k else self.initial, [], []
+        self.started = self.clock() - self.spent  # a resumed run has used some of its time
+        deadline = self.started + config.timeout_s if config.timeout_s else math.inf
+        limit, k = records.MAX_ITERS, self.k
         last_norm = None
-        going = config.max_iters > 0 and bool(rules.active.any())
+        going = k < config.max_iters and bool(rules.active.any())
         while going:
             k += 1
             moving = rules.active.view(column) if hold else None
@@ -115,16 +149,18 @@ class Loop:
                 continue
             # the host's one look at the device
             done = (0 if rules.active.item() else 1) if runs == 1 else runs - int(rules.active.sum())
+            self.k, self.looked = k, self.clock()  # one clock reading per look, which a checkpoint keeps
             yield self._chunk(done, pending, snapshots)
             pending, snapshots = [], []
-            if done == runs or k == config.max_iters:
+            if done == runs or k >= config.max_iters:
                 break
             if self.should_stop():
                 limit, going = records.INTERRUPTED, False
-            elif self.clock() >= deadline:
+            elif self.looked >= deadline:
                 limit, going = records.TIMEOUT, False
-        elapsed = self.clock() - started
-        if self.watch is not None and not hold and k > 0:
+        self.k = k
+        elapsed = self.clock() - self.started
+        if self.watch is not None and not hold and k > self.resumed_at:
             last_norm = stepper.grad_norm()  # the loop ended at run 0's last update
         final = losses.tolist()
         active = rules.active.tolist()
@@ -134,7 +170,7 @@ class Loop:
             losses=final,
             params={n: p.detach().cpu() for n, p in stepper.params.items()},
             elapsed_s=elapsed,
-            last_grad_norm=float(last_norm) if last_norm is not None and k > 0 else None,
+            last_grad_norm=float(last_norm) if last_norm is not None else None,
         )
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:

@@ -56,6 +56,7 @@ class FitResult:
     seed: int
     device: str
     versions: dict[str, str]
+    resumed_from: int | None = None  # the update count of the checkpoint this run went on from
 
     @property
     def updates_per_s(self) -> float | None:

@@ -43,6 +43,16 @@ class StopRules:
         self.best = initial.clone()
         self.best_iter = torch.zeros_like(self.updates)
 
+    FIELDS = ("ceiling", "active", "updates", "stalled", "best", "best_iter")
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The rules' state (best loss, patience counter, who is still going), on the CPU."""
+        return {name: getattr(self, name).detach().cpu().clone() for name in self.FIELDS}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, state[name].to(getattr(self, name).dtype).clone())
+
     def after_update(self, k: int, losses: torch.Tensor) -> None:
         """Update number k was made by every active run; `losses` are the new ones."""
         config = self.config

@@ -18,19 +18,32 @@ class RunOptions:
     output: Path | None = None
     plot: Path | None = None
     x_limit: int = records.X_LIMIT
+    checkpoint: Path | None = None
+    checkpoint_every: float = 60.0
+    resume: Path | None = None
+    tensorboard: Path | None = None
 
 
 def run(resolved: Resolved, options: RunOptions) -> str:
     """Run to the end; returns the status."""
     check_outputs(options.output, options.plot)
+    if options.checkpoint is not None:
+        from gdfit.render.document import check_writable
+
+        check_writable(options.checkpoint, key="--checkpoint")
+    if options.tensorboard is not None:
+        from gdfit.render.tensorboard import require_tensorboard
+
+        require_tensorboard()
     from gdfit.engine import Descent, prepare
     from gdfit.interrupts import StopRequest
 
     problem = prepare(resolved)
+    resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)
     with StopRequest() as stop:
         descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
-                          should_stop=stop)
+                          should_stop=stop, resume=resume, checkpointer=checkpointer)
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")
         renderer.start(descent.start)
@@ -50,8 +63,32 @@ def run(resolved: Resolved, options: RunOptions) -> str:
     return result.status
 
 
+def _checkpoints(options: RunOptions):
+    """The checkpoint to go on from, and the checkpointer that saves this run's, if asked for."""
+    resume = checkpointer = None
+    if options.resume is not None:
+        from gdfit.checkpoint import load
+
+        resume = load(options.resume)
+    if options.checkpoint is not None:
+        from gdfit.checkpoint import Checkpointer
+
+        checkpointer = Checkpointer(options.checkpoint, options.checkpoint_every)
+    return resume, checkpointer
+
+
 def _view(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, object]:
-    """The renderer and the choice of updates to report."""
+    """The renderer (with TensorBoard beside it when asked) and the choice of updates to report."""
+    renderer, report = _screen(resolved, options)
+    if options.tensorboard is not None:
+        from gdfit.render import Tee
+        from gdfit.render.tensorboard import TensorBoardRenderer
+
+        renderer = Tee([renderer, TensorBoardRenderer(options.tensorboard)])
+    return renderer, report
+
+
+def _screen(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, object]:
     from gdfit.engine import every_n
 
     if options.json_mode:

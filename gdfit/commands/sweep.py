@@ -22,6 +22,7 @@ class SweepOptions:
     plot: Path | None = None
     sort: str = "iters"
     x_limit: int = records.X_LIMIT
+    tensorboard: Path | None = None
 
 
 def sweep(options: SweepOptions) -> int:
@@ -30,6 +31,10 @@ def sweep(options: SweepOptions) -> int:
     from gdfit.sweep import expand, parse_grid
 
     check_outputs(options.output, options.plot)
+    if options.tensorboard is not None:
+        from gdfit.render.tensorboard import require_tensorboard
+
+        require_tensorboard()
     raw = merge_config(options.config, options.overrides, options.flags)
     grid = parse_grid(options.grid, raw.data.get("sweep"), raw.source)
     if options.sort not in ("iters", "loss") and options.sort not in grid:
@@ -49,6 +54,10 @@ def sweep(options: SweepOptions) -> int:
         from gdfit.plotting import plot_sweep
 
         plot_sweep(options.plot, document)
+    if options.tensorboard is not None:
+        from gdfit.render.tensorboard import log_sweep
+
+        log_sweep(options.tensorboard, document["config"], results)
     if len(results) < len(runs):
         warn(f"interrupted after {len(results)} of {len(runs)} runs")
         return int(ExitCode.INTERRUPTED)

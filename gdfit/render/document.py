@@ -28,18 +28,18 @@ def result_document(result: records.FitResult, config: dict[str, Any]) -> dict[s
     return {**end_fields(result), "config": config, "history": thin(result.history)}
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, key: str = "--output") -> None:
     """Fail before a run, not after it, when the output folder is missing or read-only."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise OutputError("is a directory", source=str(path), key="--output")
+        raise OutputError("is a directory", source=str(path), key=key)
     if not folder.is_dir():
-        raise OutputError(f"folder {str(folder)!r} does not exist", source=str(path), key="--output")
+        raise OutputError(f"folder {str(folder)!r} does not exist", source=str(path), key=key)
     if not os.access(folder, os.W_OK):
-        raise OutputError(f"folder {str(folder)!r} is not writable", source=str(path), key="--output")
+        raise OutputError(f"folder {str(folder)!r} is not writable", source=str(path), key=key)
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
+def write_atomic(path: Path, text: str | bytes, key: str = "--output") -> None:
     """Write `text` so that readers see the old file or the new one, never half of one."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
@@ -55,7 +55,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as err:
-        raise OutputError(f"cannot write: {err.strerror or err}", source=str(path), key="--output") from None
+        raise OutputError(f"cannot write: {err.strerror or err}", source=str(path), key=key) from None
 
 
 def _umask() -> int:

@@ -79,6 +79,7 @@ def end_fields(result: records.FitResult) -> dict[str, Any]:
         "seed": result.seed,
         "device": result.device,
         "versions": result.versions,
+        **({"resumed_from": result.resumed_from} if result.resumed_from is not None else {}),
     }
 
 
