@@ -32,7 +32,7 @@ GDFIT = [sys.executable, "-m", "gdfit"]
 SEED = str(ROOT / "configs" / "seed.yaml")
 TUTORIAL = [sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py")]
 SEED_TARGET = "[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]"
-FIGURES = ("startup", "small", "render", "large", "sweep")
+FIGURES = ("startup", "small", "render", "large", "sweep", "checkpoint")
 
 Timer = Callable[[], float]
 
@@ -193,6 +193,44 @@ def large(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]
     ], notes
 
 
+def checkpoint(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    """One checkpoint of a 4096x4096 float32 run (gd on mse: x, the rules, the history), written
+    and fsynced, against one in-memory copy of x."""
+    import torch
+
+    from gdfit.checkpoint import Checkpointer
+    from gdfit.config import build_config
+    from gdfit.engine import Descent, every_n, prepare
+
+    size = LARGE_SIZE
+    data = {"target": {"random": {"shape": [size, size], "seed": 1}}, "learning_rate": 1e-3, "threshold": 0,
+            "max_iters": 10**9, "device": "cpu"}
+    descent = Descent(prepare(build_config(data, source="bench", base_dir=folder)), report=every_n(1), advice=False)
+    steps = descent.steps()
+    next(steps)
+    saver = Checkpointer(folder / "large.ckpt", 0.0)
+
+    x = descent.loop.stepper.params["x"]
+    y = torch.empty_like(x)
+    y.copy_(x)
+
+    def copy() -> float:
+        started = time.perf_counter()
+        y.copy_(x)
+        return time.perf_counter() - started
+
+    def one_checkpoint() -> float:
+        started = time.perf_counter()
+        saver.save(descent.checkpoint([0.0] * (descent.loop.k + 1)))  # the losses' values cost nothing here
+        return time.perf_counter() - started
+
+    times = interleave({"copy": copy, "checkpoint": one_checkpoint}, rounds)
+    megabytes = (folder / "large.ckpt").stat().st_size / 2**20
+    notes = [f"checkpoint: {megabytes:.0f} MiB written and fsynced per checkpoint of the {size}x{size} run"]
+    return [row(times, f"checkpoint of a {size}x{size} float32 run", "checkpoint", "copy",
+                "`y.copy_(x)` in memory", "(figure)", unit="ms.2")], notes
+
+
 def _median_copy(x, y, repeat: int = 11) -> float:
     times = []
     for _ in range(repeat):
@@ -316,7 +354,8 @@ def main() -> None:
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 7)
     chosen = [f for f in FIGURES if f in (args.only or FIGURES)]
-    measure = {"startup": startup, "small": small, "render": render, "large": large, "sweep": sweep}
+    measure = {"startup": startup, "small": small, "render": render, "large": large, "sweep": sweep,
+               "checkpoint": checkpoint}
 
     before = machine()
     rows: list[Row] = []

@@ -10,7 +10,6 @@ uninterrupted run would have (tests/test_checkpoint.py).
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +49,9 @@ def versions() -> dict[str, str]:
     return {"gdfit": __version__, "torch": str(torch.__version__)}  # a plain str: torch's class would not load
 
 
-def to_bytes(checkpoint: Checkpoint) -> bytes:
-    """The checkpoint as torch.save writes it: tensors, numbers, text, lists and dicts only."""
+def _document(checkpoint: Checkpoint) -> dict[str, Any]:
     state = checkpoint.state
-    document = {
+    return {
         "gdfit_checkpoint": FORMAT,
         "versions": checkpoint.versions,
         "config": checkpoint.config,
@@ -66,16 +64,14 @@ def to_bytes(checkpoint: Checkpoint) -> bytes:
         "elapsed_s": state.elapsed_s,
         "history": torch.tensor(checkpoint.history, dtype=torch.float64),
     }
-    buffer = io.BytesIO()
-    torch.save(document, buffer)
-    return buffer.getvalue()
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint whole."""
     from gdfit.render.document import write_atomic
 
-    write_atomic(path, to_bytes(checkpoint), key="--checkpoint")
+    document = _document(checkpoint)
+    write_atomic(path, lambda handle: torch.save(document, handle), key="--checkpoint")  # no copy in memory
 
 
 def load(path: Path) -> Checkpoint:

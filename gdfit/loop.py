@@ -109,13 +109,14 @@ class Loop:
         self.outcome: Outcome | None = None
 
     def state(self) -> LoopState:
-        """The loop's state now, between two chunks; copies on the CPU."""
+        """The loop's state now, between two chunks, on the CPU. On the CPU it shares the loop's
+        tensors, which change at the next update: save it before going on."""
         stepper = self.stepper
         optimizer = getattr(stepper, "optimizer", None)
         return LoopState(
             iters=self.k,
-            params={n: p.detach().cpu().clone() for n, p in stepper.params.items()},
-            optimizer={n: {k: t.detach().cpu().clone() for k, t in st.items()} for n, st in optimizer.state.items()}
+            params={n: p.detach().cpu() for n, p in stepper.params.items()},
+            optimizer={n: {k: t.detach().cpu() for k, t in st.items()} for n, st in optimizer.state.items()}
             if optimizer is not None else {},
             rules=self.rules.state(),
             initial=self.initial.detach().cpu().clone(),

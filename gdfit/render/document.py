@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from gdfit import records
 from gdfit.errors import OutputError
@@ -39,15 +39,19 @@ def check_writable(path: Path, key: str = "--output") -> None:
         raise OutputError(f"folder {str(folder)!r} is not writable", source=str(path), key=key)
 
 
-def write_atomic(path: Path, text: str | bytes, key: str = "--output") -> None:
-    """Write `text` so that readers see the old file or the new one, never half of one."""
+def write_atomic(path: Path, text: str | bytes | Callable[[BinaryIO], None], key: str = "--output") -> None:
+    """Write `text` (or what a writer function writes) so that readers see the old file or the
+    new one, never half of one."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         try:
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
             with os.fdopen(fd, "wb") as handle:
-                handle.write(text.encode("utf-8") if isinstance(text, str) else text)
+                if callable(text):
+                    text(handle)
+                else:
+                    handle.write(text.encode("utf-8") if isinstance(text, str) else text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
