@@ -261,3 +261,17 @@ def test_sigkill_at_three_random_moments_then_resume(tmp_path, name):
     assert b["resumed_from"] > 0
     for key in ("status", "iters", "loss", "x_summary", "history", "stop_rule"):
         assert a[key] == b[key], key
+
+
+def test_an_interrupt_writes_a_checkpoint_to_go_on_from(tmp_path):
+    data = dict(target=SEED_TARGET, learning_rate=0.05, threshold=1e-6, dtype="float64")
+    looks = itertools.count()
+    path = tmp_path / "run.ckpt"
+    first = Descent(prepare(resolved(**data)), should_stop=lambda: next(looks) >= 9,
+                    checkpointer=Checkpointer(path, 3600.0))  # only the save at the end
+    list(first.steps())
+    assert (first.result.status, first.result.iters) == ("interrupted", 10)
+    assert load(path).state.iters == 10
+    resumed = Descent(prepare(resolved(**data)), resume=load(path))
+    list(resumed.steps())
+    assert_identical(resumed.result, whole_run(**data))
