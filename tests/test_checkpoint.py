@@ -91,6 +91,7 @@ def test_a_larger_max_iters_goes_on_from_a_finished_run(tmp_path):
     list(short.steps())  # the checkpoint at the end
     assert short.result.status == "max_iters"
     longer = Descent(prepare(resolved(max_iters=900, **data)), resume=load(path))
+    assert longer.start.loss == short.start.loss  # the run's own start, not where it was resumed
     list(longer.steps())
     assert_identical(longer.result, whole_run(max_iters=900, **data))
 
