@@ -32,9 +32,10 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         check_writable(options.checkpoint, key="--checkpoint")
     if options.tensorboard is not None:
-        from gdfit.render.tensorboard import require_tensorboard
+        from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
         require_tensorboard()
+        check_log_dir(options.tensorboard)
     from gdfit.engine import Descent, prepare
     from gdfit.interrupts import StopRequest
 

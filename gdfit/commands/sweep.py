@@ -32,9 +32,10 @@ def sweep(options: SweepOptions) -> int:
 
     check_outputs(options.output, options.plot)
     if options.tensorboard is not None:
-        from gdfit.render.tensorboard import require_tensorboard
+        from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
         require_tensorboard()
+        check_log_dir(options.tensorboard)
     raw = merge_config(options.config, options.overrides, options.flags)
     grid = parse_grid(options.grid, raw.data.get("sweep"), raw.source)
     if options.sort not in ("iters", "loss") and options.sort not in grid:
