@@ -221,9 +221,14 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- SIGKILL, as a real process
 
-KILL_CONFIG = {
+KILL_CONFIG = {  # together: every optimizer and every schedule, both dtypes, and the patience rule
     "gd-step-float64": "learning_rate: 0.02\nschedule: {name: step, step_size: 500, gamma: 0.9}\ndtype: float64\n",
-    "adam-patience-float32": "optimizer: adam\nlearning_rate: 0.001\npatience: 200\nmin_rel_improvement: 1.0e-9\n",
+    "momentum-exponential-float32": "optimizer: {name: momentum, momentum: 0.5}\nlearning_rate: 0.005\n"
+                                    "schedule: {name: exponential, gamma: 0.9999}\n",
+    "nesterov-cosine-float64": "optimizer: nesterov\nlearning_rate: 0.001\nschedule: cosine\ndtype: float64\n",
+    "adam-constant-patience-float32": "optimizer: adam\nlearning_rate: 0.001\npatience: 200\n"
+                                      "min_rel_improvement: 1.0e-9\n",
+    "rmsprop-step-float32": "optimizer: rmsprop\nlearning_rate: 0.0003\nschedule: {name: step, step_size: 300, gamma: 0.8}\n",
 }
 
 
