@@ -7,6 +7,7 @@ same (`sweep: {learning_rate: "logspace(1e-2,10,16)", seed: [0, 1, 2]}`).
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
@@ -19,30 +20,9 @@ from gdfit.errors import ConfigError
 from gdfit.yamlsource import load_yaml
 
 MAX_RUNS = 100_000
-SWEEPABLE = {
-    "learning_rate",
-    "seed",
-    "init",
-    "optimizer.momentum",
-    "optimizer.dampening",
-    "optimizer.betas",
-    "optimizer.eps",
-    "optimizer.alpha",
-}
 OPTIMIZER_TENSORS = {"momentum", "dampening", "eps", "alpha"}
-WHY_NOT = {
-    "target": "runs in a batch share one target tensor, so its shape and values cannot vary; "
-    "run one sweep per target",
-    "optimizer": "runs in a batch share one update rule; sweep its settings (optimizer.momentum, ...) "
-    "or run one sweep per optimizer",
-    "loss": "runs in a batch share one loss; run one sweep per loss",
-    "device": "a batch lives on one device",
-    "dtype": "a batch has one dtype",
-    "engine": "sweeps always run the fused batched engine",
-    "max_iters": "the batch runs up to one max_iters; set it in the config",
-    "threshold": "the batch shares one threshold; set it in the config",
-    "schedule": "the batch shares one schedule; set it in the config",
-}
+PER_RUN = {"seed", "init"}  # each run of a batch has its own start
+UNSWEEPABLE = {"sweep": "the grid cannot sweep itself"}
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
 _SPACE = re.compile(r"^\s*(logspace|linspace)\s*\((.*)\)\s*$")
 
@@ -113,11 +93,17 @@ def parse_grid(items: list[str], section: dict[str, Any] | None, source: str) ->
         if not sep or not key.strip():
             raise ConfigError(f"expected KEY=V1,V2,..., got {item!r}", source="--grid")
         grid[key.strip()] = parse_values(key.strip(), text, "--grid")
+    from gdfit.config import KEYS
+
     for key in grid:
-        if key not in SWEEPABLE:
-            top = key.split(".")[0]
-            why = WHY_NOT.get(top, f"sweepable keys are {', '.join(sorted(SWEEPABLE))}")
-            raise ConfigError(f"cannot sweep {key!r}: {why}", source="--grid", key=key)
+        top = key.split(".")[0]
+        if top in UNSWEEPABLE:
+            raise ConfigError(f"cannot sweep {key!r}: {UNSWEEPABLE[top]}", source="--grid", key=key)
+        if top not in KEYS:
+            close = difflib.get_close_matches(top, KEYS, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown key {top!r}{guess}; any config key can be swept: {', '.join(KEYS[:-1])}",
+                              source="--grid", key=key)
     if not grid:
         raise ConfigError("nothing to sweep: give --grid KEY=V1,V2,... or a `sweep:` section", source=source)
     total = math.prod(len(v) for v in grid.values())
@@ -181,7 +167,9 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
                             max(len(b) for b in batches), len(batches), advice, why)
     results: dict[int, records.RunRecord] = {}
     for batch in batches:
-        for item in _run_batch(first, [runs[i] for i in batch], x_limit, should_stop):
+        group = [runs[i] for i in batch]
+        problem = first if _shared(group[0].resolved.config) == _shared(runs[0].resolved.config) else None
+        for item in _run_batch(problem or prepare(group[0].resolved), group, x_limit, should_stop):
             if isinstance(item, int):
                 yield (len(results) + item, len(runs))
             else:
@@ -190,6 +178,44 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
         if should_stop():
             break
     yield [results[i] for i in sorted(results)]
+
+
+def plan_batches(runs: list[Run], fit: int) -> tuple[list[list[int]], str]:
+    """Indices of runs that can share a batch, at most `fit` runs each, in grid order; and why there
+    is more than one. A batch shares everything but each run's start (`seed`, `init`) and the
+    optimizer settings whose per-run tensors round exactly as a float does (`optimizers.batchable`):
+    one target, loss, update rule, schedule, stop rules, device and dtype."""
+    groups: dict[str, list[int]] = {}
+    splitting: set[str] = set()
+    for i, run in enumerate(runs):
+        groups.setdefault(_shared(run.resolved.config), []).append(i)
+    if len(groups) > 1:  # the keys that, changed alone from the first run, change what is shared
+        first, shared = runs[0].params, _shared(runs[0].resolved.config)
+        for run in runs[1:]:
+            changed = [k for k in first if run.params[k] != first[k]]
+            if len(changed) == 1 and _shared(run.resolved.config) != shared:
+                splitting.add(changed[0])
+    batches = [group[i : i + fit] for group in groups.values() for i in range(0, len(group), fit)]
+    reasons = []
+    if len(groups) > 1:
+        reasons.append(f"runs with different {', '.join(sorted(splitting))} run in separate batches "
+                       "(a batch shares one target, loss, update rule, schedule, stop rules and dtype, and each "
+                       "run equals its single run bit for bit)")
+    if len(batches) > len(groups):
+        reasons.append(f"batches hold at most {fit} runs to fit in memory")
+    return batches, "; ".join(reasons)
+
+
+def _shared(config) -> str:
+    """What runs of one batch must have in common, as one comparable text."""
+    from gdfit.optimizers import batchable
+
+    free = batchable(config.optimizer, config.dtype)
+    document = config.model_dump(mode="json")
+    for key in PER_RUN | ({"learning_rate"} & free):
+        document.pop(key, None)
+    document["optimizer"] = {k: v for k, v in document["optimizer"].items() if k not in free}
+    return repr(sorted(document.items()))
 
 
 def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
@@ -214,30 +240,6 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     shown = [x if x.numel() <= x_limit else summarize(x, target) for x in outcome.params["x"]]
     yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j])
            for j, run in enumerate(group)]
-
-
-def plan_batches(runs: list[Run], fit: int) -> tuple[list[list[int]], str]:
-    """Indices of runs that can share a batch: the same settings outside the batchable ones
-    (`optimizers.batchable`), at most `fit` runs; and why there is more than one batch."""
-    from gdfit.optimizers import batchable
-
-    groups: dict[tuple, list[int]] = {}
-    split_keys: set[str] = set()
-    for i, run in enumerate(runs):
-        config = run.resolved.config
-        free = batchable(config.optimizer, config.dtype)
-        settings = {"learning_rate": config.learning_rate, **config.optimizer.model_dump()}
-        fixed = tuple((k, str(v)) for k, v in settings.items() if k not in free)
-        split_keys |= {k for k in run.params if k.split(".")[-1] in settings and k.split(".")[-1] not in free}
-        groups.setdefault(fixed, []).append(i)
-    batches = [group[i : i + fit] for group in groups.values() for i in range(0, len(group), fit)]
-    reasons = []
-    if len(groups) > 1:
-        reasons.append(f"runs with different {', '.join(sorted(split_keys))} run in separate batches, "
-                       "so that each equals its single run bit for bit")
-    if len(batches) > len(groups):
-        reasons.append(f"batches hold at most {fit} runs to fit in memory")
-    return batches, "; ".join(reasons)
 
 
 def _per_run(values: list[float], device, column: tuple[int, ...]):

@@ -80,6 +80,31 @@ def test_sweeping_optimizer_settings_equals_single_runs(opt_name, key, values, d
     assert_same(swept, singles)
 
 
+HETEROGENEOUS = {
+    "optimizer": (["gd", "momentum", "adam", {"name": "rmsprop", "alpha": 0.9}], 4),
+    "loss": (["mse", "l1", {"name": "huber", "delta": 0.2}, "smooth_l1"], 4),
+    "target": ([SEED_TARGET, [[1.0, 2.0], [3.0, 4.0]], {"random": {"shape": [5], "seed": 1}}], 3),
+    "dtype": (["float32", "float64", "float16", "bfloat16"], 4),
+    "schedule": (["constant", "cosine", {"name": "step", "step_size": 3}], 3),
+    "threshold": ([1e-3, 1e-5], 2),
+    "max_iters": ([10, 200], 2),
+    "engine": (["fused", "autograd"], 2),
+    "patience": ([None, 5], 2),
+}
+
+
+@pytest.mark.parametrize("key", list(HETEROGENEOUS))
+def test_a_heterogeneous_grid_equals_single_runs(key, cli):
+    """Any key can be swept: runs that cannot share a batch go to batches of their own."""
+    values, batches = HETEROGENEOUS[key]
+    data = {**BASE, "optimizer": {"name": "gd"}, "learning_rate": 0.3, "loss": "mse"}
+    swept, singles = sweep_and_singles(data, {key: values, "seed": [0, 1]})
+    assert_same(swept, singles)
+    runs = list(expand(data, {key: values, "seed": [0, 1]}, "test", Path(".")))
+    plan = next(execute(runs, 100, lambda: False))
+    assert plan.batches == batches and f"runs with different {key} run in separate batches" in plan.why
+
+
 def test_a_sweep_with_a_schedule_and_patience_equals_single_runs():
     data = {**BASE, "optimizer": {"name": "gd"}, "loss": "l1", "schedule": {"name": "step", "step_size": 5, "gamma": 0.7},
             "patience": 15, "threshold": 0, "dtype": "float64"}

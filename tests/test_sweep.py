@@ -64,9 +64,10 @@ def test_sweep_section_in_yaml(cli, write_config):
 @pytest.mark.parametrize(
     "grid,fragment",
     [
-        ("target=[[1]],[[2]]", "cannot sweep 'target'"),
-        ("optimizer=gd,adam", "cannot sweep 'optimizer'"),
-        ("colour=1,2", "sweepable keys are"),
+        ("sweep=1,2", "cannot sweep 'sweep': the grid cannot sweep itself"),
+        ("optimizer=gd,adma", "unknown optimizer 'adma' (did you mean 'adam'?)"),
+        ("colour=1,2", "unknown key 'colour'; any config key can be swept"),
+        ("learnig_rate=1,2", "unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
         ("learning_rate=-1,1", "learning_rate: must be a number > 0"),
         ("learning_rate", "expected KEY=V1,V2"),
     ],
