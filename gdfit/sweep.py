@@ -218,6 +218,15 @@ def _shared(config) -> str:
     return repr(sorted(document.items()))
 
 
+def run_batch(group: list[Run], x_limit: int = records.X_LIMIT) -> list[records.RunRecord]:
+    """One batch, self-contained (its own problem), to the end: what a Dask task runs. `group`
+    must be runs that can share a batch (`plan_batches`)."""
+    from gdfit.engine import prepare
+
+    *_, done = _run_batch(prepare(group[0].resolved), group, x_limit, lambda: False)
+    return done
+
+
 def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
     import torch
