@@ -159,7 +159,7 @@ def run(
 
 @app.command("config")
 def config_cmd(
-    config: Optional[str] = typer.Argument(None, metavar="[CONFIG]", help="YAML config file, or - for standard input."),
+    config: Optional[str] = typer.Argument(None, metavar="CONFIG", help="YAML config file, or - for standard input."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print the resolved config as one JSON object."),
     schema: bool = typer.Option(False, "--schema", help="Print every config key with its default and valid values."),
@@ -182,11 +182,13 @@ def config_cmd(
 
 @app.command()
 def sweep(
-    config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - for standard input."),
+    config: Optional[str] = typer.Argument(None, metavar="CONFIG", help="YAML config file, or - for standard input. Not needed with --resume or --show."),
     grid: Optional[List[str]] = typer.Option(None, "--grid", metavar="KEY=VALUES", help="Values of one key: V1,V2,... (YAML each), a..b (integers), logspace(a,b,n) or linspace(a,b,n). Repeatable: the runs are the Cartesian product."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     json_mode: bool = typer.Option(False, "--json", help="JSON Lines: start, one run event per run, end."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="PATH", help="Write the whole result as one JSON document, atomically."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="PATH", help="A path ending in .json: the whole result as one JSON document, written atomically. Any other path: a sweep folder (config.json, runs.jsonl with a line per finished run, summary.json at the end) that --resume continues and --show prints."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR", help="Continue an interrupted or killed sweep folder: run only the runs it lacks. CONFIG, --grid and --set, if given, must match it."),
+    show_dir: Optional[Path] = typer.Option(None, "--show", metavar="DIR", help="Print a finished or partial sweep folder without running anything."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw updates-to-converge against the swept value (needs gdfit[plot])."),
     sort: str = typer.Option("iters", "--sort", metavar="KEY", help="Sort rows by iters (updates to converge, the default), loss, or a grid key."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
@@ -202,8 +204,12 @@ def sweep(
       gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)"
       gdfit sweep configs/seed.yaml --grid learning_rate=0.5,1,4.5 --grid seed=0..3 --json
       gdfit sweep configs/momentum.yaml --grid optimizer.momentum=0,0.5,0.9 --sort loss
+      gdfit sweep configs/seed.yaml --grid optimizer=gd,adam --output sweeps/demo
+      gdfit sweep --resume sweeps/demo
+      gdfit sweep --show sweeps/demo --sort loss
 
-    Exit status: 0 when at least one run converged, 1 when none did, 2 for bad input.
+    Exit status: 0 when at least one run converged, 1 when none did, 2 for bad input, 130 when
+    interrupted (a sweep folder keeps the finished runs).
     """
     with edge(json_mode):
         from gdfit.commands.sweep import SweepOptions
@@ -211,7 +217,7 @@ def sweep(
 
         flags = {"device": device, "max_iters": max_iters}
         status = sweep_command(SweepOptions(config, grid or [], set_ or [], flags, json_mode, output, plot, sort, x_limit,
-                                            tensorboard))
+                                            tensorboard, resume, show_dir))
     raise typer.Exit(status)
 
 

@@ -144,11 +144,13 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
+def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = frozenset(),
+            on_batch=None) -> Iterator[Any]:
     """Run every combination in as few batches as exactness and memory allow, each one `Loop`.
 
     Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
-    RunRecords in grid order.
+    RunRecords in grid order. Runs whose index is in `done` (a resumed journal) are skipped;
+    `on_batch(indices, records)` is called as each batch ends.
     """
     from gdfit.advisor import advise
     from gdfit.devices import describe
@@ -166,15 +168,19 @@ def execute(runs: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
                             max(len(b) for b in batches), len(batches), advice, why)
     results: dict[int, records.RunRecord] = {}
-    for batch in batches:
+    for batch in ([i for i in batch if i not in done] for batch in batches):
+        if not batch:
+            continue
         group = [runs[i] for i in batch]
         problem = first if _shared(group[0].resolved.config) == _shared(runs[0].resolved.config) else None
         for item in _run_batch(problem or prepare(group[0].resolved), group, x_limit, should_stop):
             if isinstance(item, int):
-                yield (len(results) + item, len(runs))
+                yield (len(done) + len(results) + item, len(runs))
             else:
                 results.update(zip(batch, item))
-        yield (len(results), len(runs))
+                if on_batch is not None:
+                    on_batch(batch, item)
+        yield (len(done) + len(results), len(runs))
         if should_stop():
             break
     yield [results[i] for i in sorted(results)]

@@ -73,7 +73,7 @@ def run_event(result: RunRecord) -> dict[str, Any]:
     }
 
 
-def end_event(results: list[RunRecord], best: RunRecord | None, elapsed_s: float) -> dict[str, Any]:
+def end_event(results: list[RunRecord], best: RunRecord | None, elapsed_s: float | None) -> dict[str, Any]:
     return {
         "event": "end",
         "counts": dict(Counter(r.status for r in results)),
@@ -83,17 +83,23 @@ def end_event(results: list[RunRecord], best: RunRecord | None, elapsed_s: float
     }
 
 
-def show(ordered: list[RunRecord], results: list[RunRecord], best: RunRecord | None, elapsed_s: float,
-         sort_key: str, json_mode: bool) -> None:
-    """One run event per run and the end event, or the table and a summary."""
+def show(ordered: list[RunRecord], results: list[RunRecord], best: RunRecord | None, elapsed_s: float | None,
+         sort_key: str, json_mode: bool, missing: int = 0, total: int | None = None) -> None:
+    """One run event per run and the end event, or the table and a summary. A saved sweep that is
+    not finished (`--show`) says how many of its `total` runs are `missing`."""
     if json_mode:
         for result in ordered:
             print(dumps(run_event(result)))
-        print(dumps(end_event(results, best, elapsed_s)), flush=True)
+        end = end_event(results, best, elapsed_s)
+        if missing:
+            end.update(runs=total, missing=missing)
+        print(dumps(end), flush=True)
         return
     console = Console()
     console.print(results_table(ordered, best, sort_key))
     print_summary(console, results, best, elapsed_s)
+    if missing:
+        console.print(f"partial sweep: {missing} of {total} runs missing (continue it with gdfit sweep --resume)")
     sys.stdout.flush()
 
 
@@ -108,10 +114,11 @@ def document(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list], res
     return {"config": config, "grid": grid, "advice": plan.advice, **end, "runs": runs}
 
 
-def print_summary(console: Console, results: list[RunRecord], best: RunRecord | None, elapsed_s: float) -> None:
+def print_summary(console: Console, results: list[RunRecord], best: RunRecord | None,
+                  elapsed_s: float | None) -> None:
     counts = Counter(r.status for r in results)
     parts = ", ".join(f"{n} {status}" for status, n in counts.most_common())
-    console.print(f"{parts}; {elapsed_s:.3f} s")
+    console.print(parts if elapsed_s is None else f"{parts}; {elapsed_s:.3f} s")
     if best is not None:
         params = ", ".join(f"{k}={_value(v)}" for k, v in best.params.items())
         console.print(Text(f"best: {params}: {best.status} after {best.iters} updates, loss {best.loss:.6g}",
