@@ -1,3 +1,4 @@
 from gdfit.cli import entry
 
-entry()
+if __name__ == "__main__":  # Dask's spawned workers import this module; they must not run the CLI
+    entry()

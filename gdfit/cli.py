@@ -195,9 +195,11 @@ def sweep(
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates per run."),
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Report x of runs with at most N elements."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log each run's settings and final metrics for TensorBoard's HParams view (needs gdfit[tensorboard])."),
+    backend: str = typer.Option("local", "--backend", metavar="NAME", help="local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (tcp://HOST:PORT; also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
 ) -> None:
-    """Many runs of one config in one batched tensor: a grid over learning_rate, seed, init and
-    optimizer settings. Each run stops at its own update, exactly as `gdfit run` would.
+    """Many runs of a config over a grid of any keys, in batched tensors. Each run stops at its own
+    update, exactly as `gdfit run` would.
 
     \b
     Examples:
@@ -207,6 +209,7 @@ def sweep(
       gdfit sweep configs/seed.yaml --grid optimizer=gd,adam --output sweeps/demo
       gdfit sweep --resume sweeps/demo
       gdfit sweep --show sweeps/demo --sort loss
+      gdfit sweep configs/seed.yaml --grid seed=0..999 --grid "learning_rate=logspace(1e-3,10,100)" --backend dask
 
     Exit status: 0 when at least one run converged, 1 when none did, 2 for bad input, 130 when
     interrupted (a sweep folder keeps the finished runs).
@@ -217,7 +220,7 @@ def sweep(
 
         flags = {"device": device, "max_iters": max_iters}
         status = sweep_command(SweepOptions(config, grid or [], set_ or [], flags, json_mode, output, plot, sort, x_limit,
-                                            tensorboard, resume, show_dir))
+                                            tensorboard, resume, show_dir, backend, address))
     raise typer.Exit(status)
 
 

@@ -11,7 +11,8 @@ DIVERGED = "diverged"
 INTERRUPTED = "interrupted"
 TIMEOUT = "timeout"
 STALLED = "stalled"
-STATUSES = (CONVERGED, MAX_ITERS, DIVERGED, STALLED, TIMEOUT, INTERRUPTED)
+ERROR = "error"  # a sweep run whose batch raised (on a Dask worker, say); the others go on
+STATUSES = (CONVERGED, MAX_ITERS, DIVERGED, STALLED, TIMEOUT, INTERRUPTED, ERROR)
 X_LIMIT = 100  # elements: larger tensors are summarised in records, not copied (--x-limit)
 
 
@@ -86,6 +87,7 @@ class RunRecord:
     iters: int
     loss: float
     x: Any  # CPU tensor, or a summary dict when large
+    error: str | None = None  # what went wrong, for status "error"
 
 
 class Renderer(Protocol):

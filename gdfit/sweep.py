@@ -145,7 +145,7 @@ def _deep_copy(value: Any) -> Any:
 
 
 def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = frozenset(),
-            on_batch=None) -> Iterator[Any]:
+            on_batch=None, backend: str = "local", address: str | None = None) -> Iterator[Any]:
     """Run every combination in as few batches as exactness and memory allow, each one `Loop`.
 
     Yields the SweepPlan first, then (done, total) progress tuples, and finally the list of
@@ -168,6 +168,17 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
                             max(len(b) for b in batches), len(batches), advice, why)
     results: dict[int, records.RunRecord] = {}
+    if backend == "dask":  # batches as tasks, results as they finish (gdfit.backends)
+        from gdfit.backends import run_batches
+
+        left = [b for b in ([i for i in batch if i not in done] for batch in batches) if b]
+        for batch, item in run_batches(runs, left, x_limit, "dask", address, should_stop):
+            results.update(zip(batch, item))
+            if on_batch is not None:
+                on_batch(batch, item)
+            yield (len(done) + len(results), len(runs))
+        yield [results[i] for i in sorted(results)]
+        return
     for batch in ([i for i in batch if i not in done] for batch in batches):
         if not batch:
             continue
@@ -252,7 +263,8 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     for chunk in loop.chunks():
         yield chunk.done
     outcome = loop.outcome
-    shown = [x if x.numel() <= x_limit else summarize(x, target) for x in outcome.params["x"]]
+    # a copy of each small x: a view would keep (and pickle) the whole batch's tensor
+    shown = [x.clone() if x.numel() <= x_limit else summarize(x, target) for x in outcome.params["x"]]
     yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j])
            for j, run in enumerate(group)]
 

@@ -29,6 +29,8 @@ class SweepOptions:
     tensorboard: Path | None = None
     resume: Path | None = None
     show: Path | None = None
+    backend: str = "local"  # or "dask"
+    address: str | None = None  # a Dask scheduler to join
 
 
 @dataclass
@@ -54,6 +56,12 @@ def sweep(options: SweepOptions) -> int:
         raise GdfitError("--resume writes into its own folder; --output may only name a .json document",
                          key="--output")
     check_outputs(document_path, options.plot)
+    if options.backend not in ("local", "dask"):
+        raise GdfitError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
+    if options.backend == "dask":
+        from gdfit.backends import require_dask
+
+        require_dask()
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
@@ -188,7 +196,7 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
             appender.add(indices, results)
 
     with StopRequest() as stop, appender:
-        steps = execute(runs, prepared.x_limit, stop, frozenset(earlier), on_batch)
+        steps = execute(runs, prepared.x_limit, stop, frozenset(earlier), on_batch, options.backend, options.address)
         plan = next(steps)
         sweep_view.announce(plan, config, prepared.grid, options.json_mode)
         with Progress(TextColumn("runs done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -25,6 +25,7 @@ STATUS_STYLE = {
     records.TIMEOUT: "bold yellow",
     records.INTERRUPTED: "bold magenta",
     records.DIVERGED: "bold red",
+    records.ERROR: "bold red",
 }
 HEAD_ROWS = 20
 TAIL_ROWS = 20

@@ -70,6 +70,7 @@ def run_event(result: RunRecord) -> dict[str, Any]:
     return {
         "event": "run", "params": result.params, "status": result.status, "iters": result.iters,
         "loss": result.loss, **tensor_field(result.x),
+        **({"error": result.error} if result.error else {}),
     }
 
 

@@ -1,0 +1,252 @@
+"""gdfit.backends: the Dask backend against the local one (the oracle), faults, loopback only."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SEED_TARGET
+
+from gdfit import backends, records
+from gdfit.errors import ExitCode, MissingExtraError
+from gdfit.sweep import expand, plan_batches
+
+SEED_BASE = {"target": SEED_TARGET, "device": "cpu", "max_iters": 2000}
+MIXED_GRID = {"optimizer": ["gd", "momentum", "adam"], "learning_rate": [10 ** (-3 + 4 * i / 7) for i in range(8)]}
+
+
+def make_runs(grid: dict, **base) -> tuple[list, list[list[int]]]:
+    runs = list(expand({**SEED_BASE, **base}, grid, "test", Path(".")))
+    batches, _ = plan_batches(runs, 10**6)
+    return runs, batches
+
+
+def collect(results) -> dict[int, object]:
+    """Index -> RunRecord, failing if any run comes back twice."""
+    seen: dict[int, object] = {}
+    for indices, records in results:
+        assert len(indices) == len(records)
+        for i, record in zip(indices, records):
+            assert i not in seen, f"run {i} came back twice"
+            seen[i] = record
+    return seen
+
+
+def assert_same(dask: dict, local: dict) -> None:
+    assert sorted(dask) == sorted(local)
+    for i, want in local.items():
+        got = dask[i]
+        assert (got.params, got.status, got.iters) == (want.params, want.status, want.iters), i
+        assert got.loss == want.loss or (math.isnan(got.loss) and math.isnan(want.loss)), i
+        assert got.x.equal(want.x), i
+
+
+# --- without Dask --------------------------------------------------------------------------------
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
+    runs, batches = make_runs({"learning_rate": [0.1]})
+    with pytest.raises(MissingExtraError) as caught:
+        backends.run_batches(runs, batches, backend="dask")
+    assert "pip install 'gdfit[dask]'" in str(caught.value)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_split_keeps_every_run_once_in_order():
+    batches = [list(range(0, 10_000)), list(range(10_000, 10_005))]
+    tasks = backends.split_batches(batches, workers=2, run_seconds=1e-4)
+    assert [i for task in tasks for i in task] == list(range(10_005))
+    assert [10_000, 10_001, 10_002, 10_003, 10_004] in tasks  # a small batch stays whole, never merged
+
+
+def test_split_keeps_overhead_under_five_percent():
+    tasks = backends.split_batches([list(range(100_000))], workers=200, run_seconds=1e-4, overhead_s=0.008)
+    work = [len(task) * 1e-4 for task in tasks]
+    assert min(work[:-1]) >= 0.008 / 0.05
+    assert len(tasks) == math.ceil(100_000 / 1600)  # 1,600 runs of 0.1 ms carry 8 ms at 5%
+
+
+def test_split_gives_each_worker_several_tasks_when_work_allows():
+    tasks = backends.split_batches([list(range(100_000))], workers=2, run_seconds=1e-4)
+    assert len(tasks) == 2 * backends.TASKS_PER_WORKER
+
+
+def test_local_error_records_and_the_rest_runs():
+    runs, batches = make_runs({"device": ["cpu", "cuda:7"]})
+    done = collect(backends.run_batches(runs, batches))
+    assert done[0].status == "converged"
+    assert done[1].status == records.ERROR and "cuda:7" in done[1].error
+
+
+# --- with a local Dask cluster -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A 2-worker LocalCluster on 127.0.0.1 (skips without the dask extra). Its workers are spawned
+    processes, which re-import only pytest's own guarded `__main__`, so a fixture may start them."""
+    distributed = pytest.importorskip("distributed")
+    local = distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None)
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def client(cluster):
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    runs, batches = make_runs(MIXED_GRID)
+    return runs, batches, collect(backends.run_batches(runs, batches))
+
+
+def test_dask_equals_local_on_a_heterogeneous_grid(cluster, mixed):
+    runs, batches, local = mixed
+    assert len(batches) == 3
+    dask = collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address))
+    assert_same(dask, local)
+
+
+def test_scheduler_address_from_the_environment(cluster, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("started a cluster of its own despite DASK_SCHEDULER_ADDRESS")
+
+    monkeypatch.setattr(backends, "start_local_cluster", refuse)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+    runs, batches = make_runs({"learning_rate": [0.1, 0.2]})
+    done = collect(backends.run_batches(runs, batches, backend="dask"))
+    assert_same(done, collect(backends.run_batches(runs, batches)))
+
+
+def test_a_task_that_raises_becomes_error_records(cluster):
+    runs, batches = make_runs({"device": ["cpu", "cuda:7"], "learning_rate": [0.1, 0.2]})
+    done = collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address))
+    assert [done[i].status for i in range(4)] == ["converged", "converged", "error", "error"]
+    assert done[2].error.startswith("DeviceError") and "cuda:7" in done[2].error
+
+
+def test_a_killed_worker_is_replaced_and_its_task_rerun(cluster, client):
+    # threshold 0: every run takes all its updates, so a task lasts long enough to be killed in
+    runs, batches = make_runs(MIXED_GRID, max_iters=15_000, threshold=0)
+    local = collect(backends.run_batches(runs, batches))
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_a_busy_worker() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            busy = [w for w, keys in client.processing().items() if keys and w in pids]
+            if busy:
+                time.sleep(0.3)  # into the task, not before it
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(pids[busy[0]])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    dask = collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address))
+    killer.join()
+    assert killed, "no worker was busy to kill"
+    assert_same(dask, local)
+    client.wait_for_workers(2, timeout=60)
+    assert killed[0] not in client.run(os.getpid).values()  # the nanny started a new one
+
+
+def test_stop_cancels_what_is_left(cluster, client):
+    runs, batches = make_runs(MIXED_GRID, max_iters=15_000, threshold=0)
+    running = lambda: any(client.processing().values())  # noqa: E731 - stop once tasks run
+    results = backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address,
+                                   should_stop=running)
+    assert collect(results) == {}
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(client.processing().values())
+
+
+def _outside_loopback(pids: set[int]) -> list[str]:
+    import psutil
+
+    bad = []
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for conn in connections:
+            for address in (conn.laddr, conn.raddr):
+                if address and not ipaddress.ip_address(address.ip) in ipaddress.ip_network("127.0.0.0/8"):
+                    bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr} ({conn.status})")
+    return bad
+
+
+def test_a_cluster_gdfit_starts_stays_on_loopback(cluster, monkeypatch, mixed):
+    """Watch this process and every process under it (scheduler, nannies, workers; the session
+    cluster's too) while run_batches starts its own cluster, runs the grid and closes it."""
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    runs, batches, local = mixed
+    me = psutil.Process()
+    seen_pids: set[int] = set()
+    bad: list[str] = []
+    sweeping = threading.Event()
+
+    def watch() -> None:
+        while not sweeping.is_set():
+            pids = {me.pid} | {child.pid for child in me.children(recursive=True)}
+            seen_pids.update(pids)
+            bad.extend(_outside_loopback(pids))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        dask = collect(backends.run_batches(runs, batches, backend="dask"))
+    finally:
+        sweeping.set()
+        watcher.join()
+    assert not bad, "\n".join(sorted(set(bad)))
+    assert len(seen_pids) > 1 + 2, "the watcher never saw the cluster's processes"
+    assert_same(dask, local)
+
+
+def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkeypatch):
+    """The issue's command, on the test cluster: the same runs as the local backend, and a journal
+    cut short goes on with --backend dask to the same summary."""
+    from conftest import ROOT
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+    seed = str(ROOT / "configs" / "seed.yaml")
+    grid = ["--grid", "optimizer=gd,momentum,adam", "--grid", "learning_rate=logspace(1e-3,10,8)"]
+    local = cli("sweep", seed, *grid, "--output", str(tmp_path / "local.json"))
+    assert local.exit_status == 0
+    folder = tmp_path / "demo"
+    on_dask = cli("sweep", seed, *grid, "--backend", "dask", "--output", str(folder))
+    assert on_dask.exit_status == 0
+    expected = {json.dumps(r["params"]): r for r in json.loads((tmp_path / "local.json").read_text())["runs"]}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {json.dumps(r["params"]): r for r in summary["runs"]} == expected
+    lines = (folder / "runs.jsonl").read_text().splitlines()
+    (folder / "runs.jsonl").write_text("\n".join(lines[:5]) + "\n")  # as if killed after 5 runs
+    (folder / "summary.json").unlink()
+    resumed = cli("sweep", "--resume", str(folder), "--backend", "dask")
+    assert resumed.exit_status == 0
+    again = json.loads((folder / "summary.json").read_text())
+    assert {json.dumps(r["params"]): r for r in again["runs"]} == expected
+    assert len((folder / "runs.jsonl").read_text().splitlines()) == 24  # each run exactly once
