@@ -91,3 +91,12 @@ def test_history_is_thinned_evenly_past_100000_points():
     gaps = {b - a for a, b in zip(thinned["iter"], thinned["iter"][1:])}
     assert gaps <= {2, 3}
     assert thin([1.0, 0.5]) == {"iter": [0, 1], "loss": [1.0, 0.5]}
+
+
+def test_the_best_so_far_line_names_the_run_and_its_outcome():
+    from gdfit.records import RunRecord
+    from gdfit.render.sweep_view import best_line
+
+    best = RunRecord({"optimizer": "adam", "learning_rate": 0.25}, "converged", 42, 1.234567e-06, None)
+    assert best_line(best) == "best so far: optimizer=adam, learning_rate=0.25: converged after 42 updates, loss 1.23e-06"
+    assert best_line(None) == ""

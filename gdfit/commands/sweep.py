@@ -185,7 +185,10 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
     from gdfit.render import sweep_view
     from gdfit.sweep import execute
 
+    from gdfit.sweep import best_run
+
     runs, earlier = prepared.runs, dict(prepared.journal.done) if prepared.journal else {}
+    best_so_far = [sweep_view.best_line(best_run(list(earlier.values())))]
     config = runs[0].resolved.config.model_dump(mode="json")
     appender = Appender(prepared.folder) if prepared.folder is not None else nullcontext()
     done = dict(earlier)
@@ -194,17 +197,19 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
         done.update(zip(indices, results))
         if prepared.folder is not None:
             appender.add(indices, results)
+        best_so_far[0] = sweep_view.best_line(best_run(list(done.values())))
 
     with StopRequest() as stop, appender:
         steps = execute(runs, prepared.x_limit, stop, frozenset(earlier), on_batch, options.backend, options.address)
         plan = next(steps)
         sweep_view.announce(plan, config, prepared.grid, options.json_mode)
         with Progress(TextColumn("runs done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True), transient=True, disable=options.json_mode) as bar:
-            task = bar.add_task("sweep", total=len(runs), completed=len(earlier))
+                      TextColumn("{task.description}"), console=Console(stderr=True), transient=True,
+                      disable=options.json_mode) as bar:
+            task = bar.add_task(best_so_far[0], total=len(runs), completed=len(earlier))
             for item in steps:
                 if isinstance(item, tuple):
-                    bar.update(task, completed=item[0])
+                    bar.update(task, completed=item[0], description=best_so_far[0])
     return plan, [done[i] for i in sorted(done)]
 
 

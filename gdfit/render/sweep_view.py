@@ -115,6 +115,14 @@ def document(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list], res
     return {"config": config, "grid": grid, "advice": plan.advice, **end, "runs": runs}
 
 
+def best_line(best: RunRecord | None) -> str:
+    """The best run so far, in a few words, for the progress bar."""
+    if best is None:
+        return ""
+    params = ", ".join(f"{k}={_value(v)}" for k, v in best.params.items())
+    return f"best so far: {params}: {best.status} after {best.iters} updates, loss {best.loss:.3g}"
+
+
 def print_summary(console: Console, results: list[RunRecord], best: RunRecord | None,
                   elapsed_s: float | None) -> None:
     counts = Counter(r.status for r in results)
