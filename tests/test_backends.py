@@ -250,3 +250,16 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
     again = json.loads((folder / "summary.json").read_text())
     assert {json.dumps(r["params"]): r for r in again["runs"]} == expected
     assert len((folder / "runs.jsonl").read_text().splitlines()) == 24  # each run exactly once
+
+
+def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs():
+    """Tasks ship a batch's first run and each run's grid values; the worker's runs must be the
+    client's, config for config."""
+    grid = {"optimizer.betas": [[0.9, 0.999], [0.8, 0.99]], "init": ["zeros", "random", {"name": "normal", "std": 2}],
+            "learning_rate": [0.1, 0.2], "seed": [0, 5]}
+    runs, batches = make_runs(grid, optimizer="adam", dtype="float64")
+    for batch in batches:
+        group = [runs[i] for i in batch]
+        rebuilt = backends.rebuild(group[0], [backends._grid_values(run) for run in group])
+        assert [r.resolved.config for r in rebuilt] == [r.resolved.config for r in group]
+        assert [r.params for r in rebuilt] == [r.params for r in group]
