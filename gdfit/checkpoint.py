@@ -80,6 +80,11 @@ def load(path: Path) -> Checkpoint:
     if not path.is_file():
         raise InputFileError("no such checkpoint file" if not path.exists() else "is not a regular file",
                              source=name, key="--resume")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise InputFileError("cannot read the checkpoint: it is not a whole torch archive (truncated, damaged, "
+                             "or another kind of file)", source=name, key="--resume")
     try:
         document = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's reasons vary by damage; all mean "not a readable checkpoint"
@@ -133,6 +138,13 @@ def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str
                         "and exact resume needs the same arithmetic")
     changed = sorted(k for k in set(config) | set(checkpoint.config)
                      if k not in MAY_CHANGE and config.get(k) != checkpoint.config.get(k))
+    if config.get("max_iters", 0) < checkpoint.state.iters:
+        problems.append(f"max_iters {config.get('max_iters')} is below the checkpoint's {checkpoint.state.iters} updates")
+    schedule = config.get("schedule") or {}
+    if (schedule.get("name") == "cosine" and schedule.get("t_max") is None
+            and config.get("max_iters") != checkpoint.config.get("max_iters")):
+        problems.append("the cosine schedule's t_max defaults to max_iters, so a new max_iters would change "
+                        "every rate after the checkpoint; set schedule.t_max to keep it")
     if changed:
         problems.append("the config differs in " + ", ".join(
             f"{k} (checkpoint {checkpoint.config.get(k)!r}, now {config.get(k)!r})" for k in changed))

@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from gdfit import __version__, records
+from gdfit import records
 from gdfit.advisor import advise
 from gdfit.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
-from gdfit.checkpoint import versions as checkpoint_versions
+from gdfit.checkpoint import versions
 from gdfit.config import GD, MSE, FitConfig, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
 from gdfit.losses import Loss, make_loss
@@ -105,10 +105,6 @@ def every_n(n: int) -> Callable[[int], bool]:
     return (lambda k: k % n == 0) if n > 0 else (lambda k: False)
 
 
-def versions() -> dict[str, str]:
-    return {"gdfit": __version__, "torch": torch.__version__}
-
-
 def resolution_floor(problem: Problem) -> float:
     """The loss of an x one rounding step from the target in every element: the smallest loss
     the dtype can meaningfully tell apart from zero for this target."""
@@ -161,6 +157,7 @@ class Descent:
             x=self._snapshot(problem.x0),
             advice=self.advice,
             warnings=self._warnings(),
+            resumed_from=resume.state.iters if resume else None,
         )
 
     def _stepper(self, resume: Checkpoint | None):
@@ -179,7 +176,7 @@ class Descent:
 
     def checkpoint(self, history: list[float]) -> Checkpoint:
         """The run's state now (between two looks of the loop)."""
-        return Checkpoint(self.loop.state(), list(history), self.start.config, self.digest, checkpoint_versions())
+        return Checkpoint(self.loop.state(), list(history), self.start.config, self.digest, versions())
 
     def _warnings(self) -> list[str]:
         config, problem = self.problem.config, self.problem
@@ -235,7 +232,8 @@ class Descent:
                 last_reported = k
                 yield records.StepRecord(k, history[k], self._lr(k), norm, shot)
         shown = self._snapshot(x_final)  # once: a summary of a large x costs a pass over it
-        if iters > 0 and self.report_last and last_reported != iters:
+        first = self.resumed.state.iters if self.resumed else 0
+        if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown)
         self.result = records.FitResult(
             status=status,

@@ -134,6 +134,8 @@ class Loop:
         limit, k = records.MAX_ITERS, self.k
         last_norm = None
         going = k < config.max_iters and bool(rules.active.any())
+        if going and config.timeout_s and self.spent >= config.timeout_s:  # resumed with its time used up
+            limit, going = records.TIMEOUT, False
         while going:
             k += 1
             moving = rules.active.view(column) if hold else None

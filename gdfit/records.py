@@ -30,6 +30,7 @@ class StartRecord:
     x: Any = None  # CPU tensor of the start, or a summary dict when too large to report
     advice: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    resumed_from: int | None = None  # the checkpoint's update count, when the run goes on from one
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def test_a_truncated_checkpoint_is_refused(cli, saved):
     path.write_bytes(data[: len(data) // 2])
     result = cli("run", config, "--resume", str(path))
     assert result.exit_status == 2
-    assert "cannot read the checkpoint (truncated, damaged or not a gdfit checkpoint)" in result.stderr
+    assert "cannot read the checkpoint: it is not a whole torch archive (truncated, damaged" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -281,3 +281,33 @@ def test_an_interrupt_writes_a_checkpoint_to_go_on_from(tmp_path):
     resumed = Descent(prepare(resolved(**data)), resume=load(path))
     list(resumed.steps())
     assert_identical(resumed.result, whole_run(**data))
+
+
+def test_resume_refusals_that_would_break_exactness(cli, saved, tmp_path, write_config):
+    config, path = saved
+    below = cli("run", config, "--resume", str(path), "--max-iters", "3")
+    assert below.exit_status == 2 and "max_iters 3 is below the checkpoint's 5 updates" in below.stderr
+    cosine = write_config("target: {file: t.csv}\nlearning_rate: 0.5\nmax_iters: 5\nthreshold: 0\ndevice: cpu\n"
+                          "schedule: cosine\n", name="cosine.yaml")
+    ckpt = tmp_path / "cosine.ckpt"
+    assert cli("run", cosine, "--checkpoint", str(ckpt), "--every", "0").exit_status == 1
+    longer = cli("run", cosine, "--resume", str(ckpt), "--max-iters", "9")
+    assert longer.exit_status == 2 and "t_max defaults to max_iters" in longer.stderr
+    same = cli("run", config, "--checkpoint", str(path), "--output", str(path))
+    assert same.exit_status == 2 and "--output and --checkpoint name the same file" in same.stderr
+    not_archive = tmp_path / "c.yaml"
+    not_archive.write_text("target: [1]\n")
+    result = cli("run", config, "--resume", str(not_archive))
+    assert result.exit_status == 2 and "not a whole torch archive" in result.stderr
+
+
+def test_a_run_resumed_with_its_time_used_up_makes_no_update(tmp_path):
+    ticks = itertools.count(0.0, 1.0)
+    data = dict(target=SEED_TARGET, learning_rate=1e-4, threshold=0, timeout_s=3)
+    path = tmp_path / "run.ckpt"
+    first = Descent(prepare(resolved(**data)), clock=lambda: next(ticks), checkpointer=Checkpointer(path, 3600.0))
+    list(first.steps())
+    assert first.result.status == "timeout"
+    resumed = Descent(prepare(resolved(**data)), clock=lambda: next(ticks), resume=load(path))
+    steps = list(resumed.steps())
+    assert (resumed.result.status, resumed.result.iters, steps) == ("timeout", first.result.iters, [])

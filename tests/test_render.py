@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import math
 
 import torch
@@ -100,3 +101,27 @@ def test_the_best_so_far_line_names_the_run_and_its_outcome():
     best = RunRecord({"optimizer": "adam", "learning_rate": 0.25}, "converged", 42, 1.234567e-06, None)
     assert best_line(best) == "best so far: optimizer=adam, learning_rate=0.25: converged after 42 updates, loss 1.23e-06"
     assert best_line(None) == ""
+
+
+def test_outputs_write_through_symlinks_and_never_replace_special_files(tmp_path):
+    import os
+
+    import pytest
+
+    from gdfit.errors import OutputError
+    from gdfit.render.document import check_writable, write_atomic
+
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_atomic(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for call in (lambda: check_writable(fifo, "--checkpoint"), lambda: write_atomic(fifo, "x", "--checkpoint")):
+        with pytest.raises(OutputError, match="not a regular file"):
+            call()
+    assert fifo.is_fifo()
+    with pytest.raises(OutputError, match="not a regular file"):
+        check_writable(Path("/dev/null"))

@@ -194,3 +194,17 @@ def test_unwritable_log_dir_exits_2(cli, tmp_path, read_events, command):
     assert f"--tensorboard: '{blocker}' is not a writable folder" in result.stderr
     assert "Traceback" not in result.stderr
     assert [e["event"] for e in result.lines] == ["error"]  # refused before the first run starts
+
+
+def test_a_resumed_run_goes_on_from_its_checkpoint_step(cli, tmp_path, read_events):
+    """Steps a killed run logged after its last checkpoint are dropped (purge_step), and the
+    resumed run does not log its start again."""
+    log_dir, ckpt = tmp_path / "tb", tmp_path / "run.ckpt"
+    base = ("run", SEED, "--set", "learning_rate=0.01", "--set", "threshold=0", "--every", "1",
+            "--tensorboard", str(log_dir))
+    assert cli(*base, "--max-iters", "5", "--checkpoint", str(ckpt)).exit_status == 1
+    # a resumed run that logs 6..8 and dies before its next checkpoint
+    assert cli(*base, "--max-iters", "8", "--resume", str(ckpt)).exit_status == 1
+    assert cli(*base, "--max-iters", "12", "--resume", str(ckpt)).exit_status == 1
+    steps, _ = scalars(read_events(log_dir), "loss")
+    assert steps == list(range(0, 13))

@@ -9,6 +9,7 @@ from pathlib import Path
 from gdfit import records
 from gdfit.commands import check_outputs, warn
 from gdfit.config import Resolved
+from gdfit.errors import GdfitError
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         from gdfit.render.document import check_writable
 
         check_writable(options.checkpoint, key="--checkpoint")
+        for other, flag in ((options.output, "--output"), (options.plot, "--plot")):
+            if other is not None and other.resolve() == options.checkpoint.resolve():
+                raise GdfitError(f"{flag} and --checkpoint name the same file", source=str(other), key=flag)
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 

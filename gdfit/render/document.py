@@ -28,8 +28,19 @@ def result_document(result: records.FitResult, config: dict[str, Any]) -> dict[s
     return {**end_fields(result), "config": config, "history": thin(result.history)}
 
 
+def _target(path: Path, key: str) -> Path:
+    """Where a write lands: through a symlink to its target; never onto a device, FIFO or socket,
+    which an atomic rename would replace with a regular file."""
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if real.exists() and not real.is_file() and not real.is_dir():
+        raise OutputError("is not a regular file (a device, FIFO or socket); gdfit writes only regular files",
+                          source=str(path), key=key)
+    return real
+
+
 def check_writable(path: Path, key: str = "--output") -> None:
     """Fail before a run, not after it, when the output folder is missing or read-only."""
+    path = _target(path, key)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError("is a directory", source=str(path), key=key)
@@ -41,7 +52,8 @@ def check_writable(path: Path, key: str = "--output") -> None:
 
 def write_atomic(path: Path, text: str | bytes | Callable[[BinaryIO], None], key: str = "--output") -> None:
     """Write `text` (or what a writer function writes) so that readers see the old file or the
-    new one, never half of one."""
+    new one, never half of one. A symlink is written through: its target is replaced."""
+    path = _target(path, key)
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)

@@ -57,11 +57,11 @@ def _writing(log_dir: Path) -> Iterator[None]:
                           key="--tensorboard") from None
 
 
-def _writer(log_dir: Path) -> Any:  # a SummaryWriter, imported late
+def _writer(log_dir: Path, purge_step: int | None = None) -> Any:  # a SummaryWriter, imported late
     from torch.utils.tensorboard import SummaryWriter
 
     with _writing(log_dir):
-        return SummaryWriter(log_dir=str(log_dir))
+        return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
 def config_text(config: dict[str, Any]) -> str:
@@ -78,10 +78,15 @@ class TensorBoardRenderer:
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = Path(log_dir)
-        self.writer = _writer(self.log_dir)
+        self.writer = None
         self.last_step = 0
 
     def start(self, rec: records.StartRecord) -> None:
+        if rec.resumed_from is not None:
+            # go on from the checkpoint: steps logged after it by the run that was killed are dropped
+            self.writer, self.last_step = _writer(self.log_dir, purge_step=rec.resumed_from + 1), rec.resumed_from
+            return
+        self.writer = _writer(self.log_dir)
         with _writing(self.log_dir):
             self.writer.add_text("config", config_text(rec.config), 0)
             self.writer.add_scalar("loss", rec.loss, 0)
@@ -104,6 +109,8 @@ class TensorBoardRenderer:
         self.abort()
 
     def abort(self) -> None:
+        if self.writer is None:
+            return
         with _writing(self.log_dir):
             self.writer.flush()
             self.writer.close()
