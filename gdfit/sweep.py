@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from gdfit import records
 from gdfit.config import Resolved, apply_override, build_config
@@ -159,10 +159,15 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
 
     first = prepare(runs[0].resolved)
     target, device, dtype = first.target, first.device, first.dtype
-    copies = working_copies(first.config)  # per run in a batch: the x kept to hold stopped runs replaces the target
-    guard_memory(target.numel(), dtype, device, copies, "one run of the sweep")
-    per_run = target.numel() * target.element_size() * copies
-    fit = max(1, int(available_bytes(device) * MEMORY_HEADROOM // max(per_run, 1)))
+
+    def fit(run: Run) -> int:
+        """Runs like this one that fit in memory at once (each group has its own target and dtype)."""
+        problem = first if _shared(run.resolved.config) == _shared(runs[0].resolved.config) else prepare(run.resolved)
+        numel, size = problem.target.numel(), problem.target.element_size()
+        copies = working_copies(run.resolved.config)  # per run: the x kept to hold it still replaces the target
+        guard_memory(numel, problem.dtype, problem.device, copies, "one run of the sweep")
+        return max(1, int(available_bytes(problem.device) * MEMORY_HEADROOM // max(numel * size * copies, 1)))
+
     batches, why = plan_batches(runs, fit)
     advice = advise(first.loss, first.x0, target, first.model)
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
@@ -197,9 +202,9 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
     yield [results[i] for i in sorted(results)]
 
 
-def plan_batches(runs: list[Run], fit: int) -> tuple[list[list[int]], str]:
-    """Indices of runs that can share a batch, at most `fit` runs each, in grid order; and why there
-    is more than one. A batch shares everything but each run's start (`seed`, `init`) and the
+def plan_batches(runs: list[Run], fit: int | Callable[[Run], int]) -> tuple[list[list[int]], str]:
+    """Indices of runs that can share a batch, at most `fit` runs each (or `fit(first run of the
+    group)`), in grid order; and why there is more than one. A batch shares everything but each run's start (`seed`, `init`) and the
     optimizer settings whose per-run tensors round exactly as a float does (`optimizers.batchable`):
     one target, loss, update rule, schedule, stop rules, device and dtype."""
     groups: dict[str, list[int]] = {}
@@ -212,14 +217,16 @@ def plan_batches(runs: list[Run], fit: int) -> tuple[list[list[int]], str]:
             changed = [k for k in first if run.params[k] != first[k]]
             if len(changed) == 1 and _shared(run.resolved.config) != shared:
                 splitting.add(changed[0])
-    batches = [group[i : i + fit] for group in groups.values() for i in range(0, len(group), fit)]
+    limits = [fit(runs[group[0]]) if callable(fit) else fit for group in groups.values()]
+    batches = [group[i : i + limit] for group, limit in zip(groups.values(), limits)
+               for i in range(0, len(group), limit)]
     reasons = []
     if len(groups) > 1:
         reasons.append(f"runs with different {', '.join(sorted(splitting))} run in separate batches "
                        "(a batch shares one target, loss, update rule, schedule, stop rules and dtype, and each "
                        "run equals its single run bit for bit)")
     if len(batches) > len(groups):
-        reasons.append(f"batches hold at most {fit} runs to fit in memory")
+        reasons.append(f"batches hold at most {min(limits)} runs to fit in memory")
     return batches, "; ".join(reasons)
 
 

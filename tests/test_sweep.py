@@ -90,3 +90,20 @@ def test_sweep_output_document(cli, tmp_path):
 def test_sweep_human_table(cli):
     result = cli("sweep", SEED, "--grid", "learning_rate=1,20")
     assert "converged" in result.stdout and "diverged" in result.stdout and "best:" in result.stdout
+
+
+def test_each_group_of_a_sweep_is_sized_by_its_own_memory(monkeypatch):
+    """A grid over target shapes: the large target's runs get smaller batches than the small one's."""
+    from pathlib import Path
+
+    import gdfit.tensors
+    from gdfit.sweep import execute, expand
+
+    monkeypatch.setattr(gdfit.tensors, "available_bytes", lambda device: 100 * 2**20)  # 100 MiB free
+    runs = list(expand({"target": {"random": {"shape": [10]}}, "device": "cpu", "max_iters": 1},
+                       {"target.random.shape": [[10], [200_000]], "seed": list(range(64))}, "test", Path(".")))
+    plan = next(execute(runs, 100, lambda: False))
+    # 200,000 float32 elements x 4 copies (x, kept x, gradient, temporary) = 3.05 MiB a run:
+    # 80 MiB of headroom holds 26 of them; the 64 small runs share one batch
+    assert (plan.batches, plan.batch_size) == (1 + 3, 64)
+    assert "batches hold at most 26 runs to fit in memory" in plan.why
