@@ -22,7 +22,7 @@ VALUES = {
     "max_iters": "integer >= 0; the most updates",
     "timeout_s": "number > 0 or null; stop with status timeout after this many seconds",
     "patience": "integer > 0 or null; stop with status stalled after this many updates without improvement",
-    "min_rel_improvement": "number >= 0; the relative drop in loss that counts as improvement for patience",
+    "min_rel_improvement": "number in [0, 1); the relative drop in loss that counts as improvement for patience",
     "divergence_factor": "number > 1; diverged when loss > factor x the initial loss (or not finite)",
     "device": DEVICE_HELP,
     "dtype": ", ".join(DTYPES),

@@ -309,7 +309,14 @@ def sort_results(results: list[records.RunRecord], key: str) -> list[records.Run
         return sorted(results, key=by_iters)
     if key == "loss":
         return sorted(results, key=lambda r: _finite_or_inf(r.loss))
-    return sorted(results, key=lambda r: (str(type(r.params.get(key))), r.params.get(key)))
+    return sorted(results, key=lambda r: _grid_order(r.params.get(key)))
+
+
+def _grid_order(value: Any) -> tuple:
+    """Numbers by value (ints and floats together), then everything else by its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
 
 
 def best_run(results: list[records.RunRecord]) -> records.RunRecord | None:

@@ -210,3 +210,14 @@ def test_importing_the_config_does_not_import_torch():
     code = "import sys, gdfit.config, gdfit.schema; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_minus_zero_and_impossible_improvements(cli):
+    from conftest import ROOT
+
+    seed = str(ROOT / "configs" / "seed.yaml")
+    zero = cli("config", seed, "--set", "threshold=-0.0", "--json")
+    assert zero.exit_status == 0 and '"threshold":0.0' in zero.stdout
+    for value in ("1", "1.5", "-0.1"):
+        bad = cli("config", seed, "--set", f"min_rel_improvement={value}")
+        assert bad.exit_status == 2 and "min_rel_improvement: must be in [0, 1)" in bad.stderr

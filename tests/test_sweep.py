@@ -107,3 +107,11 @@ def test_each_group_of_a_sweep_is_sized_by_its_own_memory(monkeypatch):
     # 80 MiB of headroom holds 26 of them; the 64 small runs share one batch
     assert (plan.batches, plan.batch_size) == (1 + 3, 64)
     assert "batches hold at most 26 runs to fit in memory" in plan.why
+
+
+def test_sorting_by_a_grid_key_orders_numbers_as_numbers():
+    from gdfit.records import RunRecord
+    from gdfit.sweep import sort_results
+
+    runs = [RunRecord({"lr": v}, "converged", 1, 0.0, None) for v in (2, 0.5, 10, 1, 0.25)]
+    assert [r.params["lr"] for r in sort_results(runs, "lr")] == [0.25, 0.5, 1, 2, 10]

@@ -323,7 +323,7 @@ class FitConfig(_Frozen):
     max_iters: NonNegativeInt = 10_000
     timeout_s: PositiveNumber | None = None
     patience: PositiveInt | None = None
-    min_rel_improvement: NonNegativeNumber = 1.0e-6
+    min_rel_improvement: UnitInterval = 1.0e-6  # an improvement of 100% or more is impossible
     divergence_factor: Annotated[float, BeforeValidator(greater_than_one)] = 1.0e6
     device: Annotated[str, BeforeValidator(_device)] = "auto"
     dtype: Annotated[DtypeName, _one_of("dtype", DTYPES)] = "float32"

@@ -56,7 +56,7 @@ def non_negative(value: Any) -> float:
     number = finite(value)
     if number < 0:
         raise ValueError(f"must be >= 0, got {number:g}")
-    return number
+    return number + 0.0  # -0.0 becomes 0.0, so the config never prints "-0"
 
 
 def unit_interval(value: Any) -> float:
