@@ -192,10 +192,10 @@ class Descent:
                 "threshold 0 converges only when the fit is exact in every element; "
                 f"in {config.dtype} that may never happen"
             )
-        elif config.threshold < resolution_floor(problem):
+        elif config.threshold < (floor := resolution_floor(problem)):  # a pass over the target: once
             notes.append(
                 f"threshold {config.threshold:g} is below what {config.dtype} can resolve for this target "
-                f"(about {resolution_floor(problem):.3g}); the run may never converge"
+                f"(about {floor:.3g}); the run may never converge"
             )
         return notes
 

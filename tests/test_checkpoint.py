@@ -311,3 +311,13 @@ def test_a_run_resumed_with_its_time_used_up_makes_no_update(tmp_path):
     resumed = Descent(prepare(resolved(**data)), clock=lambda: next(ticks), resume=load(path))
     steps = list(resumed.steps())
     assert (resumed.result.status, resumed.result.iters, steps) == ("timeout", first.result.iters, [])
+
+
+def test_a_run_that_ended_at_max_iters_resumes_with_the_same_max_iters(cli, saved):
+    """max_iters equal to the checkpoint's count is allowed: the run is already at its limit."""
+    config, path = saved
+    result = cli("run", config, "--resume", str(path), "--json", "--every", "1")
+    assert result.exit_status == 1
+    end = result.lines[-1]
+    assert (end["status"], end["iters"], end["resumed_from"]) == ("max_iters", 5, 5)
+    assert [e["event"] for e in result.lines] == ["start", "end"]  # no update made, none repeated
