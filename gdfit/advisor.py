@@ -55,7 +55,11 @@ def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | No
     if isinstance(loss, MeanSquared) and isinstance(model or Identity(), Identity):
         n = loss.numel
         return _advice(2.0 / n, float(n), n / 2.0)  # 2 / (2/n) = n exactly, not n(1 + eps)
-    curvature = largest_curvature(loss.functional(), x0, target)
+    fn = loss.functional()
+    if model is not None and not isinstance(model, Identity):  # the curvature in the parameters' space
+        plain = fn
+        fn = lambda start, t: plain(model.predict(model.parameters(start.unsqueeze(0)))[0], t)  # noqa: E731
+    curvature = largest_curvature(fn, x0, target)
     if curvature <= 0 or not math.isfinite(curvature):
         return {
             "curvature": curvature,

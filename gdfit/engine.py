@@ -16,15 +16,16 @@ from gdfit import records
 from gdfit.advisor import advise
 from gdfit.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.checkpoint import versions
-from gdfit.config import GD, MSE, FitConfig, Resolved
+from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
 from gdfit.losses import Loss, make_loss
 from gdfit.loop import Loop, sync_interval
-from gdfit.models import Identity, Model
+from gdfit.errors import ConfigError
+from gdfit.models import ExpressionFit, Identity, Model
 from gdfit.optimizers import Setting, make_optimizer
 from gdfit.schedules import describe as describe_schedule
 from gdfit.schedules import rate
-from gdfit.steppers import Autograd, ClosedForm, GdOnMse
+from gdfit.steppers import Autograd, ClosedForm, GdOnMse, LBFGSStepper
 from gdfit.stopping import rule_text
 from gdfit.tensors import build_init, build_target
 
@@ -36,6 +37,8 @@ def working_copies(config: FitConfig) -> int:
     temporaries. The autograd engine holds one more: the new x beside the leaf it replaces."""
     if _gd_on_mse(config) and config.engine != "autograd":
         return 4
+    if isinstance(config.optimizer, (LBFGS, LM)):
+        return 4 + 2 + config.optimizer.history_size * 2 if isinstance(config.optimizer, LBFGS) else 8
     optimizer = make_optimizer(config.optimizer)
     loss = make_loss(config.loss, 1)
     extra = 1 if config.engine == "autograd" else 0
@@ -65,15 +68,34 @@ class Problem:
 
 
 def prepare(resolved: Resolved) -> Problem:
-    """Resolve device and dtype once, check memory, build the target and the start."""
+    """Resolve device and dtype once, check memory, build the target, the model and the start."""
     config = resolved.config
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    _check_optimizer(resolved)
+    engine = "fused" if config.engine == "auto" else config.engine
+    if isinstance(config.model, ExpressionModel):
+        from gdfit.curvefit import build_expression_fit
+
+        model, target, x0 = build_expression_fit(resolved, dtype, device)
+        return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
+    if not isinstance(config.model, IdentityModel):
+        raise ConfigError(f"model {config.model.name!r} is not available yet", source=resolved.source, key="model")
     target = build_target(resolved, dtype, device, working_copies(config))
     x0 = build_init(resolved, target)
-    engine = "fused" if config.engine == "auto" else config.engine
     loss = make_loss(config.loss, target.numel())
     return Problem(resolved, device, dtype, target, x0, Identity(), loss, engine)
+
+
+LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold per run
+
+
+def _check_optimizer(resolved: Resolved) -> None:
+    """lm solves least squares; a Jacobian must fit."""
+    config = resolved.config
+    if isinstance(config.optimizer, LM) and not isinstance(config.loss, MSE):
+        raise ConfigError(f"lm minimises squared residuals: use loss: mse (not {config.loss.name}), or another optimizer",
+                          source=resolved.source, key="optimizer")
 
 
 def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None,
@@ -82,12 +104,24 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
     optimizer of `config` (a sweep batch's; the problem's own by default)."""
     config = config or problem.config
     params = problem.model.parameters(starts.clone())
+    if isinstance(config.optimizer, LM):
+        from gdfit.lm import LevenbergMarquardt
+
+        elements = problem.target.numel() * sum(p[0].numel() for p in params.values())
+        if elements > LM_LIMIT:
+            raise ConfigError(f"lm needs a Jacobian of {elements:,} elements (residuals x parameters); at most "
+                              f"{LM_LIMIT:,} fit: use lbfgs or adam", source=problem.resolved.source, key="optimizer")
+        return LevenbergMarquardt(problem.model, problem.loss, problem.target, params, config.optimizer.damping)
+    if isinstance(config.optimizer, LBFGS):
+        return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
+                            config.learning_rate)
     optimizer = make_optimizer(config.optimizer, varying)
+    track = config.xtol is not None or config.gtol is not None
     if problem.engine == "autograd":
-        return Autograd(problem.model, problem.loss, problem.target, params, optimizer)
-    if _gd_on_mse(config) and isinstance(problem.model, Identity):
+        return Autograd(problem.model, problem.loss, problem.target, params, optimizer, track)
+    if _gd_on_mse(config) and isinstance(problem.model, Identity) and not track:
         return GdOnMse(problem.target, params)
-    return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer)
+    return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer, track)
 
 
 def summarize(x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
@@ -142,7 +176,7 @@ class Descent:
         self.loop = Loop(
             config, self._stepper(resume), config.learning_rate,
             sync_every=sync_every, should_stop=should_stop, clock=clock, watch=self.report,
-            capture=lambda params: self._snapshot(params["x"]), resume=resume.state if resume else None,
+            capture=self._capture, resume=resume.state if resume else None,
         )
         self.initial_loss = float(self.loop.initial[0])
         self.advice = advise(problem.loss, problem.x0, problem.target, problem.model) if advice else None
@@ -154,7 +188,7 @@ class Descent:
             loss=self.initial_loss,
             engine=problem.engine,
             schedule=describe_schedule(config.schedule),
-            x=self._snapshot(problem.x0),
+            x=self._capture(problem.model.parameters(problem.x0))[0],
             advice=self.advice,
             warnings=self._warnings(),
             resumed_from=resume.state.iters if resume else None,
@@ -168,7 +202,7 @@ class Descent:
         starts = problem.x0.unsqueeze(0)
         check_compatible(resume, problem.config.model_dump(mode="json"), self.digest, {"x": starts},
                          problem.resolved.source)
-        stepper = make_stepper(problem, resume.state.params["x"].to(problem.device))
+        stepper = make_stepper(problem, _start_of(problem.model, resume.state.params).to(problem.device))
         optimizer = getattr(stepper, "optimizer", None)
         if optimizer is not None:
             optimizer.state = {n: {k: t.to(problem.device) for k, t in st.items()} for n, st in resume.state.optimizer.items()}
@@ -204,6 +238,19 @@ class Descent:
             return x.detach().to("cpu", copy=True)
         return summarize(x.detach(), self.problem.target)
 
+    def _capture(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None]:
+        """One run's x (for a model, its prediction) as reported, and its parameters by name."""
+        model = self.problem.model
+        if isinstance(model, ExpressionFit):
+            theta = params["theta"]
+            curve = model.curve(theta.unsqueeze(0))[0].detach()
+            if curve.numel() > self.x_limit:
+                shown = {"shape": list(curve.shape), "min": float(curve.min()), "max": float(curve.max())}
+            else:
+                shown = curve.to("cpu", copy=True)
+            return shown, model.named(theta.detach().cpu())
+        return self._snapshot(model.predict({n: p.unsqueeze(0) for n, p in params.items()})[0]), None
+
     def _lr(self, k: int) -> float:
         config = self.problem.config
         return rate(config.schedule, config.learning_rate, k, config.max_iters)
@@ -220,32 +267,49 @@ class Descent:
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
-            for k, shot, norm in chunk.snapshots:
+            for k, (shot, named), norm in chunk.snapshots:
                 last_reported = k
-                yield records.StepRecord(k, history[k], self._lr(k), norm, shot)
+                yield records.StepRecord(k, history[k], self._lr(k), norm, shot, named)
         outcome = self.loop.outcome
         if self.checkpointer is not None:  # at the end, and after an interrupt
             self.checkpointer.save(self.checkpoint(history))
-        iters, status, x_final = outcome.iters[0], outcome.statuses[0], outcome.params["x"][0]
-        for k, shot, norm in held:
+        iters, status = outcome.iters[0], outcome.statuses[0]
+        final = {name: p[0].to(self.problem.device) for name, p in outcome.params.items()}
+        for k, (shot, named), norm in held:
             if k <= iters:
                 last_reported = k
-                yield records.StepRecord(k, history[k], self._lr(k), norm, shot)
-        shown = self._snapshot(x_final)  # once: a summary of a large x costs a pass over it
+                yield records.StepRecord(k, history[k], self._lr(k), norm, shot, named)
+        shown, named = self._capture(final)  # once: a summary of a large x costs a pass over it
         first = self.resumed.state.iters if self.resumed else 0
         if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
-            yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown)
+            yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named)
+        fitted = self._statistics(final)
         self.result = records.FitResult(
             status=status,
             iters=iters,
             loss=outcome.losses[0],
             x=shown,
             elapsed_s=outcome.elapsed_s,
-            stop_rule=rule_text(status, self.problem.config, iters),
+            stop_rule=rule_text(status, self.problem.config, iters, outcome.fired[0] if outcome.fired else None),
             history=history[: iters + 1],
             seed=self.problem.config.seed,
             device=describe(self.problem.device),
             versions=versions(),
             resumed_from=self.resumed.state.iters if self.resumed else None,
+            **fitted,
         )
+
+    def _statistics(self, final: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """A curve fit's parameters with standard errors, covariance and fit statistics."""
+        model = self.problem.model
+        if not isinstance(model, ExpressionFit):
+            return {}
+        from gdfit.curvefit import statistics
+
+        return statistics(model, final["theta"], self.problem.target, self.problem.config.absolute_sigma)
+
+
+def _start_of(model: Model, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The starts tensor [K, ...] that `model.parameters` turns into these parameters."""
+    return params["theta"] if isinstance(model, ExpressionFit) else params["x"]
 

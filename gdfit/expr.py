@@ -1,15 +1,18 @@
-"""A small, safe expression language for grad-demo, evaluated by walking a whitelisted AST.
+"""A small, safe expression language, for grad-demo and for models' predictions.
 
-Only numbers, the name `x`, + - * / **, unary minus, parentheses and a fixed set of functions.
-User text is parsed by `ast.parse` and never evaluated, executed or compiled to code.
+Only numbers, names (grad-demo's `x`; a model's parameters and data columns), the constant `pi`,
++ - * / **, unary minus, parentheses and a fixed set of one-argument functions. User text is parsed
+by `ast.parse`, checked against that whitelist and never evaluated, executed or compiled to code:
+grad-demo walks the tree, and `compile_model` turns it once into nested closures over torch calls.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection, Mapping
 
 import torch
 
@@ -32,11 +35,14 @@ FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "relu": torch.relu,
     "square": torch.square,
+    "tan": torch.tan,
+    "atan": torch.atan,
 }
+CONSTANTS = {"pi": math.pi}
 BINARY = {ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub), ast.Mult: ("*", operator.mul),
           ast.Div: ("/", operator.truediv), ast.Pow: ("**", operator.pow)}
 UNARY = {ast.USub: "-", ast.UAdd: "+"}
-ALLOWED = "numbers, x, + - * / **, unary minus, parentheses and " + " ".join(FUNCTIONS)
+ALLOWED = "numbers, names, pi, + - * / **, unary minus, parentheses and " + " ".join(FUNCTIONS)
 
 
 @dataclass
@@ -48,25 +54,46 @@ class Node:
     value: torch.Tensor
 
 
-def parse(text: str) -> ast.Expression:
-    """Parse and check an expression; ExpressionError (exit 2) for anything outside the language."""
+def parse(text: str, key: str = "--expr", names: Collection[str] = ("x",),
+          unknown: str = "the only variable is x") -> ast.Expression:
+    """Parse and check an expression; ExpressionError (exit 2) for anything outside the language.
+    `names` are the variables it may use; `unknown` says which they are, for the error."""
     if len(text) > MAX_LENGTH:
-        raise ExpressionError(f"expression is {len(text)} characters; at most {MAX_LENGTH} are allowed", key="--expr")
+        raise ExpressionError(f"expression is {len(text)} characters; at most {MAX_LENGTH} are allowed", key=key)
     if not text.strip():
-        raise ExpressionError("expression is empty", key="--expr")
+        raise ExpressionError("expression is empty", key=key)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
-        raise ExpressionError(f"not a valid expression: {err.msg} (column {err.offset})", key="--expr") from None
+        raise ExpressionError(f"not a valid expression: {err.msg} (column {err.offset})", key=key) from None
     except (RecursionError, MemoryError, ValueError):
-        raise ExpressionError("expression is nested too deeply", key="--expr") from None
-    count = _check(tree.body, 0, 0)
+        raise ExpressionError("expression is nested too deeply", key=key) from None
+    count = _Checker(key, names, unknown).check(tree.body, 0, 0)
     if count > MAX_NODES:
-        raise ExpressionError(f"expression has {count} parts; at most {MAX_NODES} are allowed", key="--expr")
+        raise ExpressionError(f"expression has {count} parts; at most {MAX_NODES} are allowed", key=key)
     return tree
 
 
-def _check(node: ast.AST, depth: int, count: int) -> int:
+def names_in(tree: ast.Expression) -> set[str]:
+    """The variables a checked expression uses (not pi, not function names)."""
+    calls = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return {node.id for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and id(node) not in calls and node.id not in CONSTANTS}
+
+
+class _Checker:
+    def __init__(self, key: str, names: Collection[str], unknown: str) -> None:
+        self.key, self.names, self.unknown = key, names, unknown
+
+    def check(self, node: ast.AST, depth: int, count: int) -> int:
+        try:
+            return _check(node, depth, count, self)
+        except ExpressionError as err:
+            err.key = self.key
+            raise
+
+
+def _check(node: ast.AST, depth: int, count: int, checker: _Checker) -> int:
     if depth > MAX_DEPTH:
         raise ExpressionError(f"expression is nested more than {MAX_DEPTH} levels deep", key="--expr")
     count += 1
@@ -77,20 +104,20 @@ def _check(node: ast.AST, depth: int, count: int) -> int:
             raise ExpressionError(f"the number {str(node.value)[:20]}... is too large", key="--expr")
         return count
     if isinstance(node, ast.Name):
-        if node.id != "x":
-            raise ExpressionError(f"unknown name {node.id!r}: the only variable is x", key="--expr")
+        if node.id not in checker.names and node.id not in CONSTANTS:
+            raise ExpressionError(f"unknown name {node.id!r}: {checker.unknown}", key="--expr")
         return count
     if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
-        return _check(node.right, depth + 1, _check(node.left, depth + 1, count))
+        return _check(node.right, depth + 1, _check(node.left, depth + 1, count, checker), checker)
     if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
-        return _check(node.operand, depth + 1, count)
+        return _check(node.operand, depth + 1, count, checker)
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)[:30]
             raise ExpressionError(f"unknown function {name!r}; allowed: {', '.join(FUNCTIONS)}", key="--expr")
         if len(node.args) != 1 or node.keywords:
             raise ExpressionError(f"{node.func.id}() takes exactly one argument", key="--expr")
-        return _check(node.args[0], depth + 1, count)
+        return _check(node.args[0], depth + 1, count, checker)
     what = type(node).__name__
     raise ExpressionError(f"{what} is not allowed; the language has {ALLOWED}", key="--expr")
 
@@ -118,6 +145,8 @@ class Evaluator:
             # a plain number, as in the tutorial's `x + 2` (so x ** 3 is PowBackward0, not 1)
             return float(node.value), repr(node.value)
         if isinstance(node, ast.Name):
+            if node.id in CONSTANTS:
+                return CONSTANTS[node.id], node.id
             return self.x, "x"
         if isinstance(node, ast.UnaryOp):
             value, text = self._eval(node.operand)
@@ -152,3 +181,55 @@ def evaluate(tree: ast.Expression, x: torch.Tensor) -> tuple[torch.Tensor, list[
 def function_of(tree: ast.Expression) -> Callable[[torch.Tensor], torch.Tensor]:
     """The expression as a plain function of x (for finite differences)."""
     return lambda x: evaluate(tree, x)[0]
+
+
+# ---------------------------------------------------------------- models: compiled once
+
+Compiled = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+# Reductions in a model run over the data points (the last dimension), one value per run.
+MODEL_FUNCTIONS = {**FUNCTIONS, "sum": lambda t: t.sum(-1, keepdim=True), "mean": lambda t: t.mean(-1, keepdim=True)}
+
+
+def compile_model(tree: ast.Expression) -> Compiled:
+    """The checked expression as a function of its variables (parameters [K, 1], columns [n]):
+    nested closures over torch calls, built once, so an update never walks the tree again.
+    Sub-expressions without variables are folded into one number here, in float64."""
+    compiled = _compile(tree.body)
+    if isinstance(compiled, float):
+        return lambda env: torch.tensor(compiled, dtype=torch.float64)
+    return compiled
+
+
+def _compile(node: ast.AST) -> Compiled | float:
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
+        name = node.id
+        return lambda env: env[name]
+    if isinstance(node, ast.UnaryOp):
+        inner = _compile(node.operand)
+        if isinstance(node.op, ast.UAdd):
+            return inner
+        return _fold(operator.neg, inner) if isinstance(inner, float) else (lambda env: -inner(env))
+    if isinstance(node, ast.BinOp):
+        left, right = _compile(node.left), _compile(node.right)
+        op = BINARY[type(node.op)][1]
+        if isinstance(left, float) and isinstance(right, float):
+            return _fold(op, left, right)
+        if isinstance(left, float):
+            return lambda env: op(left, right(env))
+        if isinstance(right, float):
+            return lambda env: op(left(env), right)
+        return lambda env: op(left(env), right(env))
+    assert isinstance(node, ast.Call)  # guaranteed by _check
+    fn, inner = MODEL_FUNCTIONS[node.func.id], _compile(node.args[0])
+    if isinstance(inner, float):
+        return _fold(fn, inner)
+    return lambda env: fn(inner(env))
+
+
+def _fold(op: Callable, *values: float) -> float:
+    """A constant sub-expression's value, as float64 tensors compute it (inf, not an exception)."""
+    return float(op(*(torch.tensor(v, dtype=torch.float64) for v in values)))

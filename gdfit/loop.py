@@ -74,6 +74,7 @@ class Outcome:
     params: dict[str, torch.Tensor]  # [K, ...] on the CPU
     elapsed_s: float
     last_grad_norm: float | None = None  # run 0's |grad| in its last update, when watched
+    fired: list[str | None] = field(default_factory=list)  # the tolerance that stopped each run
 
 
 class Loop:
@@ -143,7 +144,9 @@ class Loop:
             if self.watch is not None and hold:  # run 0's |grad| at its own last update, learnt later
                 norm = torch.as_tensor(stepper.grad_norm(), dtype=torch.float64)
                 last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
-            rules.after_update(k, losses)  # `moving` is a view of the rules' state: read it first
+            # `moving` is a view of the rules' state: read it first
+            rules.after_update(k, losses, stepper.motion if rules.needs_motion else None,
+                               getattr(stepper, "promised", None))
             if self.watch is not None:
                 pending.append(losses[:1])
                 if self.watch(k):
@@ -174,6 +177,7 @@ class Loop:
             params={n: p.detach().cpu() for n, p in stepper.params.items()},
             elapsed_s=elapsed,
             last_grad_norm=float(last_norm) if last_norm is not None else None,
+            fired=rules.fired_rules(),
         )
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:

@@ -25,6 +25,9 @@ class Model(Protocol):
     def parameter_grads(self, params: Params, grad_of_prediction: torch.Tensor) -> Params:
         """The chain rule: d loss / d parameter from d loss / d prediction."""
 
+    def constrain_(self, params: Params) -> None:
+        """Put parameters that left their bounds back inside (in place)."""
+
 
 class Identity:
     """The tutorial's problem: x itself is the prediction, fitted element by element."""
@@ -39,3 +42,86 @@ class Identity:
 
     def parameter_grads(self, params: Params, grad_of_prediction: torch.Tensor) -> Params:
         return {"x": grad_of_prediction}
+
+    def constrain_(self, params: Params) -> None:
+        """x has no bounds."""
+
+
+class ExpressionFit:
+    """A curve fit: named scalar parameters and data columns, through a compiled expression.
+
+    The fitted parameters (those with `vary`) are packed as one tensor `theta` [K, p]; fixed ones
+    are constants. Bounds are kept by projection: the model only ever sees parameters clamped to
+    [min, max], and every update's result is clamped back (`constrain_`), whatever the optimizer.
+    With `sigma`, the prediction and the target are both divided by it, so that every loss and
+    optimizer works on the weighted residuals (y - f) / sigma.
+    """
+
+    def __init__(self, fn, columns: dict[str, torch.Tensor], order: tuple[str, ...], names: tuple[str, ...],
+                 fixed: dict[str, float], low: torch.Tensor, high: torch.Tensor, sigma: torch.Tensor | None,
+                 points: int) -> None:
+        self.fn, self.columns, self.order, self.names, self.fixed = fn, columns, order, names, fixed
+        self.low, self.high, self.sigma, self.points = low, high, sigma, points
+        self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
+        self.missing = 0  # target values left out as missing (NaN)
+        self.pointwise = True  # no sum or mean over the data: `jacobian` may copy parameters per point
+
+    def parameters(self, start: torch.Tensor) -> Params:
+        return {"theta": start}
+
+    def environment(self, theta: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        """The expression's variables: columns [n], each fitted parameter as a column [K, 1]
+        (or, for `jacobian`, one copy per data point: theta [K, n, P] gives [K, n])."""
+        if self.bounded:
+            theta = theta.clamp(self.low, self.high)  # the gradient passes where low <= theta <= high
+        env: dict[str, torch.Tensor | float] = dict(self.columns)
+        env.update(self.fixed)
+        per_point = theta.dim() == 3
+        env.update({name: theta[..., i] if per_point else theta[:, i : i + 1] for i, name in enumerate(self.names)})
+        return env
+
+    def curve(self, theta: torch.Tensor) -> torch.Tensor:
+        """The unweighted prediction f, [K, n]."""
+        value = self.fn(self.environment(theta))
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device)
+        return value.to(theta.dtype).expand(theta.shape[0], self.points)
+
+    def jacobian(self, params: Params) -> torch.Tensor:
+        """d (weighted prediction) / d theta, [K, n, p], in one backward pass: every data point
+        gets its own copy of the parameters, so the gradient of the summed prediction with
+        respect to point i's copy is row i of J. Only for expressions without sum or mean, whose
+        point i depends on point i's parameters alone (`pointwise`)."""
+        theta = params["theta"]
+        with torch.enable_grad():
+            copies = theta.detach().unsqueeze(1).expand(-1, self.points, -1).clone().requires_grad_(True)
+            value = self.fn(self.environment(copies))
+            if not isinstance(value, torch.Tensor) or not value.requires_grad:
+                return torch.zeros(*copies.shape, dtype=theta.dtype, device=theta.device)
+            value = value.expand(theta.shape[0], self.points)
+            if self.sigma is not None:
+                value = value / self.sigma
+            (rows,) = torch.autograd.grad(value.sum(), copies)
+        return rows
+
+    def predict(self, params: Params) -> torch.Tensor:
+        value = self.curve(params["theta"])
+        return value / self.sigma if self.sigma is not None else value
+
+    def parameter_grads(self, params: Params, grad_of_prediction: torch.Tensor) -> Params:
+        # the chain rule through the expression, by autograd (a vector-Jacobian product)
+        with torch.enable_grad():
+            theta = params["theta"].detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.predict({"theta": theta}), theta, grad_of_prediction)
+        return {"theta": grad}
+
+    def constrain_(self, params: Params) -> None:
+        if self.bounded:
+            theta = params["theta"]
+            with torch.no_grad():
+                theta.clamp_(self.low, self.high)
+
+    def named(self, theta: torch.Tensor) -> dict[str, float]:
+        """One run's parameters by name, fixed ones included, in the config's order."""
+        values = dict(zip(self.names, theta.tolist()))
+        return {name: values.get(name, self.fixed.get(name)) for name in self.order}

@@ -42,6 +42,7 @@ class StepRecord:
     lr: float
     grad_norm: float | None = None
     x: Any = None  # CPU tensor, only on reported updates
+    params: dict[str, float] | None = None  # a curve fit's parameters by name, on reported updates
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class FitResult:
     device: str
     versions: dict[str, str]
     resumed_from: int | None = None  # the update count of the checkpoint this run went on from
+    # a curve fit's results: {NAME: {value, stderr[, fixed]}}, the covariance of the fitted
+    # parameters, and n, p, dof, rss, residual_std, chi2, reduced_chi2, r2, aic, bic, missing
+    params: dict[str, Any] | None = None
+    covariance: list[list[float]] | None = None
+    fit: dict[str, Any] | None = None
 
     @property
     def updates_per_s(self) -> float | None:

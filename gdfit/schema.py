@@ -8,13 +8,15 @@ from gdfit.config import DEVICE_HELP, DTYPES, INIT_NAMES, MAX_INLINE_ELEMENTS, F
 
 VALUES = {
     "target": f"matrix / vector / scalar inline (<= {MAX_INLINE_ELEMENTS:,} numbers); "
-    "{file: PATH} (.csv .txt .npy .pt); {random: {shape: [..], seed: N, low: 0, high: 1}}; files and random take dtype",
+    "{file: PATH} (.csv .txt .npy .pt); {random: {shape: [..], seed: N, low: 0, high: 1}}; files and random take dtype; "
+    "{column: NAME} of the data file",
     "init": f"{', '.join(INIT_NAMES)} (normal takes mean, std: {{name: normal, std: 0.1}}); "
     "an explicit matrix of the target's shape; {file: PATH}; {random: {...}}",
     "seed": "integer; the same config and seed give the same numbers",
     "loss": "mse, l1, {name: huber, delta: 1.0}, {name: smooth_l1, beta: 1.0} (mean reduction)",
     "optimizer": "gd; {name: momentum, momentum: 0.9, dampening: 0}; {name: nesterov, momentum: 0.9}; "
-    "{name: adam, betas: [0.9, 0.999], eps: 1e-8}; {name: rmsprop, alpha: 0.99, eps: 1e-8}",
+    "{name: adam, betas: [0.9, 0.999], eps: 1e-8}; {name: rmsprop, alpha: 0.99, eps: 1e-8}; "
+    "{name: lbfgs, history_size: 100}; {name: lm, damping: 1e-3}",
     "learning_rate": "number > 0",
     "schedule": "constant; {name: step, step_size: 100, gamma: 0.1}; {name: exponential, gamma: 0.99}; "
     "{name: cosine, t_max: max_iters, eta_min: 0}",
@@ -27,6 +29,14 @@ VALUES = {
     "device": DEVICE_HELP,
     "dtype": ", ".join(DTYPES),
     "engine": "auto (fused), fused (closed-form, in place), autograd (the tutorial's literal loop)",
+    "data": "null, or {file: PATH}: named columns (.csv with a header row, .npz of 1-D arrays) for a model",
+    "model": "identity (x itself is fitted); {expr: TEXT, params: {NAME: start or {value, min, max, vary}}}; "
+    "{name: lowrank, rank: R, l2: 0}; {name: linear, inputs: TENSOR, bias: false}",
+    "sigma": "null, or {column: NAME}: per-point standard deviations (weights 1/sigma^2), as curve_fit",
+    "absolute_sigma": "false: scale the covariance by the reduced chi^2 (curve_fit's default); true: do not",
+    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-8 for models)",
+    "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-8 for models)",
+    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-8 for models)",
     "sweep": "mapping KEY: values for `gdfit sweep` (a list, a..b, logspace(a,b,n) or linspace(a,b,n)); "
     "`gdfit run` ignores it",
 }

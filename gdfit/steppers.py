@@ -40,13 +40,27 @@ def _norm(grads: Params) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g[0]) for g in grads.values()]))
 
 
+def _per_run(params: Params, reduce) -> torch.Tensor:
+    """A per-run norm over every parameter: [K]."""
+    return reduce(torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1))
+
+
+def motion(before: Params, after: Params, grads: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What xtol and gtol read of an update, per run: |step|, |parameters| and max |gradient|."""
+    step = {name: after[name] - before[name] for name in after}
+    norm = lambda flat: torch.linalg.vector_norm(flat.double(), dim=1)  # noqa: E731
+    return _per_run(step, norm), _per_run(after, norm), _per_run(grads, lambda f: f.double().abs().amax(1))
+
+
 class ClosedForm:
     """Closed-form gradients of the built-in losses and torch.optim's updates, under no graph."""
 
-    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, optimizer: Optimizer) -> None:
+    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, optimizer: Optimizer,
+                 track: bool = False) -> None:
         self.model, self.loss, self.target = model, loss, target
         self.params, self.optimizer = params, optimizer
         self.grads: Params = {}
+        self.track, self.motion = track, None  # track: keep what xtol and gtol read
 
     def losses(self) -> torch.Tensor:
         return self.loss.value(self.model.predict(self.params), self.target)
@@ -55,8 +69,12 @@ class ClosedForm:
         grad_of_prediction = self.loss.grad(self.model.predict(self.params), self.target)
         self.grads = self.model.parameter_grads(self.params, grad_of_prediction)
         kept = _kept(self.params, moving)
+        before = {n: p.clone() for n, p in self.params.items()} if self.track else None
         self.optimizer.step(self.params, self.grads, lr, k)
+        self.model.constrain_(self.params)
         _hold(self.params, kept, moving)
+        if before is not None:
+            self.motion = motion(before, self.params, self.grads)
         return self.losses()
 
     def grad_norm(self) -> torch.Tensor:
@@ -129,12 +147,14 @@ class GdOnMse:
 class Autograd:
     """The tutorial's loop, literally: a graph per update and `loss.backward()`."""
 
-    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, optimizer: Optimizer) -> None:
+    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, optimizer: Optimizer,
+                 track: bool = False) -> None:
         self.model, self.target, self.optimizer = model, target, optimizer
         self.fn = loss.functional()
         self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
         self.current: torch.Tensor | None = None
         self.grads: Params = {}
+        self.track, self.motion = track, None
 
     def losses(self) -> torch.Tensor:
         with torch.enable_grad():
@@ -148,6 +168,7 @@ class Autograd:
         self.current.sum().backward()
         self.grads = {name: p.grad for name, p in self.params.items()}
         kept = _kept({n: p.detach() for n, p in self.params.items()}, moving)
+        before = {n: p.detach().clone() for n, p in self.params.items()} if self.track else None
         if self.optimizer.name == "gd" and not isinstance(lr, torch.Tensor):
             for name, x in self.params.items():
                 x = x - lr * x.grad
@@ -160,8 +181,61 @@ class Autograd:
                 self.optimizer.step(plain, self.grads, lr, k)
             self.params = {n: p.requires_grad_(True) for n, p in plain.items()}
         with torch.no_grad():
-            _hold({n: p.detach() for n, p in self.params.items()}, kept, moving)
+            plain = {n: p.detach() for n, p in self.params.items()}
+            self.model.constrain_(plain)
+            _hold(plain, kept, moving)
+            if before is not None:
+                self.motion = motion(before, plain, self.grads)
         return self.losses()
 
     def grad_norm(self) -> torch.Tensor:
         return _norm(self.grads)
+
+
+class LBFGSStepper:
+    """torch.optim.LBFGS with a strong-Wolfe line search, one per run; one update is one
+    `optimizer.step(closure)` with `max_iter=1`, so its updates are torch's own."""
+
+    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, history_size: int,
+                 lr: float) -> None:
+        self.model, self.loss, self.target, self.params = model, loss, target, params
+        runs = next(iter(params.values())).shape[0]
+        self.leaves = [{n: p[i : i + 1].detach().clone().requires_grad_(True) for n, p in params.items()}
+                       for i in range(runs)]
+        self.optimizers = [torch.optim.LBFGS(list(leaf.values()), lr=lr, max_iter=1, history_size=history_size,
+                                             line_search_fn="strong_wolfe") for leaf in self.leaves]
+        self.motion, self.norm = None, torch.tensor(math.nan)
+
+    def losses(self) -> torch.Tensor:
+        return self.loss.value(self.model.predict(self.params), self.target)
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+        before = {n: p.clone() for n, p in self.params.items()}
+        grads = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        going = [True] * len(self.leaves) if moving is None else moving.flatten().tolist()
+        for i, (leaf, optimizer) in enumerate(zip(self.leaves, self.optimizers)):
+            if not going[i]:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr[i]) if isinstance(lr, torch.Tensor) and lr.numel() > 1 else float(lr)
+
+            def closure(leaf=leaf, optimizer=optimizer):
+                optimizer.zero_grad()
+                value = self.loss.functional()(self.model.predict(leaf)[0], self.target)
+                value.backward()
+                return value
+
+            with torch.enable_grad():
+                optimizer.step(closure)
+            with torch.no_grad():
+                self.model.constrain_(leaf)
+                for name, p in leaf.items():
+                    self.params[name][i].copy_(p[0])
+                    if p.grad is not None:
+                        grads[name][i].copy_(p.grad[0])
+        self.motion = motion(before, self.params, grads)
+        self.norm = _norm(grads)
+        return self.losses()
+
+    def grad_norm(self) -> torch.Tensor:
+        return self.norm

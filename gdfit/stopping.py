@@ -14,8 +14,17 @@ from gdfit import records
 from gdfit.config import FitConfig
 
 
-def rule_text(status: str, config: FitConfig, iters: int) -> str:
+TOLERANCES = ("ftol", "xtol", "gtol")  # codes 1, 2, 3 in `StopRules.fired`; 0 is none
+
+
+def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None) -> str:
     """The stop rule that gave `status`, in words: the one place this wording lives."""
+    if status == records.CONVERGED and fired:
+        return {
+            "ftol": f"ftol: relative loss reduction <= {config.ftol:g}",
+            "xtol": f"xtol: relative parameter step <= {config.xtol:g}",
+            "gtol": f"gtol: largest gradient element <= {config.gtol:g}",
+        }[fired]
     if status == records.DIVERGED:
         if iters == 0:
             return "the initial loss is not finite"
@@ -42,8 +51,11 @@ class StopRules:
         self.stalled = torch.zeros_like(self.active)
         self.best = initial.clone()
         self.best_iter = torch.zeros_like(self.updates)
+        self.previous = initial.clone()
+        self.fired = torch.zeros_like(self.updates)
+        self.needs_motion = config.xtol is not None or config.gtol is not None
 
-    FIELDS = ("ceiling", "active", "updates", "stalled", "best", "best_iter")
+    FIELDS = ("ceiling", "active", "updates", "stalled", "best", "best_iter", "previous", "fired")
 
     def state(self) -> dict[str, torch.Tensor]:
         """The rules' state (best loss, patience counter, who is still going), on the CPU."""
@@ -51,14 +63,19 @@ class StopRules:
 
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         for name in self.FIELDS:
-            setattr(self, name, state[name].to(getattr(self, name).dtype).clone())
+            if name in state:  # checkpoints from before the tolerances start with their defaults
+                setattr(self, name, state[name].to(getattr(self, name).dtype).clone())
 
-    def after_update(self, k: int, losses: torch.Tensor) -> None:
-        """Update number k was made by every active run; `losses` are the new ones."""
+    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None) -> None:
+        """Update number k was made by every active run; `losses` are the new ones; `motion`
+        (|step|, |parameters|, max |gradient| per run) when xtol or gtol is set; `promised`, the
+        relative reduction a method's local model still expects (lm's), which ftol also holds to."""
         config = self.config
         losses = losses.to(torch.float64)
         self.updates.add_(self.active)
         going = (losses > config.threshold) & (losses <= self.ceiling)  # NaN fails both
+        going &= ~self._tolerances(losses, going, motion, promised)
+        self.previous = torch.where(self.active, losses, self.previous)
         if config.patience is not None:
             improved = self.active & (losses < self.best * (1 - config.min_rel_improvement))
             self.best = torch.where(improved, losses, self.best)
@@ -68,12 +85,39 @@ class StopRules:
             going &= ~stalling
         self.active &= going
 
+    def _tolerances(self, losses: torch.Tensor, going: torch.Tensor, motion, promised) -> torch.Tensor:
+        """Runs that met ftol, xtol or gtol in this update (least_squares' meanings), recorded."""
+        config = self.config
+        hits = []
+        if config.ftol is not None:
+            reduction = self.previous - losses
+            hit = (reduction >= 0) & (reduction <= config.ftol * self.previous)
+            hits.append(hit if promised is None else hit & (promised.to(torch.float64) <= config.ftol))
+        else:
+            hits.append(None)
+        step, size, gradient = motion if motion is not None else (None, None, None)
+        hits.append(step <= config.xtol * (config.xtol + size) if config.xtol is not None and step is not None else None)
+        hits.append(gradient <= config.gtol if config.gtol is not None and gradient is not None else None)
+        met = torch.zeros_like(going)
+        for code, hit in enumerate(hits, start=1):
+            if hit is not None:
+                new = self.active & going & hit & ~met
+                self.fired.masked_fill_(new, code)
+                met |= new
+        return met
+
+    def fired_rules(self) -> list[str | None]:
+        """Which tolerance stopped each run, if one did."""
+        return [TOLERANCES[code - 1] if code else None for code in self.fired.tolist()]
+
     def outcome(self, losses: list[float], active: list[bool], limit: str) -> list[str]:
         """Each run's status, given its final loss; runs still active stopped by `limit`."""
         statuses = []
-        for loss, running, stalled in zip(losses, active, self.stalled.tolist()):
+        for loss, running, stalled, fired in zip(losses, active, self.stalled.tolist(), self.fired.tolist()):
             if running:
                 statuses.append(limit)
+            elif fired:
+                statuses.append(records.CONVERGED)
             elif stalled:
                 statuses.append(records.STALLED)
             elif loss <= self.config.threshold:  # False for NaN

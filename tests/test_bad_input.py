@@ -53,7 +53,7 @@ BAD_CONFIGS = [
     (T + "divergence_factor: 0.5\n", "divergence_factor: must be a number > 1"),
     ("target: {random: {shape: [0, 3]}}\n", "shape must be 1 to 8 positive integers"),
     ("target: {random: {shape: [3], low: 1, high: 0}}\n", "high must be greater than low"),
-    ("target: {fil: x.npy}\n", "expected a matrix, {file: PATH} or {random"),
+    ("target: {fil: x.npy}\n", "expected a matrix, {file: PATH}, {random"),
     ("target: [[1, 2]\n", "invalid YAML"),
     ("target: [1, 2]\n  bad: indent\n", "invalid YAML"),
     ("- 1\n- 2\n", "the config must be a mapping"),

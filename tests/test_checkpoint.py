@@ -124,7 +124,7 @@ def test_the_checkpoint_reads_back_with_weights_only(tmp_path):
     document = torch.load(path, weights_only=True)
     assert document["iters"] == descent.result.iters
     assert set(document["optimizer"]["x"]) == {"m", "v"}
-    assert set(document["rules"]) == {"ceiling", "active", "updates", "stalled", "best", "best_iter"}
+    assert set(document["rules"]) == {"ceiling", "active", "updates", "stalled", "best", "best_iter", "previous", "fired"}
     assert document["history"].tolist() == descent.result.history
     assert document["config"] == descent.start.config
 

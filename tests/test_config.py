@@ -15,7 +15,7 @@ from gdfit.errors import ConfigError
 SEED = "configs/seed.yaml"
 TOP_KEYS = (
     "target, init, seed, loss, optimizer, learning_rate, schedule, threshold, max_iters, timeout_s, patience, "
-    "min_rel_improvement, divergence_factor, device, dtype, engine, sweep"
+    "min_rel_improvement, divergence_factor, device, dtype, engine, data, model, sigma, absolute_sigma, ftol, xtol, gtol, sweep"
 )
 
 # (--set items applied to configs/seed.yaml, the exact message after "gdfit: error: --set: ")
@@ -171,7 +171,7 @@ def test_nesterov_momentum_1_says_the_range(write_config):
 
 
 def test_names_are_the_readme_lists():
-    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop")
+    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm")
     assert LOSSES == ("mse", "l1", "huber", "smooth_l1")
     assert SCHEDULES == ("constant", "step", "exponential", "cosine")
     assert INIT_NAMES == ("random", "zeros", "ones", "normal")

@@ -6,6 +6,7 @@ Literal; the tuples of valid names are read back from those Literals, so a name 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
@@ -116,8 +117,22 @@ class NamedInit(_Frozen):
     dtype: DtypeName | None = None
 
 
+class ColumnSource(_Frozen):
+    """`{column: NAME}`: a column of the config's `data` file."""
+
+    column: Annotated[str, BeforeValidator(lambda v: _column_name(v))]
+
+
+def _column_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a column name, got {type_name(value)}")
+    return value
+
+
 def _target_tag(value: Any) -> str:
     """Which member of the target union `value` is (asked of input mappings and of built models)."""
+    if isinstance(value, ColumnSource) or (isinstance(value, dict) and "column" in value):
+        return "column"
     if isinstance(value, FileSource) or (isinstance(value, dict) and "file" in value):
         return "file"
     if isinstance(value, RandomSource) or (isinstance(value, dict) and "random" in value):
@@ -132,8 +147,10 @@ def _init_tag(value: Any) -> str:
 
 
 def _target_spec(value: Any) -> Any:
-    if isinstance(value, dict) and "file" not in value and "random" not in value:
-        raise ValueError(f"expected a matrix, {{file: PATH}} or {{random: {{shape: [..]}}}}, got keys {sorted(value)}")
+    if isinstance(value, dict) and not {"file", "random", "column"} & set(value):
+        raise ValueError(
+            f"expected a matrix, {{file: PATH}}, {{random: {{shape: [..]}}}} or {{column: NAME}}, got keys {sorted(value)}"
+        )
     return value
 
 
@@ -147,14 +164,19 @@ def _init_spec(value: Any) -> Any:
 
 
 InlineTensor = Annotated[Any, BeforeValidator(inline_tensor)]
-_FILE, _RANDOM, _INLINE = (
+_FILE, _RANDOM, _INLINE, _COLUMN = (
     Annotated[FileSource, Tag("file")],
     Annotated[RandomSource, Tag("random")],
     Annotated[InlineTensor, Tag("inline")],
+    Annotated[ColumnSource, Tag("column")],
 )
 # Tagged unions, so that an error inside a member names that member (for "allowed: ..." lists).
 TensorSpec = Annotated[
     Union[_FILE, _RANDOM, _INLINE], Field(discriminator=Discriminator(_target_tag)), BeforeValidator(_target_spec)
+]
+TargetSpec = Annotated[
+    Union[_FILE, _RANDOM, _INLINE, _COLUMN], Field(discriminator=Discriminator(_target_tag)),
+    BeforeValidator(_target_spec),
 ]
 InitSpec = Annotated[
     Union[Annotated[NamedInit, Tag("name")], _FILE, _RANDOM, _INLINE],
@@ -164,7 +186,124 @@ InitSpec = Annotated[
 
 
 def _is_inline(spec: Any) -> bool:
-    return not isinstance(spec, (FileSource, RandomSource, NamedInit))
+    return not isinstance(spec, (FileSource, RandomSource, NamedInit, ColumnSource))
+
+
+class DataSource(_Frozen):
+    """`{file: PATH}`: named 1-D columns, from a CSV with a header row or an .npz of named arrays."""
+
+    file: str
+
+
+# ---------------------------------------------------------------- models
+
+
+def _param_spec(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"value": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a start value or {{value: .., min: .., max: .., vary: ..}}, got {type_name(value)}")
+    return value
+
+
+class ParamSpec(_Frozen):
+    """One parameter of an expression model: its start, optional bounds, and whether it is fitted."""
+
+    value: Number
+    min: Number | None = None
+    max: Number | None = None
+    vary: bool = True
+
+    @model_validator(mode="after")
+    def _inside(self) -> ParamSpec:
+        low = -math.inf if self.min is None else self.min
+        high = math.inf if self.max is None else self.max
+        if not low < high:
+            raise ValueError(f"min must be below max, got min={self.min:g}, max={self.max:g}")
+        if not low <= self.value <= high:
+            raise ValueError(f"start value {self.value:g} is outside its bounds [{low:g}, {high:g}]")
+        return self
+
+
+def _param_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.isidentifier() or value == "pi":
+        raise ValueError(f"parameter names are identifiers like b1 or rate (not pi), got {value!r}")
+    return value
+
+
+class ExpressionModel(_Frozen):
+    """`{expr: TEXT, params: {NAME: start | {value, min, max, vary}}}`: a prediction from named
+    parameters and the data's columns, in the grad-demo expression language."""
+
+    expr: Annotated[str, BeforeValidator(lambda v: _expr_text(v))]
+    params: dict[Annotated[str, BeforeValidator(_param_name)], Annotated[ParamSpec, BeforeValidator(_param_spec)]]
+
+    @field_validator("params", mode="after")
+    @classmethod
+    def _some(cls, params: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        if not params:
+            raise ValueError("an expression model needs at least one parameter")
+        return params
+
+
+def _expr_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected the expression as text, got {type_name(value)}")
+    return value
+
+
+class IdentityModel(_Frozen):
+    """x itself is fitted to the target (the tutorial's problem)."""
+
+    name: Literal["identity"] = "identity"
+
+
+class LowRankModel(_Frozen):
+    """The prediction U @ V.T, with U [m, rank] and V [n, rank]."""
+
+    name: Literal["lowrank"]
+    rank: PositiveInt
+    l2: NonNegativeNumber = 0.0
+
+
+class LinearModel(_Frozen):
+    """The prediction inputs @ W (+ b)."""
+
+    name: Literal["linear"]
+    inputs: TensorSpec
+    bias: bool = False
+
+
+NAMED_MODELS = (IdentityModel, LowRankModel, LinearModel)
+MODEL_NAMES = names_of(NAMED_MODELS)
+
+
+def _model_tag(value: Any) -> str:
+    if isinstance(value, ExpressionModel) or (isinstance(value, dict) and "expr" in value):
+        return "expr"
+    return "named"
+
+
+def _model_spec(value: Any) -> Any:
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected {{expr: .., params: ..}} or a model name ({', '.join(MODEL_NAMES)}), got {type_name(value)}")
+    if "expr" not in value:
+        if "name" not in value:
+            raise ValueError(f"a model needs `expr:` and `params:`, or `name:` one of {', '.join(MODEL_NAMES)}")
+        choose("model", value["name"], MODEL_NAMES)
+    return value
+
+
+ModelSpec = Annotated[
+    Union[
+        Annotated[ExpressionModel, Tag("expr")],
+        Annotated[Union[NAMED_MODELS], Field(discriminator="name"), Tag("named")],
+    ],
+    Field(discriminator=Discriminator(_model_tag)),
+    BeforeValidator(_model_spec),
+]
 
 
 # ---------------------------------------------------------------- optimizers
@@ -272,7 +411,21 @@ class CosineLR(_Frozen):
     eta_min: NonNegativeNumber = 0.0
 
 
-OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop)
+class LBFGS(_Frozen):
+    """L-BFGS with a strong-Wolfe line search, as torch.optim.LBFGS; one update is one iteration."""
+
+    name: Literal["lbfgs"]
+    history_size: PositiveInt = 100
+
+
+class LM(_Frozen):
+    """Levenberg-Marquardt on the residuals (least squares), damping and scaling after MINPACK."""
+
+    name: Literal["lm"]
+    damping: PositiveNumber = 1.0e-3  # the first step's damping, relative to the largest curvature
+
+
+OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop, LBFGS, LM)
 LOSS_MODELS = (MSE, L1, Huber, SmoothL1)
 SCHEDULE_MODELS = (Constant, StepLR, ExponentialLR, CosineLR)
 OPTIMIZERS = names_of(OPTIMIZER_MODELS)
@@ -312,7 +465,7 @@ def _sweep_section(value: Any) -> dict[str, Any]:
 class FitConfig(_Frozen):
     """Everything one run needs; built once, never changed."""
 
-    target: TensorSpec
+    target: TargetSpec
     init: InitSpec = NamedInit(name="random")
     seed: Integer = 0
     loss: Loss = MSE()
@@ -328,7 +481,37 @@ class FitConfig(_Frozen):
     device: Annotated[str, BeforeValidator(_device)] = "auto"
     dtype: Annotated[DtypeName, _one_of("dtype", DTYPES)] = "float32"
     engine: Annotated[EngineName, _one_of("engine", ENGINES)] = "auto"
+    data: DataSource | None = None
+    model: ModelSpec = IdentityModel()
+    sigma: ColumnSource | None = None
+    absolute_sigma: bool = False
+    ftol: NonNegativeNumber | None = None
+    xtol: NonNegativeNumber | None = None
+    gtol: NonNegativeNumber | None = None
     sweep: Annotated[dict[str, Any], BeforeValidator(_sweep_section)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fit_defaults(cls, data: Any) -> Any:
+        """A fit of model parameters rarely reaches loss 0: unless set, it stops as
+        scipy.optimize.least_squares does (ftol = xtol = gtol = 1e-8) and `threshold` is off."""
+        if isinstance(data, dict) and _fits_parameters(data.get("model")):
+            data = dict(data)
+            for key in ("ftol", "xtol", "gtol"):
+                data.setdefault(key, FIT_TOLERANCE)
+            data.setdefault("threshold", 0.0)
+        return data
+
+    @model_validator(mode="after")
+    def _columns_need_data(self) -> FitConfig:
+        for key in ("target", "sigma"):
+            if isinstance(getattr(self, key), ColumnSource) and self.data is None:
+                raise ValueError(f"{key}: {{column: ..}} needs `data: {{file: PATH}}` to name the columns")
+        if isinstance(self.model, ExpressionModel) and "init" in self.model_fields_set:
+            raise ValueError("init does not apply to an expression model: its params give the start values")
+        if self.sigma is not None and not isinstance(self.model, ExpressionModel):
+            raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
+        return self
 
     @field_validator("init", mode="after")
     @classmethod
@@ -341,4 +524,14 @@ class FitConfig(_Frozen):
         return init
 
 
+def _fits_parameters(model: Any) -> bool:
+    """Whether a raw `model:` entry fits parameters rather than x itself."""
+    if isinstance(model, (ExpressionModel, LowRankModel, LinearModel)):
+        return True
+    if isinstance(model, str):
+        return model != "identity"
+    return isinstance(model, dict) and model.get("name", "expr") != "identity"
+
+
+FIT_TOLERANCE = 1.0e-8
 KEYS = tuple(FitConfig.model_fields)

@@ -1,0 +1,82 @@
+"""gdfit on the NIST StRD suite: each problem from both starts, through the engine in one process.
+
+    python -m benchmarks.nist_fit [--optimizer lm] [--only Misra1a,...] [--verbose]
+
+Prints, per fit, the LRE (correct significant digits) of the values, standard errors and RSS, and
+a summary: fits with at least 4 digits in all of them, and the median LRE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import nist
+
+
+def gdfit_fit(problem: nist.NistProblem, start: int, folder: Path, **overrides: Any) -> dict[str, Any]:
+    """One fit through gdfit's config and engine: values, stderr, RSS, status and updates."""
+    from gdfit.config import build_config
+    from gdfit.engine import Descent, prepare
+
+    csv_path = folder / f"{problem.name}.csv"
+    if not csv_path.exists():
+        nist.write_csv(problem, csv_path)
+    raw = nist.config_for(problem, start, csv_path.name, **overrides)
+    resolved = build_config(raw, source=str(folder / f"{problem.name}.yaml"), base_dir=folder)
+    descent = Descent(prepare(resolved), report=lambda k: False, report_last=False, advice=False)
+    for _ in descent.steps():
+        pass
+    result = descent.result
+    names = problem.params
+    return {
+        "values": [result.params[n]["value"] for n in names],
+        "stderr": [result.params[n]["stderr"] for n in names],
+        "rss": result.fit["rss"],
+        "status": result.status,
+        "iters": result.iters,
+        "stop_rule": result.stop_rule,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizer", default="lm")
+    parser.add_argument("--only", default="")
+    parser.add_argument("--max-iters", type=int, default=None)
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="KEY=NUMBER, e.g. ftol=1e-12")
+    args = parser.parse_args(argv)
+    problems = [p for p in nist.load_all() if not args.only or p.name in args.only.split(",")]
+    overrides: dict[str, Any] = {"optimizer": args.optimizer}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = float(value)
+    if args.max_iters is not None:
+        overrides["max_iters"] = args.max_iters
+    lres, good = [], 0
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for problem in problems:
+            for start in (1, 2):
+                fit = gdfit_fit(problem, start, Path(tmp), **overrides)
+                s = nist.score(fit["values"], fit["stderr"], fit["rss"], problem)
+                lres.append(s["min"])
+                good += s["ok4"]
+                mark = "ok " if s["ok4"] else "BAD"
+                print(f"{mark} {problem.name:9s} start {start}: values {s['lre_values']:5.2f} stderr {s['lre_stderr']:5.2f} "
+                      f"rss {s['lre_rss']:5.2f}  {fit['status']} after {fit['iters']} ({fit['stop_rule']})")
+                if args.verbose:
+                    for name, v, e, cv, ce in zip(problem.params, fit["values"], fit["stderr"], problem.certified,
+                                                   problem.certified_stderr):
+                        print(f"      {name}: {v:.10e} ± {e:.6e}   certified {cv:.10e} ± {ce:.6e}")
+    print(f"\n{good} of {len(lres)} fits reach 4 digits; median LRE {statistics.median(lres):.2f}; "
+          f"{time.perf_counter() - began:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

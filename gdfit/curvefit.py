@@ -1,0 +1,178 @@
+"""Curve fits: an expression model built from the config and its data, and the fit's statistics.
+
+The statistics follow NIST StRD and `scipy.optimize.curve_fit`: with J the Jacobian of the
+weighted residuals at the fitted parameters, the covariance is s^2 (J^T J)^-1 with
+s^2 = RSS / (n - p), or (J^T J)^-1 itself with `absolute_sigma`. The inverse is taken through the
+SVD of J, never by forming J^T J, so ill-conditioned problems keep their digits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from gdfit.config import ColumnSource, ExpressionModel, Resolved
+from gdfit.data import read_columns
+from gdfit.errors import ConfigError, InputFileError
+from gdfit.expr import compile_model, names_in, parse
+from gdfit.lm import jacobian
+from gdfit.models import ExpressionFit
+from gdfit.tensors import build_target, guard_memory
+
+
+def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.device
+                         ) -> tuple[ExpressionFit, torch.Tensor, torch.Tensor]:
+    """The model, the (weighted) target over the observed points, and the fitted parameters' start."""
+    config = resolved.config
+    spec: ExpressionModel = config.model
+    columns = _columns(resolved, dtype, device)
+    params = tuple(spec.params)
+    tree = parse(spec.expr, key="model.expr", names=set(params) | set(columns),
+                 unknown=f"parameters are {', '.join(params)}; data columns are {', '.join(columns) or '(none)'}")
+    used = names_in(tree)
+    unused = [name for name in params if name not in used]
+    if unused:
+        raise ConfigError(f"parameter {unused[0]!r} is not used by the expression {spec.expr!r}",
+                          source=resolved.source, key=f"model.params.{unused[0]}")
+    y = _target(resolved, columns, dtype, device)
+    observed = ~torch.isnan(y)
+    if not bool(observed.any()):
+        raise InputFileError("every target value is missing (NaN)", source=resolved.source, key="target")
+    points = int(observed.sum())
+    data = {name: column[observed] for name, column in columns.items() if name in used}
+    sigma = None
+    if config.sigma is not None:
+        sigma = _column(columns, config.sigma.column, "sigma", resolved)[observed]
+        if not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
+            raise InputFileError(f"column {config.sigma.column!r} must hold positive finite standard deviations",
+                                 source=resolved.source, key="sigma")
+    for name, column in data.items():
+        bad = (~torch.isfinite(column)).nonzero()
+        if len(bad):
+            raise InputFileError(f"column {name!r} has a missing or infinite value at an observed point "
+                                 f"(data row {int(observed.nonzero()[int(bad[0])]) + 1})",
+                                 source=resolved.source, key="data.file")
+    varying = tuple(name for name in params if spec.params[name].vary)
+    if not varying:
+        raise ConfigError("every parameter has vary: false; nothing is left to fit", source=resolved.source,
+                          key="model.params")
+    fixed = {name: float(p.value) for name, p in spec.params.items() if not p.vary}
+    low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
+    high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
+    start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
+    model = ExpressionFit(compile_model(tree), data, params, varying, fixed, low, high, sigma, points)
+    model.missing = y.numel() - points
+    model.pointwise = not ({"sum", "mean"} & _functions(tree))
+    target = y[observed]
+    return model, (target / sigma if sigma is not None else target), start
+
+
+def _functions(tree) -> set[str]:
+    import ast
+
+    return {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _columns(resolved: Resolved, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    config = resolved.config
+    if config.data is None:
+        return {}
+    path = resolved.resolve_path(config.data.file)
+    raw = read_columns(path, lambda n: guard_memory(n, dtype, device, 8, "data file"))
+    lengths = {len(c) for c in raw.values()}
+    if len(lengths) > 1:
+        raise InputFileError("columns differ in length", source=str(path), key="data.file")
+    return {name: torch.from_numpy(column).to(device=device, dtype=dtype) for name, column in raw.items()}
+
+
+def _column(columns: dict[str, torch.Tensor], name: str, key: str, resolved: Resolved) -> torch.Tensor:
+    if name not in columns:
+        raise ConfigError(f"no column {name!r} in the data; it has {', '.join(columns)}", source=resolved.source,
+                          key=f"{key}.column")
+    return columns[name]
+
+
+def _target(resolved: Resolved, columns: dict[str, torch.Tensor], dtype, device) -> torch.Tensor:
+    spec = resolved.config.target
+    n = len(next(iter(columns.values()))) if columns else None
+    if isinstance(spec, ColumnSource):
+        return _column(columns, spec.column, "target", resolved)
+    y = build_target(resolved, dtype, device, 8).flatten()
+    if n is not None and y.numel() != n:
+        raise ConfigError(f"the target has {y.numel()} values but the data has {n} rows", source=resolved.source,
+                          key="target")
+    return y
+
+
+# ---------------------------------------------------------------- statistics
+
+
+
+def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
+               ) -> dict[str, Any]:
+    """`params`, `covariance` and `fit` for the end event and the result document, in float64."""
+    theta = theta.detach().to(torch.float64)
+    target = target.detach().to(torch.float64)
+    as64 = _as_float64(model)
+    residuals = target - as64.predict({"theta": theta.unsqueeze(0)})[0]
+    n, p = residuals.numel(), theta.numel()
+    rss = float(residuals.square().sum())  # weighted: chi^2 when sigma is given
+    rows = theta.unsqueeze(0)
+    J = (as64.jacobian({"theta": rows}) if model.pointwise else jacobian(lambda t: as64.predict({"theta": t}), rows))[0]
+    dof = n - p
+    covariance = _covariance(J, rss / dof if dof > 0 else math.nan, absolute_sigma)
+    stderr = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None \
+        else [math.nan] * p
+    y = target * model.sigma.to(torch.float64) if model.sigma is not None else target
+    f = as64.curve(theta.unsqueeze(0))[0]
+    plain = float((y - f).square().sum())  # unweighted RSS, for R^2
+    total = float((y - y.mean()).square().sum())
+    values = model.named(theta)
+    stderr_of = dict(zip(model.names, stderr))
+    params = {}
+    for name, value in values.items():
+        entry: dict[str, Any] = {"value": value, "stderr": stderr_of.get(name)}
+        if name not in stderr_of:
+            entry["fixed"] = True
+        params[name] = entry
+    fit = {
+        "n": n, "p": p, "dof": dof, "rss": plain,
+        "residual_std": math.sqrt(plain / dof) if dof > 0 else None,
+        "chi2": rss, "reduced_chi2": rss / dof if dof > 0 else None,
+        "r2": 1 - plain / total if total > 0 else None,
+        "aic": n * math.log(rss / n) + 2 * p if rss > 0 else None,
+        "bic": n * math.log(rss / n) + p * math.log(n) if rss > 0 else None,
+        "missing": model.missing,
+    }
+    return {"params": params, "covariance": covariance.tolist() if covariance is not None else None, "fit": fit}
+
+
+def _covariance(J: torch.Tensor, s2: float, absolute_sigma: bool) -> np.ndarray | None:
+    """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
+    U, s, Vh = torch.linalg.svd(J, full_matrices=False)
+    if not bool(torch.isfinite(s).all()):
+        return None
+    tiny = s.max() * max(J.shape) * torch.finfo(J.dtype).eps
+    inverse = torch.where(s > tiny, 1 / s.square(), torch.full_like(s, math.inf))
+    if bool(torch.isinf(inverse).any()):
+        return np.full((J.shape[1], J.shape[1]), math.inf)  # a direction the data does not determine
+    cov = (Vh.T * inverse) @ Vh
+    if not absolute_sigma:
+        cov = cov * s2
+    return cov.numpy()
+
+
+def _as_float64(model: ExpressionFit) -> ExpressionFit:
+    """The same model with its data in float64: statistics are computed at full precision."""
+    as64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
+    copy = ExpressionFit(model.fn, {n: as64(c) for n, c in model.columns.items()}, model.order, model.names,
+                         model.fixed, as64(model.low), as64(model.high), as64(model.sigma), model.points)
+    copy.missing, copy.pointwise = model.missing, model.pointwise
+    return copy
