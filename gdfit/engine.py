@@ -116,7 +116,7 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
         return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
                             config.learning_rate)
     optimizer = make_optimizer(config.optimizer, varying)
-    track = config.xtol is not None or config.gtol is not None
+    track = bool(config.xtol or config.gtol)
     if problem.engine == "autograd":
         return Autograd(problem.model, problem.loss, problem.target, params, optimizer, track)
     if _gd_on_mse(config) and isinstance(problem.model, Identity) and not track:

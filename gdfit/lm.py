@@ -86,6 +86,7 @@ class LevenbergMarquardt:
         J = self._jacobian(flat)
         cost = r.square().sum(1)  # 2F, the sum of squares
         g = torch.einsum("knp,kn->kp", J, r)
+        J = J * self._free(flat, g).unsqueeze(1)
         torch.maximum(scale, torch.linalg.vector_norm(J, dim=1), out=scale)
         D = torch.where(scale > 0, scale, torch.ones_like(scale))
         done = torch.zeros_like(cost, dtype=torch.bool) if moving is None else ~moving.flatten()
@@ -101,8 +102,8 @@ class LevenbergMarquardt:
             better = ~done & torch.isfinite(new_cost) & (actual > 0) & (predicted > 0)
             rho = actual / torch.where(predicted > 0, predicted, torch.ones_like(predicted))
             flat = torch.where(better.unsqueeze(1), trial, flat)
-            mu.copy_(torch.where(better, mu * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3), mu))
             worse = ~done & ~better
+            mu.copy_(torch.where(better, mu * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3), mu))
             mu.copy_(torch.where(worse, mu * nu, mu))
             nu.copy_(torch.where(better, torch.full_like(nu, 2.0), torch.where(worse, nu * 2, nu)))
             done |= better
@@ -133,6 +134,13 @@ class LevenbergMarquardt:
         A = torch.cat([J, damping], 1)
         b = torch.cat([-r, torch.zeros(K, P, dtype=r.dtype, device=r.device)], 1).unsqueeze(2)
         return torch.linalg.lstsq(A, b).solution.squeeze(2)
+
+    def _free(self, flat: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """1 for parameters free to move, 0 for those held at a bound that the descent direction
+        -g pushes against: their Jacobian columns are left out, so the step solves the problem
+        of the others with them fixed there (an active set), rather than being cut by projection."""
+        pressed = self._inside(flat - torch.sign(g) * flat.abs().clamp_min(1.0)) == flat
+        return (~(pressed & (g != 0))).to(flat.dtype)
 
     def _inside(self, flat: torch.Tensor) -> torch.Tensor:
         """The trial point projected into the parameters' bounds."""

@@ -119,10 +119,92 @@ def plot_runs(path: Path, runs: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def plot_run(path: Path, result, config: dict[str, Any]) -> None:
-    """The loss curve of a finished run (a FitResult)."""
-    plot_runs(path, [{"label": "loss", "history": result.history, "config": config, "status": result.status,
-                      "iters": result.iters}])
+def plot_run(path: Path, result, config: dict[str, Any], problem: Any = None) -> str | None:
+    """A finished run (a FitResult): the loss curve; for a curve fit of one data column, the data,
+    the fitted curve and the residuals above it. Returns a note for the user when a curve fit
+    could only be drawn as its loss curve."""
+    run = {"label": "loss", "history": result.history, "config": config, "status": result.status,
+           "iters": result.iters}
+    model = getattr(problem, "model", None)
+    columns = getattr(model, "columns", None)  # only a curve fit's model has data columns
+    if columns is None or result.params is None:
+        plot_runs(path, [run])
+        return None
+    if len(columns) != 1:
+        plot_runs(path, [run])
+        used = ", ".join(columns) or "none"
+        return (f"--plot draws the data and the fitted curve for one-variable data only; the expression uses "
+                f"{len(columns)} data columns ({used}), so {path} holds the loss curve")
+    plot_curve_fit(path, curve_series(model, problem.target, result.params), run)
+    return None
+
+
+GRID_POINTS = 400
+
+
+def curve_series(model: Any, target: Any, params: dict[str, Any], grid_points: int = GRID_POINTS
+                 ) -> dict[str, Any]:
+    """What a one-variable curve fit's figure shows, as plain lists: the observed points (x, y,
+    sigma), the fit and residuals there, and the fitted curve on a fine grid over x's range.
+
+    The grid is the same model evaluated on a dense column. An expression with `sum` or `mean`
+    reduces over its column, so a grid would change its value: then the curve is drawn through
+    the fitted values at the data points instead. `target` is the problem's: over the observed
+    points, divided by sigma when sigma is given."""
+    import torch
+
+    from gdfit.models import ExpressionFit
+
+    (name, column), = model.columns.items()
+    theta = torch.tensor([[params[n]["value"] for n in model.names]], dtype=column.dtype, device=column.device)
+    with torch.no_grad():
+        fitted = model.curve(theta)[0]
+        y = target * model.sigma if model.sigma is not None else target
+        if model.pointwise:
+            grid = torch.linspace(float(column.min()), float(column.max()), grid_points, dtype=column.dtype,
+                                  device=column.device)
+            dense = ExpressionFit(model.fn, {name: grid}, model.order, model.names, model.fixed, model.low,
+                                  model.high, None, grid_points)
+            curve_x, curve_y = grid, dense.curve(theta)[0]
+        else:
+            order = torch.argsort(column)
+            curve_x, curve_y = column[order], fitted[order]
+    return {"column": name, "x": column.tolist(), "y": y.tolist(), "fit": fitted.tolist(),
+            "residual": (y - fitted).tolist(),
+            "sigma": model.sigma.tolist() if model.sigma is not None else None,
+            "curve_x": curve_x.tolist(), "curve_y": curve_y.tolist()}
+
+
+def plot_curve_fit(path: Path, series: dict[str, Any], run: dict[str, Any]) -> None:
+    """Three panels: data with the fitted curve, the residuals below it (same x axis), and the
+    loss curve at the bottom."""
+    plt = _pyplot()
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(7, 8.4), gridspec_kw={"height_ratios": [3, 1.3, 2]})
+    middle.sharex(top)
+    errors = series["sigma"]
+    marker = {"fmt": "o", "markersize": 3.5, "color": "tab:blue", "ecolor": "lightsteelblue", "elinewidth": 1}
+    top.errorbar(series["x"], series["y"], yerr=errors, label="data" + (" ± sigma" if errors else ""), **marker)
+    top.plot(series["curve_x"], series["curve_y"], color="tab:red", linewidth=1.6, label="fit", zorder=3)
+    top.set_ylabel("target")
+    top.set_title(f"gdfit: {run['status']} after {run['iters']} updates")
+    top.legend(fontsize=8)
+    middle.errorbar(series["x"], series["residual"], yerr=errors, **marker)
+    middle.axhline(0, color="tab:red", linewidth=1)
+    middle.set_xlabel(series["column"])
+    middle.set_ylabel("residual")
+    iters, losses = loss_series(run["history"])
+    bottom.plot(iters, losses, marker="." if len(iters) <= 60 else None, color="tab:grey")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("update")
+    bottom.set_ylabel("loss")
+    for ax in (top, middle, bottom):
+        ax.grid(True, which="both", alpha=0.3)
+    config = run["config"]
+    fig.text(0.01, -0.01, f"{series['column']} -> {config['model']['expr']}, optimizer {config['optimizer']['name']}",
+             fontsize=9, color="dimgrey")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
 
 
 def plot_sweep(path: Path, document: dict[str, Any]) -> None:

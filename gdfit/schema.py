@@ -34,9 +34,9 @@ VALUES = {
     "{name: lowrank, rank: R, l2: 0}; {name: linear, inputs: TENSOR, bias: false}",
     "sigma": "null, or {column: NAME}: per-point standard deviations (weights 1/sigma^2), as curve_fit",
     "absolute_sigma": "false: scale the covariance by the reduced chi^2 (curve_fit's default); true: do not",
-    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-8 for models)",
-    "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-8 for models)",
-    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-8 for models)",
+    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for models)",
+    "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for models)",
+    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for models)",
     "sweep": "mapping KEY: values for `gdfit sweep` (a list, a..b, logspace(a,b,n) or linspace(a,b,n)); "
     "`gdfit run` ignores it",
 }

@@ -53,7 +53,7 @@ class StopRules:
         self.best_iter = torch.zeros_like(self.updates)
         self.previous = initial.clone()
         self.fired = torch.zeros_like(self.updates)
-        self.needs_motion = config.xtol is not None or config.gtol is not None
+        self.needs_motion = bool(config.xtol or config.gtol)  # 0 or null turns a rule off
 
     FIELDS = ("ceiling", "active", "updates", "stalled", "best", "best_iter", "previous", "fired")
 
@@ -89,15 +89,15 @@ class StopRules:
         """Runs that met ftol, xtol or gtol in this update (least_squares' meanings), recorded."""
         config = self.config
         hits = []
-        if config.ftol is not None:
+        if config.ftol:
             reduction = self.previous - losses
             hit = (reduction >= 0) & (reduction <= config.ftol * self.previous)
             hits.append(hit if promised is None else hit & (promised.to(torch.float64) <= config.ftol))
         else:
             hits.append(None)
         step, size, gradient = motion if motion is not None else (None, None, None)
-        hits.append(step <= config.xtol * (config.xtol + size) if config.xtol is not None and step is not None else None)
-        hits.append(gradient <= config.gtol if config.gtol is not None and gradient is not None else None)
+        hits.append(step <= config.xtol * (config.xtol + size) if config.xtol and step is not None else None)
+        hits.append(gradient <= config.gtol if config.gtol and gradient is not None else None)
         met = torch.zeros_like(going)
         for code, hit in enumerate(hits, start=1):
             if hit is not None:

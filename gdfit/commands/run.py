@@ -64,7 +64,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED:
         warn(f"interrupted after {result.iters} updates")
-    _save(result, descent.start.config, options)
+    _save(result, descent.start.config, options, problem)
     return result.status
 
 
@@ -111,7 +111,7 @@ def _screen(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, 
     return renderer, report
 
 
-def _save(result: records.FitResult, config: dict, options: RunOptions) -> None:
+def _save(result: records.FitResult, config: dict, options: RunOptions, problem) -> None:
     if options.output is not None:
         from gdfit.render.document import write_document
 
@@ -119,7 +119,9 @@ def _save(result: records.FitResult, config: dict, options: RunOptions) -> None:
     if options.plot is not None:
         from gdfit.plotting import plot_run
 
-        plot_run(options.plot, result, config)
+        note = plot_run(options.plot, result, config, problem)  # a curve fit draws its data from the problem
+        if note:
+            warn(note)
 
 
 def divergence_hint(descent) -> str:

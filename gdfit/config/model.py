@@ -493,8 +493,8 @@ class FitConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _fit_defaults(cls, data: Any) -> Any:
-        """A fit of model parameters rarely reaches loss 0: unless set, it stops as
-        scipy.optimize.least_squares does (ftol = xtol = gtol = 1e-8) and `threshold` is off."""
+        """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off and it
+        stops by least_squares' rules (ftol, xtol, gtol), at FIT_TOLERANCE."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
             data = dict(data)
             for key in ("ftol", "xtol", "gtol"):
@@ -533,5 +533,5 @@ def _fits_parameters(model: Any) -> bool:
     return isinstance(model, dict) and model.get("name", "expr") != "identity"
 
 
-FIT_TOLERANCE = 1.0e-8
+FIT_TOLERANCE = 1.0e-10  # least_squares' 1e-8 leaves ENSO's weakest parameters at 3 digits
 KEYS = tuple(FitConfig.model_fields)

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gdfit import records
+from gdfit.render.fit_report import fit_report
 
 STATUS_STYLE = {
     records.CONVERGED: "bold green",
@@ -30,6 +31,7 @@ STATUS_STYLE = {
 HEAD_ROWS = 20
 TAIL_ROWS = 20
 SPARK = "▁▂▃▄▅▆▇█"
+PARAM_COLUMNS = 6  # a curve fit's moving parameters shown in the table; all of them are in --json
 
 
 def format_tensor(x: Any) -> str:
@@ -37,10 +39,10 @@ def format_tensor(x: Any) -> str:
     if x is None:
         return ""
     if isinstance(x, dict):
-        return (
-            f"shape {x['shape']}  min {x['min']:.4g}  max {x['max']:.4g}  "
-            f"max|x - target| {x['max_abs_error']:.3g}"
-        )
+        text = f"shape {x['shape']}  min {x['min']:.4g}  max {x['max']:.4g}"
+        if "max_abs_error" in x:  # a curve fit's prediction is summarised without it
+            text += f"  max|x - target| {x['max_abs_error']:.3g}"
+        return text
     text = repr(x)
     return text.removeprefix("tensor(").removesuffix(")").replace("\n       ", "\n")
 
@@ -68,10 +70,15 @@ class HumanRenderer:
         self.tail: deque[records.StepRecord] = deque(maxlen=TAIL_ROWS)
         self.rows_seen = 0
         self.live: Live | None = None
+        self.config: dict[str, Any] = {}
+        self.param_columns: list[str] = []  # a curve fit's fitted parameters, shown instead of x
+        self.hidden_params = 0
 
     def start(self, rec: records.StartRecord) -> None:
-        cfg = rec.config
+        cfg = self.config = rec.config
         opt = cfg["optimizer"]["name"]
+        fitted = curve_fit_parameters(cfg)
+        self.param_columns, self.hidden_params = fitted[:PARAM_COLUMNS], max(0, len(fitted) - PARAM_COLUMNS)
         lines = [
             f"target shape {rec.shape}  on {rec.device} ({rec.dtype}), engine {rec.engine}",
             f"loss {cfg['loss']['name']}, optimizer {opt}, learning_rate {cfg['learning_rate']:g}, "
@@ -81,8 +88,10 @@ class HumanRenderer:
         advice = rec.advice or {}
         if advice.get("max_stable_lr") is not None:
             lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
+        if fitted:
+            lines.append(f"model {cfg['model']['expr']}, fitting {', '.join(fitted)}")
         self.console.print(Panel("\n".join(lines), title="gdfit run", expand=False))
-        if rec.x is not None and not isinstance(rec.x, dict):
+        if rec.x is not None and not isinstance(rec.x, dict) and not fitted:  # a fit's x is its prediction
             self.console.print(Text("start x\n" + format_tensor(rec.x)))
         self.live = Live(
             console=self.console, refresh_per_second=self.refresh_per_second, transient=True,
@@ -116,6 +125,8 @@ class HumanRenderer:
 
     def _rows_that_fit(self) -> int:
         latest = self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
+        if self.param_columns:
+            return max(1, self.console.height - 6)
         lines_per_row = format_tensor(latest.x).count("\n") + 1 if latest is not None else 1
         return max(1, (self.console.height - 6) // lines_per_row)
 
@@ -125,13 +136,18 @@ class HumanRenderer:
         table.add_column("loss", justify="right")
         if self.show_lr:
             table.add_column("lr", justify="right")
-        table.add_column("x")
+        for name in self.param_columns:
+            table.add_column(name, justify="right")
+        if not self.param_columns:
+            table.add_column("x")
+        if self.hidden_params:
+            table.caption = f"{self.hidden_params} more parameters are in the report below and in --json"
         if rows is None:
             rows = self.head + list(self.tail)
             skipped = self.rows_seen - len(rows)
         for i, rec in enumerate(rows):
             if skipped and i == len(self.head):
-                table.add_row("⋮", f"({skipped} rows)", *([""] * (2 if self.show_lr else 1)))
+                table.add_row("⋮", f"({skipped} rows)", *([""] * (len(table.columns) - 2)))
             self._row(table, rec)
         return table
 
@@ -139,7 +155,11 @@ class HumanRenderer:
         cells = [str(rec.iter), repr(rec.loss)]
         if self.show_lr:
             cells.append(f"{rec.lr:.4g}")
-        cells.append(format_tensor(rec.x))
+        if self.param_columns:
+            values = rec.params or {}
+            cells += [f"{values[name]:.8g}" if values.get(name) is not None else "" for name in self.param_columns]
+        else:
+            cells.append(format_tensor(rec.x))
         table.add_row(*cells)
 
     def _panel(self, result: records.FitResult) -> Panel:
@@ -157,8 +177,19 @@ class HumanRenderer:
         spark = sparkline(result.history)
         if spark:
             body.add_row("loss (log)", spark)
-        body.add_row("x", format_tensor(result.x))
-        return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
+        if result.params is None:
+            body.add_row("x", format_tensor(result.x))
+            return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
+        report = Group(body, Text(""), fit_report(result, self.config))
+        return Panel(report, title="fit report", expand=False, border_style=style.split()[-1])
+
+
+def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
+    """The parameters a curve fit varies, in the config's order; none for other models."""
+    model = config.get("model") or {}
+    if "expr" not in model:
+        return []
+    return [name for name, spec in model["params"].items() if spec.get("vary", True)]
 
 
 def throttled_reporter(clock: Callable[[], float], first: int = HEAD_ROWS, interval: float = 0.1):

@@ -63,7 +63,17 @@ def start_event(rec: records.StartRecord) -> dict[str, Any]:
 
 def step_event(rec: records.StepRecord) -> dict[str, Any]:
     event = {"event": "step", "iter": rec.iter, "loss": rec.loss, "lr": rec.lr, "grad_norm": rec.grad_norm}
-    return {**event, **tensor_field(rec.x)}
+    params = {"params": rec.params} if rec.params is not None else {}
+    return {**event, **params, **tensor_field(rec.x)}
+
+
+def fit_fields(result: records.FitResult) -> dict[str, Any]:
+    """A curve fit's `params`, `covariance` and `fit`; nothing for x fitted directly, whose end
+    event stays as it was. An infinite stderr or covariance (a parameter the data do not
+    determine) is written as null by `dumps`."""
+    if result.params is None:
+        return {}
+    return {"params": result.params, "covariance": result.covariance, "fit": result.fit}
 
 
 def end_fields(result: records.FitResult) -> dict[str, Any]:
@@ -80,6 +90,7 @@ def end_fields(result: records.FitResult) -> dict[str, Any]:
         "device": result.device,
         "versions": result.versions,
         **({"resumed_from": result.resumed_from} if result.resumed_from is not None else {}),
+        **fit_fields(result),
     }
 
 

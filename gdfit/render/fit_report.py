@@ -1,0 +1,149 @@
+"""A curve fit's report for people, in the spirit of lmfit's `fit_report`: the parameters with
+value ± stderr, relative error, start and bounds; the fit statistics; the strongest correlations.
+
+The numbers come from the `FitResult` (the same ones the end event carries) and the bounds and
+starts from the resolved config, so the report and `--json` cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gdfit import records
+
+MIN_CORRELATION = 0.1  # as lmfit: weaker correlations are left out of the report
+MAX_CORRELATIONS = 10
+STATISTICS = (  # (fit key, label, format)
+    ("n", "data points (n)", "d"),
+    ("p", "fitted parameters (p)", "d"),
+    ("dof", "degrees of freedom", "d"),
+    ("missing", "missing (NaN) points", "d"),
+    ("rss", "RSS", ".6g"),
+    ("residual_std", "residual std", ".6g"),
+    ("chi2", "chi-square", ".6g"),
+    ("reduced_chi2", "reduced chi-square", ".6g"),
+    ("r2", "R²", ".8f"),
+    ("aic", "AIC", ".6g"),
+    ("bic", "BIC", ".6g"),
+)
+
+
+def fitted_names(params: dict[str, Any]) -> list[str]:
+    """The parameters the covariance is over: all but the fixed ones, in the config's order."""
+    return [name for name, entry in params.items() if not entry.get("fixed")]
+
+
+def correlations(names: list[str], covariance: list[list[float]] | None,
+                 least: float = MIN_CORRELATION) -> list[tuple[str, str, float]]:
+    """(name_i, name_j, corr_ij) for pairs with |corr| > least, strongest first, where
+    corr_ij = cov_ij / sqrt(cov_ii cov_jj). Pairs with an undetermined variance are skipped."""
+    if covariance is None:
+        return []
+    pairs = []
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            scale = covariance[i][i] * covariance[j][j]
+            if not (math.isfinite(scale) and scale > 0 and math.isfinite(covariance[i][j])):
+                continue
+            corr = covariance[i][j] / math.sqrt(scale)
+            if abs(corr) > least:
+                pairs.append((a, names[j], corr))
+    return sorted(pairs, key=lambda pair: -abs(pair[2]))
+
+
+def relative_error(value: float | None, stderr: float | None) -> float | None:
+    """stderr / |value| as a percentage; None when either is missing or the value is 0."""
+    if value is None or stderr is None or not math.isfinite(stderr) or value == 0:
+        return None
+    return 100.0 * stderr / abs(value)
+
+
+def _number(value: Any, spec: str = ".8g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # inf or nan: say so, never a made-up digit
+    return format(value, spec)
+
+
+def _bound(value: float | None, default: str) -> str:
+    return default if value is None else f"{value:g}"
+
+
+def _note(entry: dict[str, Any], spec: dict[str, Any]) -> str:
+    """Why a stderr deserves a second look: a fixed parameter, or one sitting on its bound."""
+    if entry.get("fixed"):
+        return "fixed"
+    value = entry["value"]
+    if spec.get("min") is not None and value <= spec["min"]:
+        return "at min"
+    if spec.get("max") is not None and value >= spec["max"]:
+        return "at max"
+    return ""
+
+
+def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Table:
+    """Name, value ± stderr, relative error, start, bounds, and a note (fixed, at a bound)."""
+    table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
+    for heading, justify in (("parameter", "left"), ("value", "right"), ("± stderr", "right"),
+                             ("rel. err", "right"), ("start", "right"), ("min", "right"), ("max", "right"),
+                             ("", "left")):
+        table.add_column(heading, justify=justify)
+    for name, entry in params.items():
+        spec = specs.get(name, {})
+        rel = relative_error(entry.get("value"), entry.get("stderr"))
+        table.add_row(
+            name, _number(entry.get("value")),
+            "" if entry.get("fixed") else "± " + _number(entry.get("stderr"), ".3g"),
+            "" if rel is None else f"{rel:.2f}%",
+            _number(spec.get("value"), "g"), _bound(spec.get("min"), "-inf"), _bound(spec.get("max"), "inf"),
+            _note(entry, spec),
+        )
+    return table
+
+
+def statistics_table(fit: dict[str, Any]) -> Table:
+    """The fit statistics in two label/value column pairs, to keep the panel short."""
+    table = Table.grid(padding=(0, 2))
+    for _ in range(2):
+        table.add_column(style="dim")
+        table.add_column(justify="right")
+    cells = [(label, _number(fit.get(key), spec)) for key, label, spec in STATISTICS if key in fit]
+    half = (len(cells) + 1) // 2
+    for left, right in zip(cells[:half], cells[half:] + [("", "")]):
+        table.add_row(*left, *right)
+    return table
+
+
+def correlation_lines(params: dict[str, Any], covariance: list[list[float]] | None) -> Text:
+    """C(a, b) = +0.9876 for the strongest pairs, or why there are none."""
+    names = fitted_names(params)
+    if covariance is None or not all(math.isfinite(v) for row in covariance for v in row):
+        return Text("the data do not determine every parameter (singular Jacobian): no covariance", style="yellow")
+    pairs = correlations(names, covariance)
+    if not pairs:
+        return Text(f"every |correlation| is <= {MIN_CORRELATION:g}", style="dim")
+    lines = [f"C({a}, {b}) = {corr:+.4f}" for a, b, corr in pairs[:MAX_CORRELATIONS]]
+    if len(pairs) > MAX_CORRELATIONS:
+        lines.append(f"(and {len(pairs) - MAX_CORRELATIONS} more with |correlation| > {MIN_CORRELATION:g})")
+    return Text("\n".join(lines))
+
+
+def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableType:
+    """The parameter table, the statistics and the correlations, under their headings."""
+    specs = (config.get("model") or {}).get("params") or {}
+    return Group(
+        Text("parameters", style="bold"),
+        parameter_table(result.params or {}, specs),
+        Text(""),
+        Text("statistics", style="bold"),
+        statistics_table(result.fit or {}),
+        Text(""),
+        Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
+        correlation_lines(result.params or {}, result.covariance),
+    )
