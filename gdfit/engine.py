@@ -124,6 +124,25 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
     return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer, track)
 
 
+def run_starts(problem: Problem, runs: list[Resolved]) -> torch.Tensor:
+    """The starts [K, ...] of a batch of runs of the problem: each run's own init from its seed,
+    or, for a curve fit, the parameters' start values (the same for every run of a batch)."""
+    if isinstance(problem.model, ExpressionFit):
+        return problem.x0.unsqueeze(0).expand(len(runs), -1).clone()
+    return torch.stack([build_init(run, problem.target) for run in runs])
+
+
+def reported_x(problem: Problem, params: dict[str, torch.Tensor], x_limit: int) -> list[Any]:
+    """Each run's x as a sweep reports it: the prediction for a model, a summary when large.
+    Copies: a view would keep (and pickle) the whole batch's tensor."""
+    model = problem.model
+    if isinstance(model, ExpressionFit):
+        x = model.curve(params["theta"].to(problem.device)).cpu()
+    else:
+        x = model.predict({n: p.to(problem.device) for n, p in params.items()}).cpu()
+    return [row.clone() if row.numel() <= x_limit else summarize(row, problem.target.cpu()) for row in x]
+
+
 def summarize(x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     """Shape, min, max and max |x - target|: what the table shows of a tensor too big to print."""
     return {
@@ -200,8 +219,8 @@ class Descent:
         if resume is None:
             return make_stepper(problem, problem.x0.unsqueeze(0))
         starts = problem.x0.unsqueeze(0)
-        check_compatible(resume, problem.config.model_dump(mode="json"), self.digest, {"x": starts},
-                         problem.resolved.source)
+        check_compatible(resume, problem.config.model_dump(mode="json"), self.digest,
+                         problem.model.parameters(starts), problem.resolved.source)
         stepper = make_stepper(problem, _start_of(problem.model, resume.state.params).to(problem.device))
         optimizer = getattr(stepper, "optimizer", None)
         if optimizer is not None:
@@ -221,7 +240,7 @@ class Descent:
                 f"learning_rate {config.learning_rate:g} is not below gd's stable limit {stable:.6g} "
                 f"(2 / curvature): expect divergence, or a loss that never falls"
             )
-        if config.threshold == 0:
+        if config.threshold == 0 and isinstance(problem.model, Identity):  # a model's default: rules do it
             notes.append(
                 "threshold 0 converges only when the fit is exact in every element; "
                 f"in {config.dtype} that may never happen"

@@ -20,11 +20,9 @@ TOLERANCES = ("ftol", "xtol", "gtol")  # codes 1, 2, 3 in `StopRules.fired`; 0 i
 def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None) -> str:
     """The stop rule that gave `status`, in words: the one place this wording lives."""
     if status == records.CONVERGED and fired:
-        return {
-            "ftol": f"ftol: relative loss reduction <= {config.ftol:g}",
-            "xtol": f"xtol: relative parameter step <= {config.xtol:g}",
-            "gtol": f"gtol: largest gradient element <= {config.gtol:g}",
-        }[fired]
+        meaning = {"ftol": "relative loss reduction", "xtol": "relative parameter step",
+                   "gtol": "largest gradient element"}[fired]
+        return f"{fired}: {meaning} <= {getattr(config, fired):g}"
     if status == records.DIVERGED:
         if iters == 0:
             return "the initial loss is not finite"
@@ -96,7 +94,9 @@ class StopRules:
         else:
             hits.append(None)
         step, size, gradient = motion if motion is not None else (None, None, None)
-        hits.append(step <= config.xtol * (config.xtol + size) if config.xtol and step is not None else None)
+        # a step of exactly 0 is no convergence: the method found no way down (a failed line search)
+        hits.append((step > 0) & (step <= config.xtol * (config.xtol + size)) if config.xtol and step is not None
+                    else None)
         hits.append(gradient <= config.gtol if config.gtol and gradient is not None else None)
         met = torch.zeros_like(going)
         for code, hit in enumerate(hits, start=1):

@@ -255,13 +255,12 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
     import torch
 
-    from gdfit.engine import make_stepper, summarize
+    from gdfit.engine import make_stepper, reported_x, run_starts
     from gdfit.loop import Loop, sync_interval
-    from gdfit.tensors import build_init
 
     target, device = first.target, first.device
-    column = (-1,) + (1,) * target.dim()
-    starts = torch.stack([build_init(run.resolved, target) for run in group])
+    starts = run_starts(first, [run.resolved for run in group])
+    column = (-1,) + (1,) * (starts.dim() - 1)
     lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
     config = group[0].resolved.config
     stepper = make_stepper(first, starts, _varying_settings(group, device, column), config)
@@ -270,8 +269,7 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     for chunk in loop.chunks():
         yield chunk.done
     outcome = loop.outcome
-    # a copy of each small x: a view would keep (and pickle) the whole batch's tensor
-    shown = [x.clone() if x.numel() <= x_limit else summarize(x, target) for x in outcome.params["x"]]
+    shown = reported_x(first, outcome.params, x_limit)
     yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j])
            for j, run in enumerate(group)]
 

@@ -493,11 +493,12 @@ class FitConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _fit_defaults(cls, data: Any) -> Any:
-        """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off and it
-        stops by least_squares' rules (ftol, xtol, gtol), at FIT_TOLERANCE."""
+        """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off, and
+        lm and lbfgs stop by least_squares' rules (TOLERANCE_DEFAULTS). First-order methods keep
+        none: one of their updates may lower the loss by 1e-12 relative long before the end."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
             data = dict(data)
-            for key in ("ftol", "xtol", "gtol"):
+            for key in TOLERANCE_DEFAULTS.get(_optimizer_name(data.get("optimizer")), ()):
                 data.setdefault(key, FIT_TOLERANCE)
             data.setdefault("threshold", 0.0)
         return data
@@ -533,5 +534,11 @@ def _fits_parameters(model: Any) -> bool:
     return isinstance(model, dict) and model.get("name", "expr") != "identity"
 
 
+def _optimizer_name(value: Any) -> Any:
+    return value.get("name") if isinstance(value, dict) else (value or "gd")
+
+
+# lbfgs's first step is scaled to 1/|g|_1 by design, so a relative loss reduction says nothing yet
+TOLERANCE_DEFAULTS = {"lm": ("ftol", "xtol", "gtol"), "lbfgs": ("xtol", "gtol")}
 FIT_TOLERANCE = 1.0e-10  # least_squares' 1e-8 leaves ENSO's weakest parameters at 3 digits
 KEYS = tuple(FitConfig.model_fields)

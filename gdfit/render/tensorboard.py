@@ -97,6 +97,8 @@ class TensorBoardRenderer:
             self.writer.add_scalar("lr", rec.lr, rec.iter)
             if rec.grad_norm is not None:
                 self.writer.add_scalar("grad_norm", rec.grad_norm, rec.iter)
+            for name, value in (rec.params or {}).items():  # a curve fit's parameters as they move
+                self.writer.add_scalar(f"params/{name}", value, rec.iter)
         self.last_step = rec.iter
 
     def end(self, result: records.FitResult) -> None:
