@@ -43,6 +43,31 @@ def gdfit_fit(problem: nist.NistProblem, start: int, folder: Path, **overrides: 
     }
 
 
+def suite_time(fit_one, problems) -> float:
+    began = time.perf_counter()
+    for problem in problems:
+        for start in (1, 2):
+            fit_one(problem, start)
+    return time.perf_counter() - began
+
+
+def timing(problems, rounds: int) -> None:
+    """The whole suite with lm against scipy's least_squares(method="lm") (its default
+    finite-difference Jacobian), in interleaved rounds: median and spread of each, and their ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = lambda p, s: gdfit_fit(p, s, Path(tmp))  # noqa: E731
+        theirs = lambda p, s: nist.scipy_fit(p, s)  # noqa: E731
+        ours(problems[0], 1)  # first-call costs (imports) are not the suite's
+        gd, sp = [], []
+        for _ in range(rounds):
+            gd.append(suite_time(ours, problems))
+            sp.append(suite_time(theirs, problems))
+    ratios = [a / b for a, b in zip(gd, sp)]
+    print(f"suite of {2 * len(problems)} fits, {rounds} interleaved rounds: gdfit lm {statistics.median(gd):.3f} s "
+          f"[{min(gd):.3f}-{max(gd):.3f}], scipy least_squares lm {statistics.median(sp):.3f} s "
+          f"[{min(sp):.3f}-{max(sp):.3f}]; ratio {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizer", default="lm")
@@ -50,8 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-iters", type=int, default=None)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="KEY=NUMBER, e.g. ftol=1e-12")
+    parser.add_argument("--time", type=int, default=0, metavar="ROUNDS", help="time the suite against scipy instead")
     args = parser.parse_args(argv)
     problems = [p for p in nist.load_all() if not args.only or p.name in args.only.split(",")]
+    if args.time:
+        timing(problems, args.time)
+        return
     overrides: dict[str, Any] = {"optimizer": args.optimizer}
     for item in args.set:
         key, _, value = item.partition("=")
