@@ -124,6 +124,9 @@ def _save(result: records.FitResult, config: dict, options: RunOptions) -> None:
 
 def divergence_hint(descent) -> str:
     config = descent.problem.config
+    if descent.result.iters == 0:  # no update was made: the rate is not to blame
+        return (f"The loss at the start is beyond {config.dtype}'s range: the start and the target are too far "
+                "apart; use dtype: float64, or rescale the data.")
     stable = (descent.advice or {}).get("max_stable_lr")
     if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
         n = descent.problem.target.numel()

@@ -27,6 +27,7 @@ from gdfit.config.values import (
     Number,
     PositiveInt,
     PositiveNumber,
+    Seed,
     UnitInterval,
     choose,
     finite,
@@ -89,7 +90,7 @@ class FileSource(_Frozen):
 
 class RandomSpec(_Frozen):
     shape: Annotated[list[int], BeforeValidator(shape_list)]
-    seed: Integer = 0
+    seed: Seed = 0
     low: Number = 0.0
     high: Number = 1.0
 
@@ -114,6 +115,18 @@ class NamedInit(_Frozen):
     mean: Number = 0.0
     std: PositiveNumber = 1.0
     dtype: DtypeName | None = None
+
+    @model_validator(mode="after")
+    def _settings_apply(self) -> NamedInit:
+        # a setting that changes nothing is a mistake worth saying (`mean` on a uniform start)
+        unused = [k for k in ("mean", "std") if k in self.model_fields_set and self.name != "normal"]
+        if "dtype" in self.model_fields_set and self.name in ("zeros", "ones"):
+            unused.append("dtype")
+        if unused:
+            raise ValueError(f"{' and '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
+                             f"init {self.name!r}" + ("; mean and std belong to init 'normal'"
+                                                     if "dtype" not in unused else ""))
+        return self
 
 
 def _target_tag(value: Any) -> str:
@@ -314,7 +327,7 @@ class FitConfig(_Frozen):
 
     target: TensorSpec
     init: InitSpec = NamedInit(name="random")
-    seed: Integer = 0
+    seed: Seed = 0
     loss: Loss = MSE()
     optimizer: Optimizer = GD()
     learning_rate: PositiveNumber = 1.0
@@ -329,6 +342,13 @@ class FitConfig(_Frozen):
     dtype: Annotated[DtypeName, _one_of("dtype", DTYPES)] = "float32"
     engine: Annotated[EngineName, _one_of("engine", ENGINES)] = "auto"
     sweep: Annotated[dict[str, Any], BeforeValidator(_sweep_section)] | None = None
+
+    @field_validator("min_rel_improvement", mode="after")
+    @classmethod
+    def _needs_patience(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("patience") is None and "patience" in info.data:
+            raise ValueError("applies only with patience (the stall rule); set patience: N, or leave it out")
+        return value
 
     @field_validator("init", mode="after")
     @classmethod
