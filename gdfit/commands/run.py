@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdfit import records
-from gdfit.commands import check_outputs, warn
+from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.config import Resolved
 from gdfit.errors import GdfitError
 
@@ -62,7 +62,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         renderer.end(result)
     if result.status == records.DIVERGED:
         warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
-    elif result.status == records.INTERRUPTED:
+    elif result.status == records.INTERRUPTED and not stdout_gone():
         warn(f"interrupted after {result.iters} updates")
     _save(result, descent.start.config, options)
     return result.status
