@@ -271,6 +271,24 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in args:
         args = [a for a in args if a != "--debug"]
         os.environ["GDFIT_DEBUG"] = "1"
+    from gdfit.stdout import guard
+
+    saved = sys.stdout
+    out = guard()
+    try:
+        code = _app(args)
+        out.flush()
+    finally:
+        sys.stdout = saved
+    if out.broken_pipe:  # the reader went away: quiet, as a process killed by SIGPIPE
+        return BROKEN_PIPE
+    if out.problem is not None:
+        _err(f"gdfit: error: standard output: cannot write: {out.problem.strerror or out.problem}")
+        return int(ExitCode.BAD_INPUT)
+    return code
+
+
+def _app(args: list[str]) -> int:
     try:
         app(args=args, prog_name="gdfit")  # standalone: usage errors print and exit 2
     except SystemExit as exit_:

@@ -132,6 +132,10 @@ def _make_x(values: Any) -> torch.Tensor:
     except ValueError as err:
         raise ExpressionError(f"x: {err}", key="--x") from None
     x = torch.tensor(values, dtype=torch.float32)
+    if not torch.isfinite(x).all():  # finite in YAML, beyond float32 here: 1e39 would become inf
+        worst = max(abs(v) for v in torch.tensor(values, dtype=torch.float64).flatten().tolist())
+        raise ExpressionError(f"value {worst:g} is beyond the range of float32 "
+                              f"(largest {torch.finfo(torch.float32).max:g})", key="--x")
     if x.numel() > MAX_X_ELEMENTS:
         raise ExpressionError(f"x has {x.numel()} elements; at most {MAX_X_ELEMENTS}", key="--x")
     return x.requires_grad_(True)

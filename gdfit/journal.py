@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gdfit import records
 from gdfit.errors import ConfigError, InputFileError, OutputError
@@ -191,32 +191,55 @@ def _round_trip(value: Any) -> Any:
 
 
 def _read_json(path: Path) -> Any:
+    from gdfit.reading import JOURNAL_FILE_BYTES, TooLarge, read_file
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_file(path, JOURNAL_FILE_BYTES).decode("utf-8"))
+    except TooLarge as err:
+        raise InputFileError(f"the file {err.describe()}", source=str(path)) from None
     except OSError as err:
         raise InputFileError(f"cannot read: {err.strerror or err}", source=str(path)) from None
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise InputFileError(f"not JSON: {err}", source=str(path)) from None
 
 
-def _complete_lines(path: Path) -> list[str]:
+def _complete_lines(path: Path) -> Iterator[str]:
+    """The journal's whole lines, one at a time (a run line is small; the file may be large)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        handle = open(path, "rb")
     except FileNotFoundError:
-        return []
+        return
     except OSError as err:
         raise InputFileError(f"cannot read: {err.strerror or err}", source=str(path)) from None
-    return [part for part in text.split("\n")[:-1] if part.strip()]  # after the last newline: cut short
+    from gdfit.reading import JOURNAL_LINE_BYTES
+
+    with handle:
+        while raw := handle.readline(JOURNAL_LINE_BYTES + 1):
+            if len(raw) > JOURNAL_LINE_BYTES:
+                raise InputFileError(f"holds a line longer than the {JOURNAL_LINE_BYTES:,} bytes a run line may have",
+                                     source=str(path))
+            if raw.endswith(b"\n") and raw.strip():  # after the last newline: cut short
+                yield raw.decode("utf-8", errors="replace")
 
 
 def _cut_partial_line(path: Path) -> None:
-    """Drop what follows the last newline, so the next line starts on a line of its own."""
+    """Drop what follows the last newline, so the next line starts on a line of its own. Reads
+    backwards from the end, a block at a time, never the whole journal."""
     try:
         with open(path, "rb+") as handle:
-            data = handle.read()
-            keep = data.rfind(b"\n") + 1
-            if keep < len(data):
-                handle.truncate(keep)
+            end = handle.seek(0, os.SEEK_END)
+            position = end
+            while position > 0:
+                start = max(0, position - 65536)
+                handle.seek(start)
+                block = handle.read(position - start)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    position = start + newline + 1
+                    break
+                position = start
+            if position < end:
+                handle.truncate(position)
     except FileNotFoundError:
         return
     except OSError as err:

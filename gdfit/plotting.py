@@ -98,7 +98,9 @@ def plot_runs(path: Path, runs: list[dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for run in runs:
         iters, losses = loss_series(run["history"])
-        ax.plot(iters, losses, marker="." if len(iters) <= 60 else None, label=run["label"])
+        # a run saved with --every 0 has only its start and end: points, not a made-up path
+        style = {"marker": "o", "linestyle": ":"} if run.get("sparse") else {"marker": "." if len(iters) <= 60 else None}
+        ax.plot(iters, losses, label=run["label"], **style)
     ax.set_yscale("log")
     ax.set_xlabel("update")
     ax.set_ylabel("loss")
@@ -238,57 +240,88 @@ def plot_sweep(path: Path, document: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def read_saved(path: Path) -> dict[str, Any]:
-    """A saved result: an --output document (run or sweep), or --json JSON Lines captured to a file."""
+def read_saved(path: Path) -> list[dict[str, Any]]:
+    """The saved results in a file: an --output document (run or sweep), or --json JSON Lines
+    captured to a file, one result per run when several runs were appended to it. At most
+    SAVED_RESULT_BYTES are read."""
+    from gdfit.reading import SAVED_RESULT_BYTES, TooLarge, read_file
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_file(path, SAVED_RESULT_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise InputFileError("no such file", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputFileError(f"cannot read: {err}", source=str(path)) from None
+    except TooLarge as err:
+        raise InputFileError(f"the file {err.describe()} for a saved result", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputFileError("is not UTF-8 text; expected an --output document or gdfit --json output",
+                             source=str(path)) from None
+    except OSError as err:
+        raise InputFileError(f"cannot read: {err.strerror or err}", source=str(path)) from None
     try:
         document = json.loads(text)
         if isinstance(document, dict) and ("history" in document or "runs" in document):
-            return document
-    except json.JSONDecodeError:
+            return [document]
+    except (json.JSONDecodeError, RecursionError):
         pass
     return _from_json_lines(text, path)
 
 
-def _from_json_lines(text: str, path: Path) -> dict[str, Any]:
-    events = []
+def _from_json_lines(text: str, path: Path) -> list[dict[str, Any]]:
+    """One result per start..end run in captured --json output; a run that reported only its start
+    and end (`--every 0`) has those two points, and is marked so."""
+    runs: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
     for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise InputFileError(f"line {number} is not JSON; expected an --output document or "
-                                     "gdfit --json output", source=str(path)) from None
-    start = next((e for e in events if isinstance(e, dict) and e.get("event") == "start"), None)
-    end = next((e for e in events if isinstance(e, dict) and e.get("event") == "end"), None)
-    if start is None or end is None or "loss" not in start:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise InputFileError(f"line {number} is not JSON; expected an --output document or "
+                                 "gdfit --json output", source=str(path)) from None
+        kind = event.get("event") if isinstance(event, dict) else None
+        if kind == "start" and isinstance(event.get("loss"), (int, float, type(None))):
+            current = {"config": event.get("config") or {}, "iter": [0], "loss": [event.get("loss")]}
+        elif kind == "step" and current is not None:
+            current["iter"].append(event.get("iter"))
+            current["loss"].append(event.get("loss"))
+        elif kind == "end" and current is not None:
+            runs.append(_finished(current, event))
+            current = None
+    if not runs:
         raise InputFileError("holds no gdfit run (needs its start and end events)", source=str(path))
-    steps = [e for e in events if e.get("event") == "step"]
-    iters = [0] + [e["iter"] for e in steps]
-    losses = [start["loss"]] + [e["loss"] for e in steps]
-    return {**end, "config": start["config"], "history": {"iter": iters, "loss": losses}}
+    return runs
+
+
+def _finished(run: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    iters, losses = run["iter"], run["loss"]
+    sparse = len(iters) == 1
+    if isinstance(end.get("iters"), int) and end["iters"] > iters[-1]:
+        iters.append(end["iters"])
+        losses.append(end.get("loss"))
+    return {**end, "config": run["config"], "history": {"iter": iters, "loss": losses}, "start_end_only": sparse}
 
 
 def plot_saved(paths: list[Path], out: Path) -> None:
     """`gdfit plot`: overlay saved runs, or draw a saved sweep."""
-    documents = [read_saved(p) for p in paths]
-    sweeps = [d for d in documents if "runs" in d]
+    found = [(path, doc) for path in paths for doc in read_saved(path)]
+    sweeps = [doc for _, doc in found if "runs" in doc]
     if sweeps:
-        if len(documents) > 1:
+        if len(found) > 1:
             raise InputFileError("draw one sweep at a time", source=str(paths[0]))
         plot_sweep(out, sweeps[0])
         return
     runs = []
-    for path, doc in zip(paths, documents):
+    counts = {path: sum(1 for p, _ in found if p == path) for path in paths}
+    seen: dict[Path, int] = {}
+    for path, doc in found:
         config = doc.get("config") or {}
-        label = path.stem
+        seen[path] = seen.get(path, 0) + 1
+        label = path.stem + (f" #{seen[path]}" if counts[path] > 1 else "")
         if config:
             label += f" (lr {config['learning_rate']:g}, {config['optimizer']['name']})"
+        if doc.get("start_end_only"):
+            label += ", start and end only"
         runs.append({"label": label, "history": doc["history"], "config": config, "status": doc.get("status"),
-                     "iters": doc.get("iters")})
+                     "iters": doc.get("iters"), "sparse": doc.get("start_end_only", False)})
     plot_runs(out, runs)

@@ -23,7 +23,7 @@ MAX_RUNS = 100_000
 OPTIMIZER_TENSORS = {"momentum", "dampening", "eps", "alpha"}
 PER_RUN = {"seed", "init"}  # each run of a batch has its own start
 UNSWEEPABLE = {"sweep": "the grid cannot sweep itself"}
-_RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
+_RANGE = re.compile(r"^\s*(-?\d{1,30})\s*\.\.\s*(-?\d{1,30})\s*$")
 _SPACE = re.compile(r"^\s*(logspace|linspace)\s*\((.*)\)\s*$")
 
 
@@ -37,6 +37,9 @@ def parse_values(key: str, text: Any, source: str) -> list[Any]:
         low, high = (int(v) for v in _RANGE.match(text).groups())
         if high < low:
             raise ConfigError(f"range {text!r} is empty (the end is before the start)", source=source, key=key)
+        if high - low + 1 > MAX_RUNS:  # refused before a value is built
+            raise ConfigError(f"range {text.strip()!r} has {high - low + 1:,} values; at most {MAX_RUNS:,} runs",
+                              source=source, key=key)
         values = list(range(low, high + 1))
     elif isinstance(text, str) and _SPACE.match(text):
         values = _spaced(key, *_SPACE.match(text).groups(), source=source)

@@ -2,43 +2,86 @@
 
 PyYAML's safe loader never builds Python objects, but it still expands aliases and recurses
 once per nesting level. We compose the node graph (cheap: aliases stay shared), then convert it
-ourselves under a budget of scalars and a depth limit, so that hostile documents fail fast.
+ourselves under a budget of nodes and a depth limit, so that hostile documents fail fast.
+
+Plain values are read as YAML 1.2's core schema reads them, not as PyYAML's YAML 1.1: `010` is 10
+(not 8), `1:30`, `1_000`, `0b11`, `yes`, `no`, `on` and `off` stay text (so a number or a name
+check reports them), `0o17` and `0x1f` are octal and hex, and `1e-5` is a number.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 import yaml
 
 from gdfit.errors import ConfigError
+from gdfit.reading import CONFIG_BYTES
 
-MAX_BYTES = 2_000_000  # inline data beyond this belongs in {file: ...}
-MAX_SCALARS = 100_000  # counted after alias expansion, so alias bombs stop here
+MAX_BYTES = CONFIG_BYTES  # inline data beyond this belongs in {file: ...}
+MAX_NODES = 100_000  # every key, value, list and mapping, counted after alias expansion
 MAX_DEPTH = 32
+MAX_DIGITS = 4_000  # Python refuses to read longer integers; no config needs them
 
 Path_ = tuple[str | int, ...]
 
+_NULL, _BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float"))
+_CORE_SCHEMA = [  # YAML 1.2.2, section 10.3.2 (the core schema's tag resolution)
+    (_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), list("~nN") + [""]),
+    (_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
+    (_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
+    (_FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+.0123456789")),
+]
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` as a number, as YAML 1.2 and every user expect."""
+    """SafeLoader that resolves plain scalars by YAML 1.2's core schema (no merge keys, no 1.1 forms)."""
+
+    yaml_implicit_resolvers: dict = {}
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+for _tag, _pattern, _first in _CORE_SCHEMA:
+    _Loader.add_implicit_resolver(_tag, _pattern, _first)
 
-_PLAIN_TAGS = {
-    "tag:yaml.org,2002:str",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:null",
-}
+_PLAIN_TAGS = {"tag:yaml.org,2002:str", _NULL, _BOOL, _INT, _FLOAT}
+
+# PyYAML's wording for common slips, in the user's words.
+_PLAIN_PROBLEMS = [
+    ("found character '\\t' that cannot start any token", "a tab here: YAML indents with spaces only"),
+    ("that cannot start any token", "a character that cannot start a value here; put the value in quotes"),
+    ("but found another document", "more than one YAML document (a `---` or `...` line); a config is one document"),
+    ("found undefined alias", "an alias (*name) with no anchor (&name) before it"),
+    ("mapping values are not allowed here", "a `key: value` where it cannot be (check the indentation, or quote "
+                                            "a value that holds `: `)"),
+]
+
+
+def _construct_plain(tag: str, text: str) -> Any:
+    """The value of a plain scalar already resolved by the core schema."""
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return text.lower() == "true"
+    if tag == _INT:
+        digits = text.lstrip("+-")
+        if len(digits) > MAX_DIGITS:
+            raise ValueError(f"an integer of {len(digits):,} digits; at most {MAX_DIGITS:,}")
+        sign = -1 if text.startswith("-") else 1
+        if digits.startswith(("0o", "0x")):
+            return sign * int(digits[2:], 8 if digits[1] == "o" else 16)
+        return sign * int(digits, 10)
+    if tag == _FLOAT:
+        lowered = text.lower()
+        if lowered.endswith(".inf"):
+            return -math.inf if lowered.startswith("-") else math.inf
+        if lowered == ".nan":
+            return math.nan
+        return float(text)
+    return text
 
 
 @dataclass
@@ -70,7 +113,7 @@ def load_yaml(text: str, source: str, *, require_mapping: bool = True) -> Docume
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise ConfigError(f"invalid YAML: {err.problem or err.context}", source=source, line=line, column=col) from None
+        raise ConfigError(f"invalid YAML: {_plain_problem(err)}", source=source, line=line, column=col) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML: {err}", source=source) from None
     except RecursionError:
@@ -90,6 +133,14 @@ def load_yaml(text: str, source: str, *, require_mapping: bool = True) -> Docume
             column=node.start_mark.column + 1,
         )
     return doc
+
+
+def _plain_problem(err: yaml.MarkedYAMLError) -> str:
+    text = " ".join(str(part) for part in (err.context, err.problem) if part)
+    for fragment, plain in _PLAIN_PROBLEMS:
+        if fragment in text:
+            return plain
+    return str(err.problem or err.context)
 
 
 def type_name(value: Any) -> str:
@@ -112,33 +163,44 @@ def type_name(value: Any) -> str:
 class _Converter:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self.scalars = 0
-        self.constructor = yaml.constructor.SafeConstructor()
+        self.nodes = 0
 
     def fail(self, node: yaml.Node, message: str, hint: str | None = None) -> ConfigError:
         mark = node.start_mark
         return ConfigError(message, source=self.doc.source, line=mark.line + 1, column=mark.column + 1, hint=hint)
 
+    def count(self, node: yaml.Node) -> None:
+        """Every key, value, list and mapping counts, so aliases of empty lists cannot blow up either."""
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(
+                node,
+                f"document holds more than {MAX_NODES:,} values (after expanding aliases)",
+                hint="put large matrices in a file and use `target: {file: data.npy}`",
+            )
+
     def convert(self, node: yaml.Node, path: Path_, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise self.fail(node, f"YAML nested more than {MAX_DEPTH} levels deep")
+        self.count(node)
         self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
-                raise self.fail(node, f"YAML tag {node.tag!r} is not allowed")
+                raise self.fail(node, f"the tag {node.tag!r} is not allowed (only plain values, lists and mappings)")
             return [self.convert(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         return self.scalar(node)
 
     def mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[str, Any]:
         if node.tag != "tag:yaml.org,2002:map":
-            raise self.fail(node, f"YAML tag {node.tag!r} is not allowed")
+            raise self.fail(node, f"the tag {node.tag!r} is not allowed (only plain values, lists and mappings)")
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and key_node.style is None:
+                raise self.fail(key_node, "merge keys (<<) are not supported; write the keys out")
+            self.count(key_node)
             key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise self.fail(key_node, "YAML merge keys (<<) are not supported")
             if not isinstance(key, str):
                 raise self.fail(key_node, f"keys must be plain names, got {type_name(key)}")
             if key in out:
@@ -148,16 +210,10 @@ class _Converter:
         return out
 
     def scalar(self, node: yaml.Node) -> Any:
-        self.scalars += 1
-        if self.scalars > MAX_SCALARS:
-            raise self.fail(
-                node,
-                f"document holds more than {MAX_SCALARS:,} values (after expanding aliases)",
-                hint="put large matrices in a file and use `target: {file: data.npy}`",
-            )
         if node.tag not in _PLAIN_TAGS:
-            raise self.fail(node, f"YAML tag {node.tag!r} is not allowed (only plain values, lists and mappings)")
+            shown = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.fail(node, f"the tag {shown!r} is not allowed (only plain values, lists and mappings)")
         try:
-            return self.constructor.construct_object(node)
-        except (ValueError, yaml.YAMLError) as err:
+            return _construct_plain(node.tag, node.value)
+        except ValueError as err:
             raise self.fail(node, f"cannot read value {node.value[:40]!r}: {err}") from None

@@ -52,9 +52,36 @@ def test_series_from_json_lines_equals_the_step_events(cli, tmp_path):
     path = tmp_path / "run.jsonl"
     events = cli("run", SEED, "--json", "--every", "1")
     path.write_text(events.stdout)
-    doc = read_saved(path)
+    [doc] = read_saved(path)
     steps = [e for e in events.lines if e["event"] == "step"]
     assert doc["history"]["loss"] == [events.lines[0]["loss"]] + [s["loss"] for s in steps]
+
+
+def test_an_every_0_capture_has_its_start_and_end_and_says_so(cli, tmp_path):
+    from gdfit.plotting import read_saved
+
+    path = tmp_path / "run.jsonl"
+    events = cli("run", SEED, "--json", "--every", "0")
+    path.write_text(events.stdout)
+    [doc] = read_saved(path)
+    start, end = events.lines[0], events.lines[-1]
+    assert doc["history"] == {"iter": [0, end["iters"]], "loss": [start["loss"], end["loss"]]}
+    assert doc["start_end_only"]
+
+
+def test_runs_appended_to_one_file_are_split(cli, tmp_path):
+    from gdfit.plotting import read_saved
+
+    path = tmp_path / "runs.jsonl"
+    first = cli("run", SEED, "--json", "--every", "1")
+    second = cli("run", SEED, "--json", "--every", "1", "--set", "learning_rate=0.5")
+    path.write_text(first.stdout + second.stdout)
+    docs = read_saved(path)
+    assert [d["iters"] for d in docs] == [first.lines[-1]["iters"], second.lines[-1]["iters"]]
+    assert [d["config"]["learning_rate"] for d in docs] == [1.0, 0.5]
+    assert len(docs[1]["history"]["loss"]) == second.lines[-1]["iters"] + 1
+    image = tmp_path / "both.png"
+    assert cli("plot", str(path), "-o", str(image)).exit_status == 0
 
 
 def test_log_axis_drops_points_it_cannot_show():

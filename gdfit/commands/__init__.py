@@ -11,6 +11,13 @@ def warn(message: str) -> None:
     print(f"gdfit: {message}", file=sys.stderr, flush=True)
 
 
+def stdout_gone() -> bool:
+    """Whether stdout failed (a closed pipe, a full disk): then a stop is no news to report."""
+    import sys
+
+    return getattr(sys.stdout, "problem", None) is not None
+
+
 def check_outputs(output: Path | None, plot: Path | None) -> None:
     """Fail before the run, not after it: folders must exist, the plot needs its extra."""
     from gdfit.render.document import check_writable

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdfit import records
-from gdfit.commands import check_outputs, warn
+from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.config import Resolved
 from gdfit.errors import GdfitError
 
@@ -62,7 +62,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         renderer.end(result)
     if result.status == records.DIVERGED:
         warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
-    elif result.status == records.INTERRUPTED:
+    elif result.status == records.INTERRUPTED and not stdout_gone():
         warn(f"interrupted after {result.iters} updates")
     _save(result, descent.start.config, options, problem)
     return result.status
@@ -126,6 +126,9 @@ def _save(result: records.FitResult, config: dict, options: RunOptions, problem)
 
 def divergence_hint(descent) -> str:
     config = descent.problem.config
+    if descent.result.iters == 0:  # no update was made: the rate is not to blame
+        return (f"The loss at the start is beyond {config.dtype}'s range: the start and the target are too far "
+                "apart; use dtype: float64, or rescale the data.")
     stable = (descent.advice or {}).get("max_stable_lr")
     if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
         n = descent.problem.target.numel()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gdfit import records
-from gdfit.commands import check_outputs, warn
+from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.errors import ExitCode, GdfitError
 
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ def sweep(options: SweepOptions) -> int:
     if not complete:
         finished = sum(r.status != records.INTERRUPTED for r in results)
         resume = f"; continue with `gdfit sweep --resume {prepared.folder}`" if prepared.folder else ""
-        warn(f"interrupted after {finished} of {len(runs)} runs{resume}")
+        if not stdout_gone():
+            warn(f"interrupted after {finished} of {len(runs)} runs{resume}")
         return int(ExitCode.INTERRUPTED)
     return _status(results)
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gdfit.config.messages import config_error
 from gdfit.config.model import FitConfig
 from gdfit.errors import ConfigError
+from gdfit.reading import CONFIG_BYTES, TooLarge, read_file, read_stream
 from gdfit.yamlsource import Document, load_yaml
 
 
@@ -42,25 +43,35 @@ class RawConfig:
 
 
 def read_config_text(path: str) -> tuple[str, str, Path]:
-    """Text, display name and base folder of CONFIG (`-` reads standard input)."""
-    if path == "-":
-        return sys.stdin.read(), "<stdin>", Path.cwd()
-    file = Path(path)
-    if file.is_dir():
-        raise ConfigError("is a directory, not a config file", source=path)
+    """Text, display name and base folder of CONFIG (`-` reads standard input), at most
+    CONFIG_BYTES of it: a larger file is refused unread, a larger stream once it passes the limit."""
+    source = "<stdin>" if path == "-" else path
     try:
-        raw = file.read_bytes()
+        if path == "-":
+            stream = getattr(sys.stdin, "buffer", sys.stdin)
+            raw = read_stream(stream, CONFIG_BYTES)
+        else:
+            raw = read_file(path, CONFIG_BYTES)
+    except TooLarge as err:
+        raise ConfigError(f"the config {err.describe()}", source=source,
+                          hint="put large matrices in a file and use `target: {file: data.npy}`") from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", source=path) from None
     except FileNotFoundError:
         raise ConfigError("no such config file", source=path) from None
     except OSError as err:
-        raise ConfigError(f"cannot read config file: {err.strerror}", source=path) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text (byte {err.start})", source=path) from None
+        raise ConfigError(f"cannot read config file: {err.strerror or err}", source=source) from None
+    if isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"not UTF-8 text (byte {err.start})", source=source) from None
     if "\x00" in text:
-        raise ConfigError("holds NUL bytes; it is not a YAML text file", source=path)
-    return text, path, file.resolve().parent
+        raise ConfigError("holds NUL bytes; it is not a YAML text file", source=source)
+    base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
+    return text, source, base_dir
 
 
 def parse_assignment(item: str, flag: str = "--set") -> tuple[list[str], Any]:

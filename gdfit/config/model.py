@@ -28,6 +28,7 @@ from gdfit.config.values import (
     Number,
     PositiveInt,
     PositiveNumber,
+    Seed,
     UnitInterval,
     choose,
     finite,
@@ -90,7 +91,7 @@ class FileSource(_Frozen):
 
 class RandomSpec(_Frozen):
     shape: Annotated[list[int], BeforeValidator(shape_list)]
-    seed: Integer = 0
+    seed: Seed = 0
     low: Number = 0.0
     high: Number = 1.0
 
@@ -115,6 +116,18 @@ class NamedInit(_Frozen):
     mean: Number = 0.0
     std: PositiveNumber = 1.0
     dtype: DtypeName | None = None
+
+    @model_validator(mode="after")
+    def _settings_apply(self) -> NamedInit:
+        # a setting that changes nothing is a mistake worth saying (`mean` on a uniform start)
+        unused = [k for k in ("mean", "std") if k in self.model_fields_set and self.name != "normal"]
+        if "dtype" in self.model_fields_set and self.name in ("zeros", "ones"):
+            unused.append("dtype")
+        if unused:
+            raise ValueError(f"{' and '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
+                             f"init {self.name!r}" + ("; mean and std belong to init 'normal'"
+                                                     if "dtype" not in unused else ""))
+        return self
 
 
 class ColumnSource(_Frozen):
@@ -467,7 +480,7 @@ class FitConfig(_Frozen):
 
     target: TargetSpec
     init: InitSpec = NamedInit(name="random")
-    seed: Integer = 0
+    seed: Seed = 0
     loss: Loss = MSE()
     optimizer: Optimizer = GD()
     learning_rate: PositiveNumber = 1.0
@@ -513,6 +526,13 @@ class FitConfig(_Frozen):
         if self.sigma is not None and not isinstance(self.model, ExpressionModel):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
         return self
+
+    @field_validator("min_rel_improvement", mode="after")
+    @classmethod
+    def _needs_patience(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("patience") is None and "patience" in info.data:
+            raise ValueError("applies only with patience (the stall rule); set patience: N, or leave it out")
+        return value
 
     @field_validator("init", mode="after")
     @classmethod

@@ -80,6 +80,16 @@ def positive_int(value: Any) -> int:
     return n
 
 
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+
+
+def seed(value: Any) -> int:
+    n = integer(value)
+    if not SEED_RANGE[0] <= n <= SEED_RANGE[1]:
+        raise ValueError(f"must be an integer from -2**63 to 2**64 - 1 (torch's range), got {n}")
+    return n
+
+
 def greater_than_one(value: Any) -> float:
     n = finite(value)
     if n <= 1:
@@ -89,6 +99,7 @@ def greater_than_one(value: Any) -> float:
 
 Number = Annotated[float, BeforeValidator(finite)]
 Integer = Annotated[int, BeforeValidator(integer)]
+Seed = Annotated[int, BeforeValidator(seed)]
 PositiveNumber = Annotated[float, BeforeValidator(positive)]
 NonNegativeNumber = Annotated[float, BeforeValidator(non_negative)]
 UnitInterval = Annotated[float, BeforeValidator(unit_interval)]
