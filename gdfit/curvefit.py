@@ -156,7 +156,12 @@ def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, 
 
 def _covariance(J: torch.Tensor, s2: float, absolute_sigma: bool) -> np.ndarray | None:
     """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
-    U, s, Vh = torch.linalg.svd(J, full_matrices=False)
+    if not bool(torch.isfinite(J).all()):
+        return None  # a diverged fit: no covariance
+    try:
+        U, s, Vh = torch.linalg.svd(J, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        return None
     if not bool(torch.isfinite(s).all()):
         return None
     tiny = s.max() * max(J.shape) * torch.finfo(J.dtype).eps

@@ -276,3 +276,22 @@ def test_bad_fit_settings_exit_2_naming_the_key(cli, write_config, tmp_path, ext
     result = cli("run", write_config(yaml.safe_dump(config)))
     assert result.exit_status == 2, result.stderr
     assert fragment in result.stderr
+
+
+def test_a_diverged_fit_reports_no_covariance_and_no_traceback(tmp_path):
+    # gd at lr 1 multiplies b1's error by about -4e5 per update: the loss overflows to inf
+    model = {"expr": "b1 * x + b2", "params": {"b1": 1.0, "b2": 0.0}}
+    _, result = run_fit(tmp_path, optimizer="gd", learning_rate=1.0, max_iters=500, model=model,
+                        divergence_factor=1e300)
+    assert result.status == "diverged" and result.fit["n"] == len(X)
+
+
+def test_a_jacobian_with_nan_or_inf_gives_no_covariance():
+    from gdfit.curvefit import _covariance
+
+    for bad in (math.nan, math.inf):
+        J = torch.tensor([[1.0, 2.0], [bad, 1.0], [0.5, 0.25]], dtype=torch.float64)
+        assert _covariance(J, 1.0, False) is None
+    J = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    assert _covariance(J, 3.0, False).tolist() == [[3.0, 0.0], [0.0, 0.75]]  # s^2 (J^T J)^-1
+    assert _covariance(J, 3.0, True).tolist() == [[1.0, 0.0], [0.0, 0.25]]
