@@ -156,22 +156,18 @@ def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, 
 
 def _covariance(J: torch.Tensor, s2: float, absolute_sigma: bool) -> np.ndarray | None:
     """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
-    if not bool(torch.isfinite(J).all()):
+    J = J.detach().cpu().double().numpy()
+    if not np.isfinite(J).all():
         return None  # a diverged fit: no covariance
     try:
-        U, s, Vh = torch.linalg.svd(J, full_matrices=False)
-    except torch.linalg.LinAlgError:
+        _, s, Vt = np.linalg.svd(J, full_matrices=False)  # numpy: microseconds, where torch's CPU svd is slow
+    except np.linalg.LinAlgError:
         return None
-    if not bool(torch.isfinite(s).all()):
-        return None
-    tiny = s.max() * max(J.shape) * torch.finfo(J.dtype).eps
-    inverse = torch.where(s > tiny, 1 / s.square(), torch.full_like(s, math.inf))
-    if bool(torch.isinf(inverse).any()):
+    tiny = s.max() * max(J.shape) * np.finfo(float).eps
+    if not (s > tiny).all():
         return np.full((J.shape[1], J.shape[1]), math.inf)  # a direction the data does not determine
-    cov = (Vh.T * inverse) @ Vh
-    if not absolute_sigma:
-        cov = cov * s2
-    return cov.numpy()
+    cov = (Vt.T / s**2) @ Vt
+    return cov if absolute_sigma else cov * s2
 
 
 def _as_float64(model: ExpressionFit) -> ExpressionFit:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from gdfit.models import Model, Params
@@ -39,6 +40,11 @@ def jacobian(fn, flat: torch.Tensor) -> torch.Tensor:
     return columns.reshape(K, P, -1).transpose(1, 2)
 
 
+def _cutoff(s: np.ndarray, shape) -> float:
+    """Singular values at or below this are rounding: directions J does not determine."""
+    return s[0] * max(shape[1:]) * np.finfo(float).eps if s.size else 0.0
+
+
 class Packing:
     """All of a model's parameters for K runs as one [K, P] matrix, and back."""
 
@@ -61,9 +67,9 @@ class LevenbergMarquardt:
         self.model, self.loss, self.target, self.params = model, loss, target, params
         self.packing = Packing(params)
         K, P = self.packing.pack(params).shape
-        like = dict(dtype=params[next(iter(params))].dtype, device=target.device)
-        self.optimizer = _State({"mu": torch.full((K,), damping, **like), "nu": torch.full((K,), 2.0, **like),
-                                 "scale": torch.zeros(K, P, **like)})
+        self.optimizer = _State({"mu": torch.full((K,), damping, dtype=torch.float64),
+                                 "nu": torch.full((K,), 2.0, dtype=torch.float64),
+                                 "scale": torch.zeros(K, P, dtype=torch.float64)})
         self.motion = None
 
     def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
@@ -80,73 +86,84 @@ class LevenbergMarquardt:
 
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         state = self.optimizer.state["theta"]
-        mu, nu, scale = state["mu"], state["nu"], state["scale"]
         flat = self.packing.pack(self.params)
         r = self._residuals(flat)
         J = self._jacobian(flat)
-        cost = r.square().sum(1)  # 2F, the sum of squares
         g = torch.einsum("knp,kn->kp", J, r)
         J = J * self._free(flat, g).unsqueeze(1)
-        torch.maximum(scale, torch.linalg.vector_norm(J, dim=1), out=scale)
-        D = torch.where(scale > 0, scale, torch.ones_like(scale))
-        done = torch.zeros_like(cost, dtype=torch.bool) if moving is None else ~moving.flatten()
-        start = flat.clone()
+        n = r.shape[1]
+        # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
+        # where torch's CPU lstsq and svd cost a fraction of a millisecond per call
+        x, rn, Jn = (t.detach().cpu().double().numpy() for t in (flat, r, J))
+        mu, nu, scale = (state[name].numpy() for name in ("mu", "nu", "scale"))
+        np.maximum(scale, np.linalg.norm(Jn, axis=1), out=scale)
+        D = np.where(scale > 0, scale, 1.0)
+        runs = len(x)
+        cost = np.einsum("kn,kn->k", rn, rn)  # the sum of squares
+        done = np.zeros(runs, bool) if moving is None else ~moving.flatten().cpu().numpy()
+        # J D^-1 = U diag(s) V^T once per update; every damped step is then a closed form
+        svd = [np.linalg.svd(Jn[i] / D[i], full_matrices=False) for i in range(runs)]
+        c = [U.T @ rn[i] for i, (U, _, _) in enumerate(svd)]
+        start = x.copy()
         for _ in range(MAX_TRIALS):
-            h = self._step(J, r, D, mu)
-            trial = self._inside(flat + h)
-            h = trial - flat
-            new_cost = self._residuals(trial).square().sum(1)
-            # predicted reduction of the sum of squares by the linear model: -(2 h.g + |J h|^2)
-            predicted = -(2 * (h * g).sum(1) + torch.einsum("knp,kp->kn", J, h).square().sum(1))
+            trial, predicted = x.copy(), np.zeros(runs)
+            for i in np.flatnonzero(~done):
+                _, s, Vt = svd[i]
+                shrink = s * s + mu[i]
+                # (Js^T Js + mu I) q = -Js^T r with q = D h: q = -V (s c / (s^2 + mu))
+                trial[i] = x[i] - (Vt.T @ (s * c[i] / shrink)) / D[i]
+                # the linear model's reduction of the sum of squares, -(2 h.g + |J h|^2)
+                predicted[i] = 2 * np.sum(s * s * c[i] ** 2 / shrink) - np.sum((s * s * c[i] / shrink) ** 2)
+            trial = self._inside(trial)
+            new_cost = self._costs(trial)
             actual = cost - new_cost
-            better = ~done & torch.isfinite(new_cost) & (actual > 0) & (predicted > 0)
-            rho = actual / torch.where(predicted > 0, predicted, torch.ones_like(predicted))
-            flat = torch.where(better.unsqueeze(1), trial, flat)
+            better = ~done & np.isfinite(new_cost) & (actual > 0) & (predicted > 0)
+            rho = np.clip(actual / np.where(predicted > 0, predicted, 1.0), -10.0, 10.0)  # only (0, 1] matters
+            x = np.where(better[:, None], trial, x)
             worse = ~done & ~better
-            mu.copy_(torch.where(better, mu * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3), mu))
-            mu.copy_(torch.where(worse, mu * nu, mu))
-            nu.copy_(torch.where(better, torch.full_like(nu, 2.0), torch.where(worse, nu * 2, nu)))
+            mu[:] = np.where(better, mu * np.maximum(1 - (2 * rho - 1) ** 3, 1 / 3), np.where(worse, mu * nu, mu))
+            nu[:] = np.where(better, 2.0, np.where(worse, nu * 2, nu))
             done |= better
-            if bool(done.all()):
+            if done.all():
                 break
-        new = self.packing.unpack(flat)
+        new = self.packing.unpack(torch.from_numpy(x).to(flat))
         for name, p in self.params.items():
             p.copy_(new[name])
-        n = r.shape[1]
-        # stop rules' view: the step and the parameters scaled by D (MINPACK's xtol), and the
-        # largest element of mse's gradient, (2/n) J^T r
-        self.motion = (torch.linalg.vector_norm(D * (flat - start), dim=1),
-                       torch.linalg.vector_norm(D * flat, dim=1),
-                       g.abs().amax(1) * (2.0 / n))
+        device = flat.device
+        # what the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
+        # mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK,
+        # the reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2:
+        # a heavily damped step can lower the loss by little while much more is to be had
+        self.motion = (torch.from_numpy(np.linalg.norm(D * (x - start), axis=1)).to(device),
+                       torch.from_numpy(np.linalg.norm(D * x, axis=1)).to(device),
+                       g.abs().amax(1).double() * (2.0 / n))
+        promised = np.array([np.sum(ci[s > _cutoff(s, Jn.shape)] ** 2) for ci, (_, s, _) in zip(c, svd)])
+        self.promised = torch.from_numpy(np.where(cost > 0, promised / np.where(cost > 0, cost, 1.0), 0.0)).to(device)
         self.norm = torch.linalg.vector_norm(g[0]) * (2.0 / n)
-        # ftol's second half, after MINPACK: the reduction the linear model still promises, for the
-        # undamped (Gauss-Newton) step from the start of this update: |P_J r|^2 / |r|^2. A heavily
-        # damped step can lower the loss by little while much more is to be had.
-        gauss_newton = torch.linalg.lstsq(J, -r.unsqueeze(2)).solution
-        promised = torch.einsum("knp,kpo->kn", J, gauss_newton).square().sum(1)
-        self.promised = torch.where(cost > 0, promised / cost, torch.zeros_like(cost))
         return self.losses()
 
-    def _step(self, J: torch.Tensor, r: torch.Tensor, D: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """argmin |J h + r|^2 + mu |D h|^2 for each run, by QR on the stacked system."""
-        K, P = D.shape
-        damping = torch.diag_embed(mu.sqrt().unsqueeze(1) * D)  # [K, P, P]
-        A = torch.cat([J, damping], 1)
-        b = torch.cat([-r, torch.zeros(K, P, dtype=r.dtype, device=r.device)], 1).unsqueeze(2)
-        return torch.linalg.lstsq(A, b).solution.squeeze(2)
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        """The sum of squared residuals of each run's parameters; inf where not finite."""
+        rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
+        costs = self._residuals(rows).double().square().sum(1).cpu().numpy()
+        return np.where(np.isfinite(costs), costs, np.inf)
 
     def _free(self, flat: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """1 for parameters free to move, 0 for those held at a bound that the descent direction
         -g pushes against: their Jacobian columns are left out, so the step solves the problem
         of the others with them fixed there (an active set), rather than being cut by projection."""
-        pressed = self._inside(flat - torch.sign(g) * flat.abs().clamp_min(1.0)) == flat
+        pressed = self._inside_t(flat - torch.sign(g) * flat.abs().clamp_min(1.0)) == flat
         return (~(pressed & (g != 0))).to(flat.dtype)
 
-    def _inside(self, flat: torch.Tensor) -> torch.Tensor:
-        """The trial point projected into the parameters' bounds."""
+    def _inside_t(self, flat: torch.Tensor) -> torch.Tensor:
+        """Parameters projected into their bounds."""
         params = self.packing.unpack(flat.clone())
         self.model.constrain_(params)
         return self.packing.pack(params)
+
+    def _inside(self, x: np.ndarray) -> np.ndarray:
+        rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
+        return self._inside_t(rows).cpu().double().numpy()
 
     def grad_norm(self) -> torch.Tensor:
         """Run 0's |d loss / d parameters| at the start of its last update."""
