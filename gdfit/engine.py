@@ -240,7 +240,9 @@ class Descent:
                 f"learning_rate {config.learning_rate:g} is not below gd's stable limit {stable:.6g} "
                 f"(2 / curvature): expect divergence, or a loss that never falls"
             )
-        if config.threshold == 0 and isinstance(problem.model, Identity):  # a model's default: rules do it
+        if not isinstance(problem.model, Identity):
+            pass  # a model's threshold is off by default: ftol, xtol and gtol stop it
+        elif config.threshold == 0:
             notes.append(
                 "threshold 0 converges only when the fit is exact in every element; "
                 f"in {config.dtype} that may never happen"

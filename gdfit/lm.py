@@ -104,7 +104,8 @@ class LevenbergMarquardt:
         # J D^-1 = U diag(s) V^T once per update; every damped step is then a closed form
         svd = [np.linalg.svd(Jn[i] / D[i], full_matrices=False) for i in range(runs)]
         c = [U.T @ rn[i] for i, (U, _, _) in enumerate(svd)]
-        start = x.copy()
+        start, tried = x.copy(), np.zeros(runs)
+        resolution = torch.finfo(flat.dtype).eps
         for _ in range(MAX_TRIALS):
             trial, predicted = x.copy(), np.zeros(runs)
             for i in np.flatnonzero(~done):
@@ -115,15 +116,19 @@ class LevenbergMarquardt:
                 # the linear model's reduction of the sum of squares, -(2 h.g + |J h|^2)
                 predicted[i] = 2 * np.sum(s * s * c[i] ** 2 / shrink) - np.sum((s * s * c[i] / shrink) ** 2)
             trial = self._inside(trial)
+            tried = np.where(done, tried, np.linalg.norm(D * (trial - x), axis=1))
             new_cost = self._costs(trial)
             actual = cost - new_cost
             better = ~done & np.isfinite(new_cost) & (actual > 0) & (predicted > 0)
             rho = np.clip(actual / np.where(predicted > 0, predicted, 1.0), -10.0, 10.0)  # only (0, 1] matters
             x = np.where(better[:, None], trial, x)
             worse = ~done & ~better
+            # a run whose trial step is below its dtype's resolution has no step left to try:
+            # nothing better lies around x at working precision (MINPACK's "xtol too small")
+            spent = worse & (tried <= resolution * np.linalg.norm(D * x, axis=1))
             mu[:] = np.where(better, mu * np.maximum(1 - (2 * rho - 1) ** 3, 1 / 3), np.where(worse, mu * nu, mu))
             nu[:] = np.where(better, 2.0, np.where(worse, nu * 2, nu))
-            done |= better
+            done |= better | spent
             if done.all():
                 break
         new = self.packing.unpack(torch.from_numpy(x).to(flat))
@@ -134,7 +139,10 @@ class LevenbergMarquardt:
         # mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK,
         # the reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2:
         # a heavily damped step can lower the loss by little while much more is to be had
-        self.motion = (torch.from_numpy(np.linalg.norm(D * (x - start), axis=1)).to(device),
+        # a run that found no step lowering the loss reports its last, smallest trial: as the trust
+        # radius in MINPACK, it says how far around x nothing better was found
+        taken = np.linalg.norm(D * (x - start), axis=1)
+        self.motion = (torch.from_numpy(np.where(taken > 0, taken, tried)).to(device),
                        torch.from_numpy(np.linalg.norm(D * x, axis=1)).to(device),
                        g.abs().amax(1).double() * (2.0 / n))
         promised = np.array([np.sum(ci[s > _cutoff(s, Jn.shape)] ** 2) for ci, (_, s, _) in zip(c, svd)])

@@ -41,6 +41,11 @@ class StopRules:
 
     def __init__(self, config: FitConfig, initial: torch.Tensor) -> None:
         self.config = config
+        # tolerances finer than the runs' dtype can resolve act at its resolution (MINPACK stops
+        # there too, with "no further improvement is possible")
+        eps = torch.finfo(initial.dtype).eps if initial.is_floating_point() else 0.0
+        self.tolerance = {name: max(value, eps) if value else value
+                          for name, value in (("ftol", config.ftol), ("xtol", config.xtol), ("gtol", config.gtol))}
         initial = initial.to(torch.float64)
         self.ceiling = initial * config.divergence_factor
         # a start at or below the threshold has converged; a non-finite one has diverged
@@ -85,19 +90,18 @@ class StopRules:
 
     def _tolerances(self, losses: torch.Tensor, going: torch.Tensor, motion, promised) -> torch.Tensor:
         """Runs that met ftol, xtol or gtol in this update (least_squares' meanings), recorded."""
-        config = self.config
+        ftol, xtol, gtol = (self.tolerance[name] for name in ("ftol", "xtol", "gtol"))
         hits = []
-        if config.ftol:
+        if ftol:
             reduction = self.previous - losses
-            hit = (reduction >= 0) & (reduction <= config.ftol * self.previous)
-            hits.append(hit if promised is None else hit & (promised.to(torch.float64) <= config.ftol))
+            hit = (reduction >= 0) & (reduction <= ftol * self.previous)
+            hits.append(hit if promised is None else hit & (promised.to(torch.float64) <= ftol))
         else:
             hits.append(None)
         step, size, gradient = motion if motion is not None else (None, None, None)
         # a step of exactly 0 is no convergence: the method found no way down (a failed line search)
-        hits.append((step > 0) & (step <= config.xtol * (config.xtol + size)) if config.xtol and step is not None
-                    else None)
-        hits.append(gradient <= config.gtol if config.gtol and gradient is not None else None)
+        hits.append((step > 0) & (step <= xtol * (xtol + size)) if xtol and step is not None else None)
+        hits.append(gradient <= gtol if gtol and gradient is not None else None)
         met = torch.zeros_like(going)
         for code, hit in enumerate(hits, start=1):
             if hit is not None:

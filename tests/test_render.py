@@ -125,3 +125,29 @@ def test_outputs_write_through_symlinks_and_never_replace_special_files(tmp_path
     assert fifo.is_fifo()
     with pytest.raises(OutputError, match="not a regular file"):
         check_writable(Path("/dev/null"))
+
+
+def test_a_curve_fits_summary_has_no_error_against_the_target():
+    assert format_tensor({"shape": [500], "min": 0.5, "max": 2.0}) == "shape [500]  min 0.5  max 2"
+
+
+def test_parameter_columns_fit_the_console_and_the_rest_are_named_in_a_caption():
+    from gdfit.render.human import PARAM_COLUMNS, param_columns_that_fit
+
+    assert param_columns_that_fit(40) == 1 and param_columns_that_fit(1000) == PARAM_COLUMNS
+    assert param_columns_that_fit(80) < param_columns_that_fit(120)
+    params = {f"p{i}": i + 1 for i in range(4)}
+    steps, result, descent = fit(data={"file": str(Path(__file__).parent.parent / "configs" / "peaks.csv")},
+                                 target={"column": "y"}, optimizer="lm", dtype="float64", max_iters=2,
+                                 model={"expr": "p0 + p1 * x + p2 * x**2 + p3 * x**3", "params": params})
+    buffer = io.StringIO()
+    renderer = HumanRenderer(Console(file=buffer, width=70, color_system=None, force_terminal=False))
+    renderer.start(descent.start)
+    for step in steps:
+        renderer.step(step)
+    renderer.end(result)
+    text = buffer.getvalue()
+    header = next(line for line in text.splitlines() if "┃ iter" in line)
+    shown = param_columns_that_fit(70)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["iter", "loss", *list(params)[:shown]]
+    assert f"{4 - shown} more parameter" in text

@@ -31,7 +31,9 @@ STATUS_STYLE = {
 HEAD_ROWS = 20
 TAIL_ROWS = 20
 SPARK = "▁▂▃▄▅▆▇█"
-PARAM_COLUMNS = 6  # a curve fit's moving parameters shown in the table; all of them are in --json
+PARAM_COLUMNS = 6  # at most this many of a curve fit's parameters get a column; all are in --json
+PARAM_WIDTH = 14  # a parameter column with its borders, for a typical value at 8 digits
+FIXED_WIDTH = 33  # iter and a full-precision loss, with borders
 
 
 def format_tensor(x: Any) -> str:
@@ -78,7 +80,8 @@ class HumanRenderer:
         cfg = self.config = rec.config
         opt = cfg["optimizer"]["name"]
         fitted = curve_fit_parameters(cfg)
-        self.param_columns, self.hidden_params = fitted[:PARAM_COLUMNS], max(0, len(fitted) - PARAM_COLUMNS)
+        shown = min(len(fitted), param_columns_that_fit(self.console.width))
+        self.param_columns, self.hidden_params = fitted[:shown], len(fitted) - shown
         lines = [
             f"target shape {rec.shape}  on {rec.device} ({rec.dtype}), engine {rec.engine}",
             f"loss {cfg['loss']['name']}, optimizer {opt}, learning_rate {cfg['learning_rate']:g}, "
@@ -141,7 +144,8 @@ class HumanRenderer:
         if not self.param_columns:
             table.add_column("x")
         if self.hidden_params:
-            table.caption = f"{self.hidden_params} more parameters are in the report below and in --json"
+            more = f"{self.hidden_params} more parameter{'s' if self.hidden_params > 1 else ''}"
+            table.caption = f"{more} in the report below and in --json"
         if rows is None:
             rows = self.head + list(self.tail)
             skipped = self.rows_seen - len(rows)
@@ -182,6 +186,11 @@ class HumanRenderer:
             return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
         report = Group(body, Text(""), fit_report(result, self.config))
         return Panel(report, title="fit report", expand=False, border_style=style.split()[-1])
+
+
+def param_columns_that_fit(width: int) -> int:
+    """How many parameter columns fit beside iter and loss without squeezing the loss (at least one)."""
+    return max(1, min(PARAM_COLUMNS, (width - FIXED_WIDTH) // PARAM_WIDTH))
 
 
 def curve_fit_parameters(config: dict[str, Any]) -> list[str]:

@@ -1,0 +1,65 @@
+"""Write the curve-fit examples' data (decay.csv, peaks.csv, oscillation.csv) from known parameters.
+
+Run it from anywhere: `python configs/make_data.py [FOLDER]` (default: this file's folder). The
+output is the same on every machine: numpy's PCG64 generator with a fixed seed, and every number
+written with a fixed format. The true parameters are in TRUTH; the README compares gdfit's fits to
+them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SEED = 1
+TRUTH = {
+    "decay": {"a": 5.0, "tau": 2.5, "c": 0.5},
+    "peaks": {"a1": 3.0, "m1": 4.0, "s1": 0.6, "a2": 2.0, "m2": 6.2, "s2": 0.9, "c": 0.2},
+    "oscillation": {"a": 2.0, "tau": 4.0, "w": 3.0, "phi": 0.5, "c": 1.0},
+}
+
+
+def decay(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """a exp(-t / tau) + c on 40 times, with noise that grows with the signal (2% + 0.02):
+    each point's own standard deviation is the `sigma` column."""
+    p = TRUTH["decay"]
+    t = np.linspace(0.0, 10.0, 40)
+    f = p["a"] * np.exp(-t / p["tau"]) + p["c"]
+    sigma = 0.02 + 0.02 * f
+    return {"t": t, "y": f + rng.normal(0.0, sigma), "sigma": sigma}
+
+
+def peaks(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Two overlapping Gaussian peaks on a flat background, 201 points, noise 0.05."""
+    p = TRUTH["peaks"]
+    x = np.linspace(0.0, 10.0, 201)
+    f = (p["a1"] * np.exp(-((x - p["m1"]) ** 2) / (2 * p["s1"] ** 2))
+         + p["a2"] * np.exp(-((x - p["m2"]) ** 2) / (2 * p["s2"] ** 2)) + p["c"])
+    return {"x": x, "y": f + rng.normal(0.0, 0.05, x.size)}
+
+
+def oscillation(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A damped oscillation a exp(-t / tau) cos(w t + phi) + c, 120 points, noise 0.1."""
+    p = TRUTH["oscillation"]
+    t = np.linspace(0.0, 12.0, 120)
+    f = p["a"] * np.exp(-t / p["tau"]) * np.cos(p["w"] * t + p["phi"]) + p["c"]
+    return {"t": t, "y": f + rng.normal(0.0, 0.1, t.size)}
+
+
+def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
+    # 17 significant digits: a float64 read back is the float64 written
+    rows = zip(*columns.values())
+    lines = [",".join(columns)] + [",".join(f"{v:.17g}" for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(folder: Path) -> None:
+    rng = np.random.default_rng(SEED)  # one stream, drawn in this order: decay, peaks, oscillation
+    for name, make in (("decay", decay), ("peaks", peaks), ("oscillation", oscillation)):
+        write_csv(folder / f"{name}.csv", make(rng))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)
