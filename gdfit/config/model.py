@@ -343,13 +343,6 @@ class FitConfig(_Frozen):
     engine: Annotated[EngineName, _one_of("engine", ENGINES)] = "auto"
     sweep: Annotated[dict[str, Any], BeforeValidator(_sweep_section)] | None = None
 
-    @field_validator("min_rel_improvement", mode="after")
-    @classmethod
-    def _needs_patience(cls, value: float, info: ValidationInfo) -> float:
-        if info.data.get("patience") is None and "patience" in info.data:
-            raise ValueError("applies only with patience (the stall rule); set patience: N, or leave it out")
-        return value
-
     @field_validator("init", mode="after")
     @classmethod
     def _init_matches_target(cls, init: Any, info: ValidationInfo) -> Any:
