@@ -444,7 +444,6 @@ def test_seeds_at_the_ends_of_torchs_range_run(cli, seed):
     (T + "init: {name: random, mean: 1}\n", "init: mean does not apply to init 'random'"),
     (T + "init: {name: zeros, std: 2}\n", "init: std does not apply to init 'zeros'"),
     (T + "init: {name: ones, dtype: float16}\n", "init: dtype does not apply to init 'ones'"),
-    (T + "min_rel_improvement: 0.01\n", "min_rel_improvement: applies only with patience"),
 ])
 def test_settings_that_do_not_apply_are_errors(cli, write_config, text, fragment):
     result = cli("config", write_config(text))

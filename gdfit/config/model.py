@@ -527,13 +527,6 @@ class FitConfig(_Frozen):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
         return self
 
-    @field_validator("min_rel_improvement", mode="after")
-    @classmethod
-    def _needs_patience(cls, value: float, info: ValidationInfo) -> float:
-        if info.data.get("patience") is None and "patience" in info.data:
-            raise ValueError("applies only with patience (the stall rule); set patience: N, or leave it out")
-        return value
-
     @field_validator("init", mode="after")
     @classmethod
     def _init_matches_target(cls, init: Any, info: ValidationInfo) -> Any:
