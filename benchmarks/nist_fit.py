@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--optimizer", default="lm")
     parser.add_argument("--only", default="")
     parser.add_argument("--max-iters", type=int, default=None)
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--brief", action="store_true", help="one line per fit, without the values beside NIST's")
     parser.add_argument("--set", action="append", default=[], help="KEY=NUMBER, e.g. ftol=1e-12")
     parser.add_argument("--time", type=int, default=0, metavar="ROUNDS", help="time the suite against scipy instead")
     args = parser.parse_args(argv)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                 mark = "ok " if s["ok4"] else "BAD"
                 print(f"{mark} {problem.name:9s} start {start}: values {s['lre_values']:5.2f} stderr {s['lre_stderr']:5.2f} "
                       f"rss {s['lre_rss']:5.2f}  {fit['status']} after {fit['iters']} ({fit['stop_rule']})")
-                if args.verbose:
+                if not args.brief:
                     for name, v, e, cv, ce in zip(problem.params, fit["values"], fit["stderr"], problem.certified,
                                                    problem.certified_stderr):
                         print(f"      {name}: {v:.10e} ± {e:.6e}   certified {cv:.10e} ± {ce:.6e}")

@@ -104,6 +104,13 @@ class ExpressionFit:
             (rows,) = torch.autograd.grad(value.sum(), copies)
         return rows
 
+    def curve_on(self, columns: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
+        """The unweighted prediction on other values of the columns (a plot's fine grid), [K, m]."""
+        env = self.environment(theta)
+        env.update(columns)
+        points = len(next(iter(columns.values())))
+        return torch.as_tensor(self.fn(env), dtype=theta.dtype).expand(theta.shape[0], points)
+
     def predict(self, params: Params) -> torch.Tensor:
         value = self.curve(params["theta"])
         return value / self.sigma if self.sigma is not None else value

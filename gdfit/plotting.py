@@ -155,8 +155,6 @@ def curve_series(model: Any, target: Any, params: dict[str, Any], grid_points: i
     points, divided by sigma when sigma is given."""
     import torch
 
-    from gdfit.models import ExpressionFit
-
     (name, column), = model.columns.items()
     theta = torch.tensor([[params[n]["value"] for n in model.names]], dtype=column.dtype, device=column.device)
     with torch.no_grad():
@@ -165,9 +163,7 @@ def curve_series(model: Any, target: Any, params: dict[str, Any], grid_points: i
         if model.pointwise:
             grid = torch.linspace(float(column.min()), float(column.max()), grid_points, dtype=column.dtype,
                                   device=column.device)
-            dense = ExpressionFit(model.fn, {name: grid}, model.order, model.names, model.fixed, model.low,
-                                  model.high, None, grid_points)
-            curve_x, curve_y = grid, dense.curve(theta)[0]
+            curve_x, curve_y = grid, model.curve_on({name: grid}, theta)[0]
         else:
             order = torch.argsort(column)
             curve_x, curve_y = column[order], fitted[order]

@@ -10,6 +10,7 @@ import math
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
+    StrictBool,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -225,7 +226,7 @@ class ParamSpec(_Frozen):
     value: Number
     min: Number | None = None
     max: Number | None = None
-    vary: bool = True
+    vary: StrictBool = True  # YAML 1.2: `yes` is text, not true
 
     @model_validator(mode="after")
     def _inside(self) -> ParamSpec:
@@ -284,7 +285,7 @@ class LinearModel(_Frozen):
 
     name: Literal["linear"]
     inputs: TensorSpec
-    bias: bool = False
+    bias: StrictBool = False
 
 
 NAMED_MODELS = (IdentityModel, LowRankModel, LinearModel)
@@ -497,7 +498,7 @@ class FitConfig(_Frozen):
     data: DataSource | None = None
     model: ModelSpec = IdentityModel()
     sigma: ColumnSource | None = None
-    absolute_sigma: bool = False
+    absolute_sigma: StrictBool = False
     ftol: NonNegativeNumber | None = None
     xtol: NonNegativeNumber | None = None
     gtol: NonNegativeNumber | None = None
