@@ -320,9 +320,20 @@ def _grid_order(value: Any) -> tuple:
     return (1, 0, str(value))
 
 
-def best_run(results: list[records.RunRecord]) -> records.RunRecord | None:
-    """The converged run with the fewest updates; else the lowest final loss."""
-    return sort_results(results, "iters")[0] if results else None
+def best_run(results: list[records.RunRecord], fits: bool = False) -> records.RunRecord | None:
+    """The converged run with the fewest updates; else the lowest final loss. For model fits
+    (`fits`), which converge by their tolerances at any loss, the converged run of lowest loss."""
+    if not results:
+        return None
+    if fits:
+        return min(results, key=lambda r: (r.status != records.CONVERGED, _finite_or_inf(r.loss), r.iters))
+    return sort_results(results, "iters")[0]
+
+
+def fits_parameters(config: dict[str, Any]) -> bool:
+    """Whether a resolved config (as JSON) fits a model's parameters rather than x itself."""
+    model = config.get("model") or {}
+    return isinstance(model, dict) and model.get("name", "expr") != "identity"
 
 
 def _finite_or_inf(value: float) -> float:

@@ -293,3 +293,24 @@ def test_a_jacobian_with_nan_or_inf_gives_no_covariance():
     J = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
     assert _covariance(J, 3.0, False).tolist() == [[3.0, 0.0], [0.0, 0.75]]  # s^2 (J^T J)^-1
     assert _covariance(J, 3.0, True).tolist() == [[1.0, 0.0], [0.0, 0.25]]
+
+
+def test_a_sweep_of_curve_fits_equals_single_runs_and_picks_the_lowest_loss(cli, write_config, tmp_path):
+    import yaml
+
+    write_data(tmp_path, {"x": X, "y": Y})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "dtype": "float64",
+              "model": {"expr": EXPR, "params": {"b1": 500, "b2": 1e-4}}, "max_iters": 40}
+    path = write_config(yaml.safe_dump(config))
+    # a loose ftol converges in fewer updates at a higher loss: the best fit is the other
+    sweep = cli("sweep", path, "--grid", "optimizer=lm,adam", "--grid", "ftol=0.01,1e-10", "--json")
+    assert sweep.exit_status == 0, sweep.stderr
+    runs = [e for e in sweep.lines if e["event"] == "run"]
+    assert sorted(r["status"] for r in runs if r["params"]["optimizer"] == "lm") == ["converged", "converged"]
+    end = [e for e in sweep.lines if e["event"] == "end"][0]
+    for run in runs:
+        single = cli("run", path, "--set", f"optimizer={run['params']['optimizer']}",
+                     "--set", f"ftol={run['params']['ftol']}", "--json", "--every", "0")
+        last = single.lines[-1]
+        assert (run["status"], run["iters"], run["loss"]) == (last["status"], last["iters"], last["loss"])
+    assert end["best"]["params"] == {"optimizer": "lm", "ftol": 1e-10}  # the converged fit of lowest loss

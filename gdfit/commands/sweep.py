@@ -161,14 +161,15 @@ def show_folder(options: SweepOptions) -> int:
     """Print a finished or partial sweep folder without running anything."""
     from gdfit import journal as journals
     from gdfit.render import sweep_view
-    from gdfit.sweep import best_run, sort_results
+    from gdfit.sweep import best_run, fits_parameters, sort_results
 
     journal = journals.load(options.show)
     _check_sort(options.sort, journal.grid)
     results = [journal.done[i] for i in sorted(journal.done)]
     summary = journal.summary()
     elapsed = summary.get("elapsed_s") if summary and not journal.missing else None
-    sweep_view.show(sort_results(results, options.sort), results, best_run(results), elapsed, options.sort,
+    best = best_run(results, fits_parameters(journal.config))
+    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort,
                     options.json_mode, missing=journal.missing, total=journal.total)
     return _status(results)
 
@@ -186,11 +187,12 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
     from gdfit.render import sweep_view
     from gdfit.sweep import execute
 
-    from gdfit.sweep import best_run
+    from gdfit.sweep import best_run, fits_parameters
 
     runs, earlier = prepared.runs, dict(prepared.journal.done) if prepared.journal else {}
-    best_so_far = [sweep_view.best_line(best_run(list(earlier.values())))]
     config = runs[0].resolved.config.model_dump(mode="json")
+    fits = fits_parameters(config)
+    best_so_far = [sweep_view.best_line(best_run(list(earlier.values()), fits))]
     appender = Appender(prepared.folder) if prepared.folder is not None else nullcontext()
     done = dict(earlier)
 
@@ -198,7 +200,7 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
         done.update(zip(indices, results))
         if prepared.folder is not None:
             appender.add(indices, results)
-        best_so_far[0] = sweep_view.best_line(best_run(list(done.values())))
+        best_so_far[0] = sweep_view.best_line(best_run(list(done.values()), fits))
 
     with StopRequest() as stop, appender:
         steps = execute(runs, prepared.x_limit, stop, frozenset(earlier), on_batch, options.backend, options.address)
@@ -217,9 +219,9 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
 def _report(plan, runs, grid, results, elapsed: float, options: SweepOptions) -> dict:
     """Print the results; return the --output document."""
     from gdfit.render import sweep_view
-    from gdfit.sweep import best_run, sort_results
+    from gdfit.sweep import best_run, fits_parameters, sort_results
 
-    best = best_run(results)
-    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode)
     config = runs[0].resolved.config.model_dump(mode="json")
+    best = best_run(results, fits_parameters(config))
+    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode)
     return sweep_view.document(plan, config, grid, results, best, elapsed)
