@@ -191,6 +191,10 @@ class Descent:
         if sync_every is None:
             sync_every = sync_interval(problem.device, 1, problem.target.numel())
         self.checkpointer, self.resumed = checkpointer, resume
+        if (resume or checkpointer) and isinstance(config.optimizer, LBFGS):
+            raise ConfigError("lbfgs keeps its curvature history inside torch.optim.LBFGS, which a checkpoint "
+                              "cannot hold yet: leave out --checkpoint and --resume, or use lm or adam",
+                              source=problem.resolved.source, key="optimizer")
         self.digest = target_digest(problem.target) if resume or checkpointer else ""
         self.loop = Loop(
             config, self._stepper(resume), config.learning_rate,

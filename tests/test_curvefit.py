@@ -314,3 +314,29 @@ def test_a_sweep_of_curve_fits_equals_single_runs_and_picks_the_lowest_loss(cli,
         last = single.lines[-1]
         assert (run["status"], run["iters"], run["loss"]) == (last["status"], last["iters"], last["loss"])
     assert end["best"]["params"] == {"optimizer": "lm", "ftol": 1e-10}  # the converged fit of lowest loss
+
+
+def test_an_lm_fit_resumed_from_a_checkpoint_ends_where_the_whole_fit_does(cli, write_config, tmp_path):
+    import yaml
+
+    write_data(tmp_path, {"x": X, "y": Y})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "dtype": "float64", "optimizer": "lm",
+              "model": {"expr": EXPR, "params": {"b1": 500, "b2": 1e-4}}}
+    path = write_config(yaml.safe_dump(config))
+    whole = cli("run", path, "--json", "--every", "0").lines[-1]
+    checkpoint = str(tmp_path / "fit.pt")
+    first = cli("run", path, "--json", "--every", "0", "--max-iters", "4", "--checkpoint", checkpoint).lines[-1]
+    assert first["status"] == "max_iters" and first["iters"] == 4
+    resumed = cli("run", path, "--json", "--every", "0", "--resume", checkpoint).lines[-1]
+    for key in ("status", "iters", "loss", "x", "params", "covariance", "fit"):
+        assert resumed[key] == whole[key], key
+
+
+def test_lbfgs_refuses_checkpoints_it_cannot_hold(cli, write_config, tmp_path):
+    import yaml
+
+    write_data(tmp_path, {"x": X, "y": Y})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "optimizer": "lbfgs",
+              "model": {"expr": EXPR, "params": {"b1": 500, "b2": 1e-4}}}
+    result = cli("run", write_config(yaml.safe_dump(config)), "--checkpoint", str(tmp_path / "c.pt"))
+    assert result.exit_status == 2 and "optimizer: lbfgs keeps its curvature history" in result.stderr
