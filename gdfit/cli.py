@@ -142,6 +142,7 @@ def run(
       gdfit run configs/seed.yaml --set learning_rate=0.5 --every 5
       gdfit run configs/seed.yaml --json --every 1 | jq -c 'select(.event=="step") | [.iter, .loss]'
       cat configs/seed.yaml | gdfit run - --output result.json
+      gdfit run configs/decay.yaml --plot decay.png   (a curve fit: parameters, stderr, fit report)
       gdfit run big.yaml --checkpoint run.ckpt   (after a crash: gdfit run big.yaml --resume run.ckpt --checkpoint run.ckpt)
 
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
