@@ -113,16 +113,35 @@ def plot_runs(path: Path, runs: list[dict[str, Any]]) -> None:
             fig.text(0.01, -0.02, _caption(run["config"]), fontsize=9, color="dimgrey")
     else:
         ax.set_title("gdfit: loss curves")
+    if len(runs) == 1 and runs[0].get("holdout"):
+        _holdout_axis(ax, runs[0]["holdout"])
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
     plt.close(fig)
 
 
-def plot_run(path: Path, result, config: dict[str, Any]) -> None:
-    """The loss curve of a finished run (a FitResult)."""
-    plot_runs(path, [{"label": "loss", "history": result.history, "config": config, "status": result.status,
-                      "iters": result.iters}])
+def _holdout_axis(ax, points: list[tuple[int, float]]) -> None:
+    """The held-out RMSE at the reported updates, on its own log axis at the right."""
+    keep = [(k, v) for k, v in points if math.isfinite(v) and v > 0]
+    if not keep:
+        return
+    right = ax.twinx()
+    right.plot([k for k, _ in keep], [v for _, v in keep], color="tab:orange", marker="." if len(keep) <= 60 else None,
+               label="held-out RMSE")
+    right.set_yscale("log")
+    right.set_ylabel("held-out RMSE", color="tab:orange")
+    right.legend(fontsize=8, loc="upper center")
+
+
+def plot_run(path: Path, result, config: dict[str, Any], holdout: list[tuple[int, float]] | None = None) -> None:
+    """The loss curve of a finished run (a FitResult); with held-out entries, their RMSE at the
+    reported updates on a second axis."""
+    run = {"label": "loss", "history": result.history, "config": config, "status": result.status,
+           "iters": result.iters}
+    if holdout:
+        run["holdout"] = holdout
+    plot_runs(path, [run])
 
 
 def plot_sweep(path: Path, document: dict[str, Any]) -> None:

@@ -20,11 +20,9 @@ TOLERANCES = ("ftol", "xtol", "gtol")  # codes 1, 2, 3 in `StopRules.fired`; 0 i
 def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None) -> str:
     """The stop rule that gave `status`, in words: the one place this wording lives."""
     if status == records.CONVERGED and fired:
-        return {
-            "ftol": f"ftol: relative loss reduction <= {config.ftol:g}",
-            "xtol": f"xtol: relative parameter step <= {config.xtol:g}",
-            "gtol": f"gtol: largest gradient element <= {config.gtol:g}",
-        }[fired]
+        what = {"ftol": "relative loss reduction", "xtol": "relative parameter step",
+                "gtol": "largest gradient element"}[fired]
+        return f"{fired}: {what} <= {getattr(config, fired):g}"  # only the rule that fired is set for sure
     if status == records.DIVERGED:
         if iters == 0:
             return "the initial loss is not finite"

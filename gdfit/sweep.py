@@ -164,7 +164,8 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
         """Runs like this one that fit in memory at once (each group has its own target and dtype)."""
         problem = first if _shared(run.resolved.config) == _shared(runs[0].resolved.config) else prepare(run.resolved)
         numel, size = problem.target.numel(), problem.target.element_size()
-        copies = working_copies(run.resolved.config)  # per run: the x kept to hold it still replaces the target
+        # per run: the x kept to hold it still replaces the target; a matrix model knows its own
+        copies = problem.copies or working_copies(run.resolved.config)
         guard_memory(numel, problem.dtype, problem.device, copies, "one run of the sweep")
         return max(1, int(available_bytes(problem.device) * MEMORY_HEADROOM // max(numel * size * copies, 1)))
 
@@ -255,13 +256,13 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
     import torch
 
-    from gdfit.engine import make_stepper, summarize
+    from gdfit.engine import make_stepper, run_start, summarize
     from gdfit.loop import Loop, sync_interval
-    from gdfit.tensors import build_init
 
     target, device = first.target, first.device
-    column = (-1,) + (1,) * target.dim()
-    starts = torch.stack([build_init(run.resolved, target) for run in group])
+    starts = torch.stack([run_start(first, run.resolved) for run in group])
+    # per-run settings broadcast against the parameters ([K, *shape]; all of one rank for every model)
+    column = (-1,) + (1,) * (next(iter(first.model.parameters(starts).values())).dim() - 1)
     lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
     config = group[0].resolved.config
     stepper = make_stepper(first, starts, _varying_settings(group, device, column), config)
@@ -270,9 +271,16 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     for chunk in loop.chunks():
         yield chunk.done
     outcome = loop.outcome
-    # a copy of each small x: a view would keep (and pickle) the whole batch's tensor
-    shown = [x.clone() if x.numel() <= x_limit else summarize(x, target) for x in outcome.params["x"]]
-    yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j])
+    shown, holdout = [], []
+    for j in range(len(group)):
+        params = {name: p[j].to(device) for name, p in outcome.params.items()}
+        x = first.model.predict({name: p.unsqueeze(0) for name, p in params.items()})[0].cpu()
+        # a copy of each small x: a view would keep (and pickle) the whole batch's tensor
+        shown.append(x.clone() if x.numel() <= x_limit else summarize(x, target))
+        rmse = getattr(first.model, "holdout_rmse", None)
+        holdout.append(rmse(params) if rmse is not None else None)
+    yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j],
+                             holdout_rmse=holdout[j])
            for j, run in enumerate(group)]
 
 

@@ -51,8 +51,10 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
-def build_target(resolved: Resolved, dtype: torch.dtype, device: torch.device, copies: float) -> torch.Tensor:
-    """The target tensor on `device`; `copies` is the working-set size in target-sized tensors."""
+def build_target(resolved: Resolved, dtype: torch.dtype, device: torch.device, copies: float,
+                 missing_ok: bool = False) -> torch.Tensor:
+    """The target tensor on `device`; `copies` is the working-set size in target-sized tensors.
+    With `missing_ok` (a model that leaves missing entries out), NaN and empty CSV cells are NaN."""
     spec = resolved.config.target
     if isinstance(spec, RandomSource):
         shape = tuple(spec.random.shape)
@@ -62,10 +64,14 @@ def build_target(resolved: Resolved, dtype: torch.dtype, device: torch.device, c
         data = data * (spec.random.high - spec.random.low) + spec.random.low
         return data.to(device=device, dtype=dtype)
     if isinstance(spec, FileSource):
-        data = load_tensor_file(resolved.resolve_path(spec.file), "target", dtype, device, copies)
+        data = load_tensor_file(resolved.resolve_path(spec.file), "target", dtype, device, copies, missing_ok)
         return data.to(device=device, dtype=_spec_dtype(spec, dtype))
+    return build_inline(spec, dtype, device, copies, "target")
+
+
+def build_inline(spec: Any, dtype: torch.dtype, device: torch.device, copies: float, what: str) -> torch.Tensor:
     data = torch.tensor(spec, dtype=torch.float64)
-    guard_memory(data.numel(), dtype, device, copies, "target")
+    guard_memory(data.numel(), dtype, device, copies, what)
     return data.to(device=device, dtype=dtype)
 
 
@@ -110,8 +116,10 @@ def _spec_dtype(spec: Any, default: torch.dtype) -> torch.dtype:
     return DTYPES[spec.dtype] if getattr(spec, "dtype", None) else default
 
 
-def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.device, copies: float) -> torch.Tensor:
-    """Read .csv/.txt, .npy (no pickles) or .pt (weights_only) into a finite CPU tensor."""
+def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.device, copies: float,
+                     missing_ok: bool = False) -> torch.Tensor:
+    """Read .csv/.txt, .npy (no pickles) or .pt (weights_only) into a finite CPU tensor (NaN
+    allowed, as missing entries, with `missing_ok`)."""
     name = str(path)
     if not path.exists():
         raise InputFileError("no such file", source=name, key=f"{role}.file")
@@ -124,21 +132,29 @@ def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.de
             f"unsupported file type {suffix or '(none)'!r}; use .csv, .txt, .npy or .pt", source=name, key=f"{role}.file"
         )
     try:
-        data = loaders[suffix](path, lambda n: guard_memory(n, dtype, device, copies, f"{role} file"))
+        guard = lambda n: guard_memory(n, dtype, device, copies, f"{role} file")  # noqa: E731
+        data = _load_text(path, guard, missing_ok) if loaders[suffix] is _load_text else loaders[suffix](path, guard)
     except (InputFileError, ResourceError):
         raise
     except Exception as err:  # each loader's own errors vary by format; all mean "bad file"
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise InputFileError(f"cannot read {suffix} file: {reason}", source=name, key=f"{role}.file") from None
-    return _check_values(data, name, role)
+    return _check_values(data, name, role, missing_ok)
 
 
-def _load_text(path: Path, guard) -> torch.Tensor:
+def _load_text(path: Path, guard, missing_ok: bool = False) -> torch.Tensor:
     guard(path.stat().st_size // 2)  # at least one element per two bytes of text, at most
     delimiter = "," if path.suffix.lower() == ".csv" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an empty file is reported as our own error below
-        array = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
+        try:
+            array = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
+        except ValueError:
+            if not missing_ok or delimiter is None:
+                raise
+            # an empty cell is a missing entry; read cell by cell only when the fast reader refused
+            array = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#",
+                               converters=lambda cell: float(cell) if cell.strip() else math.nan)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
@@ -160,10 +176,15 @@ def _load_pt(path: Path, guard) -> torch.Tensor:
     return data.detach().to(torch.float64) if not data.is_floating_point() else data.detach()
 
 
-def _check_values(data: torch.Tensor, name: str, role: str) -> torch.Tensor:
+def _check_values(data: torch.Tensor, name: str, role: str, missing_ok: bool = False) -> torch.Tensor:
     if data.numel() == 0:
         raise InputFileError("holds no numbers", source=name, key=f"{role}.file")
-    if not torch.isfinite(data).all():
+    if missing_ok:
+        if torch.isinf(data).any():
+            bad = torch.isinf(data).sum().item()
+            raise InputFileError(f"holds {bad} infinite value(s) (NaN or an empty cell marks a missing entry)",
+                                 source=name, key=f"{role}.file")
+    elif not torch.isfinite(data).all():
         bad = (~torch.isfinite(data)).sum().item()
         raise InputFileError(f"holds {bad} NaN or infinite value(s)", source=name, key=f"{role}.file")
     return data

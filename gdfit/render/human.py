@@ -29,6 +29,7 @@ STATUS_STYLE = {
 }
 HEAD_ROWS = 20
 TAIL_ROWS = 20
+SINGULAR_VALUES_SHOWN = 8
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -68,6 +69,7 @@ class HumanRenderer:
         self.tail: deque[records.StepRecord] = deque(maxlen=TAIL_ROWS)
         self.rows_seen = 0
         self.live: Live | None = None
+        self.holdout = False  # a column for the held-out RMSE
 
     def start(self, rec: records.StartRecord) -> None:
         cfg = rec.config
@@ -81,6 +83,9 @@ class HumanRenderer:
         advice = rec.advice or {}
         if advice.get("max_stable_lr") is not None:
             lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
+        if rec.matrix is not None:
+            lines.append(entries_line(rec.matrix))
+            self.holdout = rec.matrix["held_out"] > 0
         self.console.print(Panel("\n".join(lines), title="gdfit run", expand=False))
         if rec.x is not None and not isinstance(rec.x, dict):
             self.console.print(Text("start x\n" + format_tensor(rec.x)))
@@ -125,13 +130,15 @@ class HumanRenderer:
         table.add_column("loss", justify="right")
         if self.show_lr:
             table.add_column("lr", justify="right")
+        if self.holdout:
+            table.add_column("held-out RMSE", justify="right")
         table.add_column("x")
         if rows is None:
             rows = self.head + list(self.tail)
             skipped = self.rows_seen - len(rows)
         for i, rec in enumerate(rows):
             if skipped and i == len(self.head):
-                table.add_row("⋮", f"({skipped} rows)", *([""] * (2 if self.show_lr else 1)))
+                table.add_row("⋮", f"({skipped} rows)", *([""] * (1 + self.show_lr + self.holdout)))
             self._row(table, rec)
         return table
 
@@ -139,6 +146,8 @@ class HumanRenderer:
         cells = [str(rec.iter), repr(rec.loss)]
         if self.show_lr:
             cells.append(f"{rec.lr:.4g}")
+        if self.holdout:
+            cells.append("" if rec.holdout_rmse is None else f"{rec.holdout_rmse:.6g}")
         cells.append(format_tensor(rec.x))
         table.add_row(*cells)
 
@@ -157,8 +166,33 @@ class HumanRenderer:
         spark = sparkline(result.history)
         if spark:
             body.add_row("loss (log)", spark)
+        if result.matrix is not None:
+            matrix_rows(body, result.matrix)
         body.add_row("x", format_tensor(result.x))
         return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
+
+
+def entries_line(matrix: dict[str, Any]) -> str:
+    """The split of a matrix model's target entries, in one line."""
+    total, observed = matrix["entries"], matrix["observed"]
+    line = f"entries: {observed:,} of {total:,} observed ({100 * observed / total:.1f}%)"
+    if matrix["held_out"]:
+        line += f", {matrix['held_out']:,} held out"
+    return line + f", {matrix['fitted']:,} fitted"
+
+
+def matrix_rows(body: Table, matrix: dict[str, Any]) -> None:
+    """A matrix model's result: entries, held-out RMSE, and lowrank's singular values against the target's."""
+    body.add_row("entries", entries_line(matrix).removeprefix("entries: "))
+    if matrix.get("holdout_rmse") is not None:
+        body.add_row("held-out RMSE", f"{matrix['holdout_rmse']:.6g}")
+    values = matrix.get("singular_values")
+    if values:
+        shown = SINGULAR_VALUES_SHOWN
+        more = " ..." if len(values["fitted"]) > shown else ""
+        body.add_row("σ fitted", "  ".join(f"{v:.6g}" for v in values["fitted"][:shown]) + more)
+        body.add_row(f"σ target ({values['method'].split()[0]})",
+                     "  ".join(f"{v:.6g}" for v in values["target"][:shown]) + more)
 
 
 def throttled_reporter(clock: Callable[[], float], first: int = HEAD_ROWS, interval: float = 0.1):
