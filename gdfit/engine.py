@@ -18,7 +18,7 @@ from gdfit.checkpoint import Checkpoint, Checkpointer, check_compatible, target_
 from gdfit.checkpoint import versions
 from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
-from gdfit.losses import Loss, make_loss
+from gdfit.losses import Loss, MeanSquared, make_loss
 from gdfit.loop import Loop, sync_interval
 from gdfit.errors import ConfigError
 from gdfit.models import ExpressionFit, Identity, Model
@@ -127,6 +127,10 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
         return Autograd(problem.model, problem.loss, problem.target, params, optimizer, track)
     if _gd_on_mse(config) and isinstance(problem.model, Identity) and not track:
         return GdOnMse(problem.target, params)
+    if type(problem.loss) is MeanSquared and type(problem.model).__name__ == "LowRank":
+        from gdfit.matrix import LowRankOnMse
+
+        return LowRankOnMse(problem.model, problem.loss, problem.target, params, optimizer, track)
     return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer, track)
 
 

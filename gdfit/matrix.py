@@ -21,8 +21,9 @@ import torch
 
 from gdfit.config import LinearModel, LowRankModel, Resolved
 from gdfit.errors import ConfigError, InputFileError
-from gdfit.losses import Loss, MeanSquared, make_loss
+from gdfit.losses import Loss, make_loss, rounded
 from gdfit.models import Params
+from gdfit.steppers import ClosedForm, objective
 from gdfit.observed import Entries, MaskedLoss, fill_missing, rms, split
 
 INIT_SHARE = 0.01  # U V^T starts with this share of the target's RMS
@@ -182,6 +183,34 @@ class Linear(MatrixModel):
         return {"curvature": 2 * sigma**2 / self.entries.total, "exact": True}
 
 
+class LowRankOnMse(ClosedForm):
+    """lowrank on a complete target with mse, for any optimizer: the operations of `ClosedForm`
+    (so the same numbers, bit for bit), written into two m x n buffers kept from update to update.
+    A fresh m x n tensor is fresh memory from the OS, zeroed page by page: at 4096^2, three of
+    them an update cost as much as a matrix product."""
+
+    def __init__(self, model: LowRank, loss: Loss, target: torch.Tensor, params: Params, optimizer, track: bool) -> None:
+        super().__init__(model, loss, target, params, optimizer, track)
+        shape = (next(iter(params.values())).shape[0], model.m, model.n)
+        self.work = torch.empty(shape, dtype=target.dtype, device=target.device)  # U V^T, then the squares
+        self.residual = torch.empty_like(self.work)  # U V^T - T, then mse's gradient in place
+        self.scale = rounded(2.0 / loss.numel, target.dtype)
+        self.fresh = False  # `residual` belongs to the current parameters
+
+    def losses(self) -> torch.Tensor:
+        torch.matmul(self.params["U"], self.params["V"].mT, out=self.work)
+        torch.sub(self.work, self.target, out=self.residual)
+        torch.mul(self.residual, self.residual, out=self.work)  # F.mse_loss's (x - t)^2
+        self.fresh = True
+        return objective(self.model, self.work.flatten(1).mean(1), self.params)
+
+    def _grad_of_prediction(self) -> torch.Tensor:
+        if not self.fresh:
+            self.losses()
+        self.fresh = False
+        return self.residual.mul_(self.scale)  # mse_loss_backward: (x - t) * 2/n
+
+
 # ---------------------------------------------------------------- building
 
 
@@ -263,7 +292,7 @@ def working_copies(config, loss: Loss, numel: int, model: MatrixModel) -> float:
     from gdfit.config import LBFGS, LM
     from gdfit.optimizers import make_optimizer
 
-    target_sized = 3 + loss.temporaries + (1 if config.engine == "autograd" else 0)
+    target_sized = 3 + loss.temporaries + (1 if config.engine == "autograd" else 0)  # LowRankOnMse: 3
     if isinstance(config.optimizer, LBFGS):
         state = 2 * config.optimizer.history_size + 2
     elif isinstance(config.optimizer, LM):

@@ -74,14 +74,15 @@ class ClosedForm:
         self.prediction = self.model.predict(self.params)
         return objective(self.model, self.loss.value(self.prediction, self.target), self.params)
 
-    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+    def _grad_of_prediction(self) -> torch.Tensor:
         # the parameters have not changed since `losses`: its prediction saves a model evaluation
         # (for lowrank, one of the update's four m x n x r products)
         prediction = self.prediction if self.prediction is not None else self.model.predict(self.params)
         self.prediction = None
-        grad_of_prediction = self.loss.grad(prediction, self.target)
-        del prediction
-        self.grads = self.model.parameter_grads(self.params, grad_of_prediction)
+        return self.loss.grad(prediction, self.target)
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+        self.grads = self.model.parameter_grads(self.params, self._grad_of_prediction())
         kept = _kept(self.params, moving)
         before = {n: p.clone() for n, p in self.params.items()} if self.track else None
         self.optimizer.step(self.params, self.grads, lr, k)
