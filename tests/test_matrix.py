@@ -389,3 +389,13 @@ def test_config_refuses_init_for_matrix_models():
     with pytest.raises(GdfitError, match="init does not apply to model lowrank"):
         build_config({"target": [[1, 2]], "model": {"name": "lowrank", "rank": 1}, "init": "zeros"},
                      source="t", base_dir=Path("."))
+
+
+def test_a_resumed_lowrank_run_ends_where_the_whole_one_does(tmp_path, cli, write_config):
+    config = write_config("target: [[1, 2, 3], [2, 4, 6.5], [3, .nan, 9], [4, 8, 12]]\nmodel: {name: lowrank, rank: 1}\n"
+                          "learning_rate: 0.05\nholdout: 0.2\nftol: null\nxtol: null\n")
+    ckpt = str(tmp_path / "run.ckpt")
+    assert cli("run", config, "--json", "--every", "0", "--max-iters", "30", "--checkpoint", ckpt).exit_status == 1
+    resumed = cli("run", config, "--json", "--every", "0", "--max-iters", "60", "--resume", ckpt).lines[-1]
+    whole = cli("run", config, "--json", "--every", "0", "--max-iters", "60").lines[-1]
+    assert (resumed["loss"], resumed["x"], resumed["holdout_rmse"]) == (whole["loss"], whole["x"], whole["holdout_rmse"])
