@@ -55,10 +55,23 @@ def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | No
     if isinstance(loss, MeanSquared) and isinstance(model or Identity(), Identity):
         n = loss.numel
         return _advice(2.0 / n, float(n), n / 2.0)  # 2 / (2/n) = n exactly, not n(1 + eps)
+    closed = _matrix_curvature(loss, target, model)
+    if closed is not None:
+        curvature, exact = closed
+        advice = _advice(curvature, 2.0 / curvature, 1.0 / curvature) if curvature > 0 else None
+        if advice is not None:
+            if not exact:
+                advice["note"] += " (curvature estimated where the fit ends; see the README, Matrix models)"
+            return {**advice, "exact": exact}
     fn = loss.functional()
     if model is not None and not isinstance(model, Identity):  # the curvature in the parameters' space
         plain = fn
-        fn = lambda start, t: plain(model.predict(model.parameters(start.unsqueeze(0)))[0], t)  # noqa: E731
+
+        def fn(start, t):
+            params = model.parameters(start.unsqueeze(0))
+            value = plain(model.predict(params)[0], t)
+            penalty = model.penalty(params) if hasattr(model, "penalty") else None
+            return value if penalty is None else value + penalty[0]
     curvature = largest_curvature(fn, x0, target)
     if curvature <= 0 or not math.isfinite(curvature):
         return {
@@ -69,6 +82,17 @@ def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | No
             "but gd needs a decaying schedule to settle",
         }
     return _advice(curvature, 2.0 / curvature, 1.0 / curvature)
+
+
+def _matrix_curvature(loss: Loss, target: torch.Tensor, model: Model | None) -> tuple[float, bool] | None:
+    """mse's curvature for the matrix models, in closed form: exact for linear on a complete
+    target (2 sigma_max^2 / n), estimated at the fit for lowrank (gdfit.matrix)."""
+    if model is None or not hasattr(model, "entries") or loss.name != "mse":
+        return None
+    from gdfit.matrix import LowRank, lowrank_advice
+
+    found = lowrank_advice(model, target) if isinstance(model, LowRank) else model.advice()
+    return (found["curvature"], found["exact"]) if found is not None else None
 
 
 def _advice(curvature: float, max_stable: float, suggested: float) -> dict[str, Any]:

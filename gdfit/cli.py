@@ -133,6 +133,8 @@ def run(
     checkpoint_every: float = typer.Option(60.0, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
+    save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
+    holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
 ) -> None:
     """Fit x to the config's target by gradient descent and stream each update.
 
@@ -152,8 +154,10 @@ def run(
         from gdfit.commands.run import run as run_command
         from gdfit.config import load_config
 
-        resolved = load_config(config, set_ or [], {"device": device, "seed": seed, "max_iters": max_iters})
-        options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard)
+        flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
+        resolved = load_config(config, set_ or [], flags)
+        options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
+                             save)
         status = run_command(resolved, options)
     raise typer.Exit(int(STATUS_EXIT[status]))
 

@@ -16,9 +16,9 @@ from gdfit import records
 from gdfit.advisor import advise
 from gdfit.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.checkpoint import versions
-from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, Resolved
+from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
-from gdfit.losses import Loss, make_loss
+from gdfit.losses import Loss, MeanSquared, make_loss
 from gdfit.loop import Loop, sync_interval
 from gdfit.errors import ConfigError
 from gdfit.models import ExpressionFit, Identity, Model
@@ -61,6 +61,7 @@ class Problem:
     model: Model
     loss: Loss
     engine: str
+    copies: float | None = None  # a run's working set in target-sized tensors, where `working_copies` does not know it
 
     @property
     def config(self) -> FitConfig:
@@ -79,6 +80,11 @@ def prepare(resolved: Resolved) -> Problem:
 
         model, target, x0 = build_expression_fit(resolved, dtype, device)
         return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
+    if isinstance(config.model, (LowRankModel, LinearModel)):
+        from gdfit.matrix import build_matrix_problem
+
+        model, target, x0, loss, copies = build_matrix_problem(resolved, dtype, device)
+        return Problem(resolved, device, dtype, target, x0, model, loss, engine, copies)
     if not isinstance(config.model, IdentityModel):
         raise ConfigError(f"model {config.model.name!r} is not available yet", source=resolved.source, key="model")
     target = build_target(resolved, dtype, device, working_copies(config))
@@ -121,15 +127,20 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
         return Autograd(problem.model, problem.loss, problem.target, params, optimizer, track)
     if _gd_on_mse(config) and isinstance(problem.model, Identity) and not track:
         return GdOnMse(problem.target, params)
+    if type(problem.loss) is MeanSquared and type(problem.model).__name__ == "LowRank":
+        from gdfit.matrix import LowRankOnMse
+
+        return LowRankOnMse(problem.model, problem.loss, problem.target, params, optimizer, track)
     return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer, track)
 
 
 def run_starts(problem: Problem, runs: list[Resolved]) -> torch.Tensor:
-    """The starts [K, ...] of a batch of runs of the problem: each run's own init from its seed,
-    or, for a curve fit, the parameters' start values (the same for every run of a batch)."""
+    """The starts [K, ...] of a batch of runs of the problem: each run's own init or a matrix
+    model's parameters from its seed; for a curve fit, the parameters' start values (the same for
+    every run of a batch)."""
     if isinstance(problem.model, ExpressionFit):
         return problem.x0.unsqueeze(0).expand(len(runs), -1).clone()
-    return torch.stack([build_init(run, problem.target) for run in runs])
+    return torch.stack([run_start(problem, run) for run in runs])
 
 
 def reported_x(problem: Problem, params: dict[str, torch.Tensor], x_limit: int) -> list[Any]:
@@ -187,6 +198,7 @@ class Descent:
         self.report_last = report_last
         self.x_limit = x_limit
         self.result: records.FitResult | None = None
+        self.final_params: dict[str, torch.Tensor] | None = None  # run 0's parameters at the end (for --save)
         config = problem.config
         if sync_every is None:
             sync_every = sync_interval(problem.device, 1, problem.target.numel())
@@ -212,6 +224,7 @@ class Descent:
             engine=problem.engine,
             schedule=describe_schedule(config.schedule),
             x=self._capture(problem.model.parameters(problem.x0))[0],
+            matrix=self._entries(),
             advice=self.advice,
             warnings=self._warnings(),
             resumed_from=resume.state.iters if resume else None,
@@ -263,8 +276,18 @@ class Descent:
             return x.detach().to("cpu", copy=True)
         return summarize(x.detach(), self.problem.target)
 
-    def _capture(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None]:
-        """One run's x (for a model, its prediction) as reported, and its parameters by name."""
+    def _entries(self) -> dict[str, Any] | None:
+        """A matrix model's split of the target's entries (observed, missing, held out, fitted)."""
+        entries = getattr(self.problem.model, "entries", None)
+        return entries.describe() if entries is not None else None
+
+    def _capture(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None, float | None]:
+        """One run's x (for a model, its prediction) as reported, its parameters by name, and
+        (with held-out entries) the prediction's RMSE on them."""
+        holdout = getattr(self.problem.model, "holdout_rmse", None)
+        return (*self._shown(params), holdout(params) if holdout is not None else None)
+
+    def _shown(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None]:
         model = self.problem.model
         if isinstance(model, ExpressionFit):
             theta = params["theta"]
@@ -292,22 +315,24 @@ class Descent:
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
-            for k, (shot, named), norm in chunk.snapshots:
+            for k, shot, norm in chunk.snapshots:
                 last_reported = k
-                yield records.StepRecord(k, history[k], self._lr(k), norm, shot, named)
+                yield records.StepRecord(k, history[k], self._lr(k), norm, *shot)
         outcome = self.loop.outcome
         if self.checkpointer is not None:  # at the end, and after an interrupt
             self.checkpointer.save(self.checkpoint(history))
         iters, status = outcome.iters[0], outcome.statuses[0]
         final = {name: p[0].to(self.problem.device) for name, p in outcome.params.items()}
-        for k, (shot, named), norm in held:
+        self.final_params = final
+        for k, shot, norm in held:
             if k <= iters:
                 last_reported = k
-                yield records.StepRecord(k, history[k], self._lr(k), norm, shot, named)
-        shown, named = self._capture(final)  # once: a summary of a large x costs a pass over it
+                yield records.StepRecord(k, history[k], self._lr(k), norm, *shot)
+        shown, named, holdout = self._capture(final)  # once: a summary of a large x costs a pass over it
         first = self.resumed.state.iters if self.resumed else 0
         if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
-            yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named)
+            yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
+                                     holdout)
         fitted = self._statistics(final)
         self.result = records.FitResult(
             status=status,
@@ -327,6 +352,10 @@ class Descent:
     def _statistics(self, final: dict[str, torch.Tensor]) -> dict[str, Any]:
         """A curve fit's parameters with standard errors, covariance and fit statistics."""
         model = self.problem.model
+        if hasattr(model, "entries"):  # a matrix model
+            from gdfit.matrix import summary
+
+            return {"matrix": summary(model, final, self.problem.target)}
         if not isinstance(model, ExpressionFit):
             return {}
         from gdfit.curvefit import statistics
@@ -336,5 +365,15 @@ class Descent:
 
 def _start_of(model: Model, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The starts tensor [K, ...] that `model.parameters` turns into these parameters."""
+    if hasattr(model, "start_of"):
+        return model.start_of(params)
     return params["theta"] if isinstance(model, ExpressionFit) else params["x"]
+
+
+def run_start(problem: Problem, resolved: Resolved) -> torch.Tensor:
+    """One run's start for `problem`'s model, from its own config (a sweep's run: its seed, its init)."""
+    start = getattr(problem.model, "start", None)
+    if start is not None:  # a matrix model draws its parameters from the seed
+        return start(resolved.config.seed, problem.dtype, problem.device)
+    return build_init(resolved, problem.target)
 

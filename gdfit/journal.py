@@ -113,7 +113,8 @@ def run_record(event: dict[str, Any]) -> records.RunRecord:
     """A RunRecord from a journal line; `x` comes back as nested lists or the summary."""
     loss = float(event["loss_text"]) if "loss_text" in event else event["loss"]
     x = event.get("x_summary", event.get("x"))
-    return records.RunRecord(event["params"], event["status"], event["iters"], loss, x)
+    return records.RunRecord(event["params"], event["status"], event["iters"], loss, x,
+                             holdout_rmse=event.get("holdout_rmse"))
 
 
 class Appender:

@@ -69,6 +69,8 @@ class LevenbergMarquardt:
     def __init__(self, model: Model, loss, target: torch.Tensor, params: Params, damping: float) -> None:
         self.model, self.loss, self.target, self.params = model, loss, target, params
         self.packing = Packing(params)
+        keep = getattr(loss, "keep", None)  # a masked loss: the entries it keeps
+        self.kept = keep.reshape(-1).nonzero().squeeze(1) if keep is not None else None
         K, P = self.packing.pack(params).shape
         self.optimizer = _State({"mu": torch.full((K,), damping, dtype=torch.float64),
                                  "nu": torch.full((K,), 2.0, dtype=torch.float64),
@@ -76,8 +78,13 @@ class LevenbergMarquardt:
         self.motion = None
 
     def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
-        """prediction - target, [K, n]."""
-        return (self.model.predict(self.packing.unpack(flat)) - self.target).flatten(1)
+        """prediction - target, [K, n]: over the entries the loss keeps (a matrix model's fitted
+        ones), then sqrt(l2) x the parameters when the model has an l2 term."""
+        r = (self.model.predict(self.packing.unpack(flat)) - self.target).flatten(1)
+        if self.kept is not None:
+            r = r.index_select(1, self.kept)
+        extra = self.model.penalty_residuals(flat) if hasattr(self.model, "penalty_residuals") else None
+        return r if extra is None else torch.cat([r, extra], 1)
 
     def _jacobian(self, flat: torch.Tensor) -> torch.Tensor:
         if getattr(self.model, "pointwise", False):

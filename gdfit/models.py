@@ -28,6 +28,9 @@ class Model(Protocol):
     def constrain_(self, params: Params) -> None:
         """Put parameters that left their bounds back inside (in place)."""
 
+    def named_tensors(self, params: Params) -> dict[str, torch.Tensor]:
+        """One run's parameters by name, and its prediction as `prediction` (for --save)."""
+
 
 class Identity:
     """The tutorial's problem: x itself is the prediction, fitted element by element."""
@@ -45,6 +48,9 @@ class Identity:
 
     def constrain_(self, params: Params) -> None:
         """x has no bounds."""
+
+    def named_tensors(self, params: Params) -> dict[str, torch.Tensor]:
+        return {"x": params["x"].detach(), "prediction": params["x"].detach()}
 
 
 class ExpressionFit:
@@ -127,6 +133,12 @@ class ExpressionFit:
             theta = params["theta"]
             with torch.no_grad():
                 theta.clamp_(self.low, self.high)
+
+    def named_tensors(self, params: Params) -> dict[str, torch.Tensor]:
+        """Every parameter (fixed ones too) as a 0-d tensor, and the unweighted curve as `prediction`."""
+        theta = params["theta"].detach()
+        named = {name: torch.tensor(value, dtype=torch.float64) for name, value in self.named(theta.cpu()).items()}
+        return {**named, "prediction": self.curve(theta.unsqueeze(0))[0].detach()}
 
     def named(self, theta: torch.Tensor) -> dict[str, float]:
         """One run's parameters by name, fixed ones included, in the config's order."""

@@ -115,18 +115,37 @@ def plot_runs(path: Path, runs: list[dict[str, Any]]) -> None:
             fig.text(0.01, -0.02, _caption(run["config"]), fontsize=9, color="dimgrey")
     else:
         ax.set_title("gdfit: loss curves")
+    if len(runs) == 1 and runs[0].get("holdout"):
+        _holdout_axis(ax, runs[0]["holdout"])
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
     plt.close(fig)
 
 
-def plot_run(path: Path, result, config: dict[str, Any], problem: Any = None) -> str | None:
-    """A finished run (a FitResult): the loss curve; for a curve fit of one data column, the data,
-    the fitted curve and the residuals above it. Returns a note for the user when a curve fit
-    could only be drawn as its loss curve."""
+def _holdout_axis(ax, points: list[tuple[int, float]]) -> None:
+    """The held-out RMSE at the reported updates, on its own log axis at the right."""
+    keep = [(k, v) for k, v in points if math.isfinite(v) and v > 0]
+    if not keep:
+        return
+    right = ax.twinx()
+    right.plot([k for k, _ in keep], [v for _, v in keep], color="tab:orange", marker="." if len(keep) <= 60 else None,
+               label="held-out RMSE")
+    right.set_yscale("log")
+    right.set_ylabel("held-out RMSE", color="tab:orange")
+    right.legend(fontsize=8, loc="upper center")
+
+
+def plot_run(path: Path, result, config: dict[str, Any], problem: Any = None,
+             holdout: list[tuple[int, float]] | None = None) -> str | None:
+    """A finished run (a FitResult): the loss curve, with held-out entries' RMSE at the reported
+    updates on a second axis; for a curve fit of one data column, the data, the fitted curve and
+    the residuals above it. Returns a note for the user when a curve fit could only be drawn as
+    its loss curve."""
     run = {"label": "loss", "history": result.history, "config": config, "status": result.status,
            "iters": result.iters}
+    if holdout:
+        run["holdout"] = holdout
     model = getattr(problem, "model", None)
     columns = getattr(model, "columns", None)  # only a curve fit's model has data columns
     if columns is None or result.params is None:

@@ -31,6 +31,7 @@ class StartRecord:
     advice: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     resumed_from: int | None = None  # the checkpoint's update count, when the run goes on from one
+    matrix: dict[str, Any] | None = None  # a matrix model's entries: entries, observed, missing, held_out, fitted
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class StepRecord:
     grad_norm: float | None = None
     x: Any = None  # CPU tensor, only on reported updates
     params: dict[str, float] | None = None  # a curve fit's parameters by name, on reported updates
+    holdout_rmse: float | None = None  # the prediction's RMSE on the held-out entries (`holdout`)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class FitResult:
     params: dict[str, Any] | None = None
     covariance: list[list[float]] | None = None
     fit: dict[str, Any] | None = None
+    # a matrix model's results: its entries (as StartRecord.matrix), holdout_rmse, and for lowrank
+    # on a complete target singular_values {fitted, target, method}
+    matrix: dict[str, Any] | None = None
 
     @property
     def updates_per_s(self) -> float | None:
@@ -95,6 +100,7 @@ class RunRecord:
     loss: float
     x: Any  # CPU tensor, or a summary dict when large
     error: str | None = None  # what went wrong, for status "error"
+    holdout_rmse: float | None = None  # a matrix model's RMSE on its held-out entries
 
 
 class Renderer(Protocol):

@@ -34,9 +34,16 @@ VALUES = {
     "{name: lowrank, rank: R, l2: 0}; {name: linear, inputs: TENSOR, bias: false}",
     "sigma": "null, or {column: NAME}: per-point standard deviations (weights 1/sigma^2), as curve_fit",
     "absolute_sigma": "false: scale the covariance by the reduced chi^2 (curve_fit's default); true: do not",
-    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for models)",
-    "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for models)",
-    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for models)",
+    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for lm and "
+    "curve fits, 1e-8 for lowrank and linear)",
+    "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for lm and lbfgs "
+    "curve fits, 1e-8 for lowrank and linear)",
+    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm and lbfgs "
+    "curve fits, 1e-8 for linear; off for lowrank, whose small start has a small gradient)",
+    "mask": "null, or a tensor of the target's shape (inline, {file: PATH}): 1 observed, 0 missing; lowrank and "
+    "linear only (NaN target entries are missing too)",
+    "holdout": "null, a fraction in (0, 1), or {fraction: F, seed: 0}: hide that share of the observed entries "
+    "and report the held-out RMSE; lowrank and linear only",
     "sweep": "mapping KEY: values for `gdfit sweep` (a list, a..b, logspace(a,b,n) or linspace(a,b,n)); "
     "`gdfit run` ignores it",
 }

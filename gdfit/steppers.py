@@ -35,6 +35,13 @@ def _kept(params: Params, moving: torch.Tensor | None) -> Params | None:
     return {name: p.clone() for name, p in params.items()} if moving is not None else None
 
 
+def objective(model: Model, values: torch.Tensor, params: Params) -> torch.Tensor:
+    """The loss of each run plus the model's regulariser, if it has one (lowrank's l2)."""
+    penalty = getattr(model, "penalty", None)
+    extra = penalty(params) if penalty is not None else None
+    return values if extra is None else values + extra
+
+
 def _norm(grads: Params) -> torch.Tensor:
     """Run 0's gradient norm over all its parameters."""
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g[0]) for g in grads.values()]))
@@ -61,13 +68,21 @@ class ClosedForm:
         self.params, self.optimizer = params, optimizer
         self.grads: Params = {}
         self.track, self.motion = track, None  # track: keep what xtol and gtol read
+        self.prediction: torch.Tensor | None = None  # the one `losses` made, which the next update starts from
 
     def losses(self) -> torch.Tensor:
-        return self.loss.value(self.model.predict(self.params), self.target)
+        self.prediction = self.model.predict(self.params)
+        return objective(self.model, self.loss.value(self.prediction, self.target), self.params)
+
+    def _grad_of_prediction(self) -> torch.Tensor:
+        # the parameters have not changed since `losses`: its prediction saves a model evaluation
+        # (for lowrank, one of the update's four m x n x r products)
+        prediction = self.prediction if self.prediction is not None else self.model.predict(self.params)
+        self.prediction = None
+        return self.loss.grad(prediction, self.target)
 
     def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
-        grad_of_prediction = self.loss.grad(self.model.predict(self.params), self.target)
-        self.grads = self.model.parameter_grads(self.params, grad_of_prediction)
+        self.grads = self.model.parameter_grads(self.params, self._grad_of_prediction())
         kept = _kept(self.params, moving)
         before = {n: p.clone() for n, p in self.params.items()} if self.track else None
         self.optimizer.step(self.params, self.grads, lr, k)
@@ -159,7 +174,8 @@ class Autograd:
     def losses(self) -> torch.Tensor:
         with torch.enable_grad():
             pred = self.model.predict(self.params)
-            self.current = torch.stack([self.fn(pred[i], self.target) for i in range(pred.shape[0])])
+            values = torch.stack([self.fn(pred[i], self.target) for i in range(pred.shape[0])])
+            self.current = objective(self.model, values, self.params)
         return self.current.detach()
 
     def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
@@ -207,7 +223,7 @@ class LBFGSStepper:
         self.motion, self.norm = None, torch.tensor(math.nan)
 
     def losses(self) -> torch.Tensor:
-        return self.loss.value(self.model.predict(self.params), self.target)
+        return objective(self.model, self.loss.value(self.model.predict(self.params), self.target), self.params)
 
     def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
         before = {n: p.clone() for n, p in self.params.items()}
@@ -221,7 +237,8 @@ class LBFGSStepper:
 
             def closure(leaf=leaf, optimizer=optimizer):
                 optimizer.zero_grad()
-                value = self.loss.functional()(self.model.predict(leaf)[0], self.target)
+                value = objective(self.model, self.loss.functional()(self.model.predict(leaf)[0], self.target), leaf)
+                value = value.reshape(())
                 value.backward()
                 return value
 

@@ -167,7 +167,8 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
         """Runs like this one that fit in memory at once (each group has its own target and dtype)."""
         problem = first if _shared(run.resolved.config) == _shared(runs[0].resolved.config) else prepare(run.resolved)
         numel, size = problem.target.numel(), problem.target.element_size()
-        copies = working_copies(run.resolved.config)  # per run: the x kept to hold it still replaces the target
+        # per run: the x kept to hold it still replaces the target; a matrix model knows its own
+        copies = problem.copies or working_copies(run.resolved.config)
         guard_memory(numel, problem.dtype, problem.device, copies, "one run of the sweep")
         return max(1, int(available_bytes(problem.device) * MEMORY_HEADROOM // max(numel * size * copies, 1)))
 
@@ -263,7 +264,8 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
 
     target, device = first.target, first.device
     starts = run_starts(first, [run.resolved for run in group])
-    column = (-1,) + (1,) * (starts.dim() - 1)
+    # per-run settings broadcast against the parameters ([K, *shape]; all of one rank for every model)
+    column = (-1,) + (1,) * (next(iter(first.model.parameters(starts).values())).dim() - 1)
     lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
     config = group[0].resolved.config
     stepper = make_stepper(first, starts, _varying_settings(group, device, column), config)
@@ -273,7 +275,11 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
         yield chunk.done
     outcome = loop.outcome
     shown = reported_x(first, outcome.params, x_limit)
-    yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j])
+    rmse = getattr(first.model, "holdout_rmse", None)
+    holdout = [rmse({name: p[j].to(device) for name, p in outcome.params.items()}) if rmse is not None else None
+               for j in range(len(group))]
+    yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j],
+                             holdout_rmse=holdout[j])
            for j, run in enumerate(group)]
 
 

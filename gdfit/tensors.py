@@ -54,9 +54,11 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
-def build_target(resolved: Resolved, dtype: torch.dtype, device: torch.device, copies: float) -> torch.Tensor:
+def build_target(resolved: Resolved, dtype: torch.dtype, device: torch.device, copies: float,
+                 missing_ok: bool = False) -> torch.Tensor:
     """The target tensor on `device`, in the run's dtype; `copies` is the working-set size in
-    target-sized tensors. A source's own `dtype` is the precision its numbers are rounded to."""
+    target-sized tensors. A source's own `dtype` is the precision its numbers are rounded to.
+    With `missing_ok` (a model that leaves missing entries out), NaN and empty CSV cells are NaN."""
     spec = resolved.config.target
     where = {"source": resolved.source, "key": "target"}
     if isinstance(spec, RandomSource):
@@ -65,12 +67,19 @@ def build_target(resolved: Resolved, dtype: torch.dtype, device: torch.device, c
         data = _uniform(spec, torch.Generator().manual_seed(spec.random.seed), dtype, where)
     elif isinstance(spec, FileSource):
         path = resolved.resolve_path(spec.file)
-        data = load_tensor_file(path, "target", dtype, device, copies)
+        data = load_tensor_file(path, "target", dtype, device, copies, missing_ok)
         where = {"source": str(path), "key": "target.file"}
     else:
         data = torch.tensor(spec, dtype=torch.float64)
         guard_memory(data.numel(), dtype, device, copies, "target")
     return in_dtype(in_dtype(data, _spec_dtype(spec, dtype), **where), dtype, **where).to(device)
+
+
+def build_inline(spec: Any, dtype: torch.dtype, device: torch.device, copies: float, what: str) -> torch.Tensor:
+    """An inline tensor (a model's inputs or mask) in the run's dtype, its memory checked first."""
+    data = torch.tensor(spec, dtype=torch.float64)
+    guard_memory(data.numel(), dtype, device, copies, what)
+    return in_dtype(data, dtype, key=what).to(device)
 
 
 def build_init(resolved: Resolved, target: torch.Tensor, seed: int | None = None) -> torch.Tensor:
@@ -131,8 +140,9 @@ def in_dtype(data: torch.Tensor, dtype: torch.dtype, source: str | None = None, 
     """`data` rounded to `dtype`; a finite value the dtype cannot hold (1e39 in float32, 70000 in
     float16) is an input error naming it, not an infinity that the run would report as divergence."""
     out = data.to(dtype)
-    if out.numel() and out.is_floating_point():
-        low, high = torch.aminmax(out)
+    values = out[~torch.isnan(out)] if out.is_floating_point() and bool(torch.isnan(out).any()) else out
+    if values.numel() and values.is_floating_point():  # NaN is a missing entry, not a value
+        low, high = torch.aminmax(values)
         if not (math.isfinite(float(low)) and math.isfinite(float(high))):
             worst = float(data.to(torch.float64).abs().max())
             what = f"value {worst:g} is" if math.isfinite(worst) else "its values are"
@@ -155,9 +165,11 @@ def _spec_dtype(spec: Any, default: torch.dtype) -> torch.dtype:
     return DTYPES[spec.dtype] if getattr(spec, "dtype", None) else default
 
 
-def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.device, copies: float) -> torch.Tensor:
-    """Read .csv/.txt, .npy (no pickles) or .pt (weights_only) into a finite CPU tensor, refusing
-    files over their size limit (TEXT_FILE_BYTES, BINARY_FILE_BYTES) before reading them."""
+def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.device, copies: float,
+                     missing_ok: bool = False) -> torch.Tensor:
+    """Read .csv/.txt, .npy (no pickles) or .pt (weights_only) into a finite CPU tensor (NaN
+    allowed, as missing entries, with `missing_ok`), refusing files over their size limit
+    (TEXT_FILE_BYTES, BINARY_FILE_BYTES) before reading them."""
     name = str(path)
     key = f"{role}.file"
     if not path.exists():
@@ -171,9 +183,10 @@ def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.de
             f"unsupported file type {suffix or '(none)'!r}; use .csv, .txt, .npy or .pt", source=name, key=key
         )
     try:
+        guard = lambda n: guard_memory(n, dtype, device, copies, f"{role} file")  # noqa: E731
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy's and torch's own warnings are not the user's business
-            data = loaders[suffix](path, lambda n: guard_memory(n, dtype, device, copies, f"{role} file"))
+            data = _load_text(path, guard, missing_ok) if loaders[suffix] is _load_text else loaders[suffix](path, guard)
     except (InputFileError, ResourceError) as err:
         err.source, err.key = err.source or name, err.key or key
         raise
@@ -184,7 +197,7 @@ def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.de
         raise ResourceError("not enough memory to read the file", source=name, key=key) from None
     except Exception as err:  # each loader's own errors vary by format; all mean "bad file"
         raise InputFileError(f"cannot read {suffix} file: {_reason(err)}", source=name, key=key) from None
-    return _check_values(data, name, role)
+    return _check_values(data, name, role, missing_ok)
 
 
 def _reason(err: Exception) -> str:
@@ -200,13 +213,20 @@ _CSV_COLUMNS = re.compile(r"number of columns changed from (\d+) to (\d+) at row
 _CSV_VALUE = re.compile(r"could not convert string (.*) to float\d* at row (\d+), column (\d+)")
 
 
-def _load_text(path: Path, guard) -> torch.Tensor:
+def _load_text(path: Path, guard, missing_ok: bool = False) -> torch.Tensor:
     raw = read_file(path, TEXT_FILE_BYTES)
     guard(len(raw) // 2)  # at least two bytes of text per number
     text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8 CSV) is not data
     delimiter = "," if path.suffix.lower() == ".csv" else None
     try:
-        array = np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
+        try:
+            array = np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
+        except ValueError:
+            if not missing_ok or delimiter is None:
+                raise
+            # an empty cell is a missing entry; read cell by cell only when the fast reader refused
+            array = np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#",
+                               converters=lambda cell: float(cell) if cell.strip() else math.nan)
     except ValueError as err:
         raise InputFileError(f"cannot read {path.suffix.lower()} file: {_text_problem(str(err))}") from None
     return torch.from_numpy(np.ascontiguousarray(array))
@@ -266,10 +286,15 @@ def _unusual(data: torch.Tensor) -> str | None:
     return None
 
 
-def _check_values(data: torch.Tensor, name: str, role: str) -> torch.Tensor:
+def _check_values(data: torch.Tensor, name: str, role: str, missing_ok: bool = False) -> torch.Tensor:
     if data.numel() == 0:
         raise InputFileError("holds no numbers", source=name, key=f"{role}.file")
-    if data.is_floating_point() and not torch.isfinite(data).all():
+    if missing_ok and data.is_floating_point():
+        if torch.isinf(data).any():
+            bad = torch.isinf(data).sum().item()
+            raise InputFileError(f"holds {bad} infinite value(s) (NaN or an empty cell marks a missing entry)",
+                                 source=name, key=f"{role}.file")
+    elif data.is_floating_point() and not torch.isfinite(data).all():
         bad = (~torch.isfinite(data)).sum().item()
         raise InputFileError(f"holds {bad} NaN or infinite value(s)", source=name, key=f"{role}.file")
     return data

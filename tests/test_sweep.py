@@ -66,7 +66,7 @@ def test_sweep_section_in_yaml(cli, write_config):
     [
         ("sweep=1,2", "cannot sweep 'sweep': the grid cannot sweep itself"),
         ("optimizer=gd,adma", "unknown optimizer 'adma' (did you mean 'adam'?)"),
-        ("colour=1,2", "unknown key 'colour'; any config key can be swept"),
+        ("flavour=1,2", "unknown key 'flavour'; any config key can be swept"),  # no key is close to it
         ("learnig_rate=1,2", "unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
         ("learning_rate=-1,1", "learning_rate: must be a number > 0"),
         ("learning_rate", "expected KEY=V1,V2"),

@@ -23,11 +23,16 @@ class RunOptions:
     checkpoint_every: float = 60.0
     resume: Path | None = None
     tensorboard: Path | None = None
+    save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
 
 
 def run(resolved: Resolved, options: RunOptions) -> str:
     """Run to the end; returns the status."""
     check_outputs(options.output, options.plot)
+    if options.save is not None:
+        from gdfit.saving import check_save_path
+
+        check_save_path(options.save)
     if options.checkpoint is not None:
         from gdfit.render.document import check_writable
 
@@ -52,9 +57,12 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")
         renderer.start(descent.start)
+        holdout: list[tuple[int, float]] = []  # the held-out RMSE at the reported updates, for --plot
         try:
             for record in descent.steps():
                 renderer.step(record)
+                if record.holdout_rmse is not None:
+                    holdout.append((record.iter, record.holdout_rmse))
         finally:
             if descent.result is None:
                 renderer.abort()
@@ -64,7 +72,11 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED and not stdout_gone():
         warn(f"interrupted after {result.iters} updates")
-    _save(result, descent.start.config, options, problem)
+    _save(result, descent.start.config, options, problem, holdout)
+    if options.save is not None:
+        from gdfit.saving import save_parameters
+
+        save_parameters(options.save, descent.problem.model, descent.final_params)
     return result.status
 
 
@@ -111,7 +123,7 @@ def _screen(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, 
     return renderer, report
 
 
-def _save(result: records.FitResult, config: dict, options: RunOptions, problem) -> None:
+def _save(result: records.FitResult, config: dict, options: RunOptions, problem, holdout: list | None = None) -> None:
     if options.output is not None:
         from gdfit.render.document import write_document
 
@@ -119,7 +131,7 @@ def _save(result: records.FitResult, config: dict, options: RunOptions, problem)
     if options.plot is not None:
         from gdfit.plotting import plot_run
 
-        note = plot_run(options.plot, result, config, problem)  # a curve fit draws its data from the problem
+        note = plot_run(options.plot, result, config, problem, holdout)  # a curve fit draws its data from the problem
         if note:
             warn(note)
 
@@ -131,7 +143,7 @@ def divergence_hint(descent) -> str:
                 "apart; use dtype: float64, or rescale the data.")
     stable = (descent.advice or {}).get("max_stable_lr")
     if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
-        n = descent.problem.target.numel()
+        n = descent.problem.loss.numel  # the entries the loss is over (a matrix model leaves some out)
         return (
             f"Use a smaller learning_rate: for mse on {n} elements, gd diverges above lr = {stable:.6g} "
             f"(learning_rate is {config.learning_rate:g})."

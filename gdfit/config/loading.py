@@ -111,9 +111,10 @@ def merge_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | N
         apply_override(data, parts, value)
         origins[parts[0]] = "--set"
     for key, value in (flags or {}).items():
-        if value is not None:
-            data[key] = value
-            origins[key] = "--" + key.replace("_", "-")
+        if value is not None:  # a dotted flag key sets a nested one: `holdout.fraction` for --holdout
+            top = key.split(".")[0]
+            apply_override(data, key.split("."), value)
+            origins[top] = "--" + top.replace("_", "-")
     return RawConfig(data, source, base_dir, doc, origins)
 
 

@@ -41,7 +41,7 @@ def locate(loc: tuple) -> tuple[list[str | int], type[BaseModel] | None]:
     members: dict[str, Any] = {}
     for part in loc:
         if isinstance(part, str) and part in members:
-            model, members = _as_model(members[part]), {}
+            model, members = _as_model(members[part]), _named_members(members[part])
             continue
         if isinstance(part, str) and "[" in part:
             continue  # pydantic's name for a validator inside a plain union, e.g. `function-before[...]`
@@ -51,6 +51,16 @@ def locate(loc: tuple) -> tuple[list[str | int], type[BaseModel] | None]:
         model = _as_model(field.annotation) if field else None
         members = _union_members(field) if field else {}
     return path, holder
+
+
+def _named_members(annotation: Any) -> dict[str, Any]:
+    """A union member that is itself a union of named models (`model`'s `named` tag): name -> model."""
+    members = {}
+    for member in get_args(annotation):
+        base = get_args(member)[0] if get_args(member) and not _as_model(member) else member
+        if _as_model(base) is not None and "name" in base.model_fields:
+            members.update({name: base for name in get_args(base.model_fields["name"].annotation)})
+    return members
 
 
 def _as_model(annotation: Any) -> type[BaseModel] | None:

@@ -33,11 +33,14 @@ from gdfit.config.values import (
     UnitInterval,
     choose,
     finite,
+    first_missing,
     greater_than_one,
+    inline_target,
     inline_tensor,
     shape_list,
     shape_of,
     unit_interval,
+    where,
 )
 from gdfit.yamlsource import type_name
 
@@ -184,12 +187,13 @@ _FILE, _RANDOM, _INLINE, _COLUMN = (
     Annotated[InlineTensor, Tag("inline")],
     Annotated[ColumnSource, Tag("column")],
 )
+_INLINE_TARGET = Annotated[Annotated[Any, BeforeValidator(inline_target)], Tag("inline")]  # NaN: missing
 # Tagged unions, so that an error inside a member names that member (for "allowed: ..." lists).
 TensorSpec = Annotated[
     Union[_FILE, _RANDOM, _INLINE], Field(discriminator=Discriminator(_target_tag)), BeforeValidator(_target_spec)
 ]
 TargetSpec = Annotated[
-    Union[_FILE, _RANDOM, _INLINE, _COLUMN], Field(discriminator=Discriminator(_target_tag)),
+    Union[_FILE, _RANDOM, _INLINE_TARGET, _COLUMN], Field(discriminator=Discriminator(_target_tag)),
     BeforeValidator(_target_spec),
 ]
 InitSpec = Annotated[
@@ -273,7 +277,8 @@ class IdentityModel(_Frozen):
 
 
 class LowRankModel(_Frozen):
-    """The prediction U @ V.T, with U [m, rank] and V [n, rank]."""
+    """The prediction U @ V.T, with U [m, rank] and V [n, rank]; `l2` is lambda in
+    sum (U V^T - T)^2 + lambda (|U|^2 + |V|^2), both divided by the observed entries (gdfit.matrix)."""
 
     name: Literal["lowrank"]
     rank: PositiveInt
@@ -318,6 +323,33 @@ ModelSpec = Annotated[
     Field(discriminator=Discriminator(_model_tag)),
     BeforeValidator(_model_spec),
 ]
+
+
+def _holdout_spec(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"fraction": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a fraction like 0.2, or {{fraction: 0.2, seed: 0}}, got {type_name(value)}")
+    return value
+
+
+def _fraction(value: Any) -> float:
+    number = finite(value)
+    if not 0 < number < 1:
+        raise ValueError(f"must be in (0, 1): the share of observed entries to hide, got {number:g}")
+    return number
+
+
+class HoldoutSpec(_Frozen):
+    """`holdout: F` or `{fraction: F, seed: S}`: hide a seeded share F of the observed target
+    entries from the fit and report the prediction's RMSE on them. The split has its own seed, so
+    that runs of different `seed` (multi-start) or rank are judged on the same entries."""
+
+    fraction: Annotated[float, BeforeValidator(_fraction)]
+    seed: Integer = 0
+
+
+MATRIX_MODELS = ("lowrank", "linear")  # models whose targets may have missing entries
 
 
 # ---------------------------------------------------------------- optimizers
@@ -502,6 +534,8 @@ class FitConfig(_Frozen):
     ftol: NonNegativeNumber | None = None
     xtol: NonNegativeNumber | None = None
     gtol: NonNegativeNumber | None = None
+    mask: TensorSpec | None = None
+    holdout: Annotated[HoldoutSpec, BeforeValidator(_holdout_spec)] | None = None
     sweep: Annotated[dict[str, Any], BeforeValidator(_sweep_section)] | None = None
 
     @model_validator(mode="before")
@@ -512,8 +546,15 @@ class FitConfig(_Frozen):
         none: one of their updates may lower the loss by 1e-12 relative long before the end."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
             data = dict(data)
-            for key in TOLERANCE_DEFAULTS.get(_optimizer_name(data.get("optimizer")), ()):
-                data.setdefault(key, FIT_TOLERANCE)
+            model_name = _model_name(data.get("model"))
+            if model_name in ("lowrank", "linear"):
+                # gtol is absolute: from lowrank's small start (near the saddle at 0) the gradient
+                # is small because the start is, and gtol would stop the run before it began
+                keys, tolerance = ("ftol", "xtol") if model_name == "lowrank" else TOLERANCES, MATRIX_TOLERANCE
+            else:
+                keys, tolerance = TOLERANCE_DEFAULTS.get(_optimizer_name(data.get("optimizer")), ()), FIT_TOLERANCE
+            for key in keys:
+                data.setdefault(key, tolerance)
             data.setdefault("threshold", 0.0)
         return data
 
@@ -526,7 +567,24 @@ class FitConfig(_Frozen):
             raise ValueError("init does not apply to an expression model: its params give the start values")
         if self.sigma is not None and not isinstance(self.model, ExpressionModel):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
+        self._check_matrix_keys()
         return self
+
+    def _check_matrix_keys(self) -> None:
+        """Missing entries, masks and held-out entries are for the matrix models; they start from
+        their own documented values, not from `init`."""
+        matrix = getattr(self.model, "name", None) in MATRIX_MODELS
+        for key in ("mask", "holdout"):
+            if getattr(self, key) is not None and not matrix:
+                raise ValueError(f"{key}: missing and held-out entries are for models {' and '.join(MATRIX_MODELS)}")
+        if matrix and "init" in self.model_fields_set:
+            raise ValueError(f"init does not apply to model {self.model.name}: its parameters start from `seed` "
+                             "(see the README, Matrix models)")
+        missing = first_missing(self.target) if _is_inline(self.target) else None
+        if missing is not None and isinstance(self.model, IdentityModel):
+            place = f"{where(missing)}: " if missing else ""
+            raise ValueError(f"target: {place}expected a finite number, got nan (NaN marks a missing entry only "
+                             f"for models {' and '.join(MATRIX_MODELS)})")
 
     @field_validator("init", mode="after")
     @classmethod
@@ -537,6 +595,14 @@ class FitConfig(_Frozen):
             if ti != tt:
                 raise ValueError(f"shape {list(ti)} differs from the target's shape {list(tt)}")
         return init
+
+
+def _model_name(model: Any) -> str | None:
+    if isinstance(model, str):
+        return model
+    if isinstance(model, dict):
+        return model.get("name")
+    return getattr(model, "name", None)
 
 
 def _fits_parameters(model: Any) -> bool:
@@ -555,4 +621,6 @@ def _optimizer_name(value: Any) -> Any:
 # lbfgs's first step is scaled to 1/|g|_1 by design, so a relative loss reduction says nothing yet
 TOLERANCE_DEFAULTS = {"lm": ("ftol", "xtol", "gtol"), "lbfgs": ("xtol", "gtol")}
 FIT_TOLERANCE = 1.0e-10  # least_squares' 1e-8 leaves ENSO's weakest parameters at 3 digits
+MATRIX_TOLERANCE = 1.0e-8  # lowrank and linear, with every optimizer
+TOLERANCES = ("ftol", "xtol", "gtol")
 KEYS = tuple(FitConfig.model_fields)

@@ -133,17 +133,20 @@ def _where(index: tuple[int, ...]) -> str:
     return "".join(f"[{i + 1}]" for i in index)
 
 
-def _shape_of(value: Any, index: tuple[int, ...] = ()) -> tuple[int, ...]:
-    """Shape of a rectangular nested list of finite numbers; raises ValueError saying where not."""
+def _shape_of(value: Any, index: tuple[int, ...] = (), missing_ok: bool = False) -> tuple[int, ...]:
+    """Shape of a rectangular nested list of finite numbers (and NaN, with `missing_ok`); raises
+    ValueError saying where not."""
     if not isinstance(value, list):
         try:
-            finite(value)
+            # null is missing only inside a matrix: `target:` alone means nothing was written
+            if not (missing_ok and ((value is None and index) or (isinstance(value, float) and math.isnan(value)))):
+                finite(value)
         except ValueError as err:
             raise ValueError(f"{_where(index)}: {err}" if index else str(err)) from None
         return ()
     if not value:
         raise ValueError(f"{_where(index) + ' ' if index else 'the matrix '}is empty")
-    shapes = [_shape_of(item, index + (i,)) for i, item in enumerate(value)]
+    shapes = [_shape_of(item, index + (i,), missing_ok) for i, item in enumerate(value)]
     first = shapes[0]
     for i, shape in enumerate(shapes[1:], start=2):
         if shape != first:
@@ -153,9 +156,10 @@ def _shape_of(value: Any, index: tuple[int, ...] = ()) -> tuple[int, ...]:
     return (len(value),) + first
 
 
-def inline_tensor(value: Any) -> Any:
-    """Check an inline matrix, vector or scalar: rectangular, finite, small enough to write inline."""
-    shape = _shape_of(value)
+def inline_tensor(value: Any, missing_ok: bool = False) -> Any:
+    """Check an inline matrix, vector or scalar: rectangular, finite, small enough to write inline.
+    With `missing_ok` (a target), NaN and null are missing entries, and come back as NaN."""
+    shape = _shape_of(value, missing_ok=missing_ok)
     if len(shape) > MAX_RANK:
         raise ValueError(f"has {len(shape)} dimensions, at most {MAX_RANK} are supported")
     if math.prod(shape) > MAX_INLINE_ELEMENTS:
@@ -163,12 +167,38 @@ def inline_tensor(value: Any) -> Any:
             f"inline data has {math.prod(shape):,} elements, more than {MAX_INLINE_ELEMENTS:,}; "
             "put it in a file and use {file: PATH}"
         )
-    return value
+    return _nulls_as_nan(value) if missing_ok else value
+
+
+def inline_target(value: Any) -> Any:
+    """An inline target: NaN (`.nan`) or null marks a missing entry (models decide whether they take any)."""
+    return inline_tensor(value, missing_ok=True)
+
+
+def _nulls_as_nan(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nulls_as_nan(item) for item in value]
+    return math.nan if value is None else value
+
+
+def first_missing(value: Any, index: tuple[int, ...] = ()) -> tuple[int, ...] | None:
+    """Where the first NaN of a validated inline tensor is, or None."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = first_missing(item, index + (i,))
+            if found is not None:
+                return found
+        return None
+    return index if isinstance(value, float) and math.isnan(value) else None
+
+
+def where(index: tuple[int, ...]) -> str:
+    return _where(index)
 
 
 def shape_of(value: Any) -> tuple[int, ...]:
-    """Shape of an already validated inline tensor."""
-    return _shape_of(value)
+    """Shape of an already validated inline tensor (NaN entries allowed: a target's missing ones)."""
+    return _shape_of(value, missing_ok=True)
 
 
 def shape_list(value: Any) -> list[int]:

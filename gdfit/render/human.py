@@ -30,6 +30,7 @@ STATUS_STYLE = {
 }
 HEAD_ROWS = 20
 TAIL_ROWS = 20
+SINGULAR_VALUES_SHOWN = 8
 SPARK = "▁▂▃▄▅▆▇█"
 PARAM_COLUMNS = 6  # at most this many of a curve fit's parameters get a column; all are in --json
 PARAM_WIDTH = 14  # a parameter column with its borders, for a typical value at 8 digits
@@ -75,6 +76,7 @@ class HumanRenderer:
         self.config: dict[str, Any] = {}
         self.param_columns: list[str] = []  # a curve fit's fitted parameters, shown instead of x
         self.hidden_params = 0
+        self.holdout = False  # a column for the held-out RMSE
 
     def start(self, rec: records.StartRecord) -> None:
         cfg = self.config = rec.config
@@ -93,6 +95,9 @@ class HumanRenderer:
             lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
         if fitted:
             lines.append(f"model {cfg['model']['expr']}, fitting {', '.join(fitted)}")
+        if rec.matrix is not None:
+            lines.append(entries_line(rec.matrix))
+            self.holdout = rec.matrix["held_out"] > 0
         self.console.print(Panel("\n".join(lines), title="gdfit run", expand=False))
         if rec.x is not None and not isinstance(rec.x, dict) and not fitted:  # a fit's x is its prediction
             self.console.print(Text("start x\n" + format_tensor(rec.x)))
@@ -141,6 +146,8 @@ class HumanRenderer:
             table.add_column("lr", justify="right")
         for name in self.param_columns:
             table.add_column(name, justify="right")
+        if self.holdout:
+            table.add_column("held-out RMSE", justify="right")
         if not self.param_columns:
             table.add_column("x")
         if self.hidden_params:
@@ -162,7 +169,9 @@ class HumanRenderer:
         if self.param_columns:
             values = rec.params or {}
             cells += [f"{values[name]:.8g}" if values.get(name) is not None else "" for name in self.param_columns]
-        else:
+        if self.holdout:
+            cells.append("" if rec.holdout_rmse is None else f"{rec.holdout_rmse:.6g}")
+        if not self.param_columns:
             cells.append(format_tensor(rec.x))
         table.add_row(*cells)
 
@@ -182,6 +191,8 @@ class HumanRenderer:
         if spark:
             body.add_row("loss (log)", spark)
         if result.params is None:
+            if result.matrix is not None:
+                matrix_rows(body, result.matrix)
             body.add_row("x", format_tensor(result.x))
             return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
         report = Group(body, Text(""), fit_report(result, self.config))
@@ -199,6 +210,29 @@ def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
     if "expr" not in model:
         return []
     return [name for name, spec in model["params"].items() if spec.get("vary", True)]
+
+
+def entries_line(matrix: dict[str, Any]) -> str:
+    """The split of a matrix model's target entries, in one line."""
+    total, observed = matrix["entries"], matrix["observed"]
+    line = f"entries: {observed:,} of {total:,} observed ({100 * observed / total:.1f}%)"
+    if matrix["held_out"]:
+        line += f", {matrix['held_out']:,} held out"
+    return line + f", {matrix['fitted']:,} fitted"
+
+
+def matrix_rows(body: Table, matrix: dict[str, Any]) -> None:
+    """A matrix model's result: entries, held-out RMSE, and lowrank's singular values against the target's."""
+    body.add_row("entries", entries_line(matrix).removeprefix("entries: "))
+    if matrix.get("holdout_rmse") is not None:
+        body.add_row("held-out RMSE", f"{matrix['holdout_rmse']:.6g}")
+    values = matrix.get("singular_values")
+    if values:
+        shown = SINGULAR_VALUES_SHOWN
+        more = " ..." if len(values["fitted"]) > shown else ""
+        body.add_row("σ fitted", "  ".join(f"{v:.6g}" for v in values["fitted"][:shown]) + more)
+        body.add_row(f"σ target ({values['method'].split()[0]})",
+                     "  ".join(f"{v:.6g}" for v in values["target"][:shown]) + more)
 
 
 def throttled_reporter(clock: Callable[[], float], first: int = HEAD_ROWS, interval: float = 0.1):

@@ -58,11 +58,15 @@ def start_event(rec: records.StartRecord) -> dict[str, Any]:
         "advice": rec.advice,
         "warnings": rec.warnings,
     }
+    if rec.matrix is not None:
+        event["matrix"] = rec.matrix
     return {**event, **tensor_field(rec.x)}
 
 
 def step_event(rec: records.StepRecord) -> dict[str, Any]:
     event = {"event": "step", "iter": rec.iter, "loss": rec.loss, "lr": rec.lr, "grad_norm": rec.grad_norm}
+    if rec.holdout_rmse is not None:
+        event["holdout_rmse"] = rec.holdout_rmse
     params = {"params": rec.params} if rec.params is not None else {}
     return {**event, **params, **tensor_field(rec.x)}
 
@@ -91,7 +95,18 @@ def end_fields(result: records.FitResult) -> dict[str, Any]:
         "versions": result.versions,
         **({"resumed_from": result.resumed_from} if result.resumed_from is not None else {}),
         **fit_fields(result),
+        **_matrix_fields(result),
     }
+
+
+def _matrix_fields(result: records.FitResult) -> dict[str, Any]:
+    """A matrix model's end: `holdout_rmse` at the top (as in step events) and `matrix`."""
+    if result.matrix is None:
+        return {}
+    fields: dict[str, Any] = {"matrix": result.matrix}
+    if result.matrix.get("holdout_rmse") is not None:
+        fields["holdout_rmse"] = result.matrix["holdout_rmse"]
+    return fields
 
 
 def error_event(kind: str, message: str) -> dict[str, Any]:

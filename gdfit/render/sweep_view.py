@@ -71,6 +71,7 @@ def run_event(result: RunRecord) -> dict[str, Any]:
         "event": "run", "params": result.params, "status": result.status, "iters": result.iters,
         "loss": result.loss, **tensor_field(result.x),
         **({"error": result.error} if result.error else {}),
+        **({"holdout_rmse": result.holdout_rmse} if result.holdout_rmse is not None else {}),
     }
 
 
