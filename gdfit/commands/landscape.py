@@ -48,8 +48,8 @@ def landscape(options: LandscapeOptions) -> int:
 
     console = Console()
     if options.output is None:
-        width = max(40, min(console.width, 100))
-        size = (width, max(13, min(41, width // 2)) | 1)  # odd: the slice's axis b = 0 is a row
+        width = max(30, min(console.width, 64))
+        size = (width, max(11, min(25, width // 2)) | 1)  # odd: the slice's axis b = 0 is a row
     else:
         size = (options.size, options.size)
     with StopRequest() as stop:
