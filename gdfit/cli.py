@@ -248,6 +248,42 @@ def plot(
         plot_files(files, out)
 
 
+@app.command()
+def landscape(
+    config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - for standard input."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="PATH", help="The picture: .png or .svg, or .gif for an animation (needs gdfit[plot]). Without it, a text picture in the terminal."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", metavar="KEY=VALUES", help="Runs to draw together: V1,V2,... of one key, as sweep's --grid (optimizer=gd,momentum,adam,lm). Repeatable: every combination, or with --paired the lists element by element."),
+    paired: bool = typer.Option(False, "--paired", help="Pair the --compare lists element by element (optimizer=gd,adam with learning_rate=1e-3,0.1) instead of taking every combination."),
+    params: Optional[str] = typer.Option(None, "--params", metavar="A,B", help="Two fitted parameters of a curve fit to draw the loss over (the others held at the first run's fitted values). Default: the two parameters of a two-parameter fit, else a slice through the first run's start and end."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Random seed (overrides the config); also picks the slice's random direction."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates per run."),
+    size: int = typer.Option(200, "--size", min=10, max=1000, metavar="N", help="Grid points per side of an image (default 200)."),
+    panels: bool = typer.Option(False, "--panels", help="One panel per run on the same surface, instead of every path on one."),
+) -> None:
+    """The loss surface on a plane with each run's path across it: filled contours on a log colour
+    scale, the start, each end and the best point marked.
+
+    \b
+    Examples:
+      gdfit landscape configs/seed.yaml
+      gdfit landscape configs/seed.yaml --compare learning_rate=1,4.5,8.9,9.1 --panels -o lr.png
+      gdfit landscape fit.yaml --compare optimizer=gd,adam,lm --compare learning_rate=1e-11,1e-4,1 --paired -o fit.gif
+      gdfit landscape fit.yaml --params b1,b3 -o slice.svg
+
+    Exit status: 0 when drawn, 2 for bad input, 130 when interrupted (the runs so far are drawn).
+    """
+    with edge():
+        from gdfit.commands.landscape import LandscapeOptions
+        from gdfit.commands.landscape import landscape as landscape_command
+
+        flags = {"device": device, "seed": seed, "max_iters": max_iters}
+        status = landscape_command(LandscapeOptions(config, compare or [], paired, set_ or [], flags, params, output,
+                                                    size, panels))
+    raise typer.Exit(status)
+
+
 @app.command("grad-demo")
 def grad_demo(
     x: Optional[str] = typer.Option(None, "--x", metavar="MATRIX", help='The input x in YAML/JSON flow syntax, e.g. "[[0.5, -1], [2, 3]]". Default: [[1, 2], [3, 4]].'),

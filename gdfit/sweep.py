@@ -255,11 +255,10 @@ def run_batch(group: list[Run], x_limit: int = records.X_LIMIT) -> list[records.
     return done
 
 
-def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
-    """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
-    import torch
-
-    from gdfit.engine import make_stepper, reported_x, run_starts
+def batch_loop(first, group: list[Run], should_stop, sync_every: int | None = None):
+    """The `Loop` of one batch (runs that can share one, `plan_batches`) of the problem `first`;
+    the host looks every `sync_every` updates (by default as often as a sweep does)."""
+    from gdfit.engine import make_stepper, run_starts
     from gdfit.loop import Loop, sync_interval
 
     target, device = first.target, first.device
@@ -269,8 +268,16 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
     config = group[0].resolved.config
     stepper = make_stepper(first, starts, _varying_settings(group, device, column), config)
-    loop = Loop(config, stepper, lr, sync_every=sync_interval(device, len(group), target.numel()),
-                should_stop=should_stop)
+    if sync_every is None:
+        sync_every = sync_interval(device, len(group), target.numel())
+    return Loop(config, stepper, lr, sync_every=sync_every, should_stop=should_stop)
+
+
+def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
+    """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
+    from gdfit.engine import reported_x
+
+    loop = batch_loop(first, group, should_stop)
     for chunk in loop.chunks():
         yield chunk.done
     outcome = loop.outcome
