@@ -283,7 +283,7 @@ def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[A
     outcome = loop.outcome
     shown = reported_x(first, outcome.params, x_limit)
     rmse = getattr(first.model, "holdout_rmse", None)
-    holdout = [rmse({name: p[j].to(device) for name, p in outcome.params.items()}) if rmse is not None else None
+    holdout = [rmse({name: p[j].to(first.device) for name, p in outcome.params.items()}) if rmse is not None else None
                for j in range(len(group))]
     yield [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j],
                              holdout_rmse=holdout[j])

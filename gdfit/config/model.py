@@ -541,9 +541,11 @@ class FitConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _fit_defaults(cls, data: Any) -> Any:
-        """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off, and
-        lm and lbfgs stop by least_squares' rules (TOLERANCE_DEFAULTS). First-order methods keep
-        none: one of their updates may lower the loss by 1e-12 relative long before the end."""
+        """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off and it
+        stops by least_squares' rules. A curve fit with lm or lbfgs takes TOLERANCE_DEFAULTS at
+        FIT_TOLERANCE; its first-order methods take none (on ill-scaled curves one of their
+        updates may lower the loss by 1e-12 relative long before the end). lowrank and linear take
+        ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
             data = dict(data)
             model_name = _model_name(data.get("model"))
