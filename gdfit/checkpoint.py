@@ -172,6 +172,9 @@ class Checkpointer:
         return self.clock() - self.last >= self.every_s
 
     def save(self, checkpoint: Checkpoint) -> None:
+        from gdfit.interrupts import pause_point
+
+        pause_point("checkpoint")
         started = time.perf_counter()
         save(self.path, checkpoint)
         self.seconds.append(time.perf_counter() - started)

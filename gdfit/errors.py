@@ -61,6 +61,12 @@ class GdfitError(Exception):
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
+class UsageError(GdfitError):
+    """The command line itself is wrong: an unknown option, a missing argument, a flag's bad value."""
+
+    kind = "usage"
+
+
 class ConfigError(GdfitError):
     """The config (file, stdin or --set) is unreadable or invalid."""
 

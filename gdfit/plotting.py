@@ -79,7 +79,10 @@ def _save(fig, path: Path) -> None:
     from gdfit.render.document import write_atomic
     import io
 
+    from gdfit.interrupts import pause_point
+
     check_format(path)
+    pause_point("plot")
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
     write_atomic(path, buffer.getvalue())

@@ -41,8 +41,9 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         require_tensorboard()
         check_log_dir(options.tensorboard)
     from gdfit.engine import Descent, prepare
-    from gdfit.interrupts import StopRequest
+    from gdfit.interrupts import StopRequest, pause_point
 
+    pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
     problem = prepare(resolved)
     resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)

@@ -181,7 +181,7 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gdfit.interrupts import StopRequest
+    from gdfit.interrupts import StopRequest, pause_point
     from gdfit.journal import Appender
     from gdfit.render import sweep_view
     from gdfit.sweep import execute
@@ -210,6 +210,7 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
             task = bar.add_task(best_so_far[0], total=len(runs), completed=len(earlier))
             for item in steps:
                 if isinstance(item, tuple):
+                    pause_point("sweep")  # inside a batch: its loop is suspended between looks
                     bar.update(task, completed=item[0], description=best_so_far[0])
     return plan, [done[i] for i in sorted(done)]
 
