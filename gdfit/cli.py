@@ -308,11 +308,15 @@ def grad_demo(
       gdfit grad-demo --expr "mean(x**3)" --x "[[1,2],[3,4]]"
       gdfit grad-demo --json | python -m json.tool
       gdfit grad-demo --dot graph.dot && dot -Tsvg graph.dot > graph.svg
+
+    Exit status: 0 when the gradient check passes (or is skipped), 1 when it fails, 2 for bad input.
     """
     with edge(json_mode):
         from gdfit.commands.graddemo import grad_demo as demo
 
-        demo(x, expr, json_mode, dot)
+        passed = demo(x, expr, json_mode, dot)
+    if not passed:  # the demo ran, but autograd and finite differences disagree: say so in the status
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     NOT_CONVERGED = 1
+    CHECK_FAILED = 1  # grad-demo: autograd and finite differences disagree, or a value is not finite
     BAD_INPUT = 2
     DIVERGED = 3
     INTERRUPTED = 130
