@@ -62,12 +62,15 @@ def _silence_stdout() -> None:
         pass
 
 
-def _json_error(kind: str, message: str) -> None:
+def _json_error(kind: str, message: str, also: list[str] | None = None) -> None:
     """The `error` event on stdout, for --json; a reader that went away is no news."""
     from gdfit.render.jsonl import dumps, error_event
 
+    event = error_event(kind, message)
+    if also:
+        event["also"] = also
     try:
-        print(dumps(error_event(kind, message)), flush=True)
+        print(dumps(event), flush=True)
     except BrokenPipeError:
         _silence_stdout()
 
@@ -76,7 +79,7 @@ def _report(err: GdfitError, json_mode: bool) -> int:
     """Say what went wrong, on stderr and (with --json) as an `error` event; returns the exit code."""
     _err(f"gdfit: error: {err}")
     if json_mode:
-        _json_error(err.kind, err.located())
+        _json_error(err.kind, err.located(), [other.located() for other in err.also])
     return int(err.exit_code)
 
 

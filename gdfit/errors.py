@@ -43,6 +43,7 @@ class GdfitError(Exception):
         self.column = column
         self.key = key
         self.hint = hint
+        self.also: list[GdfitError] = []  # further problems found at the same time (every one in a config)
 
     def located(self) -> str:
         """`file:line:col: key: message`, leaving out what is unknown."""
@@ -58,7 +59,7 @@ class GdfitError(Exception):
         return f"{where}{key}{self.message}"
 
     def __str__(self) -> str:
-        text = self.located()
+        text = "\n".join([self.located(), *(f"  also: {other.located()}" for other in self.also)])
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
