@@ -17,6 +17,7 @@ from typing import Callable, Collection, Mapping
 import torch
 
 from gdfit.errors import ExpressionError
+from gdfit.words import plural
 
 MAX_LENGTH = 400
 MAX_DEPTH = 40
@@ -70,7 +71,7 @@ def parse(text: str, key: str = "--expr", names: Collection[str] = ("x",),
         raise ExpressionError("expression is nested too deeply", key=key) from None
     count = _Checker(key, names, unknown).check(tree.body, 0, 0)
     if count > MAX_NODES:
-        raise ExpressionError(f"expression has {count} parts; at most {MAX_NODES} are allowed", key=key)
+        raise ExpressionError(f"expression has {plural(count, 'part')}; at most {MAX_NODES} are allowed", key=key)
     return tree
 
 

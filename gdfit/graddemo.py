@@ -13,6 +13,7 @@ import torch
 
 from gdfit.errors import ExpressionError
 from gdfit.expr import evaluate, function_of, parse
+from gdfit.words import plural
 
 DEFAULT_EXPR = "sum((x + 2) * (x - 2))"
 DEFAULT_X = [[1.0, 2.0], [3.0, 4.0]]
@@ -138,7 +139,7 @@ def _make_x(values: Any) -> torch.Tensor:
         raise ExpressionError(f"value {worst:g} is beyond the range of float32 "
                               f"(largest {torch.finfo(torch.float32).max:g})", key="--x")
     if x.numel() > MAX_X_ELEMENTS:
-        raise ExpressionError(f"x has {x.numel()} elements; at most {MAX_X_ELEMENTS}", key="--x")
+        raise ExpressionError(f"x has {plural(x.numel(), 'element')}; at most {MAX_X_ELEMENTS}", key="--x")
     return x.requires_grad_(True)
 
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, strict_json
+from conftest import ROOT, strict_json
 
 SEED = "configs/seed.yaml"
 

@@ -10,6 +10,7 @@ from gdfit import records
 from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.config import Resolved
 from gdfit.errors import GdfitError
+from gdfit.words import plural
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         result = descent.result
         renderer.end(result)
     if result.status == records.DIVERGED:
-        warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
+        warn(f"diverged after {plural(result.iters, 'update')} ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED and not stdout_gone():
-        warn(f"interrupted after {result.iters} updates")
+        warn(f"interrupted after {plural(result.iters, 'update')}")
     _save(result, descent.start.config, options, problem)
     return result.status
 
@@ -134,7 +135,7 @@ def divergence_hint(descent) -> str:
     if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
         n = descent.problem.target.numel()
         return (
-            f"Use a smaller learning_rate: for mse on {n} elements, gd diverges above lr = {stable:.6g} "
+            f"Use a smaller learning_rate: for mse on {plural(n, 'element')}, gd diverges above lr = {stable:.6g} "
             f"(learning_rate is {config.learning_rate:g})."
         )
     return f"Try a smaller learning_rate than {config.learning_rate:g}."

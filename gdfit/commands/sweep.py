@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from gdfit import records
 from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.errors import ExitCode, GdfitError
+from gdfit.words import plural
 
 if TYPE_CHECKING:
     from gdfit.journal import Journal
@@ -94,7 +95,7 @@ def sweep(options: SweepOptions) -> int:
         finished = sum(r.status != records.INTERRUPTED for r in results)
         resume = f"; continue with `gdfit sweep --resume {prepared.folder}`" if prepared.folder else ""
         if not stdout_gone():
-            warn(f"interrupted after {finished} of {len(runs)} runs{resume}")
+            warn(f"interrupted after {finished} of {plural(len(runs), 'run')}{resume}")
         return int(ExitCode.INTERRUPTED)
     return _status(results)
 

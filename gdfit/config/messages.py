@@ -105,6 +105,16 @@ def _most_useful(errors: list[dict]) -> dict:
     return errors[0]
 
 
+# pydantic's type errors in the user's words ("Input should be a valid dictionary or instance of
+# DataSource" names a class of ours, not anything in their file)
+EXPECTED = {
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "list_type": "a list", "tuple_type": "a list", "string_type": "text", "int_type": "an integer",
+    "int_parsing": "an integer", "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+}
+
+
 def _message(error: dict) -> str:
     kind = error["type"]
     if kind == "value_error":
@@ -115,6 +125,9 @@ def _message(error: dict) -> str:
         return "is required"
     if kind == "literal_error":
         return f"got {error['input']!r}; {error['msg'].replace('Input should be', 'expected')}"
+    expected = EXPECTED.get(kind)
+    if expected:
+        return f"expected {expected}, got {type_name(error.get('input'))}"
     return f"{error['msg']}, got {type_name(error.get('input'))}"
 
 
