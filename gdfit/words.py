@@ -9,5 +9,7 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 
 
 def article(phrase: str) -> str:
-    """`a` or `an` before a phrase, by its first letter (enough for gdfit's own words)."""
-    return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
+    """`a` or `an` before a phrase, by its first sound (enough for gdfit's own words and dtypes)."""
+    word = phrase.lower()
+    vowel = word[:1] in "aeiou" and not word.startswith(("uint", "uni", "use", "usu"))  # a uint32: "you-int"
+    return f"{'an' if vowel else 'a'} {phrase}"

@@ -181,5 +181,5 @@ def test_counts_agree_with_their_nouns():
 
     assert [plural(1, "update"), plural(2, "update"), plural(0, "run"), plural(1, "loss", "losses"),
             plural(3, "loss", "losses")] == ["1 update", "2 updates", "0 runs", "1 loss", "3 losses"]
-    assert [article("optimizer"), article("unsigned 16-bit"), article("meta"), article("int")] == \
-        ["an optimizer", "an unsigned 16-bit", "a meta", "an int"]
+    assert [article("optimizer"), article("unsigned 16-bit"), article("meta"), article("int"), article("uint32")] == \
+        ["an optimizer", "an unsigned 16-bit", "a meta", "an int", "a uint32"]
