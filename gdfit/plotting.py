@@ -86,7 +86,7 @@ def _save(fig, path: Path) -> None:
     pause_point("plot")
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), key="--plot")  # `gdfit plot` says --output (commands.plot)
 
 
 def _caption(config: dict[str, Any], swept: tuple[str, ...] = ()) -> str:

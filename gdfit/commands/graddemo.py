@@ -12,7 +12,7 @@ def grad_demo(x: str | None, expr: str | None, json_mode: bool, dot: Path | None
     from gdfit.render.document import check_writable
 
     if dot is not None:
-        check_writable(dot)
+        check_writable(dot, key="--dot")
     x_values = _parse_matrix(x) if x is not None else None
     from gdfit.graddemo import to_dot, walkthrough
 
@@ -31,7 +31,7 @@ def grad_demo(x: str | None, expr: str | None, json_mode: bool, dot: Path | None
     if dot is not None:
         from gdfit.render.document import write_atomic
 
-        write_atomic(dot, to_dot(result.graph))
+        write_atomic(dot, to_dot(result.graph), key="--dot")
     if result.check["passed"] is False:
         if json_mode:  # the table says why on screen; a script's reader gets the reason on stderr too
             warn(f"gradient check failed: {result.check['reason']}")
