@@ -349,10 +349,11 @@ def _app(args: list[str]) -> int:
     from gdfit.usage import click_exceptions, from_click
 
     exceptions = click_exceptions()
+    no_args = getattr(exceptions, "NoArgsIsHelpError", ())  # Click >= 8.2; older ones print help and exit 0
     try:
         # not standalone: Click's usage errors come here, to be said in gdfit's format
         code = app(args=args, prog_name="gdfit", standalone_mode=False)
-    except exceptions.NoArgsIsHelpError if hasattr(exceptions, "NoArgsIsHelpError") else () as help_:
+    except no_args as help_:
         help_.show()  # bare `gdfit`: the help, as a usage error (exit 2)
         return int(ExitCode.BAD_INPUT)
     except exceptions.UsageError as err:
