@@ -20,6 +20,7 @@ import torch
 from gdfit import __version__
 from gdfit.errors import InputFileError
 from gdfit.loop import LoopState
+from gdfit.words import plural
 
 FORMAT = 1
 # keys a resumed run may change: where it runs and how long it may go on
@@ -117,7 +118,7 @@ def _parse(document: Any) -> Checkpoint:
     )
     history = document["history"].tolist()
     if len(history) != state.iters + 1:
-        raise ValueError(f"its history has {len(history)} losses for {state.iters} updates")
+        raise ValueError(f"its history has {plural(len(history), 'loss', 'losses')} for {plural(state.iters, 'update')}")
     return Checkpoint(state, history, dict(document["config"]), str(document["target_sha256"]),
                       dict(document["versions"]))
 
@@ -139,7 +140,7 @@ def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str
     changed = sorted(k for k in set(config) | set(checkpoint.config)
                      if k not in MAY_CHANGE and config.get(k) != checkpoint.config.get(k))
     if config.get("max_iters", 0) < checkpoint.state.iters:
-        problems.append(f"max_iters {config.get('max_iters')} is below the checkpoint's {checkpoint.state.iters} updates")
+        problems.append(f"max_iters {config.get('max_iters')} is below the checkpoint's {plural(checkpoint.state.iters, 'update')}")
     schedule = config.get("schedule") or {}
     if (schedule.get("name") == "cosine" and schedule.get("t_max") is None
             and config.get("max_iters") != checkpoint.config.get("max_iters")):
@@ -172,6 +173,9 @@ class Checkpointer:
         return self.clock() - self.last >= self.every_s
 
     def save(self, checkpoint: Checkpoint) -> None:
+        from gdfit.interrupts import pause_point
+
+        pause_point("checkpoint")
         started = time.perf_counter()
         save(self.path, checkpoint)
         self.seconds.append(time.perf_counter() - started)

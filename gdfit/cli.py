@@ -15,9 +15,15 @@ from typing import Iterator, List, Optional
 
 import typer
 
+from typer.core import TyperCommand
+
 from gdfit import __version__, records
 from gdfit.errors import ExitCode, GdfitError
 from gdfit.records import X_LIMIT
+
+from gdfit.interrupts import pause_point  # noqa: E402 (light: no torch, no rich)
+
+pause_point("import")  # tests: a Ctrl-C while Python loads the CLI
 
 app = typer.Typer(
     name="gdfit",
@@ -56,6 +62,27 @@ def _silence_stdout() -> None:
         pass
 
 
+def _json_error(kind: str, message: str, also: list[str] | None = None) -> None:
+    """The `error` event on stdout, for --json; a reader that went away is no news."""
+    from gdfit.render.jsonl import dumps, error_event
+
+    event = error_event(kind, message)
+    if also:
+        event["also"] = also
+    try:
+        print(dumps(event), flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _report(err: GdfitError, json_mode: bool) -> int:
+    """Say what went wrong, on stderr and (with --json) as an `error` event; returns the exit code."""
+    _err(f"gdfit: error: {err}")
+    if json_mode:
+        _json_error(err.kind, err.located(), [other.located() for other in err.also])
+    return int(err.exit_code)
+
+
 @contextmanager
 def edge(json_mode: bool = False) -> Iterator[None]:
     """The one place where exceptions become messages and exit codes."""
@@ -64,20 +91,14 @@ def edge(json_mode: bool = False) -> Iterator[None]:
     except GdfitError as err:
         if _debug():
             traceback.print_exc()
-        _err(f"gdfit: error: {err}")
-        if json_mode:
-            from gdfit.render.jsonl import dumps, error_event
-
-            try:
-                print(dumps(error_event(err.kind, err.located())), flush=True)
-            except BrokenPipeError:
-                _silence_stdout()
-        raise typer.Exit(int(err.exit_code))
+        raise typer.Exit(_report(err, json_mode))
     except BrokenPipeError:
         _silence_stdout()
         raise typer.Exit(BROKEN_PIPE)
-    except KeyboardInterrupt:
-        _err("gdfit: aborted")
+    except KeyboardInterrupt:  # a Ctrl-C outside the descent loop: start-up, reading, plotting, saving
+        _err("gdfit: interrupted")
+        if json_mode:  # scripts read why there is no (or no further) output
+            _json_error("interrupted", "interrupted by Ctrl-C (SIGINT)")
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     except typer.Exit:
         raise
@@ -89,6 +110,34 @@ def edge(json_mode: bool = False) -> Iterator[None]:
         raise typer.Exit(INTERNAL_ERROR)
 
 
+class _Command(TyperCommand):
+    """A command whose usage line and help name arguments by their metavar alone: `CONFIG`, not
+    `{CONFIG}` in the usage and `CONFIG <str>` in the list, as typer >= 0.2x writes them."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = _argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments = [(_argument_name(p), p.help or "") for p in self.get_params(ctx)
+                     if p.param_type_name == "argument" and not p.hidden]
+        options = [record for p in self.get_params(ctx)
+                   if p.param_type_name == "option" and (record := p.get_help_record(ctx)) is not None]
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param) -> str:
+    name = param.metavar or param.name.upper()
+    return name if param.nargs == 1 or name.endswith("...") else name + "..."
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"gdfit {__version__}")
@@ -98,6 +147,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    # main() takes --debug out of the arguments wherever it stands; it is declared here to be listed
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks; works with any command (also GDFIT_DEBUG=1)."),
 ) -> None:
     """Fit a tensor to a target by gradient descent, as in the PyTorch tutorial, from YAML configs.
 
@@ -114,7 +165,7 @@ def _root(
 SET_HELP = "Override a config key: KEY=VALUE, VALUE read as YAML; dotted keys reach nested ones (optimizer.momentum=0.5). Repeatable."
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - to read it from standard input."),
     json_mode: bool = typer.Option(False, "--json", help="Write JSON Lines events (start, step, end, error) to stdout."),
@@ -153,7 +204,9 @@ def run(
         from gdfit.commands.run import RunOptions
         from gdfit.commands.run import run as run_command
         from gdfit.config import load_config
+        from gdfit.interrupts import pause_point
 
+        pause_point("config")
         flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
         resolved = load_config(config, set_ or [], flags)
         options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
@@ -162,7 +215,7 @@ def run(
     raise typer.Exit(int(STATUS_EXIT[status]))
 
 
-@app.command("config")
+@app.command("config", cls=_Command)
 def config_cmd(
     config: Optional[str] = typer.Argument(None, metavar="CONFIG", help="YAML config file, or - for standard input."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
@@ -185,7 +238,7 @@ def config_cmd(
         show_config(config, set_ or [], json_mode, schema, advise)
 
 
-@app.command()
+@app.command(cls=_Command)
 def sweep(
     config: Optional[str] = typer.Argument(None, metavar="CONFIG", help="YAML config file, or - for standard input. Not needed with --resume or --show."),
     grid: Optional[List[str]] = typer.Option(None, "--grid", metavar="KEY=VALUES", help="Values of one key: V1,V2,... (YAML each), a..b (integers), logspace(a,b,n) or linspace(a,b,n). Repeatable: the runs are the Cartesian product."),
@@ -229,7 +282,7 @@ def sweep(
     raise typer.Exit(status)
 
 
-@app.command()
+@app.command(cls=_Command)
 def plot(
     files: List[Path] = typer.Argument(..., metavar="FILE...", help="--output documents (run or sweep) or captured --json output."),
     out: Path = typer.Option(..., "--output", "-o", metavar="PATH", help="The image to write: .png, .svg or .pdf."),
@@ -248,7 +301,7 @@ def plot(
         plot_files(files, out)
 
 
-@app.command()
+@app.command(cls=_Command)
 def landscape(
     config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - for standard input."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="PATH", help="The picture: .png or .svg, or .gif for an animation (needs gdfit[plot]). Without it, a text picture in the terminal."),
@@ -284,7 +337,7 @@ def landscape(
     raise typer.Exit(status)
 
 
-@app.command("grad-demo")
+@app.command("grad-demo", cls=_Command)
 def grad_demo(
     x: Optional[str] = typer.Option(None, "--x", metavar="MATRIX", help='The input x in YAML/JSON flow syntax, e.g. "[[0.5, -1], [2, 3]]". Default: [[1, 2], [3, 4]].'),
     expr: Optional[str] = typer.Option(None, "--expr", metavar="EXPR", help="A scalar expression of x: numbers, x, + - * / **, parentheses and sum mean exp log sqrt abs sin cos tanh sigmoid relu square. Default: sum((x + 2) * (x - 2))."),
@@ -299,11 +352,15 @@ def grad_demo(
       gdfit grad-demo --expr "mean(x**3)" --x "[[1,2],[3,4]]"
       gdfit grad-demo --json | python -m json.tool
       gdfit grad-demo --dot graph.dot && dot -Tsvg graph.dot > graph.svg
+
+    Exit status: 0 when the gradient check passes (or is skipped), 1 when it fails, 2 for bad input.
     """
     with edge(json_mode):
         from gdfit.commands.graddemo import grad_demo as demo
 
-        demo(x, expr, json_mode, dot)
+        passed = demo(x, expr, json_mode, dot)
+    if not passed:  # the demo ran, but autograd and finite differences disagree: say so in the status
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,15 +387,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _app(args: list[str]) -> int:
+    from gdfit.usage import click_exceptions, from_click
+
+    exceptions = click_exceptions()
+    no_args = getattr(exceptions, "NoArgsIsHelpError", ())  # Click >= 8.2; older ones print help and exit 0
     try:
-        app(args=args, prog_name="gdfit")  # standalone: usage errors print and exit 2
+        # not standalone: Click's usage errors come here, to be said in gdfit's format
+        code = app(args=args, prog_name="gdfit", standalone_mode=False)
+    except no_args as help_:
+        help_.show()  # bare `gdfit`: the help, as a usage error (exit 2)
+        return int(ExitCode.BAD_INPUT)
+    except exceptions.UsageError as err:
+        return _report(from_click(err), "--json" in args)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else int(ExitCode.BAD_INPUT))
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE
-    return 0
+    except KeyboardInterrupt:  # between the edges: while Click parses, or while stdout is guarded
+        _err("gdfit: interrupted")
+        if "--json" in args:
+            _json_error("interrupted", "interrupted by Ctrl-C (SIGINT)")
+        return int(ExitCode.INTERRUPTED)
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

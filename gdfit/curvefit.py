@@ -21,6 +21,7 @@ from gdfit.expr import compile_model, names_in, parse
 from gdfit.lm import jacobian
 from gdfit.models import ExpressionFit
 from gdfit.tensors import build_target, guard_memory
+from gdfit.words import plural
 
 
 def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.device
@@ -106,7 +107,7 @@ def _target(resolved: Resolved, columns: dict[str, torch.Tensor], dtype, device)
         return _column(columns, spec.column, "target", resolved)
     y = build_target(resolved, dtype, device, 8).flatten()
     if n is not None and y.numel() != n:
-        raise ConfigError(f"the target has {y.numel()} values but the data has {n} rows", source=resolved.source,
+        raise ConfigError(f"the target has {plural(y.numel(), 'value')} but the data has {plural(n, 'row')}", source=resolved.source,
                           key="target")
     return y
 

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from gdfit.errors import InputFileError
+from gdfit.words import plural
 
 MAX_COLUMNS = 1000
 
@@ -59,7 +60,7 @@ def _csv(path: Path, guard: Callable[[int], None]) -> dict[str, np.ndarray]:
     if rows.size == 0:
         raise InputFileError("has a header but no rows of numbers")
     if rows.shape[1] != len(header):
-        raise InputFileError(f"has {rows.shape[1]} values per row but {len(header)} column names in its header")
+        raise InputFileError(f"has {plural(rows.shape[1], 'value')} per row but {plural(len(header), 'column name')} in its header")
     return {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(header)}
 
 

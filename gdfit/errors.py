@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     NOT_CONVERGED = 1
+    CHECK_FAILED = 1  # grad-demo: autograd and finite differences disagree, or a value is not finite
     BAD_INPUT = 2
     DIVERGED = 3
     INTERRUPTED = 130
@@ -42,6 +43,7 @@ class GdfitError(Exception):
         self.column = column
         self.key = key
         self.hint = hint
+        self.also: list[GdfitError] = []  # further problems found at the same time (every one in a config)
 
     def located(self) -> str:
         """`file:line:col: key: message`, leaving out what is unknown."""
@@ -57,8 +59,14 @@ class GdfitError(Exception):
         return f"{where}{key}{self.message}"
 
     def __str__(self) -> str:
-        text = self.located()
+        text = "\n".join([self.located(), *(f"  also: {other.located()}" for other in self.also)])
         return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class UsageError(GdfitError):
+    """The command line itself is wrong: an unknown option, a missing argument, a flag's bad value."""
+
+    kind = "usage"
 
 
 class ConfigError(GdfitError):

@@ -17,6 +17,7 @@ from typing import Callable, Collection, Mapping
 import torch
 
 from gdfit.errors import ExpressionError
+from gdfit.words import plural
 
 MAX_LENGTH = 400
 MAX_DEPTH = 40
@@ -70,7 +71,7 @@ def parse(text: str, key: str = "--expr", names: Collection[str] = ("x",),
         raise ExpressionError("expression is nested too deeply", key=key) from None
     count = _Checker(key, names, unknown).check(tree.body, 0, 0)
     if count > MAX_NODES:
-        raise ExpressionError(f"expression has {count} parts; at most {MAX_NODES} are allowed", key=key)
+        raise ExpressionError(f"expression has {plural(count, 'part')}; at most {MAX_NODES} are allowed", key=key)
     return tree
 
 
@@ -118,8 +119,32 @@ def _check(node: ast.AST, depth: int, count: int, checker: _Checker) -> int:
         if len(node.args) != 1 or node.keywords:
             raise ExpressionError(f"{node.func.id}() takes exactly one argument", key="--expr")
         return _check(node.args[0], depth + 1, count, checker)
-    what = type(node).__name__
-    raise ExpressionError(f"{what} is not allowed; the language has {ALLOWED}", key="--expr")
+    raise ExpressionError(f"{describe(node)} not allowed; the language has {ALLOWED}", key="--expr")
+
+
+# Python's syntax in the user's words, for "... is not allowed" (ast class names mean nothing to them)
+WORDS = {
+    ast.Attribute: "attribute access", ast.Subscript: "indexing", ast.Compare: "comparisons",
+    ast.BoolOp: "and/or", ast.IfExp: "if-else", ast.Lambda: "lambda", ast.NamedExpr: "assignment (:=)",
+    ast.JoinedStr: "f-strings", ast.List: "lists", ast.Tuple: "tuples", ast.Set: "sets", ast.Dict: "dicts",
+    ast.ListComp: "comprehensions", ast.SetComp: "comprehensions", ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions", ast.Starred: "unpacking (*)", ast.Slice: "slices",
+    ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield",
+}
+OPERATORS = {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+             ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~", ast.Not: "not"}
+
+
+def describe(node: ast.AST) -> str:
+    """`attribute access (b1.x) is`, `the operator // is`: what the user wrote, in words."""
+    if isinstance(node, (ast.BinOp, ast.UnaryOp)):
+        symbol = OPERATORS.get(type(node.op), type(node.op).__name__)
+        return f"the operator {symbol} is"
+    what = WORDS.get(type(node), "this kind of expression")
+    text = ast.unparse(node)
+    shown = "" if len(text) > 30 else f" {text}" if text.startswith("(") and text.endswith(")") else f" ({text})"
+    plural = what.endswith("s") and what not in ("attribute access", "and/or")
+    return f"{what}{shown} {'are' if plural else 'is'}"
 
 
 class Evaluator:

@@ -13,12 +13,14 @@ import torch
 
 from gdfit.errors import ExpressionError
 from gdfit.expr import evaluate, function_of, parse
+from gdfit.words import plural
 
 DEFAULT_EXPR = "sum((x + 2) * (x - 2))"
 DEFAULT_X = [[1.0, 2.0], [3.0, 4.0]]
 FD_STEP = 1e-6
 MAX_CHECK_ELEMENTS = 1_000
 MAX_X_ELEMENTS = 10_000
+STEEP = 1e6  # a slope beyond this (for x of moderate size) means a pole, not a kink or rounding
 
 
 @dataclass
@@ -102,7 +104,7 @@ def walkthrough(x_values: Any = None, expr: str | None = None) -> Walkthrough:
     graph = backward_graph(y, labels)
     y.backward()
     grad = x.grad.detach().clone()
-    check = gradient_check(tree, x, grad, closed_form=expr is None)
+    check = gradient_check(tree, x, grad, closed_form=expr is None, y=float(y.detach()))
     return Walkthrough(
         expr=text,
         x=x.detach().clone(),
@@ -137,17 +139,23 @@ def _make_x(values: Any) -> torch.Tensor:
         raise ExpressionError(f"value {worst:g} is beyond the range of float32 "
                               f"(largest {torch.finfo(torch.float32).max:g})", key="--x")
     if x.numel() > MAX_X_ELEMENTS:
-        raise ExpressionError(f"x has {x.numel()} elements; at most {MAX_X_ELEMENTS}", key="--x")
+        raise ExpressionError(f"x has {plural(x.numel(), 'element')}; at most {MAX_X_ELEMENTS}", key="--x")
     return x.requires_grad_(True)
 
 
-def gradient_check(tree, x: torch.Tensor, grad: torch.Tensor, closed_form: bool) -> dict[str, Any]:
-    """Autograd against central finite differences (and 2x for the tutorial's expression)."""
+def gradient_check(tree, x: torch.Tensor, grad: torch.Tensor, closed_form: bool, y: float = 0.0) -> dict[str, Any]:
+    """Autograd against central finite differences (and 2x for the tutorial's expression). A
+    failed check carries `reason`: one line on why (non-finite values, a pole, a kink)."""
     check: dict[str, Any] = {"method": f"central finite differences in float64, h = {FD_STEP:g}"}
+    undefined = _non_finite(x, y, grad)
     if x.numel() > MAX_CHECK_ELEMENTS:
-        check.update(max_abs_error=None, passed=None, note=f"skipped: more than {MAX_CHECK_ELEMENTS} elements")
+        check.update(max_abs_error=None, passed=None if undefined is None else False,
+                     note=f"skipped: more than {MAX_CHECK_ELEMENTS} elements")
+        if undefined is not None:
+            check["reason"] = undefined
         return check
-    numeric = finite_difference_grad(function_of(tree), x)
+    fn = function_of(tree)
+    numeric = finite_difference_grad(fn, x)
     error = float((numeric - grad.to(torch.float64)).abs().max())
     scale = float(numeric.abs().max()) if numeric.numel() else 0.0
     tolerance = 1e-4 * max(1.0, scale)  # float32 autograd against float64 differences
@@ -157,7 +165,62 @@ def gradient_check(tree, x: torch.Tensor, grad: torch.Tensor, closed_form: bool)
         closed_error = float((exact - grad.to(torch.float64)).abs().max())
         check["closed_form"] = {"formula": "2x", "max_abs_error": closed_error, "passed": closed_error <= 1e-6}
         check["passed"] = check["passed"] and closed_error <= 1e-6
+    if undefined is not None:
+        check.update(passed=False, reason=undefined)
+    elif not check["passed"]:
+        check["reason"] = _why_differ(fn, x, grad, numeric, tolerance)
     return check
+
+
+def _at(x: torch.Tensor, flat: int) -> str:
+    """`x[0, 1] = 1e-07`: an element of x by its index, for a reason."""
+    index = ", ".join(str(int(i)) for i in torch.unravel_index(torch.tensor(flat), x.shape)) if x.dim() else ""
+    return f"x[{index}] = {float(x.detach().reshape(-1)[flat]):.6g}" if index else f"x = {float(x.detach()):.6g}"
+
+
+def _non_finite(x: torch.Tensor, y: float, grad: torch.Tensor) -> str | None:
+    """Why y or x.grad is not a number, or None when both are finite: never a pass."""
+    if math.isnan(y):
+        return "y is nan: the expression is undefined at this x (log or sqrt of a negative number, 0/0, inf - inf)"
+    if math.isinf(y):
+        return "y is infinite: a pole at this x (such as 1/x or log(x) at 0), or a value beyond float32"
+    bad = (~torch.isfinite(grad)).reshape(-1).nonzero()
+    if bad.numel():
+        first = int(bad[0])
+        return (f"x.grad is {float(grad.reshape(-1)[first]):g} at {_at(x, first)}: the derivative is undefined "
+                "there (such as sqrt(x) or 1/x at 0)")
+    return None
+
+
+def _why_differ(fn, x: torch.Tensor, grad: torch.Tensor, numeric: torch.Tensor, tolerance: float) -> str:
+    """One line on why autograd and central differences disagree, at the worst element."""
+    gap = (numeric - grad.to(torch.float64)).abs().reshape(-1)
+    worst = int(torch.nan_to_num(gap, nan=math.inf).argmax())
+    where, auto, central = _at(x, worst), float(grad.reshape(-1)[worst]), float(numeric.reshape(-1)[worst])
+    if not math.isfinite(central):
+        return f"finite differences are not finite at {where}: a pole or the edge of the domain lies within h = {FD_STEP:g}"
+    left, right = _one_sided(fn, x, worst)
+    if max(abs(auto), abs(central), abs(left), abs(right)) > STEEP:
+        return (f"a pole or a very steep change near {where}: autograd gives {auto:.3g}, finite differences "
+                f"{central:.3g}, and neither is reliable there")
+    if abs(left - right) > 2 * tolerance:
+        return (f"a kink at or within h = {FD_STEP:g} of {where} (as relu or abs have at 0): the slope is {left:.3g} "
+                f"on the left and {right:.3g} on the right; autograd takes {auto:.3g}, central differences {central:.3g}")
+    return (f"autograd ({auto:.6g}) and finite differences ({central:.6g}) differ by {gap[worst]:.3g} at {where}, "
+            f"more than the tolerance {tolerance:.3g}: float32 rounding of large or steep values")
+
+
+def _one_sided(fn, x: torch.Tensor, flat: int, h: float = FD_STEP) -> tuple[float, float]:
+    """The left and right difference quotients of fn at one element of x, in float64."""
+    base = x.detach().to(torch.float64).clone()
+    with torch.no_grad():
+        middle = float(fn(base))
+        saved = float(base.view(-1)[flat])
+        base.view(-1)[flat] = saved - h
+        down = float(fn(base))
+        base.view(-1)[flat] = saved + h
+        up = float(fn(base))
+    return (middle - down) / h, (up - middle) / h
 
 
 def to_dot(graph: GraphNode) -> str:

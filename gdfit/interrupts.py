@@ -10,6 +10,9 @@ from types import FrameType
 from gdfit import stdout
 
 
+_listening: StopRequest | None = None  # the innermost StopRequest in force, for pause_point
+
+
 class StopRequest:
     """A context manager whose `requested` flag the descent loop reads once per update."""
 
@@ -30,6 +33,8 @@ class StopRequest:
         self.requested = True
 
     def __enter__(self) -> StopRequest:
+        global _listening
+        self._outer, _listening = _listening, self
         self._unlisten = stdout.on_failure(self._stdout_failed)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -37,6 +42,27 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _listening
+        _listening = self._outer
         self._unlisten()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+PAUSE_ENV = "GDFIT_PAUSE_AT"
+
+
+def pause_point(phase: str) -> None:
+    """A named phase where tests make a Ctrl-C land for certain: with GDFIT_PAUSE_AT=phase the
+    process says so on stderr and waits until the signal ends the wait (a KeyboardInterrupt, or
+    the stop flag of the StopRequest in force). Without the variable it does nothing."""
+    import os
+
+    if os.environ.get(PAUSE_ENV) != phase:
+        return
+    import sys
+    import time
+
+    print(f"gdfit: paused at {phase}", file=sys.stderr, flush=True)
+    while _listening is None or not _listening():
+        time.sleep(0.01)

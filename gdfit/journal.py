@@ -21,6 +21,7 @@ from gdfit import records
 from gdfit.errors import ConfigError, InputFileError, OutputError
 from gdfit.render.document import write_atomic
 from gdfit.render.jsonl import dumps
+from gdfit.words import plural
 
 CONFIG_FILE, RUNS_FILE, SUMMARY_FILE = "config.json", "runs.jsonl", "summary.json"
 FORMAT = 1
@@ -92,7 +93,7 @@ def load(folder: Path) -> Journal:
         except (ValueError, KeyError, TypeError):
             raise InputFileError("not a run line", source=str(folder / RUNS_FILE), line=number) from None
         if not 0 <= index < total:
-            raise InputFileError(f"run index {index} is outside the grid's {total} runs",
+            raise InputFileError(f"run index {index} is outside the grid's {plural(total, 'run')}",
                                  source=str(folder / RUNS_FILE), line=number)
         journal.done[index] = run_record(event)
     return journal

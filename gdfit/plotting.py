@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gdfit.errors import InputFileError, MissingExtraError, OutputError
+from gdfit.words import plural
 
 FORMATS = (".png", ".svg", ".pdf")
 INSTALL_HINT = "pip install 'gdfit[plot]'   (in a checkout: .venv/bin/pip install -e '.[plot]')"
@@ -79,10 +80,13 @@ def _save(fig, path: Path) -> None:
     from gdfit.render.document import write_atomic
     import io
 
+    from gdfit.interrupts import pause_point
+
     check_format(path)
+    pause_point("plot")
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), key="--plot")  # `gdfit plot` says --output (commands.plot)
 
 
 def _caption(config: dict[str, Any], swept: tuple[str, ...] = ()) -> str:
@@ -110,7 +114,7 @@ def plot_runs(path: Path, runs: list[dict[str, Any]]) -> None:
             ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     if len(runs) == 1:
         run = runs[0]
-        ax.set_title(f"gdfit: {run['status']} after {run['iters']} updates")
+        ax.set_title(f"gdfit: {run['status']} after {plural(run['iters'], 'update')}")
         if run.get("config"):
             fig.text(0.01, -0.02, _caption(run["config"]), fontsize=9, color="dimgrey")
     else:
@@ -203,7 +207,7 @@ def plot_curve_fit(path: Path, series: dict[str, Any], run: dict[str, Any]) -> N
     top.errorbar(series["x"], series["y"], yerr=errors, label="data" + (" ± sigma" if errors else ""), **marker)
     top.plot(series["curve_x"], series["curve_y"], color="tab:red", linewidth=1.6, label="fit", zorder=3)
     top.set_ylabel("target")
-    top.set_title(f"gdfit: {run['status']} after {run['iters']} updates")
+    top.set_title(f"gdfit: {run['status']} after {plural(run['iters'], 'update')}")
     top.legend(fontsize=8)
     middle.errorbar(series["x"], series["residual"], yerr=errors, **marker)
     middle.axhline(0, color="tab:red", linewidth=1)
@@ -247,7 +251,7 @@ def plot_sweep(path: Path, document: dict[str, Any]) -> None:
         ax.set_yscale("log")
     ax.set_xlabel(series["key"])
     ax.set_ylabel("updates to converge")
-    ax.set_title(f"gdfit sweep: {len(document['runs'])} runs over {series['key']}")
+    ax.set_title(f"gdfit sweep: {plural(len(document['runs']), 'run')} over {series['key']}")
     fig.text(0.01, -0.02, _caption(document["config"], tuple(document["grid"])), fontsize=9, color="dimgrey")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)

@@ -12,6 +12,7 @@ import torch
 
 from gdfit import records
 from gdfit.config import FitConfig
+from gdfit.words import plural
 
 
 TOLERANCES = ("ftol", "xtol", "gtol")  # codes 1, 2, 3 in `StopRules.fired`; 0 is none
@@ -29,7 +30,7 @@ def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = No
         return f"loss not finite or > {config.divergence_factor:g} x the initial loss"
     return {
         records.CONVERGED: f"loss <= threshold ({config.threshold:g})",
-        records.STALLED: f"no relative improvement >= {config.min_rel_improvement:g} in {config.patience} updates",
+        records.STALLED: f"no relative improvement >= {config.min_rel_improvement:g} in {plural(config.patience, 'update')}",
         records.TIMEOUT: f"timeout_s ({config.timeout_s:g} s) reached" if config.timeout_s else "timeout",
         records.INTERRUPTED: "interrupted by a signal",
         records.MAX_ITERS: f"max_iters ({config.max_iters}) reached",

@@ -17,6 +17,7 @@ from gdfit.config import FileSource, NamedInit, RandomSource, Resolved
 from gdfit.devices import DTYPES
 from gdfit.errors import ConfigError, InputFileError, ResourceError
 from gdfit.reading import BINARY_FILE_BYTES, TEXT_FILE_BYTES, TooLarge, check_size, read_file
+from gdfit.words import article, plural
 
 # Fraction of free memory a run may plan to use: the rest is for torch, Python and the OS.
 MEMORY_HEADROOM = 0.8
@@ -236,7 +237,7 @@ def _text_problem(message: str) -> str:
     columns = _CSV_COLUMNS.search(message)
     if columns:
         first, found, row = columns.groups()
-        return f"row {row} has {found} values, row 1 has {first}"
+        return f"row {row} has {plural(int(found), 'value')}, row 1 has {first}"
     value = _CSV_VALUE.search(message)
     if value:
         text, row, column = value.groups()
@@ -263,10 +264,10 @@ def _load_pt(path: Path, guard) -> torch.Tensor:
     guard(path.stat().st_size // 8)
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, torch.Tensor):
-        raise InputFileError(f"holds a {type(data).__name__}, expected a single tensor")
+        raise InputFileError(f"holds {article(type(data).__name__)}, expected a single tensor")
     kind = _unusual(data)
     if kind:
-        raise InputFileError(f"holds a {kind} tensor; expected a plain dense tensor of real numbers",
+        raise InputFileError(f"holds {article(kind)} tensor; expected a plain dense tensor of real numbers",
                              hint="save t.detach().to_dense().float() (or .dequantize()) instead")
     return data.detach().to(torch.float64) if not data.is_floating_point() else data.detach()
 

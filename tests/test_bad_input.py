@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conftest import ROOT
 
 from gdfit.config import build_config, load_config
 from gdfit.errors import GdfitError
@@ -486,3 +487,25 @@ def test_a_start_whose_loss_overflows_blames_the_range_not_the_rate(cli, write_c
     result = cli("run", write_config("target: [[1e38, 1]]\ninit: [[-1e38, 0]]\n"))
     assert result.exit_status == 3
     assert "beyond float32's range" in result.stderr and "smaller learning_rate" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("data=3", "data: expected a mapping, got the number 3"),
+        ("sigma=3", "sigma: expected a mapping, got the number 3"),
+        ("target={file: 3}", "target.file: expected text, got the number 3"),
+        ("seed=abc", "seed: expected an integer, got the text 'abc'"),
+        ("target=[[1, 2], [3]]", "row 2 has 1 value, row 1 has 2"),
+    ],
+)
+def test_messages_use_the_users_words_and_grammar(cli, setting, message):
+    result = cli("config", str(ROOT / "configs" / "seed.yaml"), "--set", setting)
+    assert result.exit_status == 2 and message in result.stderr
+    assert "Input should be" not in result.stderr and "instance of" not in result.stderr
+
+
+def test_one_update_is_singular(cli):
+    result = cli("run", str(ROOT / "configs" / "seed.yaml"), "--max-iters", "1", "--set", "learning_rate=100",
+                 "--set", "divergence_factor=1.0001")
+    assert "after 1 update " in result.stderr or "after 1 update (" in result.stderr, result.stderr

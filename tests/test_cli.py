@@ -252,3 +252,43 @@ def test_debug_shows_the_traceback(how):
     result = run_process("run", "no-such-config.yaml", *how, env=env)
     assert result.exit_status == 2
     assert "Traceback" in result.stderr and "no such config file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "configs/seed.yaml", "--jsn"], "unknown option --jsn (did you mean --json?)"),
+        (["run"], "CONFIG: is required"),
+        (["plot", "-o", "x.png"], "FILE...: is required"),
+        (["run", "configs/seed.yaml", "--every", "abc"], "--every: must be an integer, got 'abc'"),
+        (["run", "configs/seed.yaml", "--every", "-1"], "--every: must be >= 0, got '-1'"),
+        (["run", "configs/seed.yaml", "--checkpoint-every", "x"], "--checkpoint-every: must be a number, got 'x'"),
+        (["run", "configs/seed.yaml", "surplus"], "unexpected extra argument: surplus"),
+        (["rn"], "no such command 'rn' (did you mean 'run'?)"),
+    ],
+)
+def test_usage_errors_read_like_gdfit_errors(cli, args, message):
+    result = cli(*args)
+    assert result.exit_status == 2
+    first, hint = result.stderr.splitlines()
+    assert first == f"gdfit: error: {message}"
+    assert hint.startswith("  hint: see 'gdfit") and hint.endswith(" --help'")
+    assert "Error:" not in result.stderr and "Usage:" not in result.stderr
+
+
+def test_usage_error_under_json_is_an_error_event(cli):
+    result = cli("run", "configs/seed.yaml", "--json", "--every", "abc")
+    assert result.exit_status == 2
+    assert result.lines == [{"event": "error", "kind": "usage", "message": "--every: must be an integer, got 'abc'"}]
+
+
+@pytest.mark.parametrize("command,usage", [("run", "CONFIG"), ("config", "[CONFIG]"), ("sweep", "[CONFIG]"),
+                                           ("plot", "FILE...")])
+def test_help_names_arguments_plainly(cli, command, usage):
+    text = cli(command, "--help").stdout
+    assert text.splitlines()[0] == f"Usage: gdfit {command} [OPTIONS] {usage}"
+    assert "{" not in text.splitlines()[0] and "<str>" not in text and "<path>" not in text
+
+
+def test_debug_is_listed_in_help(cli):
+    assert "--debug" in cli("--help").stdout.split("Options:", 1)[1]

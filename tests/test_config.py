@@ -99,8 +99,7 @@ def test_a_misspelt_key_is_reported_before_the_missing_one_it_explains(cli, writ
     assert result.stderr.splitlines() == [
         f"gdfit: error: {path}:1:25: target.random.shap: unknown key 'shap'; did you mean 'shape'? "
         "(allowed: shape, seed, low, high)",
-        "  hint: 1 more problem(s) after this one",
-    ]
+    ]  # the missing `shape` it explains is not listed again
 
 
 @pytest.mark.parametrize(
@@ -221,3 +220,29 @@ def test_minus_zero_and_impossible_improvements(cli):
     for value in ("1", "1.5", "-0.1"):
         bad = cli("config", seed, "--set", f"min_rel_improvement={value}")
         assert bad.exit_status == 2 and "min_rel_improvement: must be in [0, 1)" in bad.stderr
+
+
+def test_every_problem_is_listed_most_useful_first_then_in_file_order(cli, write_config):
+    path = write_config("targte: [[1, 2]]\nlearning_rate: -1\nloss: mae\noptimizer: {name: adam, bogus: 1}\n")
+    result = cli("run", path, "--set", "threshold=-1")
+    assert result.exit_status == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"gdfit: error: {path}:3:7: loss: unknown loss 'mae'")  # the config's first key at fault
+    assert [line.split(": ")[0:2] for line in lines[1:]] == [
+        ["  also", f"{path}:1:9"], ["  also", f"{path}:2:16"], ["  also", f"{path}:4:32"], ["  also", "--set"]]
+    assert "targte: unknown key 'targte'; did you mean 'target'?" in lines[1]
+    assert "target: is required" not in result.stderr  # explained by the misspelling
+    assert "more problem" not in result.stderr
+
+
+def test_every_problem_is_in_the_json_error_event(cli, write_config):
+    path = write_config("target: [[1, 2]]\nlearning_rate: -1\nmax_iters: 1.5\n")
+    event = cli("run", path, "--json").lines[-1]
+    assert event["event"] == "error" and event["message"].startswith(f"{path}:2:16: learning_rate")
+    assert len(event["also"]) == 1 and event["also"][0].startswith(f"{path}:3:12: max_iters")
+
+
+def test_a_missing_key_with_no_misspelling_beside_it_is_listed(cli, write_config):
+    path = write_config("learning_rate: -1\n")
+    result = cli("run", path)
+    assert result.stderr.splitlines()[1] == f"  also: {path}:1:1: target: is required"

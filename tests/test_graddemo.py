@@ -263,3 +263,60 @@ def test_random_asts_evaluate_safely_or_are_refused(tree):
         return
     _assert_whitelisted(ast.parse(text, mode="eval"))
     assert w.grad.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "expr,words",
+    [
+        ("x.grad", "attribute access (x.grad) is not allowed"),
+        ("x[0]", "indexing (x[0]) is not allowed"),
+        ("x < 2", "comparisons (x < 2) are not allowed"),
+        ("x // 2", "the operator // is not allowed"),
+        ("x @ x", "the operator @ is not allowed"),
+        ("~x", "the operator ~ is not allowed"),
+        ("x if x else x", "if-else (x if x else x) is not allowed"),
+        ("[x for x in x]", "comprehensions ([x for x in x]) are not allowed"),
+        ("(x := 3)", "assignment (:=) (x := 3) is not allowed"),
+    ],
+)
+def test_refusals_name_the_syntax_in_words_not_python_class_names(cli, expr, words):
+    stderr = cli("grad-demo", "--expr", expr).stderr
+    assert stderr.startswith(f"gdfit: error: --expr: {words}; the language has")
+    for jargon in ("Attribute", "Subscript", "Compare", "BinOp", "UnaryOp", "IfExp", "ListComp", "NamedExpr"):
+        assert jargon not in stderr
+
+
+@pytest.mark.parametrize(
+    "expr,x,reason",
+    [
+        ("sum(relu(x))", "[[0, 1]]", "a kink at or within h = 1e-06 of x[0, 0] = 0 (as relu or abs have at 0): "
+                                     "the slope is 0 on the left and 1 on the right"),
+        ("sum(abs(x))", "[[1e-7, 2]]", "a kink at or within h = 1e-06 of x[0, 0] = 1e-07"),
+        ("sum(1/x)", "[[1e-7, 2]]", "a pole or a very steep change near x[0, 0] = 1e-07"),
+        ("sum(log(x))", "[[1e-7, 2]]", "finite differences are not finite at x[0, 0] = 1e-07"),
+        ("sum(1/x)", "[[0, 2]]", "y is infinite"),
+        ("sum(log(x))", "[[-1, 2]]", "y is nan"),
+        ("sum(sqrt(x))", "[[0, 2]]", "x.grad is inf at x[0, 0] = 0"),
+    ],
+)
+def test_a_failed_check_says_why_and_exits_1(cli, expr, x, reason):
+    result = cli("grad-demo", "--expr", expr, "--x", x, "--json")
+    assert result.exit_status == 1
+    check = result.json["check"]
+    assert check["passed"] is False and check["reason"].startswith(reason)
+    assert result.stderr == f"gdfit: gradient check failed: {check['reason']}\n"
+    human = cli("grad-demo", "--expr", expr, "--x", x)
+    assert human.exit_status == 1 and "FAIL" in human.stdout
+    assert "why the check failed: " + reason.split(" (")[0] in " ".join(human.stdout.split())
+
+
+def test_non_finite_values_fail_even_when_the_check_is_skipped():
+    x = [[0.0] + [1.0] * 1099]  # more elements than the check compares
+    w = walkthrough(x, "sum(sqrt(x))")
+    assert w.check["passed"] is False and w.check["reason"].startswith("x.grad is inf")
+    assert walkthrough([[1.0] * 1100], "sum(sqrt(x))").check["passed"] is None  # skipped, not failed
+
+
+def test_a_passing_check_has_no_reason_and_exits_0(cli):
+    result = cli("grad-demo", "--expr", "sum(relu(x))", "--x", "[[-1, 1]]", "--json")
+    assert result.exit_status == 0 and "reason" not in result.json["check"]

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 import math
 
+import pytest
 import torch
 from conftest import COUNT_1, SEED_TARGET, strict_json
 from helpers import fit
@@ -151,3 +152,34 @@ def test_parameter_columns_fit_the_console_and_the_rest_are_named_in_a_caption()
     shown = param_columns_that_fit(70)
     assert [c.strip() for c in header.split("┃")[1:-1]] == ["iter", "loss", *list(params)[:shown]]
     assert f"{4 - shown} more parameter" in text
+
+
+@pytest.mark.parametrize("width", [40, 30])
+def test_a_narrow_screen_keeps_every_loss_exponent(width):
+    steps, result, descent = fit(target=SEED_TARGET, learning_rate=0.3, threshold=1e-9)
+    buffer = io.StringIO()
+    renderer = HumanRenderer(Console(file=buffer, width=width, color_system=None, force_terminal=False))
+    renderer.start(descent.start)
+    for step in steps:
+        renderer.step(step)
+    renderer.end(result)
+    text = buffer.getvalue()
+    last = steps[-3:]  # the table's tail rows, with losses of order 1e-09
+    assert all(s.loss < 1e-8 for s in last)
+    for step in last:
+        assert f"{step.iter} │ {step.loss:.6g} │" in text  # exponent and all, not 9.18e…
+    assert "e…" not in text
+
+
+def test_a_wide_screen_shows_every_digit_of_the_loss():
+    text, steps, _ = _render(target=SEED_TARGET, learning_rate=0.3, threshold=1e-9)
+    assert all(repr(s.loss) in text for s in steps[-3:])
+
+
+def test_counts_agree_with_their_nouns():
+    from gdfit.words import article, plural
+
+    assert [plural(1, "update"), plural(2, "update"), plural(0, "run"), plural(1, "loss", "losses"),
+            plural(3, "loss", "losses")] == ["1 update", "2 updates", "0 runs", "1 loss", "3 losses"]
+    assert [article("optimizer"), article("unsigned 16-bit"), article("meta"), article("int"), article("uint32")] == \
+        ["an optimizer", "an unsigned 16-bit", "a meta", "an int", "a uint32"]

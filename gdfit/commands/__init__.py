@@ -22,9 +22,9 @@ def check_outputs(output: Path | None, plot: Path | None) -> None:
     """Fail before the run, not after it: folders must exist, the plot needs its extra."""
     from gdfit.render.document import check_writable
 
-    for path in (output, plot):
+    for path, key in ((output, "--output"), (plot, "--plot")):
         if path is not None:
-            check_writable(path)
+            check_writable(path, key=key)
     if plot is not None:
         from gdfit.plotting import check_format, require_matplotlib
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gdfit.commands import warn
 
-def grad_demo(x: str | None, expr: str | None, json_mode: bool, dot: Path | None) -> None:
+
+def grad_demo(x: str | None, expr: str | None, json_mode: bool, dot: Path | None) -> bool:
+    """Show the walkthrough; returns False when the gradient check failed (the CLI exits 1)."""
     from gdfit.render.document import check_writable
 
     if dot is not None:
-        check_writable(dot)
+        check_writable(dot, key="--dot")
     x_values = _parse_matrix(x) if x is not None else None
     from gdfit.graddemo import to_dot, walkthrough
 
@@ -28,7 +31,12 @@ def grad_demo(x: str | None, expr: str | None, json_mode: bool, dot: Path | None
     if dot is not None:
         from gdfit.render.document import write_atomic
 
-        write_atomic(dot, to_dot(result.graph))
+        write_atomic(dot, to_dot(result.graph), key="--dot")
+    if result.check["passed"] is False:
+        if json_mode:  # the table says why on screen; a script's reader gets the reason on stderr too
+            warn(f"gradient check failed: {result.check['reason']}")
+        return False
+    return True
 
 
 def _parse_matrix(text: str):

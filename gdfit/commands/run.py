@@ -10,6 +10,7 @@ from gdfit import records
 from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.config import Resolved
 from gdfit.errors import GdfitError
+from gdfit.words import plural
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         require_tensorboard()
         check_log_dir(options.tensorboard)
     from gdfit.engine import Descent, prepare
-    from gdfit.interrupts import StopRequest
+    from gdfit.interrupts import StopRequest, pause_point
 
+    pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
     problem = prepare(resolved)
     resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)
@@ -69,9 +71,9 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         result = descent.result
         renderer.end(result)
     if result.status == records.DIVERGED:
-        warn(f"diverged after {result.iters} updates ({result.stop_rule}). {divergence_hint(descent)}")
+        warn(f"diverged after {plural(result.iters, 'update')} ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED and not stdout_gone():
-        warn(f"interrupted after {result.iters} updates")
+        warn(f"interrupted after {plural(result.iters, 'update')}")
     _save(result, descent.start.config, options, problem, holdout)
     if options.save is not None:
         from gdfit.saving import save_parameters
@@ -145,7 +147,7 @@ def divergence_hint(descent) -> str:
     if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
         n = descent.problem.loss.numel  # the entries the loss is over (a matrix model leaves some out)
         return (
-            f"Use a smaller learning_rate: for mse on {n} elements, gd diverges above lr = {stable:.6g} "
+            f"Use a smaller learning_rate: for mse on {plural(n, 'element')}, gd diverges above lr = {stable:.6g} "
             f"(learning_rate is {config.learning_rate:g})."
         )
     return f"Try a smaller learning_rate than {config.learning_rate:g}."

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from gdfit import records
 from gdfit.commands import check_outputs, stdout_gone, warn
 from gdfit.errors import ExitCode, GdfitError
+from gdfit.words import plural
 
 if TYPE_CHECKING:
     from gdfit.journal import Journal
@@ -94,7 +95,7 @@ def sweep(options: SweepOptions) -> int:
         finished = sum(r.status != records.INTERRUPTED for r in results)
         resume = f"; continue with `gdfit sweep --resume {prepared.folder}`" if prepared.folder else ""
         if not stdout_gone():
-            warn(f"interrupted after {finished} of {len(runs)} runs{resume}")
+            warn(f"interrupted after {finished} of {plural(len(runs), 'run')}{resume}")
         return int(ExitCode.INTERRUPTED)
     return _status(results)
 
@@ -182,7 +183,7 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gdfit.interrupts import StopRequest
+    from gdfit.interrupts import StopRequest, pause_point
     from gdfit.journal import Appender
     from gdfit.render import sweep_view
     from gdfit.sweep import execute
@@ -212,6 +213,7 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
             task = bar.add_task(best_so_far[0], total=len(runs), completed=len(earlier))
             for item in steps:
                 if isinstance(item, tuple):
+                    pause_point("sweep")  # inside a batch: its loop is suspended between looks
                     bar.update(task, completed=item[0], description=best_so_far[0])
     return plan, [done[i] for i in sorted(done)]
 

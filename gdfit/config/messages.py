@@ -14,9 +14,21 @@ from gdfit.yamlsource import Document, type_name
 
 
 def config_error(err: ValidationError, source: str, doc: Document | None, origins: dict[str, str]) -> ConfigError:
-    """The most useful of pydantic's errors, located by file line or by the flag that set the key."""
-    first = _most_useful(err.errors())
-    loc, _ = locate(first["loc"])
+    """Every problem in the config, each located by file line or by the flag that set the key: the
+    most useful first, the others (`also`) in the order of the file."""
+    by_key: dict[tuple, list[dict]] = {}  # a union reports one error per member for one key
+    for error in err.errors():
+        by_key.setdefault(tuple(locate(error["loc"])[0]), []).append(error)
+    chosen = {loc: _most_useful(errors) for loc, errors in by_key.items()}
+    best = _most_useful(list(chosen.values()))
+    first = _located(next(loc for loc, e in chosen.items() if e is best), best, source, doc, origins)
+    others = [_located(loc, e, source, doc, origins) for loc, e in chosen.items()
+              if e is not best and not _explained(loc, e, chosen)]
+    first.also = sorted(others, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+    return first
+
+
+def _located(loc: tuple, error: dict, source: str, doc: Document | None, origins: dict[str, str]) -> ConfigError:
     key = ".".join(str(p) for p in loc) if loc else None
     line = column = None
     where = source
@@ -24,9 +36,17 @@ def config_error(err: ValidationError, source: str, doc: Document | None, origin
         where = origins[loc[0]]
     elif doc is not None:
         line, column = doc.position(tuple(loc))
-    more = len(err.errors()) - 1
-    hint = f"{more} more problem(s) after this one" if more > 0 else None
-    return ConfigError(_message(first), source=where, line=line, column=column, key=key, hint=hint)
+    return ConfigError(_message(error), source=where, line=line, column=column, key=key)
+
+
+def _explained(loc: tuple, error: dict, chosen: dict[tuple, dict]) -> bool:
+    """A missing key beside an unknown one that is its misspelling (`targte:` for `target`): the
+    unknown key's "did you mean 'target'?" says it all."""
+    if error["type"] != "missing" or not loc:
+        return False
+    return any(e["type"] == "extra_forbidden" and other and other[:-1] == loc[:-1]
+               and difflib.get_close_matches(str(loc[-1]), [str(other[-1])], n=1)
+               for other, e in chosen.items())
 
 
 def locate(loc: tuple) -> tuple[list[str | int], type[BaseModel] | None]:
@@ -95,6 +115,16 @@ def _most_useful(errors: list[dict]) -> dict:
     return errors[0]
 
 
+# pydantic's type errors in the user's words ("Input should be a valid dictionary or instance of
+# DataSource" names a class of ours, not anything in their file)
+EXPECTED = {
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "list_type": "a list", "tuple_type": "a list", "string_type": "text", "int_type": "an integer",
+    "int_parsing": "an integer", "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+}
+
+
 def _message(error: dict) -> str:
     kind = error["type"]
     if kind == "value_error":
@@ -105,6 +135,9 @@ def _message(error: dict) -> str:
         return "is required"
     if kind == "literal_error":
         return f"got {error['input']!r}; {error['msg'].replace('Input should be', 'expected')}"
+    expected = EXPECTED.get(kind)
+    if expected:
+        return f"expected {expected}, got {type_name(error.get('input'))}"
     return f"{error['msg']}, got {type_name(error.get('input'))}"
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 
 from gdfit.yamlsource import type_name
+from gdfit.words import plural
 
 MAX_INLINE_ELEMENTS = 10_000
 MAX_RANK = 8
@@ -151,7 +152,7 @@ def _shape_of(value: Any, index: tuple[int, ...] = (), missing_ok: bool = False)
     for i, shape in enumerate(shapes[1:], start=2):
         if shape != first:
             if len(shape) == len(first) == 1 and not index:
-                raise ValueError(f"ragged matrix: row {i} has {shape[0]} values, row 1 has {first[0]}")
+                raise ValueError(f"ragged matrix: row {i} has {plural(shape[0], 'value')}, row 1 has {first[0]}")
             raise ValueError(f"ragged nesting: item {i} has shape {list(shape)}, item 1 has {list(first)}")
     return (len(value),) + first
 

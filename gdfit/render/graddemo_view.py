@@ -56,6 +56,8 @@ def render(w: Walkthrough, console: Console) -> None:
     console.print(WHY_DEFAULT if w.expr == DEFAULT_EXPR else WHY_ANY)
     console.print(Panel(_tree(w.graph), title="backward graph (y.grad_fn.next_functions ...)", expand=False))
     console.print(_check_table(w.check))
+    if w.check.get("reason"):
+        console.print(Text(f"why the check failed: {w.check['reason']}", style="red"))
 
 
 def _check_table(check: dict[str, Any]) -> Table:

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from gdfit import records
 from gdfit.render.fit_report import fit_report
+from gdfit.words import plural
 
 STATUS_STYLE = {
     records.CONVERGED: "bold green",
@@ -35,6 +36,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 PARAM_COLUMNS = 6  # at most this many of a curve fit's parameters get a column; all are in --json
 PARAM_WIDTH = 14  # a parameter column with its borders, for a typical value at 8 digits
 FIXED_WIDTH = 33  # iter and a full-precision loss, with borders
+WIDE_LOSS_SCREEN = 60  # narrower screens show a loss to 6 digits, leaving room for x
 
 
 def format_tensor(x: Any) -> str:
@@ -139,9 +141,16 @@ class HumanRenderer:
         return max(1, (self.console.height - 6) // lines_per_row)
 
     def _table(self, rows: list[records.StepRecord] | None = None, skipped: int | None = None) -> Table:
+        if rows is None:
+            rows = self.head + list(self.tail)
+            skipped = self.rows_seen - len(rows)
+        # rich shortens a crowded column with "…", which would eat a loss's exponent (1.23e-05 ->
+        # 1.23e…): the iter and loss columns never shrink; the x column wraps instead
+        loss_width = max([len(self._loss_text(rec.loss)) for rec in rows] + [len("loss")])
         table = Table(title=None, show_lines=False, header_style="bold")
-        table.add_column("iter", justify="right")
-        table.add_column("loss", justify="right")
+        table.add_column("iter", justify="right", no_wrap=True,
+                         min_width=max([len(str(rec.iter)) for rec in rows] + [len("iter")]))
+        table.add_column("loss", justify="right", no_wrap=True, min_width=loss_width)
         if self.show_lr:
             table.add_column("lr", justify="right")
         for name in self.param_columns:
@@ -153,17 +162,18 @@ class HumanRenderer:
         if self.hidden_params:
             more = f"{self.hidden_params} more parameter{'s' if self.hidden_params > 1 else ''}"
             table.caption = f"{more} in the report below and in --json"
-        if rows is None:
-            rows = self.head + list(self.tail)
-            skipped = self.rows_seen - len(rows)
         for i, rec in enumerate(rows):
             if skipped and i == len(self.head):
-                table.add_row("⋮", f"({skipped} rows)", *([""] * (len(table.columns) - 2)))
+                table.add_row("⋮", f"({plural(skipped, 'row')})", *([""] * (len(table.columns) - 2)))
             self._row(table, rec)
         return table
 
+    def _loss_text(self, loss: float) -> str:
+        """Every digit (repr) on a screen wide enough; 6 significant digits on a narrow one."""
+        return repr(loss) if self.console.width >= WIDE_LOSS_SCREEN else f"{loss:.6g}"
+
     def _row(self, table: Table, rec: records.StepRecord) -> None:
-        cells = [str(rec.iter), repr(rec.loss)]
+        cells = [str(rec.iter), self._loss_text(rec.loss)]
         if self.show_lr:
             cells.append(f"{rec.lr:.4g}")
         if self.param_columns:

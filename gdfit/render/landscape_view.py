@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from gdfit.errors import MissingExtraError, OutputError
+from gdfit.words import plural
 
 FORMATS = (".png", ".svg", ".gif")
 RAMP = " .:-=+#%"  # low loss to high, one character per level band
@@ -42,7 +43,7 @@ def letter(i: int) -> str:
 def summary(trace) -> str:
     """A run's status, updates and final loss, for legends."""
     final = float(trace.losses[-1]) if len(trace.losses) else math.nan
-    return f"{trace.status}, {trace.iters} updates, loss {final:.4g}"
+    return f"{trace.status}, {plural(trace.iters, 'update')}, loss {final:.4g}"
 
 
 # ---------------------------------------------------------------- terminal

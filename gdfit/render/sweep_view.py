@@ -13,6 +13,7 @@ from rich.text import Text
 from gdfit.records import CONVERGED, RunRecord, SweepPlan
 from gdfit.render.human import STATUS_STYLE
 from gdfit.render.jsonl import dumps, tensor_field
+from gdfit.words import plural
 
 
 def _value(value: Any) -> str:
@@ -21,7 +22,7 @@ def _value(value: Any) -> str:
 
 def results_table(results: list[RunRecord], best: RunRecord | None, sort_key: str) -> Table:
     keys = list(results[0].params) if results else []
-    table = Table(title=f"{len(results)} runs, sorted by {sort_key}; best in bold", header_style="bold")
+    table = Table(title=f"{plural(len(results), 'run')}, sorted by {sort_key}; best in bold", header_style="bold")
     for key in keys:
         table.add_column(key, justify="right")
     table.add_column("status")
@@ -38,9 +39,9 @@ def results_table(results: list[RunRecord], best: RunRecord | None, sort_key: st
 
 
 def plan_line(plan: SweepPlan) -> str:
-    line = f"{plan.runs} runs on {plan.device} ({plan.dtype}), target shape {plan.shape}"
+    line = f"{plural(plan.runs, 'run')} on {plan.device} ({plan.dtype}), target shape {plan.shape}"
     if plan.batches > 1:
-        line += f"; {plan.batches} batches of up to {plan.batch_size} runs: {plan.why}"
+        line += f"; {plural(plan.batches, 'batch', 'batches')} of up to {plural(plan.batch_size, 'run')}: {plan.why}"
     else:
         line += ", one batch"
     return line
@@ -101,7 +102,7 @@ def show(ordered: list[RunRecord], results: list[RunRecord], best: RunRecord | N
     console.print(results_table(ordered, best, sort_key))
     print_summary(console, results, best, elapsed_s)
     if missing:
-        console.print(f"partial sweep: {missing} of {total} runs missing (continue it with gdfit sweep --resume)")
+        console.print(f"partial sweep: {missing} of {plural(total, 'run')} missing (continue it with gdfit sweep --resume)")
     sys.stdout.flush()
 
 
@@ -121,7 +122,7 @@ def best_line(best: RunRecord | None) -> str:
     if best is None:
         return ""
     params = ", ".join(f"{k}={_value(v)}" for k, v in best.params.items())
-    return f"best so far: {params}: {best.status} after {best.iters} updates, loss {best.loss:.3g}"
+    return f"best so far: {params}: {best.status} after {plural(best.iters, 'update')}, loss {best.loss:.3g}"
 
 
 def print_summary(console: Console, results: list[RunRecord], best: RunRecord | None,
@@ -131,5 +132,5 @@ def print_summary(console: Console, results: list[RunRecord], best: RunRecord | 
     console.print(parts if elapsed_s is None else f"{parts}; {elapsed_s:.3f} s")
     if best is not None:
         params = ", ".join(f"{k}={_value(v)}" for k, v in best.params.items())
-        console.print(Text(f"best: {params}: {best.status} after {best.iters} updates, loss {best.loss:.6g}",
+        console.print(Text(f"best: {params}: {best.status} after {plural(best.iters, 'update')}, loss {best.loss:.6g}",
                            style="bold green" if best.status == CONVERGED else "bold"))

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from gdfit import records
 from gdfit.errors import MissingExtraError, OutputError
+from gdfit.words import plural
 
 INSTALL_HINT = "pip install 'gdfit[tensorboard]'   (in a checkout: .venv/bin/pip install -e '.[tensorboard]')"
 METRICS = ("hparam/loss", "hparam/iters", "hparam/converged")
@@ -105,7 +106,7 @@ class TensorBoardRenderer:
         with _writing(self.log_dir):
             if result.iters > self.last_step:  # the last update was not reported (--every 0 or N)
                 self.writer.add_scalar("loss", result.loss, result.iters)
-            summary = (f"**{result.status}** after {result.iters} updates ({result.stop_rule}); "
+            summary = (f"**{result.status}** after {plural(result.iters, 'update')} ({result.stop_rule}); "
                        f"final loss {result.loss:.6g}")
             self.writer.add_text("result", summary, result.iters)
         self.abort()

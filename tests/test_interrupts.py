@@ -1,0 +1,89 @@
+"""Ctrl-C in every phase: exit 130, no traceback, and under --json an `end` or `error` event last.
+
+Each test runs the real CLI as a process with GDFIT_PAUSE_AT naming a phase: the process says
+"paused at PHASE" on stderr and waits there, so the SIGINT lands in that phase and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, strict_json
+
+SEED = "configs/seed.yaml"
+
+
+def interrupted_at(phase: str, *args: str) -> tuple[int, list[dict], str]:
+    """Run `gdfit ARGS` paused at `phase`, send one SIGINT there; exit status, JSON lines, stderr."""
+    env = {**os.environ, "NO_COLOR": "1", "GDFIT_PAUSE_AT": phase}
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", *args], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stderr.readline()  # blocks until the process is in the phase
+        assert first.strip() == f"gdfit: paused at {phase}", first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [strict_json(line) for line in out.splitlines() if line.startswith("{")]
+    return proc.returncode, lines, err
+
+
+@pytest.mark.parametrize("phase", ["import", "config", "prepare"])
+def test_ctrl_c_at_start_up_gives_130_and_an_error_event(phase):
+    status, lines, err = interrupted_at(phase, "run", SEED, "--json")
+    assert status == 130
+    assert lines == [{"event": "error", "kind": "interrupted", "message": "interrupted by Ctrl-C (SIGINT)"}]
+    assert err.splitlines()[-1] == "gdfit: interrupted" and "Traceback" not in err
+
+
+def test_ctrl_c_at_start_up_in_human_mode_says_so_plainly():
+    status, lines, err = interrupted_at("config", "run", SEED)
+    assert (status, lines) == (130, [])
+    assert err.splitlines()[-1] == "gdfit: interrupted"
+
+
+def test_ctrl_c_while_writing_a_checkpoint_stops_the_run_and_keeps_the_checkpoint(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    status, lines, err = interrupted_at("checkpoint", "run", SEED, "--json", "--every", "0",
+                                        "--checkpoint", str(ckpt), "--checkpoint-every", "0")
+    assert status == 130
+    assert lines[-1]["event"] == "end" and lines[-1]["status"] == "interrupted"
+    assert ckpt.exists() and "Traceback" not in err
+    resumed = subprocess.run([sys.executable, "-m", "gdfit", "run", SEED, "--resume", str(ckpt), "--json",
+                              "--every", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0  # the checkpoint written on the interrupt is whole
+
+
+def test_ctrl_c_while_plotting_gives_130_after_the_end_event(tmp_path):
+    pytest.importorskip("matplotlib")
+    status, lines, err = interrupted_at("plot", "run", SEED, "--json", "--every", "0", "--plot",
+                                        str(tmp_path / "loss.png"))
+    assert status == 130
+    assert [e["event"] for e in lines] == ["start", "end", "error"]
+    assert lines[-1]["kind"] == "interrupted"
+    assert not (tmp_path / "loss.png").exists() and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["--json", "--no-json"])
+def test_ctrl_c_in_a_single_batch_sweep_stops_it_with_130(tmp_path, mode):
+    out = tmp_path / "sweep.json"
+    args = ["sweep", SEED, "--grid", "learning_rate=0.1,0.2", "--output", str(out)] + ([mode] if mode == "--json" else [])
+    status, lines, err = interrupted_at("sweep", *args)
+    assert status == 130
+    if mode == "--json":
+        assert lines[-1]["event"] == "end" and lines[-1]["counts"] == {"interrupted": 2}
+    assert "interrupted after 0 of 2 runs" in err and "Traceback" not in err
+    assert {r["status"] for r in strict_json(out.read_text())["runs"]} == {"interrupted"}
+
+
+def test_without_the_variable_pause_point_does_nothing(monkeypatch):
+    from gdfit.interrupts import PAUSE_ENV, pause_point
+
+    monkeypatch.delenv(PAUSE_ENV, raising=False)
+    pause_point("config")  # returns at once; a wait here would hang the test
