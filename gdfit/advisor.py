@@ -50,8 +50,23 @@ def largest_curvature(loss_fn, x0: torch.Tensor, target: torch.Tensor, iteration
     return estimate
 
 
-def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | None = None) -> dict[str, Any]:
-    """Curvature, gd's stable range and a suggested rate, for the start event and `config --advise`."""
+def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | None = None,
+           optimizer: str = "gd") -> dict[str, Any]:
+    """Curvature, gd's stable range and a suggested rate, for the start event and `config --advise`.
+    The step-size rule is gd's: for another optimizer the advice gives the curvature alone."""
+    advice = _for_gd(loss, x0, target, model)
+    if optimizer == "gd":
+        return advice
+    curvature = advice["curvature"]
+    if optimizer in ("lm", "lbfgs"):
+        note = f"{optimizer} chooses its own steps (no learning-rate advice); largest curvature at the start {curvature:.6g}"
+    else:
+        note = (f"largest curvature at the start {curvature:.6g}; gd's stable-step rule (lr < 2 / curvature) "
+                f"does not carry over to {optimizer}")
+    return {**advice, "max_stable_lr": None, "suggested_lr": None, "note": note}
+
+
+def _for_gd(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | None) -> dict[str, Any]:
     if isinstance(loss, MeanSquared) and isinstance(model or Identity(), Identity):
         n = loss.numel
         return _advice(2.0 / n, float(n), n / 2.0)  # 2 / (2/n) = n exactly, not n(1 + eps)

@@ -192,6 +192,7 @@ class Descent:
         sync_every: int | None = None,
         resume: Checkpoint | None = None,
         checkpointer: Checkpointer | None = None,
+        keep_history: bool = True,
     ) -> None:
         self.problem = problem
         self.report = report or every_n(1)
@@ -203,6 +204,7 @@ class Descent:
         if sync_every is None:
             sync_every = sync_interval(problem.device, 1, problem.target.numel())
         self.checkpointer, self.resumed = checkpointer, resume
+        self.keep_history = keep_history  # False: only an even sample of the losses is kept (flat memory)
         if (resume or checkpointer) and isinstance(config.optimizer, LBFGS):
             raise ConfigError("lbfgs keeps its curvature history inside torch.optim.LBFGS, which a checkpoint "
                               "cannot hold yet: leave out --checkpoint and --resume, or use lm or adam",
@@ -214,7 +216,8 @@ class Descent:
             capture=self._capture, resume=resume.state if resume else None,
         )
         self.initial_loss = float(self.loop.initial[0])
-        self.advice = advise(problem.loss, problem.x0, problem.target, problem.model) if advice else None
+        self.advice = (advise(problem.loss, problem.x0, problem.target, problem.model, config.optimizer.name)
+                       if advice else None)
         self.start = records.StartRecord(
             config=config.model_dump(mode="json"),
             device=describe(problem.device),
@@ -305,22 +308,24 @@ class Descent:
 
     def steps(self) -> Iterator[records.StepRecord]:
         """Run to the end, yielding a record for each reported update (and always the last)."""
-        history = list(self.resumed.history) if self.resumed else [self.initial_loss]
+        history = LossHistory(list(self.resumed.history) if self.resumed else [self.initial_loss],
+                              keep=self.keep_history or self.checkpointer is not None)
         held: list[tuple[int, Any, float]] = []  # snapshots of the chunk in which the run stopped
         last_reported = 0
         for chunk in self.loop.chunks():
             history.extend(chunk.losses)
             if self.checkpointer is not None and self.checkpointer.due():
-                self.checkpointer.save(self.checkpoint(history))
+                self.checkpointer.save(self.checkpoint(history.losses))
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
             for k, shot, norm in chunk.snapshots:
                 last_reported = k
                 yield records.StepRecord(k, history[k], self._lr(k), norm, *shot)
+            history.forget()
         outcome = self.loop.outcome
         if self.checkpointer is not None:  # at the end, and after an interrupt
-            self.checkpointer.save(self.checkpoint(history))
+            self.checkpointer.save(self.checkpoint(history.losses))
         iters, status = outcome.iters[0], outcome.statuses[0]
         final = {name: p[0].to(self.problem.device) for name, p in outcome.params.items()}
         self.final_params = final
@@ -341,7 +346,7 @@ class Descent:
             x=shown,
             elapsed_s=outcome.elapsed_s,
             stop_rule=rule_text(status, self.problem.config, iters, outcome.fired[0] if outcome.fired else None),
-            history=history[: iters + 1],
+            history=history.result(iters),
             seed=self.problem.config.seed,
             device=describe(self.problem.device),
             versions=versions(),
@@ -361,6 +366,44 @@ class Descent:
         from gdfit.curvefit import statistics
 
         return statistics(model, final["theta"], self.problem.target, self.problem.config.absolute_sigma)
+
+
+class LossHistory:
+    """The loss after each update k (k = 0 is the start), as the reports and the result need it.
+    Kept whole when something will use it (--output, --plot, a checkpoint); otherwise only the
+    losses of the current look (what its step records read) and an even sample of at most
+    2 * SAMPLE points (for the closing panel's sparkline), so memory stays flat however long the run."""
+
+    SAMPLE = 1024
+
+    def __init__(self, start: list[float], keep: bool) -> None:
+        self.losses, self.base, self.keep = list(start), 0, keep
+        self.sample, self.stride = list(start[:1]), 1
+
+    def extend(self, losses: list[float]) -> None:
+        self.losses.extend(losses)
+
+    def __getitem__(self, k: int) -> float:
+        return self.losses[k - self.base]
+
+    def forget(self) -> None:
+        """The current look's reports are made: drop what no later report reads."""
+        if self.keep or len(self.losses) <= 1:
+            return
+        for k in range(self.base + 1, self.base + len(self.losses)):
+            if k % self.stride == 0:
+                self.sample.append(self.losses[k - self.base])
+        if len(self.sample) > 2 * self.SAMPLE:  # halve the sample: every other point, twice the stride
+            self.sample, self.stride = self.sample[::2], self.stride * 2
+        self.base += len(self.losses) - 1
+        self.losses = self.losses[-1:]
+
+    def result(self, iters: int) -> list[float]:
+        """history[k] for k = 0..iters when kept; else the even sample, ending at the last loss."""
+        if self.keep:
+            return self.losses[: iters + 1]
+        self.forget()
+        return self.sample + ([self[iters]] if iters % self.stride and iters >= self.base else [])
 
 
 def _start_of(model: Model, params: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -49,7 +49,8 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class FitResult:
-    """How a run ended; `history[k]` is the loss after k updates (history[0] the start)."""
+    """How a run ended; `history[k]` is the loss after k updates (history[0] the start), or, for a
+    run that nothing asked to keep it for (`Descent(keep_history=False)`), an even sample of it."""
 
     status: str
     iters: int

@@ -173,7 +173,7 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
         return max(1, int(available_bytes(problem.device) * MEMORY_HEADROOM // max(numel * size * copies, 1)))
 
     batches, why = plan_batches(runs, fit)
-    advice = advise(first.loss, first.x0, target, first.model)
+    advice = advise(first.loss, first.x0, target, first.model, first.config.optimizer.name)
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
                             max(len(b) for b in batches), len(batches), advice, why)
     results: dict[int, records.RunRecord] = {}

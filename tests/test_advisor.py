@@ -36,3 +36,17 @@ def test_curvature_matches_the_full_hessian(loss_fn):
 
 def test_l1_has_no_curvature():
     assert largest_curvature(F.l1_loss, torch.rand(4), torch.rand(4)) == 0.0
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm"])
+def test_the_advisor_speaks_of_gd_only_for_gd(optimizer):
+    from gdfit.engine import Descent, prepare
+    from tests.helpers import resolved
+
+    target = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+    gd = Descent(prepare(resolved(target=target)), report=lambda k: False).advice
+    other = Descent(prepare(resolved(target=target, optimizer=optimizer)), report=lambda k: False).advice
+    assert gd["max_stable_lr"] == 9.0 and "gd is stable" in gd["note"]
+    assert other["curvature"] == gd["curvature"] == 2 / 9
+    assert other["max_stable_lr"] is None and other["suggested_lr"] is None
+    assert "gd is stable" not in other["note"] and optimizer in other["note"]

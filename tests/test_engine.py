@@ -184,3 +184,32 @@ def test_the_stable_limit_is_exact_at_its_boundary():
     assert at.advice["max_stable_lr"] == 24.0
     assert any("not below gd's stable limit 24" in w for w in at.warnings)
     assert not any("stable limit" in w for w in below.warnings)
+
+
+def test_a_history_nothing_uses_is_not_kept_and_memory_stays_flat():
+    from gdfit.engine import LossHistory
+
+    config = dict(target=[[1.0, 2.0], [3.0, 4.0]], learning_rate=1e-4, threshold=0.0, max_iters=20_000,
+                  dtype="float64", seed=3)
+    kept = Descent(prepare(resolved(**config)), report=every_n(1000))
+    kept_steps = list(kept.steps())
+    lean = Descent(prepare(resolved(**config)), report=every_n(1000), keep_history=False)
+    lean_steps = list(lean.steps())
+    assert [(s.iter, s.loss) for s in lean_steps] == [(s.iter, s.loss) for s in kept_steps]
+    full, sample = kept.result.history, lean.result.history
+    assert len(full) == 20_001 and len(sample) <= 2 * LossHistory.SAMPLE + 1
+    stride = 16  # 20,000 updates: the stride doubles past 2,048 points, to 16 at the end
+    assert sample == full[::stride] + ([full[-1]] if 20_000 % stride else [])
+    assert lean.result.loss == kept.result.loss and lean.result.iters == kept.result.iters
+
+
+def test_the_history_holds_only_the_current_look_when_not_kept():
+    from gdfit.engine import LossHistory
+
+    history = LossHistory([9.0], keep=False)
+    for k in range(1, 10_001):
+        history.extend([float(k)])
+        assert history[k] == float(k)
+        history.forget()
+        assert len(history.losses) == 1 and len(history.sample) <= 2 * LossHistory.SAMPLE
+    assert history.result(10_000)[-1] == 10_000.0

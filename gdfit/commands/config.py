@@ -34,7 +34,7 @@ def _advice(resolved) -> dict:
     from gdfit.engine import prepare
 
     problem = prepare(resolved)
-    return advise(problem.loss, problem.x0, problem.target, problem.model)
+    return advise(problem.loss, problem.x0, problem.target, problem.model, problem.config.optimizer.name)
 
 
 def _print_schema(rows: list[dict], json_mode: bool) -> None:

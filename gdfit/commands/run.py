@@ -55,7 +55,8 @@ def run(resolved: Resolved, options: RunOptions) -> str:
     renderer, report = _view(resolved, options)
     with StopRequest() as stop:
         descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
-                          should_stop=stop, resume=resume, checkpointer=checkpointer)
+                          should_stop=stop, resume=resume, checkpointer=checkpointer,
+                          keep_history=options.output is not None or options.plot is not None)
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")
         renderer.start(descent.start)
