@@ -275,5 +275,5 @@ def test_cli_paired_gives_each_optimizer_its_rate(cli, tmp_path):
     result = cli("landscape", SEED, "--compare", "optimizer=gd,adam", "--compare", "learning_rate=4.5,0.1",
                  "--paired", "--device", "cpu", "--max-iters", "50")
     assert result.exit_status == 0, result.stderr
-    assert "optimizer=gd, learning_rate=4.5: converged, 1 updates" in result.stdout
+    assert "optimizer=gd, learning_rate=4.5: converged, 1 update," in result.stdout
     assert "optimizer=adam, learning_rate=0.1" in result.stdout
