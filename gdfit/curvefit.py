@@ -31,6 +31,10 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     spec: ExpressionModel = config.model
     columns = _columns(resolved, dtype, device)
     params = tuple(spec.params)
+    clash = [name for name in params if name in columns]
+    if clash:
+        raise ConfigError(f"parameter {clash[0]!r} has the name of a data column; rename the parameter",
+                          source=resolved.source, key=f"model.params.{clash[0]}")
     tree = parse(spec.expr, key="model.expr", names=set(params) | set(columns),
                  unknown=f"parameters are {', '.join(params)}; data columns are {', '.join(columns) or '(none)'}")
     used = names_in(tree)

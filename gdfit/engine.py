@@ -97,7 +97,7 @@ LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold 
 
 
 def _check_optimizer(resolved: Resolved) -> None:
-    """lm solves least squares; a Jacobian must fit."""
+    """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper)."""
     config = resolved.config
     if isinstance(config.optimizer, LM) and not isinstance(config.loss, MSE):
         raise ConfigError(f"lm minimises squared residuals: use loss: mse (not {config.loss.name}), or another optimizer",
@@ -260,14 +260,13 @@ class Descent:
                 f"learning_rate {config.learning_rate:g} is not below gd's stable limit {stable:.6g} "
                 f"(2 / curvature): expect divergence, or a loss that never falls"
             )
-        if not isinstance(problem.model, Identity):
-            pass  # a model's threshold is off by default: ftol, xtol and gtol stop it
-        elif config.threshold == 0:
+        fits_x = isinstance(problem.model, Identity)  # a model's threshold is off by default: tolerances stop it
+        if fits_x and config.threshold == 0:
             notes.append(
                 "threshold 0 converges only when the fit is exact in every element; "
                 f"in {config.dtype} that may never happen"
             )
-        elif config.threshold < (floor := resolution_floor(problem)):  # a pass over the target: once
+        elif fits_x and config.threshold < (floor := resolution_floor(problem)):  # a pass over the target: once
             notes.append(
                 f"threshold {config.threshold:g} is below what {config.dtype} can resolve for this target "
                 f"(about {floor:.3g}); the run may never converge"

@@ -14,6 +14,7 @@ a run that finds none stays where it is).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from gdfit.models import Model, Params
 
 PROBE = 0.1  # the finite-difference step along v, as a fraction of v (Transtrum's h)
 MAX_ACCELERATION = 0.75  # the largest 2|a|/|v| a step may have (Transtrum's alpha)
+MAX_DAMPING = 1e32  # damping relative to the scaled curvature; MINPACK gives up far below this
 MAX_TRIALS = 40
 
 
@@ -35,7 +37,8 @@ def jacobian(fn, flat: torch.Tensor) -> torch.Tensor:
     K, P = flat.shape
     primal = flat.repeat_interleave(P, 0)
     tangent = torch.eye(P, dtype=flat.dtype, device=flat.device).repeat(K, 1)
-    with fwAD.dual_level():
+    with warnings.catch_warnings(), fwAD.dual_level():
+        warnings.simplefilter("ignore")  # its first use loads torch's jvp rules, which warn about torch.jit
         out = fn(fwAD.make_dual(primal, tangent))
         columns = fwAD.unpack_dual(out).tangent
     if columns is None:  # the output does not depend on the parameters
@@ -75,7 +78,7 @@ class LevenbergMarquardt:
         self.optimizer = _State({"mu": torch.full((K,), damping, dtype=torch.float64),
                                  "nu": torch.full((K,), 2.0, dtype=torch.float64),
                                  "scale": torch.zeros(K, P, dtype=torch.float64)})
-        self.motion = None
+        self.motion, self.stuck = None, None
 
     def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
         """prediction - target, [K, n]: over the entries the loss keeps (a matrix model's fitted
@@ -138,7 +141,8 @@ class LevenbergMarquardt:
             # nothing better lies around x at working precision (MINPACK's "xtol too small")
             spent = worse & (tried <= resolution * np.linalg.norm(D * x, axis=1))
             mu[:] = np.where(better, mu * np.maximum(1 - (2 * rho - 1) ** 3, 1 / 3), np.where(worse, mu * nu, mu))
-            nu[:] = np.where(better, 2.0, np.where(worse, nu * 2, nu))
+            nu[:] = np.where(better, 2.0, np.where(worse, np.minimum(nu * 2, MAX_DAMPING), nu))
+            np.minimum(mu, MAX_DAMPING, out=mu)  # past this every step is below any dtype's resolution
             done |= better | spent
             if done.all():
                 break
@@ -153,6 +157,9 @@ class LevenbergMarquardt:
         # a run that found no step lowering the loss reports its last, smallest trial: as the trust
         # radius in MINPACK, it says how far around x nothing better was found
         taken = np.linalg.norm(D * (x - start), axis=1)
+        # no step at all, and even at the largest damping the trial rounds back to x: nothing can move this run
+        going = np.ones(runs, bool) if moving is None else moving.flatten().cpu().numpy()
+        self.stuck = torch.from_numpy((taken == 0) & (tried == 0) & (mu >= MAX_DAMPING) & going).to(flat.device)
         self.motion = (torch.from_numpy(np.where(taken > 0, taken, tried)).to(device),
                        torch.from_numpy(np.linalg.norm(D * x, axis=1)).to(device),
                        g.abs().amax(1).double() * (2.0 / n))

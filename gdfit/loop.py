@@ -146,7 +146,7 @@ class Loop:
                 last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
             # `moving` is a view of the rules' state: read it first
             rules.after_update(k, losses, stepper.motion if rules.needs_motion else None,
-                               getattr(stepper, "promised", None))
+                               getattr(stepper, "promised", None), getattr(stepper, "stuck", None))
             if self.watch is not None:
                 pending.append(losses[:1])
                 if self.watch(k):

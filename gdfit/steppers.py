@@ -220,7 +220,7 @@ class LBFGSStepper:
                        for i in range(runs)]
         self.optimizers = [torch.optim.LBFGS(list(leaf.values()), lr=lr, max_iter=1, history_size=history_size,
                                              line_search_fn="strong_wolfe") for leaf in self.leaves]
-        self.motion, self.norm = None, torch.tensor(math.nan)
+        self.motion, self.norm, self.stuck = None, torch.tensor(math.nan), None
 
     def losses(self) -> torch.Tensor:
         return objective(self.model, self.loss.value(self.model.predict(self.params), self.target), self.params)
@@ -251,6 +251,9 @@ class LBFGSStepper:
                     if p.grad is not None:
                         grads[name][i].copy_(p.grad[0])
         self.motion = motion(before, self.params, grads)
+        self.stuck = self.motion[0] == 0  # torch's LBFGS made no move: it would make none again
+        if moving is not None:
+            self.stuck &= moving.flatten().to(self.stuck.device)
         self.norm = _norm(grads)
         return self.losses()
 

@@ -16,10 +16,13 @@ from gdfit.words import plural
 
 
 TOLERANCES = ("ftol", "xtol", "gtol")  # codes 1, 2, 3 in `StopRules.fired`; 0 is none
+STUCK = "stuck"  # code 4: the update made no move at all (lbfgs's line search found no lower loss)
 
 
 def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None) -> str:
     """The stop rule that gave `status`, in words: the one place this wording lives."""
+    if status == records.STALLED and fired == STUCK:
+        return "no move: the update's step was exactly zero (no step it tried lowered the loss)"
     if status == records.CONVERGED and fired:
         meaning = {"ftol": "relative loss reduction", "xtol": "relative parameter step",
                    "gtol": "largest gradient element"}[fired]
@@ -70,7 +73,7 @@ class StopRules:
             if name in state:  # checkpoints from before the tolerances start with their defaults
                 setattr(self, name, state[name].to(getattr(self, name).dtype).clone())
 
-    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None) -> None:
+    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None) -> None:
         """Update number k was made by every active run; `losses` are the new ones; `motion`
         (|step|, |parameters|, max |gradient| per run) when xtol or gtol is set; `promised`, the
         relative reduction a method's local model still expects (lm's), which ftol also holds to."""
@@ -79,6 +82,11 @@ class StopRules:
         self.updates.add_(self.active)
         going = (losses > config.threshold) & (losses <= self.ceiling)  # NaN fails both
         going &= ~self._tolerances(losses, going, motion, promised)
+        if stuck is not None:  # a run that cannot move would repeat the same update until max_iters
+            stopped = self.active & going & stuck
+            self.fired.masked_fill_(stopped, len(TOLERANCES) + 1)
+            self.stalled |= stopped
+            going &= ~stopped
         self.previous = torch.where(self.active, losses, self.previous)
         if config.patience is not None:
             improved = self.active & (losses < self.best * (1 - config.min_rel_improvement))
@@ -113,7 +121,8 @@ class StopRules:
 
     def fired_rules(self) -> list[str | None]:
         """Which tolerance stopped each run, if one did."""
-        return [TOLERANCES[code - 1] if code else None for code in self.fired.tolist()]
+        names = TOLERANCES + (STUCK,)
+        return [names[code - 1] if code else None for code in self.fired.tolist()]
 
     def outcome(self, losses: list[float], active: list[bool], limit: str) -> list[str]:
         """Each run's status, given its final loss; runs still active stopped by `limit`."""
@@ -121,10 +130,10 @@ class StopRules:
         for loss, running, stalled, fired in zip(losses, active, self.stalled.tolist(), self.fired.tolist()):
             if running:
                 statuses.append(limit)
-            elif fired:
-                statuses.append(records.CONVERGED)
             elif stalled:
                 statuses.append(records.STALLED)
+            elif fired:
+                statuses.append(records.CONVERGED)
             elif loss <= self.config.threshold:  # False for NaN
                 statuses.append(records.CONVERGED)
             else:

@@ -194,27 +194,39 @@ def torch_problem():
 
 
 def test_lbfgs_updates_equal_torch_optim_lbfgs(tmp_path):
-    updates = 12
+    import shutil
+
+    shutil.copy(Path(__file__).parent.parent / "configs" / "decay.csv", tmp_path / "decay.csv")
+    model = {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}
     steps, result = run_fit(tmp_path, every=1, optimizer={"name": "lbfgs", "history_size": 7}, learning_rate=0.5,
-                            max_iters=updates, ftol=0, xtol=0, gtol=0)
-    x, y = torch_problem()
-    b1 = torch.tensor([500.0], dtype=torch.float64, requires_grad=True)
-    b2 = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([b1, b2], lr=0.5, max_iter=1, history_size=7, line_search_fn="strong_wolfe")
+                            max_iters=60, ftol=0, xtol=0, gtol=0, data={"file": "decay.csv"}, model=model)
+    table = np.loadtxt(tmp_path / "decay.csv", delimiter=",", skiprows=1)
+    t, y = torch.tensor(table[:, 0]), torch.tensor(table[:, 1])
+    a, tau, c = (torch.tensor([v], dtype=torch.float64, requires_grad=True) for v in (1.0, 1.0, 0.0))
+    opt = torch.optim.LBFGS([a, tau, c], lr=0.5, max_iter=1, history_size=7, line_search_fn="strong_wolfe")
+
+    def loss():
+        return torch.nn.functional.mse_loss(a * torch.exp(-t / tau) + c, y)
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(b1 * (1 - torch.exp(-b2 * x)), y)
-        loss.backward()
-        return loss
+        value = loss()
+        value.backward()
+        return value
 
-    for k in range(updates):
+    assert len(steps) >= 10 and steps[-1].loss < steps[0].loss / 10  # it moves: the comparison means something
+    for k, step in enumerate(steps):
         opt.step(closure)
         with torch.no_grad():
-            expected = float(torch.nn.functional.mse_loss(b1 * (1 - torch.exp(-b2 * x)), y))
-        assert steps[k].iter == k + 1
-        assert steps[k].loss == pytest.approx(expected, rel=1e-12)
-        assert steps[k].params["b1"] == pytest.approx(float(b1.detach()), rel=1e-12)
+            expected = float(loss())
+        assert step.iter == k + 1
+        assert step.loss == pytest.approx(expected, rel=1e-12)
+        for name, value in (("a", a), ("tau", tau), ("c", c)):
+            assert step.params[name] == pytest.approx(float(value.detach()), rel=1e-12, abs=1e-300)
+    if result.status == "stalled":  # gdfit stopped where torch's LBFGS makes no further move
+        before = [float(v.detach()) for v in (a, tau, c)]
+        opt.step(closure)
+        assert [float(v.detach()) for v in (a, tau, c)] == before
 
 
 def test_gd_on_a_model_is_the_tutorial_loop_on_each_parameter(tmp_path):
@@ -340,3 +352,27 @@ def test_lbfgs_refuses_checkpoints_it_cannot_hold(cli, write_config, tmp_path):
               "model": {"expr": EXPR, "params": {"b1": 500, "b2": 1e-4}}}
     result = cli("run", write_config(yaml.safe_dump(config)), "--checkpoint", str(tmp_path / "c.pt"))
     assert result.exit_status == 2 and "optimizer: lbfgs keeps its curvature history" in result.stderr
+
+
+def test_a_run_that_cannot_move_stops_as_stalled_not_at_max_iters(tmp_path):
+    # torch's LBFGS makes exactly zero steps once its line search finds nothing lower: gdfit stops
+    # there (at the loss lm reaches) instead of repeating the update until max_iters
+    import shutil
+
+    shutil.copy(Path(__file__).parent.parent / "configs" / "decay.csv", tmp_path / "decay.csv")
+    fit = {"data": {"file": "decay.csv"}, "sigma": {"column": "sigma"},
+           "model": {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}}
+    _, lm = run_fit(tmp_path, optimizer="lm", **fit)
+    _, lbfgs = run_fit(tmp_path, optimizer="lbfgs", max_iters=5000, **fit)
+    assert lbfgs.status == "stalled" and lbfgs.iters < 100
+    assert "no move" in lbfgs.stop_rule
+    assert rel(lbfgs.loss, lm.loss) < 1e-9
+
+
+def test_a_parameter_named_like_a_column_is_refused(cli, write_config, tmp_path):
+    import yaml
+
+    write_data(tmp_path, {"x": X, "y": Y})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "model": {"expr": "x * y0", "params": {"x": 1, "y0": 2}}}
+    result = cli("run", write_config(yaml.safe_dump(config)))
+    assert result.exit_status == 2 and "model.params.x: parameter 'x' has the name of a data column" in result.stderr
