@@ -283,6 +283,14 @@ class Descent:
         entries = getattr(self.problem.model, "entries", None)
         return entries.describe() if entries is not None else None
 
+    def _tensor_param(self, tensor: torch.Tensor) -> dict[str, Any]:
+        """A tensor parameter in the end event: its value as nested lists under the size rule of
+        x, else its shape, min and max (SPEC: tensor parameters carry no stderr)."""
+        tensor = tensor.detach().cpu()
+        if tensor.numel() <= self.x_limit:
+            return {"value": tensor.tolist()}
+        return {"shape": list(tensor.shape), "min": float(tensor.min()), "max": float(tensor.max())}
+
     def _capture(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None, float | None]:
         """One run's x (for a model, its prediction) as reported, its parameters by name, and
         (with held-out entries) the prediction's RMSE on them."""
@@ -359,7 +367,10 @@ class Descent:
         if hasattr(model, "entries"):  # a matrix model
             from gdfit.matrix import summary
 
-            return {"matrix": summary(model, final, self.problem.target)}
+            named = model.named_tensors(final)
+            named.pop("prediction", None)  # that is `x`
+            return {"matrix": summary(model, final, self.problem.target),
+                    "params": {name: self._tensor_param(t) for name, t in named.items()}}
         if not isinstance(model, ExpressionFit):
             return {}
         from gdfit.curvefit import statistics

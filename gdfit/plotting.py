@@ -152,7 +152,7 @@ def plot_run(path: Path, result, config: dict[str, Any], problem: Any = None,
         run["holdout"] = holdout
     model = getattr(problem, "model", None)
     columns = getattr(model, "columns", None)  # only a curve fit's model has data columns
-    if columns is None or result.params is None:
+    if columns is None or result.fit is None:
         plot_runs(path, [run])
         return None
     if len(columns) != 1:

@@ -399,3 +399,22 @@ def test_a_resumed_lowrank_run_ends_where_the_whole_one_does(tmp_path, cli, writ
     resumed = cli("run", config, "--json", "--every", "0", "--max-iters", "60", "--resume", ckpt).lines[-1]
     whole = cli("run", config, "--json", "--every", "0", "--max-iters", "60").lines[-1]
     assert (resumed["loss"], resumed["x"], resumed["holdout_rmse"]) == (whole["loss"], whole["x"], whole["holdout_rmse"])
+
+
+def test_the_end_event_carries_a_matrix_models_parameters(cli, tmp_path):
+    import numpy as np
+
+    saved = tmp_path / "fit.npz"
+    end = cli("run", "configs/linear.yaml", "--json", "--every", "0", "--save", str(saved)).lines[-1]
+    with np.load(saved) as archive:
+        assert end["params"]["W"]["value"] == archive["W"].tolist() and end["params"]["b"]["value"] == archive["b"].tolist()
+    A = np.loadtxt("configs/linear-inputs.csv", delimiter=",")
+    B = np.loadtxt("configs/linear-targets.csv", delimiter=",")
+    design = np.hstack([A, np.ones((len(A), 1))])
+    solution = np.linalg.lstsq(design, B, rcond=None)[0]  # the oracle: [W; b]
+    assert set(end["params"]) == {"W", "b"} and "covariance" not in end and "fit" not in end
+    # the config's gd stops at ftol = 1e-8: a few parts in a million from the exact solution
+    np.testing.assert_allclose(end["params"]["W"]["value"], solution[:-1], atol=1e-5)
+    np.testing.assert_allclose(end["params"]["b"]["value"], solution[-1], atol=1e-5)
+    lowrank = cli("run", "configs/lowrank.yaml", "--json", "--every", "0", "--max-iters", "3").lines[-1]
+    assert lowrank["params"]["U"]["shape"] == [200, 8] and lowrank["params"]["V"]["shape"] == [150, 8]

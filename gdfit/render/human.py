@@ -200,7 +200,7 @@ class HumanRenderer:
         spark = sparkline(result.history)
         if spark:
             body.add_row("loss (log)", spark)
-        if result.params is None:
+        if result.fit is None:  # not a curve fit: no fit report
             if result.matrix is not None:
                 matrix_rows(body, result.matrix)
             body.add_row("x", format_tensor(result.x))

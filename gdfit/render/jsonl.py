@@ -77,6 +77,8 @@ def fit_fields(result: records.FitResult) -> dict[str, Any]:
     determine) is written as null by `dumps`."""
     if result.params is None:
         return {}
+    if result.fit is None:  # a matrix model: tensor parameters, no covariance
+        return {"params": result.params}
     return {"params": result.params, "covariance": result.covariance, "fit": result.fit}
 
 
