@@ -17,7 +17,7 @@ import torch
 from gdfit.config import ColumnSource, ExpressionModel, Resolved
 from gdfit.data import read_columns
 from gdfit.errors import ConfigError, InputFileError
-from gdfit.expr import compile_model, names_in, parse
+from gdfit.expr import compile_model, functions_in, names_in, parse
 from gdfit.lm import jacobian
 from gdfit.models import ExpressionFit
 from gdfit.tensors import build_target, guard_memory
@@ -70,15 +70,9 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
     model = ExpressionFit(compile_model(tree), data, params, varying, fixed, low, high, sigma, points)
     model.missing = y.numel() - points
-    model.pointwise = not ({"sum", "mean"} & _functions(tree))
+    model.pointwise = not ({"sum", "mean"} & functions_in(tree))
     target = y[observed]
     return model, (target / sigma if sigma is not None else target), start
-
-
-def _functions(tree) -> set[str]:
-    import ast
-
-    return {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
 
 
 def _or(value: float | None, default: float) -> float:

@@ -37,8 +37,10 @@ def working_copies(config: FitConfig) -> int:
     temporaries. The autograd engine holds one more: the new x beside the leaf it replaces."""
     if _gd_on_mse(config) and config.engine != "autograd":
         return 4
-    if isinstance(config.optimizer, (LBFGS, LM)):
-        return 4 + 2 + config.optimizer.history_size * 2 if isinstance(config.optimizer, LBFGS) else 8
+    if isinstance(config.optimizer, LBFGS):  # its curvature pairs: two vectors per remembered step
+        return 6 + 2 * config.optimizer.history_size
+    if isinstance(config.optimizer, LM):
+        return 8
     optimizer = make_optimizer(config.optimizer)
     loss = make_loss(config.loss, 1)
     extra = 1 if config.engine == "autograd" else 0

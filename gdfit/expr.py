@@ -82,6 +82,11 @@ def names_in(tree: ast.Expression) -> set[str]:
             if isinstance(node, ast.Name) and id(node) not in calls and node.id not in CONSTANTS}
 
 
+def functions_in(tree: ast.Expression) -> set[str]:
+    """The functions a checked expression calls."""
+    return {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+
+
 class _Checker:
     def __init__(self, key: str, names: Collection[str], unknown: str) -> None:
         self.key, self.names, self.unknown = key, names, unknown

@@ -27,3 +27,20 @@ def run_to_end(loop):
     for _ in loop.chunks():
         pass
     return loop.outcome
+
+
+def render_human(width: int, steps, result, descent) -> str:
+    """A run's steps and end through the human renderer, into a fixed-width console."""
+    import io
+
+    from rich.console import Console
+
+    from gdfit.render.human import HumanRenderer
+
+    buffer = io.StringIO()
+    renderer = HumanRenderer(Console(file=buffer, width=width, color_system=None, force_terminal=False))
+    renderer.start(descent.start)
+    for step in steps:
+        renderer.step(step)
+    renderer.end(result)
+    return buffer.getvalue()

@@ -3,7 +3,6 @@ example configs, whose parameters and standard errors are checked against scipy'
 
 from __future__ import annotations
 
-import io
 import math
 import subprocess
 import sys
@@ -11,11 +10,9 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT, strict_json
-from helpers import fit
-from rich.console import Console
+from helpers import fit, render_human
 
 from gdfit.render.fit_report import correlations, relative_error
-from gdfit.render.human import HumanRenderer
 
 CONFIGS = ROOT / "configs"
 EXAMPLES = ("decay", "peaks", "oscillation")
@@ -101,13 +98,7 @@ def test_result_document_adds_the_fit_to_config_and_history(cli, tmp_path):
 
 def _human(width: int = 100, **config) -> tuple[str, object]:
     steps, result, descent = fit(**config)
-    buffer = io.StringIO()
-    renderer = HumanRenderer(Console(file=buffer, width=width, color_system=None, force_terminal=False))
-    renderer.start(descent.start)
-    for step in steps:
-        renderer.step(step)
-    renderer.end(result)
-    return buffer.getvalue(), result
+    return render_human(width, steps, result, descent), result
 
 
 def _decay(**overrides) -> dict:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from conftest import COUNT_1, SEED_TARGET, strict_json
-from helpers import fit
+from helpers import fit, render_human
 from rich.console import Console
 
 from gdfit import records
@@ -157,13 +157,7 @@ def test_parameter_columns_fit_the_console_and_the_rest_are_named_in_a_caption()
 @pytest.mark.parametrize("width", [40, 30])
 def test_a_narrow_screen_keeps_every_loss_exponent(width):
     steps, result, descent = fit(target=SEED_TARGET, learning_rate=0.3, threshold=1e-9)
-    buffer = io.StringIO()
-    renderer = HumanRenderer(Console(file=buffer, width=width, color_system=None, force_terminal=False))
-    renderer.start(descent.start)
-    for step in steps:
-        renderer.step(step)
-    renderer.end(result)
-    text = buffer.getvalue()
+    text = render_human(width, steps, result, descent)
     last = steps[-3:]  # the table's tail rows, with losses of order 1e-09
     assert all(s.loss < 1e-8 for s in last)
     for step in last:
