@@ -9,8 +9,11 @@ exit). The CLI edge then exits 141 for a closed pipe, or 2 with a message for an
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import select
+import stat
 import sys
 from typing import Any, Callable
 
@@ -50,6 +53,24 @@ class GuardedStdout(io.TextIOBase):
             except OSError as err:
                 self._failed(err)
 
+    def check_reader(self) -> None:
+        """Notice a pipe whose reader went away before anything is written to it. Human mode on a
+        pipe writes nothing between the start panel and the end, so `gdfit run long.yaml | head`
+        would otherwise run to the end; Linux marks such a pipe's write end with POLLERR."""
+        if self.problem is not None:
+            return
+        try:
+            fd = self.stream.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            events = poller.poll(0)
+        except (AttributeError, OSError, ValueError):
+            return
+        if any(mask & select.POLLERR for _, mask in events):
+            self._failed(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+
     def _failed(self, err: OSError) -> None:
         self.problem = err
         silence(self.stream)
@@ -76,6 +97,12 @@ class GuardedStdout(io.TextIOBase):
     @property
     def errors(self) -> str | None:  # type: ignore[override]
         return getattr(self.stream, "errors", None)
+
+
+def check_reader() -> None:
+    """Renderers that stay quiet on a pipe call this now and then (see GuardedStdout.check_reader)."""
+    if isinstance(sys.stdout, GuardedStdout):
+        sys.stdout.check_reader()
 
 
 def silence(stream: Any) -> None:

@@ -116,7 +116,12 @@ def test_head_closing_the_pipe_stops_the_run_saves_it_and_exits_141(tmp_path, mo
     out = tmp_path / "r.json"
     proc = _process(["run", SEED, *LONG, *mode, "--output", str(out)], stdout=subprocess.PIPE)
     assert proc.stdout.readline()
-    proc.stdout.close()  # what `| head -n 1` does
+    if not mode:  # read the whole start (panel and start x): from there human mode writes nothing until
+        while not proc.stdout.readline().startswith("start x"):  # the end, and must see the reader go
+            pass
+        for _ in range(3):
+            proc.stdout.readline()
+    proc.stdout.close()  # what `| head` does
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "interrupted" not in err

@@ -7,6 +7,7 @@ never waits for the terminal. Rows are kept as records and formatted only when d
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from gdfit import records
 from gdfit.render.fit_report import fit_report
+from gdfit.stdout import check_reader
 from gdfit.words import plural
 
 STATUS_STYLE = {
@@ -33,6 +35,7 @@ HEAD_ROWS = 20
 TAIL_ROWS = 20
 SINGULAR_VALUES_SHOWN = 8
 SPARK = "▁▂▃▄▅▆▇█"
+READER_CHECK_S = 0.1  # how often a quiet renderer looks whether its pipe's reader is still there
 PARAM_COLUMNS = 6  # at most this many of a curve fit's parameters get a column; all are in --json
 PARAM_WIDTH = 14  # a parameter column with its borders, for a typical value at 8 digits
 FIXED_WIDTH = 33  # iter and a full-precision loss, with borders
@@ -79,6 +82,7 @@ class HumanRenderer:
         self.param_columns: list[str] = []  # a curve fit's fitted parameters, shown instead of x
         self.hidden_params = 0
         self.holdout = False  # a column for the held-out RMSE
+        self.reader_checked = -math.inf
 
     def start(self, rec: records.StartRecord) -> None:
         cfg = self.config = rec.config
@@ -110,6 +114,10 @@ class HumanRenderer:
         self.live.start()
 
     def step(self, rec: records.StepRecord) -> None:
+        now = time.monotonic()
+        if now - self.reader_checked >= READER_CHECK_S:  # a pipe shows nothing until the end: a reader
+            self.reader_checked = now  # that left (`| head`) must still stop the run
+            check_reader()
         self.rows_seen += 1
         if len(self.head) < HEAD_ROWS:
             self.head.append(rec)
