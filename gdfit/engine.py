@@ -216,6 +216,7 @@ class Descent:
             config, self._stepper(resume), config.learning_rate,
             sync_every=sync_every, should_stop=should_stop, clock=clock, watch=self.report,
             capture=self._capture, resume=resume.state if resume else None,
+            chunk_every=1 if checkpointer is not None else None,  # every update's state can be saved
         )
         self.initial_loss = float(self.loop.initial[0])
         self.advice = (advise(problem.loss, problem.x0, problem.target, problem.model, config.optimizer.name)

@@ -19,11 +19,12 @@ from gdfit import records
 from gdfit.config import FitConfig
 from gdfit.optimizers import Setting
 from gdfit.schedules import rate
-from gdfit.stopping import StopRules
+from gdfit.stopping import HostStopRules, StopRules
 
 CUDA_SYNC_EVERY = 32  # small problems on CUDA: a host look costs more than an update
 SWEEP_SYNC_EVERY = 8  # sweeps on the CPU: looking at K runs costs a few tensor operations
 LARGE_PROBLEM = 1 << 16  # elements per run above which an update outweighs a host look
+HOST_CHUNK = 64  # one small run on the CPU: updates per chunk handed to the caller (see `Loop`)
 
 
 def sync_interval(device: torch.device, runs: int, numel: int) -> int:
@@ -78,7 +79,12 @@ class Outcome:
 
 
 class Loop:
-    """Iterate `chunks()` to run; read `outcome` afterwards."""
+    """Iterate `chunks()` to run; read `outcome` afterwards.
+
+    One run on the CPU looking after every update (`sync_every` 1) reads each loss anyway, so it
+    decides its stop rules on the host (`HostStopRules`), asks `should_stop` (and the clock, under a
+    timeout) after every update, and hands its caller a chunk every HOST_CHUNK updates of a small problem, or when it stops: on a 3x3
+    problem the bookkeeping of a chunk costs as much as an update."""
 
     def __init__(
         self,
@@ -92,6 +98,7 @@ class Loop:
         watch: Callable[[int], bool] | None = None,
         capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p.cpu() for n, p in params.items()},
         resume: LoopState | None = None,
+        chunk_every: int | None = None,
     ) -> None:
         self.config, self.stepper, self.lr = config, stepper, lr
         self.sync_every = max(1, sync_every)
@@ -101,7 +108,11 @@ class Loop:
         current = stepper.losses()  # also readies the stepper's own view of its parameters
         device = current.device
         self.initial = current if resume is None else resume.initial.to(device)
-        self.rules = StopRules(config, self.initial)
+        self.on_host = self.initial.shape[0] == 1 and device.type == "cpu" and self.sync_every == 1
+        self.rules = (HostStopRules if self.on_host else StopRules)(config, self.initial)
+        small = next(iter(stepper.params.values()))[0].numel() < LARGE_PROBLEM
+        # a chunk per update where each must be seen (a checkpoint saves the state of a look)
+        self.chunk_every = chunk_every or (HOST_CHUNK if self.on_host and small else self.sync_every)
         self.k, self.spent = 0, 0.0
         self.resumed_at = resume.iters if resume is not None else 0
         if resume is not None:
@@ -134,7 +145,7 @@ class Loop:
         deadline = self.started + config.timeout_s if config.timeout_s else math.inf
         limit, k = records.MAX_ITERS, self.k
         last_norm = None
-        going = k < config.max_iters and bool(rules.active.any())
+        going = k < config.max_iters and rules.running() > 0
         if going and config.timeout_s and self.spent >= config.timeout_s:  # resumed with its time used up
             limit, going = records.TIMEOUT, False
         while going:
@@ -148,19 +159,25 @@ class Loop:
             rules.after_update(k, losses, stepper.motion if rules.needs_motion else None,
                                getattr(stepper, "promised", None), getattr(stepper, "stuck", None))
             if self.watch is not None:
-                pending.append(losses[:1])
+                pending.append(losses if runs == 1 else losses[:1])  # a slice costs more than an update's product
                 if self.watch(k):
                     snapshots.append((k, self.capture({n: p[0] for n, p in stepper.params.items()}), stepper.grad_norm()))
-            if k % self.sync_every and k < config.max_iters:
-                continue
+            asked = None  # should_stop's answer, where this update asked it already
+            if k % self.chunk_every and k < config.max_iters:
+                if not self.on_host:
+                    continue
+                asked = self.should_stop()
+                late = deadline < math.inf and self.clock() >= deadline
+                if rules.running() and not asked and not late:
+                    continue
             # the host's one look at the device
-            done = (0 if rules.active.item() else 1) if runs == 1 else runs - int(rules.active.sum())
+            done = runs - rules.running()
             self.k, self.looked = k, self.clock()  # one clock reading per look, which a checkpoint keeps
             yield self._chunk(done, pending, snapshots)
             pending, snapshots = [], []
             if done == runs or k >= config.max_iters:
                 break
-            if self.should_stop():
+            if self.should_stop() if asked is None else asked:
                 limit, going = records.INTERRUPTED, False
             elif self.looked >= deadline:
                 limit, going = records.TIMEOUT, False
@@ -169,6 +186,7 @@ class Loop:
         if self.watch is not None and not hold and k > self.resumed_at:
             last_norm = stepper.grad_norm()  # the loop ended at run 0's last update
         final = losses.tolist()
+        rules.settle()
         active = rules.active.tolist()
         self.outcome = Outcome(
             statuses=rules.outcome(final, active, limit),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import torch
 from conftest import SEED_TARGET
 from helpers import fit, resolved
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gdfit.engine import Descent, prepare
+from gdfit.stopping import HostStopRules, StopRules
 
 
 def test_threshold_converges():
@@ -48,3 +52,58 @@ def test_timeout_with_an_injected_clock():
     list(descent.steps())
     assert descent.result.status == "timeout"
     assert descent.result.iters < 10
+
+
+# ------------------------------------------------------- one run's rules on the host, as on the device
+
+# the boundaries matter: a loss equal to the last, to the threshold or to the ceiling (1.5 x 1 or 2),
+# a step or gradient equal to its tolerance
+EDGES = [0.0, 1e-10, 1e-3, 0.5, 1.0, 1.5, 2.0, 3.0, float("nan"), float("inf")]
+losses_st = st.one_of(st.floats(0, 4, width=32), st.sampled_from(EDGES), st.sampled_from(EDGES))
+tolerance_st = st.sampled_from([None, 0.0, 1e-10, 1e-3, 0.5])
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal dtype and values, NaN equal to NaN."""
+    if a.dtype != b.dtype:
+        return False
+    return torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0)) if a.is_floating_point() else torch.equal(a, b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    initial=st.sampled_from([1.0, 2.0, 0.0, float("nan")]),
+    sequence=st.lists(st.tuples(losses_st, st.tuples(losses_st, losses_st, losses_st), losses_st, st.booleans()),
+                      min_size=1, max_size=40),
+    threshold=st.sampled_from([0.0, 1e-3, 0.5]),
+    factor=st.sampled_from([1.5, 1e5]),
+    patience=st.sampled_from([None, 1, 3]),
+    rel=st.sampled_from([0.0, 0.1]),
+    ftol=tolerance_st, xtol=tolerance_st, gtol=tolerance_st,
+    promised_on=st.booleans(), stuck_on=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+@example(1.0, [(1.0, (0, 0, 0), 0, False)], 0.0, 1e5, None, 0.0, 1e-3, None, None, False, False, torch.float64)
+@example(1.0, [(0.9, (0.75, 1.0, 0.0), 0, False)], 0.0, 1e5, None, 0.0, None, 0.5, None, False, False, torch.float64)
+def test_one_runs_host_rules_decide_as_the_device_rules(initial, sequence, threshold, factor, patience, rel,
+                                                          ftol, xtol, gtol, promised_on, stuck_on, dtype):
+    """The Loop uses HostStopRules for one run on the CPU and StopRules elsewhere: fed the same
+    losses, motions, promises and stuck flags, they stop at the same update for the same reason."""
+    config = resolved(target=SEED_TARGET, threshold=threshold, divergence_factor=factor, patience=patience,
+                      min_rel_improvement=rel, ftol=ftol, xtol=xtol, gtol=gtol).config
+    start = torch.tensor([initial], dtype=dtype)
+    host, device = HostStopRules(config, start), StopRules(config, start)
+    one = lambda value: torch.tensor([value], dtype=dtype)  # noqa: E731
+    for k, (loss, motion, promised, stuck) in enumerate(sequence, start=1):
+        if not host.running():
+            break
+        args = (k, one(loss), tuple(one(m) for m in motion) if host.needs_motion else None,
+                one(promised) if promised_on else None, torch.tensor([stuck]) if stuck_on else None)
+        host.after_update(*args)
+        device.after_update(*args)
+        assert host.running() == device.running()
+    host.settle()
+    for name, value in device.state().items():
+        assert same(host.state()[name], value), name
+    final = [float(sequence[-1][0])]
+    assert host.outcome(final, host.active.tolist(), "max_iters") == device.outcome(final, device.active.tolist(), "max_iters")
+    assert host.fired_rules() == device.fired_rules()
