@@ -32,7 +32,7 @@ GDFIT = [sys.executable, "-m", "gdfit"]
 SEED = str(ROOT / "configs" / "seed.yaml")
 TUTORIAL = [sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py")]
 SEED_TARGET = "[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]"
-FIGURES = ("startup", "small", "render", "large", "sweep", "checkpoint")
+FIGURES = ("startup", "small", "render", "large", "sweep", "checkpoint", "floor", "process", "memory")
 
 Timer = Callable[[], float]
 
@@ -100,6 +100,7 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "s": lambda t: f"{t:.2f} s",
     "ms": lambda t: f"{t * 1e3:.0f} ms",
     "ms.2": lambda t: f"{t * 1e3:.2f} ms",
+    "us": lambda t: f"{t * 1e6:.1f} us",
 }
 
 
@@ -231,6 +232,111 @@ def checkpoint(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[
                 "`y.copy_(x)` in memory", "(figure)", unit="ms.2")], notes
 
 
+FLOOR_UPDATES = 20_000
+
+
+def floor(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    """Issue 17: a 3x3 update in process against the least torch allows (a 0-dim multiply, a dot
+    and .item() under inference mode), and against the tutorial's own operations there."""
+    import torch
+
+    from gdfit.config import build_config
+    from gdfit.engine import Descent, every_n, prepare
+
+    updates = 2_000 if quick else FLOOR_UPDATES
+    data = {"target": json.loads(SEED_TARGET), "learning_rate": 1e-4, "threshold": 0, "max_iters": updates,
+            "device": "cpu"}
+
+    def torch_floor() -> float:
+        with torch.inference_mode():
+            x, factor = torch.rand(9), torch.tensor(0.999)
+            started = time.perf_counter()
+            for _ in range(updates):
+                x.mul_(factor)
+                torch.dot(x, x).item()
+            return (time.perf_counter() - started) / updates
+
+    def tutorial_ops() -> float:  # d = x - t; g = 2/n d; x -= lr g; loss = mean((x - t)^2); read it
+        with torch.inference_mode():
+            x, t, buf = torch.rand(1, 9), torch.rand(1, 9), torch.empty(1, 9)
+            scale, lr, n = torch.tensor(2 / 9), torch.tensor(1e-4), torch.tensor(9.0)
+            started = time.perf_counter()
+            for _ in range(updates):
+                torch.sub(x, t, out=buf).mul_(scale).mul_(lr)
+                x.sub_(buf)
+                torch.sub(x, t, out=buf).square_()
+                torch.sum(buf, 1).div_(n).item()
+            return (time.perf_counter() - started) / updates
+
+    def gdfit_update() -> float:
+        descent = Descent(prepare(build_config(dict(data), source="bench", base_dir=folder)), report=every_n(0),
+                          report_last=False, advice=False, keep_history=False)
+        started = time.perf_counter()
+        for _ in descent.steps():
+            pass
+        return (time.perf_counter() - started) / updates
+
+    times = interleave({"floor": torch_floor, "ops": tutorial_ops, "gdfit": gdfit_update}, rounds)
+    return [
+        row(times, "3x3 update, in process (gd, mse)", "gdfit", "floor", "torch floor: 0-dim mul, dot, item",
+            "<= 2.0x", unit="us"),
+        row(times, "  the tutorial's update as bare torch calls", "ops", "floor", "torch floor", "(context)", unit="us"),
+        row(times, "  gdfit against those bare calls", "gdfit", "ops", "the tutorial's calls", "(context)", unit="us"),
+    ], []
+
+
+def whole_process(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    """Issue 17: a whole `gdfit run` process of 100 updates at 4096² float32 against `import torch`,
+    allocating the target and x, and 100 updates at the three-pass memory floor."""
+    size, updates = LARGE_SIZE, 20 if quick else 100
+    config = write_config(folder, "process.yaml",
+                          f"target: {{random: {{shape: [{size}, {size}], seed: 1}}}}\nlearning_rate: 1.0e-3\n"
+                          f"threshold: 0\nmax_iters: {updates}\ndevice: cpu\n")
+    baseline = [sys.executable, str(ROOT / "benchmarks" / "floor_process.py"), str(size), str(updates)]
+    times = interleave({"floor": process(baseline), "gdfit": process(GDFIT + ["run", config, "--json", "--every", "0"])},
+                       rounds)
+    return [row(times, f"{size}² float32, whole `gdfit run` process of {updates} updates", "gdfit", "floor",
+                "import torch, allocate, updates at the 3-pass floor", "<= 1.3x")], []
+
+
+PEAK = r"""
+import json, sys, resource
+from pathlib import Path
+import torch
+from gdfit.config import build_config
+from gdfit.engine import Descent, every_n, prepare
+
+def rss(field):
+    for line in open('/proc/self/status'):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+size = int(sys.argv[1])
+data = lambda n, updates: {"target": {"random": {"shape": [n, n], "seed": 1}}, "learning_rate": 1e-3,
+                           "threshold": 0, "max_iters": updates, "device": "cpu"}
+list(Descent(prepare(build_config(data(64, 1), source="b", base_dir=Path("."))), advice=False).steps())
+imported = rss("VmRSS:")
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')
+descent = Descent(prepare(build_config(data(size, 3), source="b", base_dir=Path("."))), report=every_n(0))
+list(descent.steps())
+print((rss("VmHWM:") - imported) / (size * size * 4))
+"""
+
+
+def memory(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    """Issue 17: a run's peak resident memory above its imports, in target-sized tensors (gd, mse,
+    float32): the kernel's peak counter, reset after the imports and a warm-up run."""
+    notes = []
+    for size in (4096, 8192):
+        out = subprocess.run([sys.executable, "-c", PEAK, str(size)], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}, check=True).stdout
+        tensors = float(out.strip().splitlines()[-1])
+        notes.append(f"memory: peak RSS above the imports, {size}² float32 gd on mse: {tensors:.2f} target-sized "
+                     f"tensors (goal <= 3)")
+    return [], notes
+
+
 def _median_copy(x, y, repeat: int = 11) -> float:
     times = []
     for _ in range(repeat):
@@ -355,7 +461,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 7)
     chosen = [f for f in FIGURES if f in (args.only or FIGURES)]
     measure = {"startup": startup, "small": small, "render": render, "large": large, "sweep": sweep,
-               "checkpoint": checkpoint}
+               "checkpoint": checkpoint, "floor": floor, "process": whole_process, "memory": memory}
 
     before = machine()
     rows: list[Row] = []

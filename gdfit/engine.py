@@ -30,21 +30,23 @@ from gdfit.stopping import rule_text
 from gdfit.tensors import build_init, build_target
 
 
-def working_copies(config: FitConfig) -> int:
+def working_copies(config: FitConfig) -> float:
     """Target-sized tensors one run holds at its peak, the target included (tests/test_memory.py
-    measures them): the target, the start and x, then one temporary for gd on mse (`GdOnMse`), or
-    else the gradient, the optimizer's state and the larger of the loss's and the optimizer's
-    temporaries. The autograd engine holds one more: the new x beside the leaf it replaces."""
+    measures them): the target and x (a run moves its start in place), then for gd on mse
+    (`GdOnMse`) one cache-sized block (half a copy at most, on a problem of a few MiB), or else the
+    gradient, the optimizer's state and the larger of the loss's and the optimizer's temporaries.
+    The autograd engine holds two more: each update makes a new x beside the leaf it replaces,
+    and the start stays behind it."""
     if _gd_on_mse(config) and config.engine != "autograd":
-        return 4
+        return 2.5
     if isinstance(config.optimizer, LBFGS):  # its curvature pairs: two vectors per remembered step
         return 6 + 2 * config.optimizer.history_size
     if isinstance(config.optimizer, LM):
         return 8
     optimizer = make_optimizer(config.optimizer)
     loss = make_loss(config.loss, 1)
-    extra = 1 if config.engine == "autograd" else 0
-    return 4 + optimizer.state_copies() + max(loss.temporaries, optimizer.temporaries()) + extra
+    extra = 2 if config.engine == "autograd" else 0
+    return 3 + optimizer.state_copies() + max(loss.temporaries, optimizer.temporaries()) + extra
 
 
 def _gd_on_mse(config: FitConfig) -> bool:
@@ -53,7 +55,8 @@ def _gd_on_mse(config: FitConfig) -> bool:
 
 @dataclass
 class Problem:
-    """A config made concrete: tensors on their device, the model, the loss, the engine."""
+    """A config made concrete: tensors on their device, the model, the loss, the engine. A Descent
+    of the identity model moves x0 itself (one Problem, one Descent)."""
 
     resolved: Resolved
     device: torch.device
@@ -107,11 +110,12 @@ def _check_optimizer(resolved: Resolved) -> None:
 
 
 def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None,
-                 config: FitConfig | None = None):
+                 config: FitConfig | None = None, own: bool = False):
     """The stepper for `starts` ([K, *shape]) under the problem's engine and loss, with the
-    optimizer of `config` (a sweep batch's; the problem's own by default)."""
+    optimizer of `config` (a sweep batch's; the problem's own by default). With `own`, the stepper
+    updates `starts` itself instead of a copy."""
     config = config or problem.config
-    params = problem.model.parameters(starts.clone())
+    params = problem.model.parameters(starts if own else starts.clone())
     if isinstance(config.optimizer, LM):
         from gdfit.lm import LevenbergMarquardt
 
@@ -162,8 +166,19 @@ def summarize(x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
         "shape": list(x.shape),
         "min": float(x.min()),
         "max": float(x.max()),
-        "max_abs_error": float(torch.sub(x, target.to(x.device)).abs_().max()),
+        "max_abs_error": max_abs_difference(x, target.to(x.device)),
     }
+
+
+SUMMARY_SLICE = 1 << 20  # elements of x - target made at a time: a big x's summary costs no copy of it
+
+
+def max_abs_difference(x: torch.Tensor, target: torch.Tensor) -> float:
+    """max |x - target|, NaN when any difference is NaN (as torch's max), in slices."""
+    flat_x, flat_t = x.reshape(-1), target.reshape(-1)
+    slices = [torch.sub(flat_x[i:i + SUMMARY_SLICE], flat_t[i:i + SUMMARY_SLICE]).abs_().max()
+              for i in range(0, flat_x.numel(), SUMMARY_SLICE)]
+    return float(torch.stack(slices).max())
 
 
 def every_n(n: int) -> Callable[[int], bool]:
@@ -239,8 +254,9 @@ class Descent:
     def _stepper(self, resume: Checkpoint | None):
         """A fresh start, or the checkpoint's parameters and optimizer state, checked first."""
         problem = self.problem
-        if resume is None:
-            return make_stepper(problem, problem.x0.unsqueeze(0))
+        if resume is None:  # x itself is the problem's x0, updated in place: a copy would be a third
+            own = isinstance(problem.model, Identity)  # target-sized tensor (a model's start is small)
+            return make_stepper(problem, problem.x0.unsqueeze(0), own=own)
         starts = problem.x0.unsqueeze(0)
         check_compatible(resume, problem.config.model_dump(mode="json"), self.digest,
                          problem.model.parameters(starts), problem.resolved.source)

@@ -211,7 +211,7 @@ def run_paths(runs: list[Run], should_stop: Callable[[], bool] = lambda: False, 
     for batch in batches:
         group = [runs[i] for i in batch]
         problem = (problems or {}).get(batch[0]) or prepare(group[0].resolved)
-        loop = batch_loop(problem, group, should_stop, sync_every=1)
+        loop = batch_loop(problem, group, should_stop, sync_every=1, chunk_every=1)
         packing = Packing(loop.stepper.params)
         width = sum(packing.sizes)
         recorder = Recorder(min(cap, max(2, PATH_ELEMENTS // max(width * len(group), 1))))

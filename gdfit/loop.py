@@ -96,7 +96,8 @@ class Loop:
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
         watch: Callable[[int], bool] | None = None,
-        capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p.cpu() for n, p in params.items()},
+        capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p.detach().to("cpu", copy=True)
+                                                                            for n, p in params.items()},
         resume: LoopState | None = None,
         chunk_every: int | None = None,
     ) -> None:

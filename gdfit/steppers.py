@@ -112,6 +112,7 @@ class GdOnMse:
         self.scale_value = rounded(2.0 / n, x.dtype)
         self.scale = torch.tensor(self.scale_value, dtype=self.compute, device=x.device)
         self.count = torch.tensor(n, dtype=self.compute, device=x.device)
+        self.on_cpu = x.device.type == "cpu"
         self.rate: tuple[float, torch.Tensor] | None = None  # the last learning rate, and its tensor
         # a GPU gains nothing from blocks (its caches are small) and pays a launch per operation
         whole = x.device.type != "cpu"
@@ -159,10 +160,10 @@ class GdOnMse:
     def _mean(self, buf: torch.Tensor) -> torch.Tensor:
         """Each run's mean, exactly as F.mse_loss's reduction. On the CPU torch's mean is a sum in
         the compute type divided by n, which costs a sixth of `mean` on a 3x3 problem."""
-        if buf.device.type != "cpu":  # CUDA's mean multiplies by 1/n instead
+        if not self.on_cpu:  # CUDA's mean multiplies by 1/n instead
             return buf.mean(1)
         mean = torch.sum(buf, 1, dtype=self.compute).div_(self.count)
-        return mean if mean.dtype == buf.dtype else mean.to(buf.dtype)
+        return mean if self.compute == buf.dtype else mean.to(buf.dtype)
 
     def grad_norm(self) -> torch.Tensor | float:
         # |2/n (x - t)| = 2/n sqrt(n loss) for the loss before the update; on the CPU reading the
@@ -180,7 +181,7 @@ class Autograd:
                  track: bool = False) -> None:
         self.model, self.target, self.optimizer = model, target, optimizer
         self.fn = loss.functional()
-        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        self.params = {name: p.detach().requires_grad_(True) for name, p in params.items()}  # make_stepper copied
         self.current: torch.Tensor | None = None
         self.grads: Params = {}
         self.track, self.motion = track, None

@@ -156,6 +156,7 @@ class HostStopRules(StopRules):
 
     def __init__(self, config: FitConfig, initial: torch.Tensor) -> None:
         super().__init__(config, initial)  # the tolerances, and the state's tensor forms
+        self.tolerates = any(self.tolerance.values())
         start = float(initial.reshape(-1)[0])
         self.scalars = {"ceiling": start * config.divergence_factor, "active": bool(self.active.item()),
                         "updates": 0, "stalled": False, "best": start, "best_iter": 0, "previous": start,
@@ -181,7 +182,7 @@ class HostStopRules(StopRules):
         active = s["active"]
         s["updates"] += active
         going = config.threshold < loss <= s["ceiling"]  # NaN fails both
-        if going and active:
+        if going and active and self.tolerates:
             going = not self._tolerance_met(loss, motion, promised)
         if stuck is not None and active and going and bool(stuck.item()):
             s["fired"], s["stalled"], going = len(TOLERANCES) + 1, True, False

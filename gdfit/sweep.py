@@ -255,9 +255,10 @@ def run_batch(group: list[Run], x_limit: int = records.X_LIMIT) -> list[records.
     return done
 
 
-def batch_loop(first, group: list[Run], should_stop, sync_every: int | None = None):
+def batch_loop(first, group: list[Run], should_stop, sync_every: int | None = None, chunk_every: int | None = None):
     """The `Loop` of one batch (runs that can share one, `plan_batches`) of the problem `first`;
-    the host looks every `sync_every` updates (by default as often as a sweep does)."""
+    the host looks every `sync_every` updates (by default as often as a sweep does), and hands over
+    a chunk every `chunk_every` (`Loop`'s default: one run on the CPU, 64 updates at a time)."""
     from gdfit.engine import make_stepper, run_starts
     from gdfit.loop import Loop, sync_interval
 
@@ -267,10 +268,10 @@ def batch_loop(first, group: list[Run], should_stop, sync_every: int | None = No
     column = (-1,) + (1,) * (next(iter(first.model.parameters(starts).values())).dim() - 1)
     lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
     config = group[0].resolved.config
-    stepper = make_stepper(first, starts, _varying_settings(group, device, column), config)
+    stepper = make_stepper(first, starts, _varying_settings(group, device, column), config, own=True)
     if sync_every is None:
         sync_every = sync_interval(device, len(group), target.numel())
-    return Loop(config, stepper, lr, sync_every=sync_every, should_stop=should_stop)
+    return Loop(config, stepper, lr, sync_every=sync_every, should_stop=should_stop, chunk_every=chunk_every)
 
 
 def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:

@@ -124,7 +124,7 @@ def _uniform(spec: RandomSource, gen: torch.Generator, dtype: torch.dtype, where
                                  source=where["source"], key=f"{where['key']}.random.{name}",
                                  hint="use a wider dtype (float64), or rescale the data")
     data = torch.rand(tuple(spec.random.shape), generator=gen, dtype=_gen_dtype(own))
-    return data * (high - low) + low
+    return data.mul_(high - low).add_(low)  # in place: the same roundings, without two more copies
 
 
 def _stream(resolved: Resolved, seed: int, dtype: torch.dtype) -> torch.Generator:
@@ -141,9 +141,11 @@ def in_dtype(data: torch.Tensor, dtype: torch.dtype, source: str | None = None, 
     """`data` rounded to `dtype`; a finite value the dtype cannot hold (1e39 in float32, 70000 in
     float16) is an input error naming it, not an infinity that the run would report as divergence."""
     out = data.to(dtype)
-    values = out[~torch.isnan(out)] if out.is_floating_point() and bool(torch.isnan(out).any()) else out
-    if values.numel() and values.is_floating_point():  # NaN is a missing entry, not a value
-        low, high = torch.aminmax(values)
+    if out.numel() and out.is_floating_point():
+        low, high = torch.aminmax(out)  # one pass, no copy: NaN or an infinity shows in its ends
+        if not (math.isfinite(float(low)) and math.isfinite(float(high))):
+            values = out[~torch.isnan(out)]  # NaN is a missing entry, not a value
+            low, high = torch.aminmax(values) if values.numel() else (low.new_zeros(()), low.new_zeros(()))
         if not (math.isfinite(float(low)) and math.isfinite(float(high))):
             worst = float(data.to(torch.float64).abs().max())
             what = f"value {worst:g} is" if math.isfinite(worst) else "its values are"

@@ -103,10 +103,10 @@ def test_each_group_of_a_sweep_is_sized_by_its_own_memory(monkeypatch):
     runs = list(expand({"target": {"random": {"shape": [10]}}, "device": "cpu", "max_iters": 1},
                        {"target.random.shape": [[10], [200_000]], "seed": list(range(64))}, "test", Path(".")))
     plan = next(execute(runs, 100, lambda: False))
-    # 200,000 float32 elements x 4 copies (x, kept x, gradient, temporary) = 3.05 MiB a run:
-    # 80 MiB of headroom holds 26 of them; the 64 small runs share one batch
-    assert (plan.batches, plan.batch_size) == (1 + 3, 64)
-    assert "batches hold at most 26 runs to fit in memory" in plan.why
+    # 200,000 float32 elements x 2.5 copies (x, its block of the update, half a copy to spare) =
+    # 1.91 MiB a run: 80 MiB of headroom holds 41 of them; the 64 small runs share one batch
+    assert (plan.batches, plan.batch_size) == (1 + 2, 64)
+    assert "batches hold at most 41 runs to fit in memory" in plan.why
 
 
 def test_sorting_by_a_grid_key_orders_numbers_as_numbers():
