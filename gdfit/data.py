@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -47,21 +48,51 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
 def _csv(path: Path, guard: Callable[[int], None]) -> dict[str, np.ndarray]:
     guard(path.stat().st_size // 2)  # at least two bytes of text per number
     with open(path, encoding="utf-8", newline="") as handle:
-        header_line = ""
+        header_line, consumed = "", 0
         while not header_line.strip() or header_line.lstrip().startswith("#"):
             header_line = handle.readline()
+            consumed += 1
             if not header_line:
                 raise InputFileError("is empty: expected a header row of column names")
         header = [cell.strip() for cell in next(csv.reader([header_line]))]
         _check_names(header)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # no rows is our own error below
-            rows = np.loadtxt(io.StringIO(handle.read()), delimiter=",", dtype=np.float64, comments="#", ndmin=2)
+        text = handle.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no rows is our own error below
+        try:
+            rows = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, comments="#", ndmin=2)
+        except ValueError as err:
+            raise InputFileError(_cell_problem(str(err), text, consumed, header)) from None
     if rows.size == 0:
         raise InputFileError("has a header but no rows of numbers")
     if rows.shape[1] != len(header):
         raise InputFileError(f"has {plural(rows.shape[1], 'value')} per row but {plural(len(header), 'column name')} in its header")
     return {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(header)}
+
+
+_BAD_VALUE = re.compile(r"could not convert string '(.*)' to float\d* at row (\d+), column (\d+)")
+_BAD_WIDTH = re.compile(r"number of columns changed from (\d+) to (\d+) at row (\d+)")
+
+
+def _cell_problem(message: str, text: str, before: int, header: list[str]) -> str:
+    """numpy's complaint in the file's own terms: its line number (numpy counts data rows only,
+    from 0 for a bad value and from 1 for a bad width) and the column's name."""
+    data_lines = [before + i for i, line in enumerate(text.splitlines(), start=1) if line.split("#", 1)[0].strip()]
+    value = _BAD_VALUE.search(message)
+    if value:
+        cell, row, column = value.group(1), int(value.group(2)), int(value.group(3))
+        line = data_lines[row] if row < len(data_lines) else None
+        name = f" ({header[column - 1]!r})" if 0 < column <= len(header) else ""
+        where = f"line {line}, column {column}{name}" if line else f"column {column}{name}"
+        if not cell.strip():
+            return f"{where} is empty: write nan for a missing value"
+        return f"{where}: {cell!r} is not a number"
+    width = _BAD_WIDTH.search(message)
+    if width:
+        first, found, row = (int(g) for g in width.groups())
+        line = data_lines[row - 1] if 0 < row <= len(data_lines) else None
+        return f"line {line} has {plural(found, 'value')}, the rows before it {first}" if line else message
+    return message.splitlines()[0][:200] if message else "not a table of numbers"
 
 
 def _npz(path: Path, guard: Callable[[int], None]) -> dict[str, np.ndarray]:

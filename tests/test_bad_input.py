@@ -361,6 +361,20 @@ def test_csv_problems_in_plain_words(cli, tmp_path, text, fragment):
     assert fragment in result.stderr and "usecols" not in result.stderr
 
 
+@pytest.mark.parametrize("text,fragment", [
+    ("x,y\n1,2\n3,\n", "line 3, column 2 ('y') is empty: write nan for a missing value"),
+    ("# units: s, m\nx,y\n1,2\n\n# a gap\n3,abc\n", "line 6, column 2 ('y'): 'abc' is not a number"),
+    ("x,y\n1,2\n3,4,5\n", "line 3 has 3 values, the rows before it 2"),
+])
+def test_data_csv_problems_name_the_files_line_and_column(cli, tmp_path, text, fragment):
+    (tmp_path / "d.csv").write_text(text)
+    config = tmp_path / "fit.yaml"
+    config.write_text('data: {file: d.csv}\ntarget: {column: y}\nmodel: {expr: "a * x", params: {a: 1}}\noptimizer: lm\n')
+    result = cli("run", str(config))
+    assert result.exit_status == 2
+    assert result.stderr.strip() == f"gdfit: error: {tmp_path / 'd.csv'}: data.file: {fragment}"
+
+
 def _odd_tensors():
     return {
         "sparse": lambda: torch.eye(3).to_sparse(),
