@@ -125,6 +125,9 @@ class Packing:
         return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1)
 
     def unpack(self, flat: torch.Tensor) -> Params:
+        if len(self.sizes) == 1:  # a curve fit's one theta: no split
+            (name, shape), = self.shapes.items()
+            return {name: flat.reshape(flat.shape[0], *shape)}
         parts = torch.split(flat, self.sizes, 1)
         return {name: part.reshape(flat.shape[0], *shape) for (name, shape), part in zip(self.shapes.items(), parts)}
 
@@ -154,10 +157,13 @@ class LevenbergMarquardt:
         extra = self.model.penalty_residuals(flat) if hasattr(self.model, "penalty_residuals") else None
         return r if extra is None else torch.cat([r, extra], 1)
 
-    def _jacobian(self, flat: torch.Tensor) -> torch.Tensor:
-        if getattr(self.model, "pointwise", False):
-            return self.model.jacobian(self.packing.unpack(flat))
-        return jacobian(self._residuals, flat)
+    def _residuals_and_jacobian(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """r and d r / d flat, [K, n, P]: a curve fit's in one forward-mode pass through its
+        expression; other models' by forward-mode autograd over their residuals."""
+        if hasattr(self.model, "predict_and_jacobian"):
+            prediction, J = self.model.predict_and_jacobian(self.packing.unpack(flat))
+            return (prediction - self.target).flatten(1), J
+        return self._residuals(flat), jacobian(self._residuals, flat)
 
     def losses(self) -> torch.Tensor:
         return self.loss.value(self.model.predict(self.params), self.target)
@@ -165,8 +171,7 @@ class LevenbergMarquardt:
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         state = self.optimizer.state["theta"]
         flat = self.packing.pack(self.params)
-        r = self._residuals(flat)
-        J = self._jacobian(flat)
+        r, J = self._residuals_and_jacobian(flat)
         g = torch.einsum("knp,kn->kp", J, r)
         J = J * self._free(flat, g).unsqueeze(1)
         n = r.shape[1]
@@ -273,6 +278,8 @@ class LevenbergMarquardt:
         """1 for parameters free to move, 0 for those held at a bound that the descent direction
         -g pushes against: their Jacobian columns are left out, so the step solves the problem
         of the others with them fixed there (an active set), rather than being cut by projection."""
+        if not getattr(self.model, "bounded", True):
+            return torch.ones_like(flat)
         pressed = self._inside_t(flat - torch.sign(g) * flat.abs().clamp_min(1.0)) == flat
         return (~(pressed & (g != 0))).to(flat.dtype)
 
@@ -283,6 +290,8 @@ class LevenbergMarquardt:
         return self.packing.pack(params)
 
     def _inside(self, x: np.ndarray) -> np.ndarray:
+        if not getattr(self.model, "bounded", True):
+            return x
         rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
         return self._inside_t(rows).cpu().double().numpy()
 
