@@ -52,11 +52,6 @@ def jacobian(fn, flat: torch.Tensor) -> torch.Tensor:
     return columns.reshape(K, P, -1).transpose(1, 2)
 
 
-def _cutoff(s: np.ndarray, shape) -> float:
-    """Singular values at or below this are rounding: directions J does not determine."""
-    return s[0] * max(shape[1:]) * np.finfo(float).eps if s.size else 0.0
-
-
 class Packing:
     """All of a model's parameters for K runs as one [K, P] matrix, and back."""
 
@@ -85,6 +80,7 @@ class LevenbergMarquardt:
         self.kept = keep.reshape(-1).nonzero().squeeze(1) if keep is not None else None
         self.curve = hasattr(model, "predict_and_jacobian")  # a curve fit: r = prediction - target
         self.bounded = getattr(model, "bounded", True)
+        self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
         K, P = self.packing.pack(params).shape
         # delta 0: not set yet (the first update sets it from the start); par: the Levenberg
         # parameter of the last step, where the next search for it begins
@@ -103,7 +99,7 @@ class LevenbergMarquardt:
         r = (prediction - self.target).flatten(1)
         if self.kept is not None:
             r = r.index_select(1, self.kept)
-        extra = self.model.penalty_residuals(flat) if hasattr(self.model, "penalty_residuals") else None
+        extra = self.penalty(flat) if self.penalty is not None else None
         return r if extra is None else torch.cat([r, extra], 1)
 
     def _residuals_and_jacobian(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,83 +122,78 @@ class LevenbergMarquardt:
         # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
         # where torch's CPU lstsq and svd cost a fraction of a millisecond per call
         x, rn, Jn = (t.detach().cpu().double().numpy() for t in (flat, r, J))
-        g = np.einsum("knp,kn->kp", Jn, rn)
+        g = (rn[:, None, :] @ Jn)[:, 0, :]  # J^T r
         Jn = Jn * self._free(x, g)[:, None, :]
-        delta, par, scale = (state[name].numpy() for name in ("delta", "par", "scale"))
-        np.maximum(scale, np.sqrt(np.einsum("knp,knp->kp", Jn, Jn)), out=scale)
+        scale = state["scale"].numpy()
+        np.maximum(scale, np.sqrt((Jn * Jn).sum(1)), out=scale)
         D = np.where(scale > 0, scale, 1.0)
-        runs, n = rn.shape
-        cost = np.einsum("kn,kn->k", rn, rn)  # the sum of squares
-        going = np.ones(runs, bool) if moving is None else moving.flatten().cpu().numpy()
-        size = np.sqrt(np.einsum("kp,kp->k", D * x, D * x))  # |D x|
-        first = going & (delta == 0)  # a run's first update: its radius is set from its start
-        delta[first] = np.where(size[first] > 0, FACTOR * size[first], FACTOR)
-        # J D^-1 = U diag(s) V^T once per update; every damped step is then a closed form
-        svd = [np.linalg.svd(Jn[i] / D[i], full_matrices=False) if going[i] else None for i in range(runs)]
-        c = [svd[i][0].T @ rn[i] if going[i] else None for i in range(runs)]
-        floor = [cutoff(f[1], n) if f is not None else 0.0 for f in svd]
-        start, tried, taken_prediction = x.copy(), np.zeros(runs), self.predictions
+        going = [True] * len(x) if moving is None else moving.flatten().tolist()
+        delta, par = state["delta"].tolist(), state["par"].tolist()  # plain floats in the inner loop
+        updates = [_Update(Jn[i], rn[i], D[i], x[i], delta[i] == 0) if going[i] else None for i in range(len(x))]
+        for i, update in enumerate(updates):
+            if update is not None and update.first:  # MINPACK's first radius, from the start
+                delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
         resolution = float(torch.finfo(flat.dtype).eps)
-        done = ~going
+        start, tried, taken = x.copy(), np.zeros(len(x)), self.predictions
+        done = [not going_i for going_i in going]
         for _ in range(MAX_TRIALS):
-            velocity, predicted, length = np.zeros_like(x), np.zeros(runs), np.zeros(runs)
-            trying = np.flatnonzero(~done)
+            trying = [i for i, stop in enumerate(done) if not stop]
+            velocity, trials = np.zeros_like(x), {}
             for i in trying:
-                _, s, Vt = svd[i]
-                par[i] = levenberg_parameter(s, c[i], delta[i], par[i], floor[i])
-                w = damped(s, c[i], par[i], floor[i])  # q = D h = -V w
-                velocity[i] = -(Vt.T @ w) / D[i]
-                length[i] = math.sqrt(w @ w)
-                # the linear model's reduction of the sum of squares, |J h|^2 + 2 par |D h|^2 (MINPACK's prered)
-                predicted[i] = float(np.sum((s * w) ** 2)) + 2 * par[i] * length[i] ** 2
-            trial = self._inside(self._accelerate(x, velocity, rn, Jn, svd, par, D, floor, trying))
+                par[i], velocity[i], trials[i] = updates[i].step(delta[i], par[i])
+            trial = self._inside(self._accelerate(x, velocity, rn, Jn, updates, par, D, trying))
             new_cost = self._costs(trial)
-            better = np.zeros(runs, bool)
+            better = np.zeros(len(x), bool)
             for i in trying:
                 tried[i] = math.sqrt(float(np.sum((D[i] * (trial[i] - x[i])) ** 2)))
-                if first[i]:  # MINPACK: the first radius at most the first step
-                    delta[i] = min(delta[i], length[i])
-                actual = cost[i] - new_cost[i]
-                rho = actual / predicted[i] if predicted[i] > 0 and math.isfinite(new_cost[i]) else -1.0
-                delta[i] = new_radius(delta[i], rho, actual, predicted[i], cost[i], new_cost[i], length[i], par[i])
-                better[i] = rho >= ACCEPT
+                delta[i], better[i] = updates[i].judge(delta[i], par[i], float(new_cost[i]), *trials[i])
                 # a run whose radius is below its dtype's resolution has no step left to try:
                 # nothing better lies around x at working precision (MINPACK's "xtol too small")
-                done[i] = better[i] or delta[i] <= resolution * size[i]
+                done[i] = bool(better[i]) or delta[i] <= resolution * updates[i].size
             if better.any():
                 x[better] = trial[better]
-                if self.curve:
-                    mask = torch.from_numpy(better).to(self.target.device).unsqueeze(1)
-                    taken_prediction = torch.where(mask, self.predictions, taken_prediction)
-            if done.all():
+                taken = self._taken(better, taken)
+            if all(done):
                 break
+        state["delta"].copy_(torch.tensor(delta, dtype=torch.float64))
+        state["par"].copy_(torch.tensor(par, dtype=torch.float64))
         new = self.packing.unpack(torch.from_numpy(x).to(flat))
         for name, p in self.params.items():
             p.copy_(new[name])
-        self._report(x, start, tried, D, g, cost, c, svd, floor, delta, size, going, resolution, n, flat.device)
+        self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution, flat.device)
         if self.curve:
-            return self.loss.value(taken_prediction, self.target)
+            return self.loss.value(taken, self.target)
         return self.losses()
 
-    def _report(self, x, start, tried, D, g, cost, c, svd, floor, delta, size, going, resolution, n, device) -> None:
+    def _taken(self, better: np.ndarray, taken: torch.Tensor | None) -> torch.Tensor | None:
+        """A curve fit's prediction at each run's step taken so far, after the runs in `better`
+        took the trial just evaluated."""
+        if not self.curve:
+            return None
+        if better.all():
+            return self.predictions
+        mask = torch.from_numpy(better).to(self.target.device).unsqueeze(1)
+        return torch.where(mask, self.predictions, taken)
+
+    def _report(self, x, start, tried, D, g, n, updates, delta, resolution, device) -> None:
         """What the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
         mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK, the
         reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2: a
         heavily damped step can lower the loss by little while much more is to be had. A run that
         found no step lowering the loss reports its last, smallest trial: as the trust radius in
         MINPACK, it says how far around x nothing better was found."""
-        taken = np.sqrt(np.einsum("kp,kp->k", D * (x - start), D * (x - start)))
+        taken = np.sqrt(((D * (x - start)) ** 2).sum(1))
         # no step at all, and the radius is below the resolution of x: nothing can move this run
-        self.stuck = torch.from_numpy((taken == 0) & (delta <= resolution * size) & going).to(device)
+        spent = [u is not None and d <= resolution * u.size for u, d in zip(updates, delta)]
+        self.stuck = torch.from_numpy((taken == 0) & np.array(spent)).to(device)
         self.motion = (torch.from_numpy(np.where(taken > 0, taken, tried)).to(device),
-                       torch.from_numpy(np.sqrt(np.einsum("kp,kp->k", D * x, D * x))).to(device),
+                       torch.from_numpy(np.sqrt(((D * x) ** 2).sum(1))).to(device),
                        torch.from_numpy(np.abs(g).max(1) * (2.0 / n)).to(device))
-        promised = np.array([np.sum(ci[f[1] > low] ** 2) if f is not None else 0.0
-                             for ci, f, low in zip(c, svd, floor)])
-        self.promised = torch.from_numpy(np.where(cost > 0, promised / np.where(cost > 0, cost, 1.0), 0.0)).to(device)
+        self.promised = torch.tensor([u.promised() if u is not None else 0.0 for u in updates],
+                                     dtype=torch.float64, device=device)
         self.norm = torch.tensor(math.sqrt(float(g[0] @ g[0])) * (2.0 / n), dtype=torch.float64)
 
-    def _accelerate(self, x, velocity, r, J, svd, par, D, floor, trying) -> np.ndarray:
+    def _accelerate(self, x, velocity, r, J, updates, par, D, trying) -> np.ndarray:
         """x + v + a/2: each trying run's step v with geodesic acceleration (Transtrum and
         Sethna, 2012), the second-order correction from the residuals' second directional
         derivative along v (by one finite difference), so that steps follow a curved valley
@@ -214,13 +205,12 @@ class LevenbergMarquardt:
         trial = x + velocity
         with np.errstate(all="ignore"):  # a probe far out may overflow: then that step goes without
             probe = self._rows(x + PROBE * velocity)
-            second = (2 / PROBE) * ((probe - r) / PROBE - np.einsum("knp,kp->kn", J, velocity))
+            second = (2 / PROBE) * ((probe - r) / PROBE - (J @ velocity[:, :, None])[:, :, 0])
             for i in trying:
-                U, s, Vt = svd[i]
-                a = -(Vt.T @ damped(s, U.T @ second[i], par[i], floor[i])) / D[i]
-                size = np.linalg.norm(D[i] * a) / max(np.linalg.norm(D[i] * velocity[i]), np.finfo(float).tiny)
-                if 2 * size <= MAX_ACCELERATION:
-                    trial[i] = trial[i] + 0.5 * a
+                q = updates[i].solve(second[i], par[i])  # D a = -q
+                v = D[i] * velocity[i]
+                if 2 * math.sqrt(q @ q) <= MAX_ACCELERATION * math.sqrt(v @ v):
+                    trial[i] = trial[i] - 0.5 * q / D[i]
         return np.where(np.isfinite(trial), trial, x)
 
     def _rows(self, x: np.ndarray, keep: bool = False) -> np.ndarray:
@@ -255,6 +245,45 @@ class LevenbergMarquardt:
     def grad_norm(self) -> torch.Tensor:
         """Run 0's |d loss / d parameters| at the start of its last update."""
         return self.norm
+
+
+class _Update:
+    """One run's update: J D^-1 = U diag(s) V^T once, then MINPACK's inner loop in closed forms."""
+
+    def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: bool) -> None:
+        U, self.s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
+        self.U, self.D, self.first = U, D, first
+        self.c = U.T @ r
+        self.floor = cutoff(self.s, len(r))
+        self.cost = float(r @ r)  # the sum of squares
+        self.size = math.sqrt(float(((D * x) ** 2).sum()))  # |D x|
+
+    def step(self, delta: float, par: float) -> tuple[float, np.ndarray, tuple[float, float]]:
+        """The Levenberg parameter for radius delta, the step h, and (|D h|, the predicted reduction)."""
+        par = levenberg_parameter(self.s, self.c, delta, par, self.floor)
+        w = damped(self.s, self.c, par, self.floor)  # D h = -V w
+        length = math.sqrt(float(w @ w))
+        # the linear model's reduction of the sum of squares, |J h|^2 + 2 par |D h|^2 (MINPACK's prered)
+        sw = self.s * w
+        return par, -(self.Vt.T @ w) / self.D, (length, float(sw @ sw) + 2 * par * length * length)
+
+    def solve(self, b: np.ndarray, par: float) -> np.ndarray:
+        """q = V damped(U^T b): D h for residuals b at the Levenberg parameter par, negated."""
+        return self.Vt.T @ damped(self.s, self.U.T @ b, par, self.floor)
+
+    def judge(self, delta: float, par: float, new_cost: float, length: float, predicted: float
+              ) -> tuple[float, bool]:
+        """The new radius, and whether the step is taken (rho >= 1e-4, MINPACK's test)."""
+        if self.first:  # MINPACK: the first radius at most the first step
+            delta = min(delta, length)
+        actual = self.cost - new_cost
+        rho = actual / predicted if predicted > 0 and math.isfinite(new_cost) else -1.0
+        return new_radius(delta, rho, actual, predicted, self.cost, new_cost, length, par), rho >= ACCEPT
+
+    def promised(self) -> float:
+        """|P_J r|^2 / |r|^2: the relative reduction the Gauss-Newton step promises."""
+        kept = self.c[self.s > self.floor]
+        return float(kept @ kept) / self.cost if self.cost > 0 else 0.0
 
 
 class _State:

@@ -35,6 +35,7 @@ def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, 
     step has |D h| within 10% of delta, by Hebden's safeguarded Newton iteration on 1/|D h| (at
     most 10 steps, from the last update's par kept inside the bounds)."""
     keep = s > floor
+    delta, par = max(float(delta), TINY), float(par)
     gauss_newton = math.sqrt(float(np.sum((c[keep] / s[keep]) ** 2)))
     if gauss_newton <= 1.1 * delta:
         return 0.0
@@ -51,15 +52,18 @@ def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, 
         if par == 0:
             par = max(TINY, 0.001 * high)
         shrink = s * s + par
-        length = math.sqrt(float(np.sum(sc2 / shrink ** 2)))
+        w2 = (s * c / shrink) ** 2  # divided before squared: a huge par underflows, never overflows
+        length = math.sqrt(float(np.sum(w2)))
         miss = length - delta
-        if abs(miss) <= 0.1 * delta:
+        if abs(miss) <= 0.1 * delta or length == 0:
             break
         if miss > 0:
             low = max(low, par)
         else:
             high = min(high, par)
-        slope = float(np.sum(sc2 / shrink ** 3)) / length  # -d|D h| / d par
+        slope = float(np.sum(w2 / shrink)) / length  # -d|D h| / d par
+        if slope == 0:  # underflowed: par is far beyond every s^2, and a Newton step cannot tell more
+            break
         par = max(low, par + (miss / slope) * (length / delta))
     return par
 
