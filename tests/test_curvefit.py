@@ -391,3 +391,15 @@ def test_the_levenberg_parameter_gives_a_step_of_the_trust_radius():
         par = levenberg_parameter(s, c, delta, 1e-3, 0.0)
         h = np.linalg.lstsq(np.vstack([J, math.sqrt(par) * np.diag(D)]), np.concatenate([-r, np.zeros(3)]), rcond=None)[0]
         assert abs(np.linalg.norm(D * h) - delta) <= 0.1 * delta
+
+
+def test_each_lm_loss_is_the_mean_squared_residual_at_its_parameters(tmp_path):
+    # lm reports the loss of the step it took from that step's own prediction (no new
+    # evaluation): numpy's weighted residuals at each update's parameters are the oracle
+    s = [0.5 + 0.1 * i for i in range(len(X))]
+    data = write_data(tmp_path, {"x": X, "y": Y, "s": s})
+    steps, result = run_fit(tmp_path, every=1, optimizer="lm", data={"file": data}, sigma={"column": "s"})
+    assert len(steps) > 3
+    for step in steps:
+        weighted = (np.array(Y) - numpy_model(np.array(X), step.params["b1"], step.params["b2"])) / np.array(s)
+        assert rel(step.loss, float(np.mean(weighted**2))) < 1e-12
