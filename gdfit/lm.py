@@ -289,7 +289,7 @@ class _Update:
 
 
 class _State:
-    """Looks like an optimizer's state to checkpoints: the damping, its factor and the scales."""
+    """Looks like an optimizer's state to checkpoints: the trust radius, the Levenberg parameter, the scales."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
         self.state = {"theta": state}
