@@ -55,7 +55,8 @@ def rel(a, b):
 # ---------------------------------------------------------------- NIST StRD, both starts
 
 KNOWN_FAILURES = {
-    # certified RSS 1.4e-25 is below float64's resolution of Lanczos1's data (see the README)
+    # certified RSS 1.4e-25 is below float64's resolution of Lanczos1's data (see the README): its
+    # RSS and standard errors are rounding noise, which meets 4 digits only by chance (as from start 1)
     ("Lanczos1", 1): "RSS below float64 resolution",
     ("Lanczos1", 2): "RSS below float64 resolution",
 }
@@ -68,7 +69,7 @@ def _nist_cases():
     for problem in nist.load_all():
         for start in (1, 2):
             reason = KNOWN_FAILURES.get((problem.name, start))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
             cases.append(pytest.param(problem.name, start, marks=marks, id=f"{problem.name}-{start}"))
     return cases
 
@@ -83,6 +84,30 @@ def test_lm_reaches_four_certified_digits_in_values_stderr_and_rss(tmp_path, nam
     score = nist.score(fit["values"], fit["stderr"], fit["rss"], problem)
     assert fit["status"] == "converged", fit
     assert score["min"] >= 4, score
+
+
+@needs_nist
+def test_geodesic_acceleration_takes_bennett5_down_its_valley_in_few_updates(tmp_path):
+    # without the second-order correction lm creeps along Bennett5's curved valley from NIST's
+    # second start for over 400 updates
+    from benchmarks.nist_fit import gdfit_fit
+
+    problem = nist.load("Bennett5")
+    fit = gdfit_fit(problem, 2, tmp_path)
+    assert nist.score(fit["values"], fit["stderr"], fit["rss"], problem)["ok4"]
+    assert fit["iters"] <= 100, fit
+
+
+@needs_nist
+@pytest.mark.parametrize("start", [1, 2])
+def test_lanczos1_values_reach_nine_digits_though_its_rss_is_rounding(tmp_path, start):
+    from benchmarks.nist_fit import gdfit_fit
+
+    problem = nist.load("Lanczos1")
+    fit = gdfit_fit(problem, start, tmp_path)
+    assert fit["status"] == "converged", fit
+    assert min(nist.lre(v, c) for v, c in zip(fit["values"], problem.certified)) >= 9
+    assert fit["rss"] < 1e-22  # certified 1.4e-25: what float64 resolves of the data is rounding noise
 
 
 @needs_nist
