@@ -17,8 +17,8 @@ import torch
 from gdfit.config import ColumnSource, ExpressionModel, Resolved
 from gdfit.data import read_columns
 from gdfit.errors import ConfigError, InputFileError
+from gdfit.derivatives import compile_dual
 from gdfit.expr import compile_model, functions_in, names_in, parse
-from gdfit.lm import jacobian
 from gdfit.models import ExpressionFit
 from gdfit.tensors import build_target, guard_memory
 from gdfit.words import plural
@@ -68,7 +68,7 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
     high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
     start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
-    model = ExpressionFit(compile_model(tree), data, params, varying, fixed, low, high, sigma, points)
+    model = ExpressionFit(compile_model(tree), data, params, varying, fixed, low, high, sigma, points, compile_dual(tree))
     model.missing = y.numel() - points
     model.pointwise = not ({"sum", "mean"} & functions_in(tree))
     target = y[observed]
@@ -124,7 +124,7 @@ def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, 
     n, p = residuals.numel(), theta.numel()
     rss = float(residuals.square().sum())  # weighted: chi^2 when sigma is given
     rows = theta.unsqueeze(0)
-    J = (as64.jacobian({"theta": rows}) if model.pointwise else jacobian(lambda t: as64.predict({"theta": t}), rows))[0]
+    J = as64.jacobian({"theta": rows})[0]
     dof = n - p
     covariance = _covariance(J, rss / dof if dof > 0 else math.nan, absolute_sigma)
     stderr = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None \
@@ -173,6 +173,6 @@ def _as_float64(model: ExpressionFit) -> ExpressionFit:
     """The same model with its data in float64: statistics are computed at full precision."""
     as64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
     copy = ExpressionFit(model.fn, {n: as64(c) for n, c in model.columns.items()}, model.order, model.names,
-                         model.fixed, as64(model.low), as64(model.high), as64(model.sigma), model.points)
+                         model.fixed, as64(model.low), as64(model.high), as64(model.sigma), model.points, model.dual)
     copy.missing, copy.pointwise = model.missing, model.pointwise
     return copy

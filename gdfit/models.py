@@ -65,25 +65,25 @@ class ExpressionFit:
 
     def __init__(self, fn, columns: dict[str, torch.Tensor], order: tuple[str, ...], names: tuple[str, ...],
                  fixed: dict[str, float], low: torch.Tensor, high: torch.Tensor, sigma: torch.Tensor | None,
-                 points: int) -> None:
+                 points: int, dual=None) -> None:
         self.fn, self.columns, self.order, self.names, self.fixed = fn, columns, order, names, fixed
+        self.dual = dual  # the expression with its forward-mode derivatives (derivatives.compile_dual)
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
         self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
         self.missing = 0  # target values left out as missing (NaN)
-        self.pointwise = True  # no sum or mean over the data: `jacobian` may copy parameters per point
+        self.pointwise = True  # no sum or mean over the data: the curve may be drawn on a finer grid
 
     def parameters(self, start: torch.Tensor) -> Params:
         return {"theta": start}
 
     def environment(self, theta: torch.Tensor) -> dict[str, torch.Tensor | float]:
-        """The expression's variables: columns [n], each fitted parameter as a column [K, 1]
-        (or, for `jacobian`, one copy per data point: theta [K, n, P] gives [K, n])."""
+        """The expression's variables: columns [n], fixed parameters as numbers, and each fitted
+        parameter as a column [K, 1]."""
         if self.bounded:
             theta = theta.clamp(self.low, self.high)  # the gradient passes where low <= theta <= high
         env: dict[str, torch.Tensor | float] = dict(self.columns)
         env.update(self.fixed)
-        per_point = theta.dim() == 3
-        env.update({name: theta[..., i] if per_point else theta[:, i : i + 1] for i, name in enumerate(self.names)})
+        env.update(zip(self.names, theta.unsqueeze(-1).unbind(1)))
         return env
 
     def curve(self, theta: torch.Tensor) -> torch.Tensor:
@@ -93,22 +93,32 @@ class ExpressionFit:
             value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device)
         return value.to(theta.dtype).expand(theta.shape[0], self.points)
 
+    def predict_and_jacobian(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted prediction [K, n] and its exact Jacobian d prediction / d theta [K, n, p],
+        in one forward-mode pass through the expression (derivatives.py). A parameter outside its
+        bounds has a zero column, as through the clamp; one at a bound has its whole column (the
+        derivative from inside, where lm moves it), where autograd through the clamp halves it."""
+        theta = params["theta"].detach()
+        runs, count = theta.shape
+        identity = torch.eye(count, dtype=theta.dtype, device=theta.device)
+        if self.bounded:  # per run: row i of the identity, or zeros while parameter i is outside its bounds
+            inside = ((theta >= self.low) & (theta <= self.high)).to(theta.dtype)  # [K, p]
+            rows = (identity * inside.unsqueeze(-1)).unsqueeze(2).unbind(1)  # p seeds of [K, 1, p]
+        else:
+            rows = identity.view(count, 1, 1, count).unbind(0)  # p seeds of [1, 1, p]
+        value, tangent = self.dual(self.environment(theta), dict(zip(self.names, rows)))
+        value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device).to(theta.dtype).expand(runs, self.points)
+        if tangent is None:
+            J = torch.zeros(runs, self.points, count, dtype=theta.dtype, device=theta.device)
+        else:
+            J = tangent.to(theta.dtype).expand(runs, self.points, count)
+        if self.sigma is not None:
+            return value / self.sigma, J / self.sigma.unsqueeze(-1)
+        return value, J
+
     def jacobian(self, params: Params) -> torch.Tensor:
-        """d (weighted prediction) / d theta, [K, n, p], in one backward pass: every data point
-        gets its own copy of the parameters, so the gradient of the summed prediction with
-        respect to point i's copy is row i of J. Only for expressions without sum or mean, whose
-        point i depends on point i's parameters alone (`pointwise`)."""
-        theta = params["theta"]
-        with torch.enable_grad():
-            copies = theta.detach().unsqueeze(1).expand(-1, self.points, -1).clone().requires_grad_(True)
-            value = self.fn(self.environment(copies))
-            if not isinstance(value, torch.Tensor) or not value.requires_grad:
-                return torch.zeros(*copies.shape, dtype=theta.dtype, device=theta.device)
-            value = value.expand(theta.shape[0], self.points)
-            if self.sigma is not None:
-                value = value / self.sigma
-            (rows,) = torch.autograd.grad(value.sum(), copies)
-        return rows
+        """d (weighted prediction) / d theta, [K, n, p]: exact, by forward mode (`predict_and_jacobian`)."""
+        return self.predict_and_jacobian(params)[1]
 
     def curve_on(self, columns: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
         """The unweighted prediction on other values of the columns (a plot's fine grid), [K, m]."""

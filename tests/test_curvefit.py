@@ -55,11 +55,10 @@ def rel(a, b):
 # ---------------------------------------------------------------- NIST StRD, both starts
 
 KNOWN_FAILURES = {
-    # certified RSS 1.4e-25 is below float64's resolution of Lanczos1's data (see the README)
+    # certified RSS 1.4e-25 is below float64's resolution of Lanczos1's data (see the README): its
+    # RSS and standard errors are rounding noise, which meets 4 digits only by chance (as from start 1)
     ("Lanczos1", 1): "RSS below float64 resolution",
     ("Lanczos1", 2): "RSS below float64 resolution",
-    # lm walks onto the plateau b1 -> 0 and stays there until max_iters
-    ("MGH10", 1): "plateau b1 -> 0",
 }
 
 
@@ -70,7 +69,7 @@ def _nist_cases():
     for problem in nist.load_all():
         for start in (1, 2):
             reason = KNOWN_FAILURES.get((problem.name, start))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
             cases.append(pytest.param(problem.name, start, marks=marks, id=f"{problem.name}-{start}"))
     return cases
 
@@ -85,6 +84,30 @@ def test_lm_reaches_four_certified_digits_in_values_stderr_and_rss(tmp_path, nam
     score = nist.score(fit["values"], fit["stderr"], fit["rss"], problem)
     assert fit["status"] == "converged", fit
     assert score["min"] >= 4, score
+
+
+@needs_nist
+def test_geodesic_acceleration_takes_bennett5_down_its_valley_in_few_updates(tmp_path):
+    # without the second-order correction lm creeps along Bennett5's curved valley from NIST's
+    # second start for over 400 updates
+    from benchmarks.nist_fit import gdfit_fit
+
+    problem = nist.load("Bennett5")
+    fit = gdfit_fit(problem, 2, tmp_path)
+    assert nist.score(fit["values"], fit["stderr"], fit["rss"], problem)["ok4"]
+    assert fit["iters"] <= 100, fit
+
+
+@needs_nist
+@pytest.mark.parametrize("start", [1, 2])
+def test_lanczos1_values_reach_nine_digits_though_its_rss_is_rounding(tmp_path, start):
+    from benchmarks.nist_fit import gdfit_fit
+
+    problem = nist.load("Lanczos1")
+    fit = gdfit_fit(problem, start, tmp_path)
+    assert fit["status"] == "converged", fit
+    assert min(nist.lre(v, c) for v, c in zip(fit["values"], problem.certified)) >= 9
+    assert fit["rss"] < 1e-22  # certified 1.4e-25: what float64 resolves of the data is rounding noise
 
 
 @needs_nist
@@ -314,18 +337,18 @@ def test_a_sweep_of_curve_fits_equals_single_runs_and_picks_the_lowest_loss(cli,
     config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "dtype": "float64",
               "model": {"expr": EXPR, "params": {"b1": 500, "b2": 1e-4}}, "max_iters": 40}
     path = write_config(yaml.safe_dump(config))
-    # a loose ftol converges in fewer updates at a higher loss: the best fit is the other
-    sweep = cli("sweep", path, "--grid", "optimizer=lm,adam", "--grid", "ftol=0.01,1e-10", "--json")
+    # a loose xtol converges in fewer updates at a higher loss: the best fit is the other
+    sweep = cli("sweep", path, "--grid", "optimizer=lm,adam", "--grid", "xtol=0.1,1e-10", "--json")
     assert sweep.exit_status == 0, sweep.stderr
     runs = [e for e in sweep.lines if e["event"] == "run"]
     assert sorted(r["status"] for r in runs if r["params"]["optimizer"] == "lm") == ["converged", "converged"]
     end = [e for e in sweep.lines if e["event"] == "end"][0]
     for run in runs:
         single = cli("run", path, "--set", f"optimizer={run['params']['optimizer']}",
-                     "--set", f"ftol={run['params']['ftol']}", "--json", "--every", "0")
+                     "--set", f"xtol={run['params']['xtol']}", "--json", "--every", "0")
         last = single.lines[-1]
         assert (run["status"], run["iters"], run["loss"]) == (last["status"], last["iters"], last["loss"])
-    assert end["best"]["params"] == {"optimizer": "lm", "ftol": 1e-10}  # the converged fit of lowest loss
+    assert end["best"]["params"] == {"optimizer": "lm", "xtol": 1e-10}  # the converged fit of lowest loss
 
 
 def test_an_lm_fit_resumed_from_a_checkpoint_ends_where_the_whole_fit_does(cli, write_config, tmp_path):
@@ -376,3 +399,32 @@ def test_a_parameter_named_like_a_column_is_refused(cli, write_config, tmp_path)
     config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "model": {"expr": "x * y0", "params": {"x": 1, "y0": 2}}}
     result = cli("run", write_config(yaml.safe_dump(config)))
     assert result.exit_status == 2 and "model.params.x: parameter 'x' has the name of a data column" in result.stderr
+
+
+def test_the_levenberg_parameter_gives_a_step_of_the_trust_radius():
+    # oracle: the damped normal equations (J^T J + par D^2) h = -J^T r, solved by numpy's lstsq on
+    # the stacked system [J; sqrt(par) D] h = [-r; 0]; the step's |D h| is within 10% of delta
+    from gdfit.lm import levenberg_parameter
+
+    rng = np.random.default_rng(0)
+    J, r, D = rng.normal(size=(20, 3)) * [1.0, 100.0, 0.01], rng.normal(size=20), np.array([2.0, 300.0, 0.05])
+    U, s, Vt = np.linalg.svd(J / D, full_matrices=False)
+    c = U.T @ r
+    gauss_newton = np.linalg.norm(D * np.linalg.lstsq(J, -r, rcond=None)[0])
+    assert levenberg_parameter(s, c, 1.2 * gauss_newton, 1e-3, 0.0) == 0.0  # the Gauss-Newton step fits
+    for delta in (0.5 * gauss_newton, 0.01 * gauss_newton, 1e-6 * gauss_newton):
+        par = levenberg_parameter(s, c, delta, 1e-3, 0.0)
+        h = np.linalg.lstsq(np.vstack([J, math.sqrt(par) * np.diag(D)]), np.concatenate([-r, np.zeros(3)]), rcond=None)[0]
+        assert abs(np.linalg.norm(D * h) - delta) <= 0.1 * delta
+
+
+def test_each_lm_loss_is_the_mean_squared_residual_at_its_parameters(tmp_path):
+    # lm reports the loss of the step it took from that step's own prediction (no new
+    # evaluation): numpy's weighted residuals at each update's parameters are the oracle
+    s = [0.5 + 0.1 * i for i in range(len(X))]
+    data = write_data(tmp_path, {"x": X, "y": Y, "s": s})
+    steps, result = run_fit(tmp_path, every=1, optimizer="lm", data={"file": data}, sigma={"column": "s"})
+    assert len(steps) > 3
+    for step in steps:
+        weighted = (np.array(Y) - numpy_model(np.array(X), step.params["b1"], step.params["b2"])) / np.array(s)
+        assert rel(step.loss, float(np.mean(weighted**2))) < 1e-12

@@ -465,10 +465,10 @@ class LBFGS(_Frozen):
 
 
 class LM(_Frozen):
-    """Levenberg-Marquardt on the residuals (least squares), damping and scaling after MINPACK."""
+    """Levenberg-Marquardt on the residuals (least squares), trust region and scaling after MINPACK."""
 
     name: Literal["lm"]
-    damping: PositiveNumber = 1.0e-3  # the first step's damping, relative to the largest curvature
+    damping: PositiveNumber = 1.0e-3  # the Levenberg parameter the first step's search starts from (scaled curvature)
 
 
 OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop, LBFGS, LM)

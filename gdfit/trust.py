@@ -1,0 +1,85 @@
+"""MINPACK's trust region (Moré, 1978) for one run's Levenberg-Marquardt step, on the SVD of J D^-1.
+
+With J D^-1 = U diag(s) V^T and c = U^T r, the step for a Levenberg parameter par is
+D h = -V w, w = s c / (s^2 + par): every quantity lmder needs (|D h|, its derivative in par, the
+predicted reduction) is then a sum over the few singular values, without a new factorisation.
+Plain floats and numpy: each call works on a handful of numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+GOOD, POOR, ACCEPT = 0.75, 0.25, 1e-4  # MINPACK's ratio thresholds: grow delta, shrink it, take the step
+TINY = float(np.finfo(float).tiny)
+
+
+def cutoff(s: np.ndarray, rows: int) -> float:
+    """Singular values at or below this are rounding: directions J does not determine."""
+    return float(s[0]) * max(rows, len(s)) * float(np.finfo(float).eps) if s.size else 0.0
+
+
+def damped(s: np.ndarray, c: np.ndarray, par: float, floor: float) -> np.ndarray:
+    """w = s c / (s^2 + par). Undamped, directions J does not determine (s <= floor) get no step:
+    the pseudo-inverse, as MINPACK's lmpar takes it for a rank-deficient J."""
+    if par > 0:
+        return s * c / (s * s + par)
+    keep = s > floor
+    return np.where(keep, c / np.where(keep, s, 1.0), 0.0)
+
+
+def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, floor: float) -> float:
+    """MINPACK's lmpar: 0 when the Gauss-Newton step has |D h| <= 1.1 delta, else the par whose
+    step has |D h| within 10% of delta, by Hebden's safeguarded Newton iteration on 1/|D h| (at
+    most 10 steps, from the last update's par kept inside the bounds)."""
+    keep = s > floor
+    delta, par = max(float(delta), TINY), float(par)
+    gauss_newton = math.sqrt(float(np.sum((c[keep] / s[keep]) ** 2)))
+    if gauss_newton <= 1.1 * delta:
+        return 0.0
+    sc2 = (s * c) ** 2
+    # bounds: the Newton step from par = 0 when J has full rank, and |J^T r| / delta
+    low = 0.0
+    if keep.all():
+        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * float(np.sum(c * c / s ** 4)))
+    high = math.sqrt(float(np.sum(sc2))) / delta
+    if high == 0:
+        high = TINY / min(delta, 0.1)
+    par = min(max(par, low), high)
+    for _ in range(10):
+        if par == 0:
+            par = max(TINY, 0.001 * high)
+        shrink = s * s + par
+        w2 = (s * c / shrink) ** 2  # divided before squared: a huge par underflows, never overflows
+        length = math.sqrt(float(np.sum(w2)))
+        miss = length - delta
+        if abs(miss) <= 0.1 * delta or length == 0:
+            break
+        if miss > 0:
+            low = max(low, par)
+        else:
+            high = min(high, par)
+        slope = float(np.sum(w2 / shrink)) / length  # -d|D h| / d par
+        if slope == 0:  # underflowed: par is far beyond every s^2, and a Newton step cannot tell more
+            break
+        par = max(low, par + (miss / slope) * (length / delta))
+    return par
+
+
+def new_radius(delta: float, rho: float, actual: float, predicted: float, cost: float, new_cost: float,
+               length: float, par: float) -> float:
+    """MINPACK's update of the trust radius from rho (actual over predicted reduction): after a
+    poor step it shrinks to 0.1 to 0.5 of the step, by where the quadratic through the actual
+    reduction peaks; after a good one (or a Gauss-Newton step that fitted) it is twice the step.
+    `length` is |D h|, `predicted` |J h|^2 + 2 par |D h|^2, costs are sums of squares."""
+    if rho <= POOR:
+        slope = -(predicted - par * length ** 2)  # the cost's derivative along the step, -(|J h|^2 + par |D h|^2)
+        shrink = 0.5 if actual >= 0 else 0.5 * slope / (slope + 0.5 * actual)
+        if not (new_cost < 100 * cost) or not (shrink >= 0.1):  # a step 10x up in |r|, or NaN
+            shrink = 0.1
+        return min(delta, length / 0.1) * shrink
+    if rho >= GOOD or par == 0:
+        return 2 * length
+    return delta

@@ -1,0 +1,61 @@
+"""The forward-mode Jacobian of a model expression, against torch's reverse-mode autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gdfit.derivatives import compile_dual
+from gdfit.expr import FUNCTIONS, compile_model, parse
+from gdfit.models import ExpressionFit
+
+NAMES = ("b1", "b2", "b3")
+EXPRESSIONS = [
+    "b1 * exp(-b2 * x)",
+    "b1 / (1 + exp(b2 - b3 * x)) ** (1 / b3)",
+    "(b1 + b2 * x) / (1 + b3 * x ** 2)",
+    "2 ** b1 + x ** b2 - b3 ** 2 + -b1 + +b2",
+    "sum(b1 * x) + mean(b2 * x ** 2) + b3",  # reductions over the data points
+    "sum(b1 + x) * b2 + b3",  # a parameter's tangent counts once per point in a sum
+    "b1 + 0 * b2 * b3",
+    "b1 * b2 * b3 + pi",  # no data column at all
+] + [f"{name}(b1 * x + b2) * b3" for name in FUNCTIONS if name not in ("sum", "mean")]
+
+
+def fit_of(text: str, low=None, high=None, sigma=None) -> ExpressionFit:
+    x = torch.linspace(0.2, 1.4, 9, dtype=torch.float64)
+    tree = parse(text, names={*NAMES, "x"})
+    inf = torch.full((3,), torch.inf, dtype=torch.float64)
+    return ExpressionFit(compile_model(tree), {"x": x}, NAMES, NAMES, {}, -inf if low is None else low,
+                         inf if high is None else high, sigma, 9, compile_dual(tree))
+
+
+def autograd_jacobian(model: ExpressionFit, theta: torch.Tensor) -> torch.Tensor:
+    full = torch.autograd.functional.jacobian(lambda t: model.predict({"theta": t}), theta)  # [K, n, K, p]
+    return torch.stack([full[k, :, k, :] for k in range(theta.shape[0])])
+
+
+@pytest.mark.parametrize("text", EXPRESSIONS)
+def test_value_and_jacobian_equal_autograd(text):
+    model = fit_of(text)
+    theta = torch.tensor([[0.7, 0.3, 1.1], [1.3, -0.2, 0.6]], dtype=torch.float64)
+    value, J = model.predict_and_jacobian({"theta": theta})
+    assert torch.equal(value, model.predict({"theta": theta}))
+    torch.testing.assert_close(J, autograd_jacobian(model, theta), rtol=1e-13, atol=1e-13)
+
+
+def test_a_parameter_outside_its_bounds_has_a_zero_column_and_one_at_a_bound_its_full_one():
+    # autograd through the clamp gives 0 outside the bounds, and half the column exactly at one
+    # (torch splits the gradient of a tie); a parameter held at its bound moves inward, so its
+    # column there is the derivative from inside: the unbounded model's
+    sigma = torch.linspace(1.0, 2.0, 9, dtype=torch.float64)
+    low, high = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64), torch.tensor([0.5, 5.0, 1.0], dtype=torch.float64)
+    bounded = fit_of("b1 * exp(-b2 * x) + b3 * x", low=low, high=high, sigma=sigma)
+    free = fit_of("b1 * exp(-b2 * x) + b3 * x", sigma=sigma)
+    theta = torch.tensor([[0.9, 0.3, 1.0], [0.2, 0.3, -3.0]], dtype=torch.float64)  # b1 above; b3 at, then below
+    _, J = bounded.predict_and_jacobian({"theta": theta})
+    expected = autograd_jacobian(free, theta.clamp(low, high))
+    expected[0, :, 0] = 0
+    expected[1, :, 2] = 0
+    torch.testing.assert_close(J, expected, rtol=1e-13, atol=1e-13)
+    assert J[0, :, 2].abs().min() > 0
