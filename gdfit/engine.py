@@ -269,6 +269,13 @@ class Descent:
         stepper = make_stepper(problem, _start_of(problem.model, resume.state.params).to(problem.device))
         optimizer = getattr(stepper, "optimizer", None)
         if optimizer is not None:
+            # a method that starts with its state (lm) must find the same state in the checkpoint
+            fresh = {n: sorted(st) for n, st in optimizer.state.items() if st}
+            saved = {n: sorted(st) for n, st in resume.state.optimizer.items() if n in fresh}
+            if fresh and saved != fresh:
+                raise ConfigError(f"the checkpoint holds {problem.config.optimizer.name}'s state as {saved}, this "
+                                  f"gdfit keeps {fresh}: it was written by an older gdfit; start again without --resume",
+                                  source=problem.resolved.source, key="optimizer")
             optimizer.state = {n: {k: t.to(problem.device) for k, t in st.items()} for n, st in resume.state.optimizer.items()}
         return stepper
 

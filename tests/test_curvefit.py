@@ -367,6 +367,28 @@ def test_an_lm_fit_resumed_from_a_checkpoint_ends_where_the_whole_fit_does(cli, 
         assert resumed[key] == whole[key], key
 
 
+def test_an_lm_checkpoint_with_another_state_is_refused_in_words(cli, write_config, tmp_path):
+    """A checkpoint from the damped lm (mu, nu) cannot go on in the trust-region lm (delta, par)."""
+    import yaml
+
+    from gdfit.checkpoint import load, save
+
+    write_data(tmp_path, {"x": X, "y": Y})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "dtype": "float64", "optimizer": "lm",
+              "model": {"expr": EXPR, "params": {"b1": 500, "b2": 1e-4}}}
+    path = write_config(yaml.safe_dump(config))
+    checkpoint = tmp_path / "fit.pt"
+    assert cli("run", path, "--every", "0", "--max-iters", "2", "--checkpoint", str(checkpoint)).exit_status == 1
+    old = load(checkpoint)
+    state = old.state.optimizer["theta"]
+    old.state.optimizer["theta"] = {"mu": state["par"], "nu": state["par"], "scale": state["scale"]}
+    save(checkpoint, old)
+    result = cli("run", path, "--every", "0", "--resume", str(checkpoint))
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert "optimizer: the checkpoint holds lm's state as {'theta': ['mu', 'nu', 'scale']}, this gdfit keeps " \
+           "{'theta': ['delta', 'par', 'scale']}: it was written by an older gdfit" in result.stderr
+
+
 def test_lbfgs_refuses_checkpoints_it_cannot_hold(cli, write_config, tmp_path):
     import yaml
 
