@@ -150,10 +150,11 @@ FLUSH_S = 0.05  # the longest a line is held while lines keep coming (README: Ou
 
 class JsonLinesRenderer:
     """Writes one event per line. Lines are held and written out together, in one write call,
-    when a line comes `flush_s` or more after the last write-out; the start and end events,
-    and an abort, write out at once. So a reader of a pipe gets every line within `flush_s` of
-    the next one while a run streams (at once when lines come further apart), and all of them
-    before the process exits; a failed write reaches stdout's guard at the write-out."""
+    when a line comes `flush_s` or more after the last write-out; the start and end events, and
+    an abort (an error, a second Ctrl-C), write out at once. So a reader of a pipe sees lines
+    that come further apart than `flush_s` at once, and steady faster ones at most `flush_s`
+    plus one report interval late; all of them before the process exits. A failed write
+    (EPIPE, ENOSPC) reaches stdout's guard at the write-out, which stops the run."""
 
     def __init__(self, out: IO[str], flush_s: float = FLUSH_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
