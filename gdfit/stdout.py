@@ -53,6 +53,42 @@ class GuardedStdout(io.TextIOBase):
             except OSError as err:
                 self._failed(err)
 
+    def write_all(self, text: str) -> None:
+        """Write `text` (whole lines) straight to the descriptor, after what the stream holds: one
+        write call for many lines however stdout is buffered (PYTHONUNBUFFERED makes the stream's
+        own writes one call per line). A write the kernel cuts short (a signal while a pipe is
+        full) goes on where it stopped, and a second Ctrl-C still finishes the line it cut, so no
+        line is ever torn. A stream without a descriptor (a test's StringIO) gets write and flush."""
+        if self.problem is not None:
+            return
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.write(text)
+            self.flush()
+            return
+        data = memoryview(text.encode(self.encoding, self.errors or "strict"))
+        done = 0
+        try:
+            self.stream.flush()
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError as err:
+            self._failed(err)
+        except BaseException:
+            if data[done - 1] != ord("\n"):  # `text` ends a line: nothing written ends one too
+                self._finish_line(fd, data[done:])
+            raise
+
+    def _finish_line(self, fd: int, rest: memoryview) -> None:
+        end = bytes(rest).find(b"\n") + 1
+        try:
+            while end > 0:
+                written = os.write(fd, rest[:end])
+                rest, end = rest[written:], end - written
+        except OSError as err:
+            self._failed(err)
+
     def check_reader(self) -> None:
         """Notice a pipe whose reader went away before anything is written to it. Human mode on a
         pipe writes nothing between the start panel and the end, so `gdfit run long.yaml | head`

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import COUNT_1, SEED_TARGET, strict_json
 from helpers import fit, render_human
 from rich.console import Console
 
 from gdfit import records
 from gdfit.render.human import HumanRenderer, format_tensor
-from gdfit.render.jsonl import JsonLinesRenderer, dumps
+from gdfit.render.jsonl import JsonLinesRenderer, dumps, step_event, step_line
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -80,6 +83,128 @@ def test_json_lines_are_strict_and_flushed():
     event = strict_json(buffer.getvalue())
     assert event == {"event": "step", "iter": 3, "loss": None, "lr": 0.1, "grad_norm": None, "x": [1.0, None]}
     assert dumps({"a": (1, 2), "b": -math.inf}) == '{"a":[1,2],"b":null}'
+
+
+def _spec_line(rec: records.StepRecord) -> str:
+    """The step event as SPEC writes it, built by hand and encoded by the json module: the oracle."""
+    def number(v):
+        return v if v is None or math.isfinite(v) else None
+
+    def nested(v):
+        return [nested(e) for e in v] if isinstance(v, list) else number(v)
+
+    event = {"event": "step", "iter": rec.iter, "loss": number(rec.loss), "lr": number(rec.lr),
+             "grad_norm": number(rec.grad_norm)}
+    if rec.holdout_rmse is not None:
+        event["holdout_rmse"] = number(rec.holdout_rmse)
+    if rec.params is not None:
+        event["params"] = {name: number(v) for name, v in rec.params.items()}
+    if isinstance(rec.x, dict):
+        event["x_summary"] = {k: nested(v) for k, v in rec.x.items()}
+    elif rec.x is not None:
+        event["x"] = nested(rec.x.tolist())
+    return json.dumps(event, separators=(",", ":"), allow_nan=False)
+
+
+_numbers = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e-5, 1e-4, 1e16, 5e-324, 1.7976931348623157e308]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(k=st.integers(0, 10**9), loss=_numbers, lr=_numbers, norm=st.none() | _numbers,
+       shape=st.sampled_from([None, "summary", (), (0,), (3,), (3, 3), (2, 0), (2, 3, 2), (1, 1, 1, 2)]),
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]), data=st.data(),
+       params=st.none() | st.dictionaries(st.sampled_from(["a", "tau"]), _numbers, min_size=1),
+       holdout=st.none() | _numbers)
+def test_step_lines_are_the_events_bytes(k, loss, lr, norm, shape, dtype, data, params, holdout):
+    if shape == "summary":
+        x = {"shape": [20, 20], "min": data.draw(_numbers), "max": 2.0, "max_abs_error": 0.5}
+    elif shape is None:
+        x = None
+    else:
+        x = torch.tensor(data.draw(st.lists(_numbers, min_size=math.prod(shape), max_size=math.prod(shape))),
+                         dtype=torch.float64).to(dtype).reshape(shape)
+    rec = records.StepRecord(k, loss, lr, norm, x, params, holdout)
+    line = step_line(rec)
+    assert line == _spec_line(rec) == dumps(step_event(rec))
+    strict_json(line)
+
+
+@pytest.mark.parametrize("field", ["loss", "lr", "grad_norm", "x"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_number_in_a_step_line_is_null(field, value):
+    values = {"loss": 0.5, "lr": 1.0, "grad_norm": 0.25, "x": 2.0, field: value}
+    x = torch.tensor([[1.0, values["x"]]], dtype=torch.float64)
+    line = step_line(records.StepRecord(2, values["loss"], values["lr"], values["grad_norm"], x))
+    event = strict_json(line)
+    assert (event["x"][0][1] if field == "x" else event[field]) is None
+    assert line == dumps(step_event(records.StepRecord(2, values["loss"], values["lr"], values["grad_norm"], x)))
+
+
+def test_numbers_of_other_types_in_a_step_line_are_written_as_json_writes_them():
+    import numpy as np
+
+    for loss, lr, norm in [(np.float64(0.5), 1.0, None), (0.5, np.float32(0.25), 1.0), (0.5, 1.0, np.float64(2.0)),
+                           (1, 1.0, None), (0.5, 1.0, torch.tensor(3.0))]:
+        rec = records.StepRecord(np.int64(4), loss, lr, norm, torch.tensor([0.5]))
+        assert step_line(rec) == dumps(step_event(rec))
+        assert strict_json(step_line(rec))["iter"] == 4
+
+
+def test_a_step_line_is_the_seeds_numbers_in_json():
+    x = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float32)
+    line = step_line(records.StepRecord(7, 0.25, 1.0, None, x))
+    assert line == ('{"event":"step","iter":7,"loss":0.25,"lr":1.0,"grad_norm":null,'
+                    '"x":[[0.10000000149011612,0.20000000298023224,0.30000001192092896]]}')
+
+
+class Writes(io.StringIO):
+    """Keeps each write call's text apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def _step(k: int) -> records.StepRecord:
+    return records.StepRecord(k, 0.5, 1.0, 0.25, torch.tensor([float(k)]))
+
+
+def test_json_lines_are_held_until_a_line_comes_flush_s_after_the_last_write_out():
+    now = [100.0]
+    out = Writes()
+    renderer = JsonLinesRenderer(out, flush_s=0.5, clock=lambda: now[0])
+    renderer.step(_step(1))  # the first line goes out at once
+    assert len(out.calls) == 1
+    for k in range(2, 6):  # lines coming faster than flush_s are held
+        now[0] += 0.125 if k < 5 else 0.0625
+        renderer.step(_step(k))
+    assert len(out.calls) == 1
+    now[0] += 0.0625  # flush_s after the last write-out: this line takes the held ones with it
+    renderer.step(_step(6))
+    assert len(out.calls) == 2 and [strict_json(line)["iter"] for line in out.calls[1].splitlines()] == [2, 3, 4, 5, 6]
+    now[0] += 10.0  # a line after a quiet spell goes out at once
+    renderer.step(_step(7))
+    assert len(out.calls) == 3 and strict_json(out.calls[2])["iter"] == 7
+
+
+def test_start_end_and_abort_write_out_what_is_held():
+    steps, result, descent = fit(target=SEED_TARGET, init=COUNT_1, max_iters=3, threshold=0)
+    out = Writes()
+    renderer = JsonLinesRenderer(out, flush_s=3600.0, clock=lambda: 0.0)
+    renderer.start(descent.start)
+    for step in steps:
+        renderer.step(step)
+    assert len(out.calls) == 1  # the start; the steps are held
+    renderer.end(result)
+    events = [strict_json(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["start", "step", "step", "step", "end"] and len(out.calls) == 2
+    renderer.step(steps[0])
+    renderer.abort()
+    assert len(out.calls) == 3 and strict_json(out.calls[2])["event"] == "step"
 
 
 def test_history_is_thinned_evenly_past_100000_points():

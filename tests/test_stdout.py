@@ -103,6 +103,66 @@ def test_stdout_failing_anywhere_keeps_the_result(tmp_path, room, code, json_mod
     assert json.loads(out.read_text())["status"] in ("converged", "interrupted")
 
 
+def _guarded_file(path):
+    from gdfit.stdout import GuardedStdout
+
+    return GuardedStdout(open(path, "w", encoding="utf-8"))
+
+
+def test_write_all_goes_on_where_a_short_write_stopped(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))  # as a signal would cut it
+    out = _guarded_file(tmp_path / "out")
+    out.write("held by the stream\n")
+    lines = "".join(f'{{"event":"step","iter":{k}}}\n' for k in range(50))
+    out.write_all(lines)
+    assert (tmp_path / "out").read_text() == "held by the stream\n" + lines and out.problem is None
+
+
+@pytest.mark.parametrize("cut", ["inside a line", "at a line's end"])
+def test_a_second_ctrl_c_during_write_all_still_finishes_the_line_it_cut(tmp_path, monkeypatch, cut):
+    first, second = '{"event":"step","iter":1,"loss":0.25}\n', '{"event":"step","iter":2,"loss":0.125}\n'
+    size = 10 if cut == "inside a line" else len(first) // 2  # bytes per write call: 2 calls make the line
+    real_write, calls = os.write, []
+
+    def write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 3:  # as a second Ctrl-C, while the pipe is full
+            raise KeyboardInterrupt
+        return real_write(fd, bytes(data[:size]))
+
+    monkeypatch.setattr(os, "write", write)
+    out = _guarded_file(tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        out.write_all(first + second)
+    assert (tmp_path / "out").read_text() == first
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.ENOSPC, "No space")])
+def test_write_all_hands_a_failed_write_to_the_guard(tmp_path, monkeypatch, error):
+    from gdfit import stdout
+
+    real_write = os.write
+
+    def fail(fd, data):
+        raise error
+
+    told = []
+    remove = stdout.on_failure(lambda: told.append(True))
+    monkeypatch.setattr(stdout, "silence", lambda stream: None)  # the file stays a file
+    try:
+        out = _guarded_file(tmp_path / "out")
+        monkeypatch.setattr(os, "write", fail)
+        out.write_all("line\n")
+        monkeypatch.setattr(os, "write", real_write)
+        out.write_all("after\n")  # dropped, as every write after a failure
+        out.stream.flush()
+    finally:
+        remove()
+    assert out.problem is error and told == [True] and (tmp_path / "out").read_text() == ""
+    assert out.broken_pipe == isinstance(error, BrokenPipeError)
+
+
 # ------------------------------------------------------------------ real processes
 
 
@@ -126,6 +186,24 @@ def test_head_closing_the_pipe_stops_the_run_saves_it_and_exits_141(tmp_path, mo
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "interrupted" not in err
     assert json.loads(out.read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_step_lines_reach_a_pipe_reader_while_the_run_goes_on(unbuffered):
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": unbuffered}
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", SEED, *LONG, "--json"], cwd=ROOT, text=True,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "start"
+        first = json.loads(proc.stdout.readline())
+        assert first["event"] == "step" and first["iter"] == 1
+        for k in range(2, 2001):  # held lines are written out as the run goes, not at its end
+            assert json.loads(proc.stdout.readline())["iter"] == k
+        assert proc.poll() is None  # a million updates: far from done
+    finally:
+        proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err
 
 
 @pytest.mark.parametrize("args", [["run", SEED, "--json"], ["run", SEED], ["--help"], ["--version"]])

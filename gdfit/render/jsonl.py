@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from gdfit import records
 
@@ -71,6 +71,36 @@ def step_event(rec: records.StepRecord) -> dict[str, Any]:
     return {**event, **params, **tensor_field(rec.x)}
 
 
+def step_line(rec: records.StepRecord) -> str:
+    """`dumps(step_event(rec))`, made directly for the usual record (x a float tensor or left out,
+    no params or holdout): the same bytes without building the event or walking it twice. The
+    numbers are float reprs, as json writes them; a non-finite one (whose repr has an "n":
+    nan, inf) sends the record down the general path, which writes it as null."""
+    x, loss, lr, norm = rec.x, rec.loss, rec.lr, rec.grad_norm
+    plain = (rec.params is None and rec.holdout_rmse is None and type(loss) is float and type(lr) is float
+             and (norm is None or type(norm) is float) and (x is None or _is_float_tensor(x)))
+    if plain:
+        shown = "" if x is None else f',"x":{_nested(x.tolist(), x.dim())}'
+        if "n" not in shown and math.isfinite(loss) and math.isfinite(lr) and (norm is None or math.isfinite(norm)):
+            norm_text = "null" if norm is None else repr(norm)
+            return f'{{"event":"step","iter":{rec.iter},"loss":{loss!r},"lr":{lr!r},"grad_norm":{norm_text}{shown}}}'
+    return dumps(step_event(rec))
+
+
+def _is_float_tensor(x: Any) -> bool:
+    is_float = getattr(x, "is_floating_point", None)  # a torch tensor, without importing torch here
+    return is_float is not None and hasattr(x, "dim") and is_float()
+
+
+def _nested(value: Any, depth: int) -> str:
+    """Nested lists of floats `depth` deep, as json writes them."""
+    if depth == 0:
+        return repr(value)
+    if depth == 1:
+        return f"[{','.join(map(repr, value))}]"
+    return f"[{','.join([_nested(v, depth - 1) for v in value])}]"
+
+
 def fit_fields(result: records.FitResult) -> dict[str, Any]:
     """A curve fit's `params`, `covariance` and `fit`; nothing for x fitted directly, whose end
     event stays as it was. An infinite stderr or covariance (a parameter the data do not
@@ -115,30 +145,53 @@ def error_event(kind: str, message: str) -> dict[str, Any]:
     return {"event": "error", "kind": kind, "message": message}
 
 
-class JsonLinesRenderer:
-    """Writes one event per line; flushes at most every `flush_s` so pipes still stream."""
+FLUSH_S = 0.05  # the longest a line is held while lines keep coming (README: Output, "When lines arrive")
 
-    def __init__(self, out: IO[str], flush_s: float = 0.1) -> None:
+
+class JsonLinesRenderer:
+    """Writes one event per line. Lines are held and written out together, in one write call,
+    when a line comes `flush_s` or more after the last write-out; the start and end events, and
+    an abort (an error, a second Ctrl-C), write out at once. So a reader of a pipe sees lines
+    that come further apart than `flush_s` at once, and steady faster ones at most `flush_s`
+    plus one report interval late; all of them before the process exits. A failed write
+    (EPIPE, ENOSPC) reaches stdout's guard at the write-out, which stops the run."""
+
+    def __init__(self, out: IO[str], flush_s: float = FLUSH_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
         self.flush_s = flush_s
-        self.last_flush = time.monotonic()
+        self.clock = clock
+        self.held: list[str] = []
+        self.last_flush = -math.inf  # the first line goes out at once
 
-    def emit(self, event: dict[str, Any], force: bool = False) -> None:
-        self.out.write(dumps(event) + "\n")
-        now = time.monotonic()
+    def emit(self, line: str, force: bool = False) -> None:
+        self.held.append(line)
+        now = self.clock()
         if force or now - self.last_flush >= self.flush_s:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Write out the lines held, in one write call where stdout has a descriptor."""
+        self.last_flush = self.clock() if now is None else now
+        if not self.held:
+            return
+        text = "\n".join(self.held) + "\n"
+        self.held.clear()
+        write_all = getattr(self.out, "write_all", None)  # gdfit.stdout.GuardedStdout
+        if write_all is not None:
+            write_all(text)
+        else:
+            self.out.write(text)
             self.out.flush()
-            self.last_flush = now
 
     def start(self, rec: records.StartRecord) -> None:
-        self.emit(start_event(rec), force=True)
+        self.emit(dumps(start_event(rec)), force=True)
 
     def step(self, rec: records.StepRecord) -> None:
-        self.emit(step_event(rec))
+        self.emit(step_line(rec))
 
     def end(self, result: records.FitResult) -> None:
-        self.emit({"event": "end", **end_fields(result)}, force=True)
+        self.emit(dumps({"event": "end", **end_fields(result)}), force=True)
 
     def abort(self) -> None:
-        """Nothing to tidy: every line written is whole."""
-        self.out.flush()
+        """Write out what is held: every line written is whole."""
+        self.flush()
