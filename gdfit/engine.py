@@ -306,8 +306,8 @@ class Descent:
         return notes
 
     def _snapshot(self, x: torch.Tensor) -> Any:
-        if x.numel() <= self.x_limit:
-            return x.detach().to("cpu", copy=True)
+        if x.numel() <= self.x_limit:  # a copy: the run goes on changing x
+            return x.detach().clone() if x.device.type == "cpu" else x.detach().to("cpu")
         return summarize(x.detach(), self.problem.target)
 
     def _entries(self) -> dict[str, Any] | None:

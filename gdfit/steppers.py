@@ -168,10 +168,10 @@ class GdOnMse:
     def grad_norm(self) -> torch.Tensor | float:
         # |2/n (x - t)| = 2/n sqrt(n loss) for the loss before the update; on the CPU reading the
         # loss costs less than three tensor operations, elsewhere it would wait for the device
-        previous = self.grad_from[0]
-        if previous.device.type == "cpu":
-            return math.sqrt(self.t.shape[1] * float(previous)) * self.scale_value
-        return previous.mul(self.t.shape[1]).sqrt_().mul_(self.scale_value)
+        if self.on_cpu:  # run 0's loss as a float, without a view to index it
+            previous = self.grad_from.item() if self.grad_from.numel() == 1 else float(self.grad_from[0])
+            return math.sqrt(self.t.shape[1] * previous) * self.scale_value
+        return self.grad_from[0].mul(self.t.shape[1]).sqrt_().mul_(self.scale_value)
 
 
 class Autograd:
