@@ -31,7 +31,13 @@ MAX_OVERHEAD = 0.05  # of a task's work
 # The cheapest a run gets: 3x3 runs batched by thousands, most of them stopping early, took
 # ~140 us at max_iters 3000 on one CPU core. Larger tensors cost more, which only widens the margin.
 RUN_UPDATE_S = 4.5e-8
-TASKS_PER_WORKER = 4  # enough tasks to balance uneven batches, and to lose little to a killed worker
+# A task runs until its slowest run (a batch holds its stopped runs still, it does not drop them),
+# and neighbouring grid values stop at similar updates: smaller tasks end sooner, and many of them
+# balance the workers. Modelling an update as 40 us + 50 ns a run on one core, on the update counts
+# of benchmarks/dask_sweep.py (99,856 runs that stop anywhere from 1 to 3,000 updates), 2 workers
+# reach 0.90 of a one-thread local run's speed twice over with 4 tasks each, 0.99 with 8; more
+# tasks only add each one's per-update overhead.
+TASKS_PER_WORKER = 8
 POLL_S = 0.05  # how often should_stop is read while tasks run
 
 Results = Iterator[tuple[list[int], list[records.RunRecord]]]
