@@ -1,7 +1,8 @@
 """The Dask backend against the local one: learning rate x seed on the 3x3 seed target.
 
-usage: python benchmarks/dask_sweep.py [--runs 100000] [--workers N] [--max-iters 3000] [--rounds 3]
-                                       [--tasks-per-worker K]
+usage: python -m benchmarks.dask_sweep [--runs 100000] [--workers N] [--max-iters 3000] [--rounds 3]
+                                      [--tasks-per-worker K]
+(from the repository root, so that this tree's gdfit is the one imported, here and on the workers)
 
 Both sides run the same tasks (`backends.split_batches` for N workers): local runs them one after
 another in this process (torch's own threads, N of them: `--backend local` as shipped), Dask on a
@@ -62,32 +63,41 @@ def main() -> None:
     t0 = time.perf_counter()
     cluster = backends.start_local_cluster(args.workers)
     with Client(cluster, set_as_default=False) as client:  # start-up includes each worker's torch import
-        client.run(_import_engine)
+        where = set(client.run(_import_engine).values())
     start_up = time.perf_counter() - t0
+    print(f"gdfit from {backends.__file__}; on the workers from {', '.join(sorted(where))}", flush=True)
     threads = torch.get_num_threads()
     reference: dict = {}
 
-    def local(torch_threads: int):
+    cpu: dict[str, list[float]] = {"local": [], "dask": [], "local1": []}  # CPU seconds, every thread
+
+    def local(torch_threads: int, name: str):
         def timer() -> float:
             torch.set_num_threads(torch_threads)
             try:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 done = {i: r for indices, records in backends.run_batches(runs, tasks)
                         for i, r in zip(indices, records)}
-                elapsed = time.perf_counter() - t
+                elapsed, used = time.perf_counter() - t, time.process_time() - c
             finally:
                 torch.set_num_threads(threads)
             check(done)
+            cpu[name].append(used)
             return elapsed
         return timer
 
     def dask() -> float:
-        t = time.perf_counter()
-        done = {}
-        for indices, records in backends.run_batches(runs, tasks, backend="dask", address=cluster.scheduler_address):
-            done.update(zip(indices, records))
-        elapsed = time.perf_counter() - t
+        with Client(cluster.scheduler_address, set_as_default=False) as client:
+            before = sum(client.run(time.process_time).values())
+            t, c = time.perf_counter(), time.process_time()
+            done = {}
+            for indices, records in backends.run_batches(runs, tasks, backend="dask",
+                                                         address=cluster.scheduler_address):
+                done.update(zip(indices, records))
+            elapsed, used = time.perf_counter() - t, time.process_time() - c
+            used += sum(client.run(time.process_time).values()) - before
         check(done)
+        cpu["dask"].append(used)
         return elapsed
 
     def check(done: dict) -> None:
@@ -100,9 +110,11 @@ def main() -> None:
         if not same:
             raise SystemExit("results differ between the sides")
 
-    sides = {"local": local(threads), "dask": dask, "local1": local(1)}
+    sides = {"local": local(threads, "local"), "dask": dask, "local1": local(1, "local1")}
     for timer in sides.values():  # warm-up round
         timer()
+    for taken in cpu.values():
+        taken.clear()
     times: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.rounds):
         for name, timer in sides.items():
@@ -118,12 +130,19 @@ def main() -> None:
         spread = (max(per_round) - min(per_round)) / statistics.median(per_round)
         print(f"{label:26} {median[base_name]:6.2f} s   dask {median['dask']:6.2f} s   speed-up {speedup:.2f} "
               f"({spread:.0%})   efficiency {speedup / args.workers:.2f} (goal >= 0.7)")
+    # CPU seconds do not count the time a process waits for a core another one holds: on a busy
+    # machine they say what each side did, where wall times say what it was given
+    print("CPU seconds (median; Dask: the client and every worker): " + ", ".join(
+        f"{name} {statistics.median(taken):.2f} s" for name, taken in cpu.items()))
+    print(f"  Dask's work against one-thread local: {statistics.median(cpu['dask']) / statistics.median(cpu['local1']):.2f}x")
     print(f"results equal on every side and round ({len(runs):,} runs); {args.rounds} rounds, medians, "
           f"spread = (max - min) / median of the per-round ratios")
 
 
-def _import_engine() -> None:
-    import gdfit.engine  # noqa: F401 - torch and the engine, once per worker
+def _import_engine() -> str:
+    import gdfit.engine  # torch and the engine, once per worker
+
+    return gdfit.engine.__file__
 
 
 if __name__ == "__main__":  # Dask's process workers are spawned: start the cluster only here

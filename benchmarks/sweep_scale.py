@@ -1,6 +1,6 @@
 """Sweeps at scale (issue 17): what building the runs costs against running them, in process.
 
-usage: python -m benchmarks.sweep_scale [--rounds 5] [--side 256] [--only setup|sequential]
+usage: python -m benchmarks.sweep_scale [--rounds 5] [--side 256] [--only setup|sequential] [--threads N]
 
 - `setup`: a sweep of side x side runs (256 learning rates x 256 seeds = 65,536 on the 3x3 seed
   target, threshold 1e-5, max_iters 3000) through `sweep.expand` and `sweep.execute`. Each round
@@ -13,7 +13,10 @@ usage: python -m benchmarks.sweep_scale [--rounds 5] [--side 256] [--only setup|
   in interleaved rounds after a warm-up round. Goal >= 100x.
 
 Prints markdown rows in benchmarks/run.py's format, with a machine line; each row is the median
-of its rounds, and the spread (max - min) / median of the per-round ratios.
+of its rounds, and the spread (max - min) / median of the per-round ratios. `--threads 1` runs
+torch on one thread: on a machine shared with other work, torch's threads wait for each other
+whenever another process holds a core, which can slow a 65,536-run loop tenfold and would make
+any set-up look small beside it.
 """
 
 from __future__ import annotations
@@ -102,7 +105,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--side", type=int, default=256, help="learning rates and seeds of the set-up sweep")
     parser.add_argument("--only", choices=("setup", "sequential"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     before = machine()
     rows = []
     if args.only in (None, "setup"):

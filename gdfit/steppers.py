@@ -112,6 +112,11 @@ class GdOnMse:
         self.block = n if whole else max(1, min(n, BLOCK_BYTES // x.element_size()))
         self.buffer = torch.empty(x.shape[0], self.block, dtype=x.dtype, device=x.device)
         self.previous: torch.Tensor | None = None
+        # views made once: x changes in place, and a small batch's update is a few tensor
+        # operations, each of which costs about what slicing three views would
+        self.blocks = list(self._blocks())
+        self.lr_given: torch.Tensor | None = None  # per-run rates as given, and as the update uses them
+        self.lr_column: torch.Tensor | None = None
 
     def _blocks(self):
         n = self.t.shape[1]
@@ -125,7 +130,9 @@ class GdOnMse:
 
     def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
         if isinstance(lr, torch.Tensor):
-            lr = lr.view(-1, 1).to(compute_dtype(self.x.dtype))
+            if lr is not self.lr_given:  # a constant schedule hands over the same tensor every update
+                self.lr_given, self.lr_column = lr, lr.view(-1, 1).to(compute_dtype(self.x.dtype))
+            lr = self.lr_column
         losses = self._losses(step=(lr, None if moving is None else moving.view(-1, 1)))
         self.grad_from, self.previous = self.previous, losses
         return losses
@@ -133,7 +140,7 @@ class GdOnMse:
     def _losses(self, step) -> torch.Tensor:
         whole = self.block == self.t.shape[1]
         total = None
-        for xs, ts, buf in self._blocks():
+        for xs, ts, buf in self.blocks:
             if step is not None:
                 lr, moving = step
                 torch.sub(xs, ts, out=buf).mul_(self.scale)  # x.grad, as mse_loss_backward makes it

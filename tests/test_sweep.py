@@ -225,3 +225,23 @@ def test_runs_that_share_a_start_equal_their_single_runs():
         assert torch.equal(record.x, single.x), run.params
         starts.add(str(fit(every=0, **{**base, "max_iters": 0}, **run.params)[1].x.tolist()))
     assert len(starts) == 5  # random and normal from seeds 0 and 1, and the inline start
+
+
+@pytest.mark.parametrize("schedule", [{"name": "step", "step_size": 3, "gamma": 0.5}, "cosine"])
+def test_gd_on_mse_with_per_run_rates_under_a_schedule_equals_single_runs(schedule):
+    """gd on mse (`steppers.GdOnMse`) keeps the per-run rates it was given for as long as the
+    schedule hands over the same tensor; a schedule's new rates each update must be used."""
+    from pathlib import Path
+
+    import torch
+    from helpers import fit
+
+    from gdfit.sweep import execute, expand
+
+    base = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "device": "cpu", "max_iters": 40,
+            "schedule": schedule, "threshold": 0}
+    runs = list(expand(base, {"learning_rate": [0.05, 0.2, 0.7]}, "test", Path(".")))
+    for run, record in zip(runs, list(execute(runs, 100, lambda: False))[-1]):
+        single = fit(every=0, **base, **run.params)[1]
+        assert (record.status, record.iters, repr(record.loss)) == (single.status, single.iters, repr(single.loss))
+        assert torch.equal(record.x, single.x), run.params
