@@ -245,3 +245,19 @@ def test_gd_on_mse_with_per_run_rates_under_a_schedule_equals_single_runs(schedu
         single = fit(every=0, **base, **run.params)[1]
         assert (record.status, record.iters, repr(record.loss)) == (single.status, single.iters, repr(single.loss))
         assert torch.equal(record.x, single.x), run.params
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_expand_leaves_the_cycle_collector_as_it_found_it(enabled):
+    import gc
+    from pathlib import Path
+
+    from gdfit.sweep import expand
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        assert len(list(expand(EXPAND_BASE, {"learning_rate": [0.1, 0.2], "seed": [0, 1]}, "test", Path(".")))) == 4
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
