@@ -282,10 +282,11 @@ def plan_batches(runs: list[Run], fit: int | Callable[[Run], int]) -> tuple[list
     one target, loss, update rule, schedule, stop rules, device and dtype."""
     groups: dict[str, list[int]] = {}
     splitting: set[str] = set()
-    texts: dict[str, str] = {}  # runs that differ only in their start share one text: made once
+    texts: dict[tuple, str] = {}  # runs that differ only in their start share one text: made once
 
     def shared_of(run: Run) -> str:
-        values = repr([(k, v) for k, v in run.params.items() if k not in PER_RUN])
+        # the grid's value objects by identity: the runs of a grid share them, and one object is one value
+        values = tuple(id(v) for k, v in run.params.items() if k not in PER_RUN)
         if values not in texts:
             texts[values] = _shared(run.resolved.config)
         return texts[values]
