@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from gdfit import records
 from gdfit.errors import MissingExtraError
-from gdfit.sweep import Run, run_batch
+from gdfit.sweep import Run, collector_paused, run_batch
 
 BACKENDS = ("local", "dask")
 ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -117,7 +117,8 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
         for task in tasks:
             group = [runs[i] for i in task]
             resources = {"GPU": 1} if gpu and group[0].resolved.config.device != "cpu" else None
-            shipped = (group[0], [_grid_values(run) for run in group])
+            with collector_paused():  # beside a sweep's runs, each collection walks them all
+                shipped = (group[0], [_grid_values(run) for run in group])
             futures[client.submit(_packed_task, *shipped, x_limit, pure=False, resources=resources)] = task
         finished = as_completed(list(futures), loop=client.loop)
         while not finished.is_empty():
@@ -128,7 +129,9 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
                 continue
             for future in finished.next_batch(block=False):
                 task = futures.pop(future)
-                yield task, _result(future, [runs[i] for i in task])
+                with collector_paused():
+                    done = _result(future, [runs[i] for i in task])
+                yield task, done
     finally:  # also on KeyboardInterrupt and when the caller closes the generator early
         if futures:
             client.cancel(list(futures), force=True)
@@ -169,11 +172,15 @@ def rebuild(first: Run, values: list[tuple[dict, dict]]) -> list[Run]:
     """A batch's runs from its first run and each run's grid values: runs of one batch differ
     only there, and the client validated every value, so nothing is validated again."""
     runs = []
-    for params, validated in values:
-        config = first.resolved.config
-        for key, value in validated.items():
-            config = _with(config, key.split("."), value)
-        runs.append(Run(params, first.resolved.model_copy(update={"config": config})))
+    with collector_paused():
+        for params, validated in values:
+            # one copy for every top-level value (a model copy is most of a rebuilt run's cost), then
+            # the nested ones; every value comes from the run's own config, so the order cannot matter
+            config = first.resolved.config.model_copy(update={k: v for k, v in validated.items() if "." not in k})
+            for key, value in validated.items():
+                if "." in key:
+                    config = _with(config, key.split("."), value)
+            runs.append(Run(params, first.resolved.model_copy(update={"config": config})))
     return runs
 
 
