@@ -252,12 +252,21 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
     assert len((folder / "runs.jsonl").read_text().splitlines()) == 24  # each run exactly once
 
 
-def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs():
+@pytest.mark.parametrize(
+    "grid,optimizer",
+    [
+        ({"optimizer.betas": [[0.9, 0.999], [0.8, 0.99]], "init": ["zeros", "random", {"name": "normal", "std": 2}],
+          "learning_rate": [0.1, 0.2], "seed": [0, 5]}, "adam"),
+        # nested values that differ within one batch, beside top-level ones
+        ({"optimizer.momentum": [0.5, 0.9], "learning_rate": [0.1, 0.2], "optimizer.dampening": [0.0, 0.3],
+          "seed": [0, 5]}, "momentum"),
+    ],
+)
+def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimizer):
     """Tasks ship a batch's first run and each run's grid values; the worker's runs must be the
     client's, config for config."""
-    grid = {"optimizer.betas": [[0.9, 0.999], [0.8, 0.99]], "init": ["zeros", "random", {"name": "normal", "std": 2}],
-            "learning_rate": [0.1, 0.2], "seed": [0, 5]}
-    runs, batches = make_runs(grid, optimizer="adam", dtype="float64")
+    runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64")
+    assert any(len(batch) > 1 for batch in batches)
     for batch in batches:
         group = [runs[i] for i in batch]
         rebuilt = backends.rebuild(group[0], [backends._grid_values(run) for run in group])
