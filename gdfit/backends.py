@@ -39,6 +39,7 @@ RUN_UPDATE_S = 4.5e-8
 # tasks only add each one's per-update overhead.
 TASKS_PER_WORKER = 8
 POLL_S = 0.05  # how often should_stop is read while tasks run
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.gil.enabled": False}
 
 Results = Iterator[tuple[list[int], list[records.RunRecord]]]
 
@@ -215,8 +216,12 @@ def start_local_cluster(workers: int | None = None):
     """A LocalCluster on this machine only: process workers of one thread each, one per CPU,
     scheduler and workers bound to 127.0.0.1, no dashboard. Callers start it under
     `if __name__ == "__main__":` (the workers are spawned processes)."""
+    import dask
     from distributed import LocalCluster
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return LocalCluster(host=LOOPBACK, n_workers=workers or cpus or 1, threads_per_worker=1, processes=True,
-                        dashboard_address=None, protocol="tcp://")
+    # no one reads a worker's statistical profile (a stack sample every 10 ms) or its GIL monitor
+    # (every 1 ms) here; both take CPU from the runs. The nannies copy this config to their workers.
+    with dask.config.set(QUIET_WORKERS):
+        return LocalCluster(host=LOOPBACK, n_workers=workers or cpus or 1, threads_per_worker=1, processes=True,
+                            dashboard_address=None, protocol="tcp://")

@@ -272,3 +272,23 @@ def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimi
         rebuilt = backends.rebuild(group[0], [backends._grid_values(run) for run in group])
         assert [r.resolved.config for r in rebuilt] == [r.resolved.config for r in group]
         assert [r.params for r in rebuilt] == [r.params for r in group]
+
+
+def test_a_cluster_gdfit_starts_has_quiet_workers(monkeypatch):
+    """The nannies copy the config they are made under to their workers: no 10 ms stack sampler
+    and no 1 ms GIL monitor taking CPU from the runs (and the caller's config is left as it was)."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    seen = {}
+
+    def fake_cluster(**kwargs):
+        seen.update(kwargs, profile=dask.config.get("distributed.worker.profile.enabled"),
+                    gil=dask.config.get("distributed.admin.system-monitor.gil.enabled"))
+        return "cluster"
+
+    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
+    before = dask.config.get("distributed.worker.profile.enabled")
+    assert backends.start_local_cluster(2) == "cluster"
+    assert (seen["profile"], seen["gil"], seen["host"], seen["n_workers"]) == (False, False, "127.0.0.1", 2)
+    assert dask.config.get("distributed.worker.profile.enabled") == before
