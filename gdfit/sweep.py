@@ -155,8 +155,8 @@ def expand(base: dict[str, Any], grid: dict[str, list[Any]], source: str, base_d
               for combo in itertools.product(*(range(len(grid[k])) for k in together))}
     fields = {}
     for key in alone:
-        runs = [validated({**first, key: j}) for j in range(len(grid[key]))]
-        fields[key] = [getattr(run.resolved.config, _top(key)) if run else None for run in runs]
+        alone_values = [validated({**first, key: j}) for j in range(len(grid[key]))]
+        fields[key] = [getattr(run.resolved.config, _top(key)) if run else None for run in alone_values]
     if bad:  # independent failures: the first bad combination in grid order is the earliest one found
         _combination(base, grid, dict(zip(keys, min(bad))), source, base_dir)  # raises its own error
     runs = []
