@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from gdfit import records
 from gdfit.errors import MissingExtraError
-from gdfit.sweep import Run, run_batch
+from gdfit.sweep import Run, collector_paused, run_batch
 
 BACKENDS = ("local", "dask")
 ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -31,8 +31,15 @@ MAX_OVERHEAD = 0.05  # of a task's work
 # The cheapest a run gets: 3x3 runs batched by thousands, most of them stopping early, took
 # ~140 us at max_iters 3000 on one CPU core. Larger tensors cost more, which only widens the margin.
 RUN_UPDATE_S = 4.5e-8
-TASKS_PER_WORKER = 4  # enough tasks to balance uneven batches, and to lose little to a killed worker
+# A task runs until its slowest run (a batch holds its stopped runs still, it does not drop them),
+# and neighbouring grid values stop at similar updates: smaller tasks end sooner, and many of them
+# balance the workers. Modelling an update as 40 us + 50 ns a run on one core, on the update counts
+# of benchmarks/dask_sweep.py (99,856 runs that stop anywhere from 1 to 3,000 updates), 2 workers
+# reach 0.90 of a one-thread local run's speed twice over with 4 tasks each, 0.99 with 8; more
+# tasks only add each one's per-update overhead.
+TASKS_PER_WORKER = 8
 POLL_S = 0.05  # how often should_stop is read while tasks run
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.gil.enabled": False}
 
 Results = Iterator[tuple[list[int], list[records.RunRecord]]]
 
@@ -111,7 +118,8 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
         for task in tasks:
             group = [runs[i] for i in task]
             resources = {"GPU": 1} if gpu and group[0].resolved.config.device != "cpu" else None
-            shipped = (group[0], [_grid_values(run) for run in group])
+            with collector_paused():  # beside a sweep's runs, each collection walks them all
+                shipped = (group[0], [_grid_values(run) for run in group])
             futures[client.submit(_packed_task, *shipped, x_limit, pure=False, resources=resources)] = task
         finished = as_completed(list(futures), loop=client.loop)
         while not finished.is_empty():
@@ -122,7 +130,9 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
                 continue
             for future in finished.next_batch(block=False):
                 task = futures.pop(future)
-                yield task, _result(future, [runs[i] for i in task])
+                with collector_paused():
+                    done = _result(future, [runs[i] for i in task])
+                yield task, done
     finally:  # also on KeyboardInterrupt and when the caller closes the generator early
         if futures:
             client.cancel(list(futures), force=True)
@@ -163,11 +173,15 @@ def rebuild(first: Run, values: list[tuple[dict, dict]]) -> list[Run]:
     """A batch's runs from its first run and each run's grid values: runs of one batch differ
     only there, and the client validated every value, so nothing is validated again."""
     runs = []
-    for params, validated in values:
-        config = first.resolved.config
-        for key, value in validated.items():
-            config = _with(config, key.split("."), value)
-        runs.append(Run(params, first.resolved.model_copy(update={"config": config})))
+    with collector_paused():
+        for params, validated in values:
+            # one copy for every top-level value (a model copy is most of a rebuilt run's cost), then
+            # the nested ones; every value comes from the run's own config, so the order cannot matter
+            config = first.resolved.config.model_copy(update={k: v for k, v in validated.items() if "." not in k})
+            for key, value in validated.items():
+                if "." in key:
+                    config = _with(config, key.split("."), value)
+            runs.append(Run(params, first.resolved.model_copy(update={"config": config})))
     return runs
 
 
@@ -202,8 +216,12 @@ def start_local_cluster(workers: int | None = None):
     """A LocalCluster on this machine only: process workers of one thread each, one per CPU,
     scheduler and workers bound to 127.0.0.1, no dashboard. Callers start it under
     `if __name__ == "__main__":` (the workers are spawned processes)."""
+    import dask
     from distributed import LocalCluster
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return LocalCluster(host=LOOPBACK, n_workers=workers or cpus or 1, threads_per_worker=1, processes=True,
-                        dashboard_address=None, protocol="tcp://")
+    # no one reads a worker's statistical profile (a stack sample every 10 ms) or its GIL monitor
+    # (every 1 ms) here; both take CPU from the runs. The nannies copy this config to their workers.
+    with dask.config.set(QUIET_WORKERS):
+        return LocalCluster(host=LOOPBACK, n_workers=workers or cpus or 1, threads_per_worker=1, processes=True,
+                            dashboard_address=None, protocol="tcp://")

@@ -54,6 +54,11 @@ class Journal:
         path = self.folder / SUMMARY_FILE
         return _read_json(path) if path.is_file() else None
 
+    def finished_summary(self) -> dict[str, Any] | None:
+        """The summary of a sweep whose every run is journaled: its figures (elapsed_s) stand, since
+        a resume or a --show that runs nothing has nothing to add to them."""
+        return self.summary() if not self.missing else None
+
 
 def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid: dict[str, list[Any]],
            config: dict[str, Any], x_limit: int, total: int) -> None:

@@ -118,9 +118,13 @@ class GdOnMse:
         whole = x.device.type != "cpu"
         self.block = n if whole else max(1, min(n, BLOCK_BYTES // x.element_size()))
         self.buffer = torch.empty(x.shape[0], self.block, dtype=x.dtype, device=x.device)
+        # views made once: x changes in place, and a small problem's update is a few tensor
+        # operations, each of which costs about what slicing three views would
         self.blocks = [(self.x[:, start:start + self.block], self.t[:, start:start + self.block],
                         self.buffer[:, : min(n, start + self.block) - start]) for start in range(0, n, self.block)]
         self.previous: torch.Tensor | None = None
+        self.lr_given: torch.Tensor | None = None  # per-run rates as given, and as the update uses them
+        self.lr_column: torch.Tensor | None = None
 
     def losses(self) -> torch.Tensor:
         self.previous = self._losses(step=None)
@@ -128,7 +132,9 @@ class GdOnMse:
 
     def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
         if isinstance(lr, torch.Tensor):
-            lr = lr.view(-1, 1).to(self.compute)
+            if lr is not self.lr_given:  # a constant schedule hands over the same tensor every update
+                self.lr_given, self.lr_column = lr, lr.view(-1, 1).to(self.compute)
+            lr = self.lr_column
         else:
             if self.rate is None or self.rate[0] != lr:
                 self.rate = (lr, torch.tensor(lr, dtype=self.compute, device=self.x.device))

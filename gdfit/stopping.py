@@ -81,7 +81,9 @@ class StopRules:
         losses = losses.to(torch.float64)
         self.updates.add_(self.active)
         going = (losses > config.threshold) & (losses <= self.ceiling)  # NaN fails both
-        going &= ~self._tolerances(losses, going, motion, promised)
+        met = self._tolerances(losses, going, motion, promised)
+        if met is not None:
+            going &= ~met
         if stuck is not None:  # a run that cannot move would repeat the same update until max_iters
             stopped = self.active & going & stuck
             self.fired.masked_fill_(stopped, len(TOLERANCES) + 1)
@@ -97,8 +99,9 @@ class StopRules:
             going &= ~stalling
         self.active &= going
 
-    def _tolerances(self, losses: torch.Tensor, going: torch.Tensor, motion, promised) -> torch.Tensor:
-        """Runs that met ftol, xtol or gtol in this update (least_squares' meanings), recorded."""
+    def _tolerances(self, losses: torch.Tensor, going: torch.Tensor, motion, promised) -> torch.Tensor | None:
+        """Runs that met ftol, xtol or gtol in this update (least_squares' meanings), recorded; None
+        when no tolerance is on (three tensor operations fewer per update, a sweep's run's default)."""
         ftol, xtol, gtol = (self.tolerance[name] for name in ("ftol", "xtol", "gtol"))
         hits = []
         if ftol:
@@ -111,6 +114,8 @@ class StopRules:
         # a step of exactly 0 is no convergence: the method found no way down (a failed line search)
         hits.append((step > 0) & (step <= xtol * (xtol + size)) if xtol and step is not None else None)
         hits.append(gradient <= gtol if gtol and gradient is not None else None)
+        if all(hit is None for hit in hits):
+            return None
         met = torch.zeros_like(going)
         for code, hit in enumerate(hits, start=1):
             if hit is not None:

@@ -252,14 +252,43 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
     assert len((folder / "runs.jsonl").read_text().splitlines()) == 24  # each run exactly once
 
 
-def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs():
+@pytest.mark.parametrize(
+    "grid,optimizer",
+    [
+        ({"optimizer.betas": [[0.9, 0.999], [0.8, 0.99]], "init": ["zeros", "random", {"name": "normal", "std": 2}],
+          "learning_rate": [0.1, 0.2], "seed": [0, 5]}, "adam"),
+        # nested values that differ within one batch, beside top-level ones
+        ({"optimizer.momentum": [0.5, 0.9], "learning_rate": [0.1, 0.2], "optimizer.dampening": [0.0, 0.3],
+          "seed": [0, 5]}, "momentum"),
+    ],
+)
+def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimizer):
     """Tasks ship a batch's first run and each run's grid values; the worker's runs must be the
     client's, config for config."""
-    grid = {"optimizer.betas": [[0.9, 0.999], [0.8, 0.99]], "init": ["zeros", "random", {"name": "normal", "std": 2}],
-            "learning_rate": [0.1, 0.2], "seed": [0, 5]}
-    runs, batches = make_runs(grid, optimizer="adam", dtype="float64")
+    runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64")
+    assert any(len(batch) > 1 for batch in batches)
     for batch in batches:
         group = [runs[i] for i in batch]
         rebuilt = backends.rebuild(group[0], [backends._grid_values(run) for run in group])
         assert [r.resolved.config for r in rebuilt] == [r.resolved.config for r in group]
         assert [r.params for r in rebuilt] == [r.params for r in group]
+
+
+def test_a_cluster_gdfit_starts_has_quiet_workers(monkeypatch):
+    """The nannies copy the config they are made under to their workers: no 10 ms stack sampler
+    and no 1 ms GIL monitor taking CPU from the runs (and the caller's config is left as it was)."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    seen = {}
+
+    def fake_cluster(**kwargs):
+        seen.update(kwargs, profile=dask.config.get("distributed.worker.profile.enabled"),
+                    gil=dask.config.get("distributed.admin.system-monitor.gil.enabled"))
+        return "cluster"
+
+    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
+    before = dask.config.get("distributed.worker.profile.enabled")
+    assert backends.start_local_cluster(2) == "cluster"
+    assert (seen["profile"], seen["gil"], seen["host"], seen["n_workers"]) == (False, False, "127.0.0.1", 2)
+    assert dask.config.get("distributed.worker.profile.enabled") == before

@@ -22,7 +22,9 @@ def without_elapsed(document: dict) -> dict:
 
 
 def journal_lines(folder) -> list[dict]:
-    return [strict_json(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    """The journal's whole lines: a SIGKILL can land mid-write and leave half a line after them."""
+    text = (folder / "runs.jsonl").read_text()
+    return [strict_json(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 @pytest.fixture
@@ -60,6 +62,21 @@ def test_resume_after_interruption_is_identical(cli, finished, kept):
     assert [e["event"] for e in result.lines] == ["start"] + ["run"] * 8 + ["end"]
     assert without_elapsed(strict_json((folder / "summary.json").read_text())) == without_elapsed(document)
     assert sorted(line["index"] for line in journal_lines(folder)) == list(range(8))  # each run once
+
+
+def test_resume_of_a_finished_sweep_leaves_its_summary_as_it_was(cli, finished, tmp_path):
+    """A resume that runs nothing changes nothing: summary.json keeps its bytes (elapsed_s too), and
+    the events and the --output document report that summary, not the resume's own few milliseconds."""
+    folder, _ = finished
+    before, inode = (folder / "summary.json").read_bytes(), (folder / "summary.json").stat().st_ino
+    again = tmp_path / "again.json"
+    result = cli("sweep", "--resume", str(folder), "--json", "--output", str(again))
+    assert result.exit_status == 0
+    assert (folder / "summary.json").read_bytes() == before
+    assert (folder / "summary.json").stat().st_ino == inode  # not even rewritten (write_atomic renames)
+    summary = strict_json(before.decode())
+    assert strict_json(again.read_text()) == summary
+    assert result.lines[-1] == {"event": "end", **{k: summary[k] for k in ("counts", "best", "elapsed_s")}}
 
 
 def test_resume_json_events_equal_an_uninterrupted_sweep(cli, finished):

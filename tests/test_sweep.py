@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import ROOT, strict_json
 
@@ -115,3 +117,147 @@ def test_sorting_by_a_grid_key_orders_numbers_as_numbers():
 
     runs = [RunRecord({"lr": v}, "converged", 1, 0.0, None) for v in (2, 0.5, 10, 1, 0.25)]
     assert [r.params["lr"] for r in sort_results(runs, "lr")] == [0.25, 0.5, 1, 2, 10]
+
+
+# --- expand: each grid value validated once, the same configs as validating every combination -----
+
+EXPAND_BASE = {"target": [[1.0, 2.0], [3.0, 4.0]], "device": "cpu"}
+
+
+def each_combination(base: dict, grid: dict, base_dir=None) -> list:
+    """The oracle: every combination merged into the base and validated whole, as `gdfit run --set`
+    would, with the grid's origins for messages; stops at the first that fails."""
+    import itertools
+    from pathlib import Path
+
+    from gdfit.config import apply_override, build_config
+
+    configs = []
+    for combo in itertools.product(*grid.values()):
+        data = json.loads(json.dumps(base))
+        for key, value in zip(grid, combo):
+            apply_override(data, key.split("."), value)
+        origins = {k.split(".")[0]: f"--grid {k}={v:.6g}" if isinstance(v, float) else f"--grid {k}={v}"
+                   for k, v in zip(grid, combo)}
+        configs.append(build_config(data, source="test", base_dir=base_dir or Path("."), origins=origins).config)
+    return configs
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"learning_rate": [0.1, 1.0, 2.5], "seed": [0, 7]},
+        {"optimizer": ["gd", "momentum", "adam"], "learning_rate": [0.5, 1], "max_iters": [3, 5]},
+        {"optimizer": ["momentum"], "optimizer.momentum": [0.5, 0.9], "schedule": ["exponential", "step"],
+         "schedule.gamma": [0.5, 0.9], "threshold": [0, 1e-3]},  # two keys under one: validated together
+        {"init": ["zeros", "random", {"name": "normal", "std": 2}], "seed": [1, 2], "dtype": ["float64", "float32"]},
+        {"model": ["identity"], "ftol": [None, 1e-9], "loss": ["mse", {"name": "huber", "delta": 2}]},
+    ],
+)
+def test_expand_builds_the_configs_each_combination_validates_to(grid):
+    from pathlib import Path
+
+    from gdfit.sweep import expand
+
+    runs = list(expand(EXPAND_BASE, grid, "test", Path(".")))
+    wanted = each_combination(EXPAND_BASE, grid)
+    assert [run.resolved.config for run in runs] == wanted  # pydantic equality: every field and fields_set
+    assert [run.resolved.config.model_dump(mode="json") for run in runs] == [c.model_dump(mode="json") for c in wanted]
+    import itertools
+
+    assert [list(run.params.values()) for run in runs] == [list(c) for c in itertools.product(*grid.values())]
+
+
+def test_expand_validates_coupled_keys_together():
+    """The optimizer picks a curve fit's tolerances (lm: ftol 1e-10, adam: none), so its values are
+    validated with each value of the other keys, never set into another combination's config."""
+    from gdfit.config import merge_config
+    from gdfit.sweep import expand
+
+    raw = merge_config(str(ROOT / "configs" / "decay.yaml"))
+    grid = {"optimizer": ["adam", "lm"], "learning_rate": [0.1, 1.0]}
+    runs = list(expand(raw.data, grid, "test", raw.base_dir))
+    assert [run.resolved.config for run in runs] == each_combination(raw.data, grid, raw.base_dir)
+    assert [run.resolved.config.ftol for run in runs] == [None, None, 1e-10, 1e-10]
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"learning_rate": [1, 2, -3], "seed": [0, 1, "x"]},  # the seed fails first in grid order: (0, 2)
+        {"seed": [0, 1, "x"], "learning_rate": [1, 2, -3]},  # now the learning rate does: (0, 2)
+        {"optimizer": ["gd", "adma"], "learning_rate": [1, -1]},  # (0, 1) before (1, 0)
+        {"learning_rate": [1, 2], "init": ["zeros", [[1, 2, 3]]]},  # a coupled key's bad value
+        # each value fits the other key's first one; the last combination's shapes differ
+        {"target": [[[1, 2]], [[1, 2], [3, 4]]], "init": ["zeros", [[0, 0]]], "seed": [3]},
+    ],
+)
+def test_expand_raises_the_error_of_the_first_bad_combination(grid):
+    from pathlib import Path
+
+    from gdfit.sweep import expand
+
+    with pytest.raises(ConfigError) as first_bad:
+        each_combination(EXPAND_BASE, grid)
+    with pytest.raises(ConfigError) as caught:
+        list(expand(EXPAND_BASE, grid, "test", Path(".")))
+    assert (str(caught.value), caught.value.key) == (str(first_bad.value), first_bad.value.key)
+
+
+def test_runs_that_share_a_start_equal_their_single_runs():
+    """A grid of learning rates by seeds by inits: each distinct start is built once for the batch
+    (`sweep._starts`) and given to every run that has it; each run equals its own `gdfit run`."""
+    from pathlib import Path
+
+    import torch
+    from helpers import fit
+
+    from gdfit.sweep import execute, expand
+
+    base = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "device": "cpu", "max_iters": 200}
+    grid = {"learning_rate": [0.3, 1.0], "seed": [0, 1, 0], "init": ["random", "normal", [[1, 2, 3]] * 3]}
+    runs = list(expand(base, grid, "test", Path(".")))
+    swept = list(execute(runs, 100, lambda: False))[-1]
+    starts = set()
+    for run, record in zip(runs, swept):
+        single = fit(every=0, **base, **run.params)[1]
+        assert (record.status, record.iters, repr(record.loss)) == (single.status, single.iters, repr(single.loss))
+        assert torch.equal(record.x, single.x), run.params
+        starts.add(str(fit(every=0, **{**base, "max_iters": 0}, **run.params)[1].x.tolist()))
+    assert len(starts) == 5  # random and normal from seeds 0 and 1, and the inline start
+
+
+@pytest.mark.parametrize("schedule", [{"name": "step", "step_size": 3, "gamma": 0.5}, "cosine"])
+def test_gd_on_mse_with_per_run_rates_under_a_schedule_equals_single_runs(schedule):
+    """gd on mse (`steppers.GdOnMse`) keeps the per-run rates it was given for as long as the
+    schedule hands over the same tensor; a schedule's new rates each update must be used."""
+    from pathlib import Path
+
+    import torch
+    from helpers import fit
+
+    from gdfit.sweep import execute, expand
+
+    base = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "device": "cpu", "max_iters": 40,
+            "schedule": schedule, "threshold": 0}
+    runs = list(expand(base, {"learning_rate": [0.05, 0.2, 0.7]}, "test", Path(".")))
+    for run, record in zip(runs, list(execute(runs, 100, lambda: False))[-1]):
+        single = fit(every=0, **base, **run.params)[1]
+        assert (record.status, record.iters, repr(record.loss)) == (single.status, single.iters, repr(single.loss))
+        assert torch.equal(record.x, single.x), run.params
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_expand_leaves_the_cycle_collector_as_it_found_it(enabled):
+    import gc
+    from pathlib import Path
+
+    from gdfit.sweep import expand
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        assert len(list(expand(EXPAND_BASE, {"learning_rate": [0.1, 0.2], "seed": [0, 1]}, "test", Path(".")))) == 4
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()

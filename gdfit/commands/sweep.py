@@ -71,12 +71,14 @@ def sweep(options: SweepOptions) -> int:
     prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
     runs, grid = prepared.runs, prepared.grid
     _check_sort(options.sort, grid)
+    # a finished folder keeps its summary: resuming it runs nothing, so it reports the sweep's own time
+    kept = prepared.journal.finished_summary() if prepared.journal is not None else None
     started = time.perf_counter()
     plan, results = _execute(prepared, options)
-    elapsed = time.perf_counter() - started
+    elapsed = kept.get("elapsed_s") if kept else time.perf_counter() - started
     complete = len(results) == len(runs) and all(r.status != records.INTERRUPTED for r in results)
     document = _report(plan, runs, grid, results, elapsed, options)
-    if prepared.folder is not None and complete:
+    if prepared.folder is not None and complete and not kept:
         journals.write_summary(prepared.folder, document)
     if document_path is not None:
         from gdfit.render.document import write_atomic
@@ -167,8 +169,8 @@ def show_folder(options: SweepOptions) -> int:
     journal = journals.load(options.show)
     _check_sort(options.sort, journal.grid)
     results = [journal.done[i] for i in sorted(journal.done)]
-    summary = journal.summary()
-    elapsed = summary.get("elapsed_s") if summary and not journal.missing else None
+    summary = journal.finished_summary()
+    elapsed = summary.get("elapsed_s") if summary else None
     best = best_run(results, fits_parameters(journal.config))
     sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort,
                     options.json_mode, missing=journal.missing, total=journal.total)
