@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit
+from helpers import fit, resolved
+
+from gdfit.engine import prepare
 
 STEPS = 30
 OPTIMIZERS = {
@@ -80,12 +82,11 @@ def test_engines_equal_torch_bit_for_bit(opt_name, loss_name, shape, engine, dty
     spec, make_optimizer = OPTIMIZERS[opt_name]
     loss_spec, loss_fn = LOSSES[loss_name]
     lr = RATES[opt_name] * (0.3 if loss_name != "mse" and opt_name not in ("adam", "rmsprop") else 1.0)
-    _, result, descent = fit(
-        engine, every=0, target={"random": {"shape": shape, "seed": 11, "low": -1, "high": 1}}, optimizer=spec,
-        loss=loss_spec, learning_rate=lr, threshold=0, max_iters=STEPS, seed=5, dtype=dtype,
-    )
-    problem = descent.problem
-    expected, x_final = torch_reference(make_optimizer, loss_fn, problem.x0, problem.target, lr)
+    data = dict(target={"random": {"shape": shape, "seed": 11, "low": -1, "high": 1}}, optimizer=spec,
+                loss=loss_spec, learning_rate=lr, threshold=0, max_iters=STEPS, seed=5, dtype=dtype)
+    start = prepare(resolved(engine=engine, **data))  # the run moves its own x0 in place
+    _, result, _ = fit(engine, every=0, **data)
+    expected, x_final = torch_reference(make_optimizer, loss_fn, start.x0, start.target, lr)
     made = result.iters
     assert result.history[1:] == expected[:made]
     if made < STEPS:  # only a loss that left the float range stops a run with threshold 0
