@@ -451,6 +451,18 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def print_table(rows: list[Row], before: str, rounds: str) -> None:
+    """The machine line (load at the start and now), then the rows as a markdown table."""
+    after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{before} (at the start; {after} at the end); {rounds}")
+    print()
+    print("| measure | gdfit | baseline | baseline time | ratio (spread) | goal | met |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r.measure} | {r.ours} | {r.baseline} | {r.baseline_time} | {r.ratio:.2f}x ({r.spread:.0%}) "
+              f"| {r.goal} | {r.met()} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 rounds and fewer large updates (a noisy smoke run)")
@@ -473,14 +485,7 @@ def main() -> None:
             rows += figure_rows
             notes += figure_notes
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"{before} (at the start; {after} at the end); {rounds} interleaved rounds after one warm-up")
-    print()
-    print("| measure | gdfit | baseline | baseline time | ratio (spread) | goal | met |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r.measure} | {r.ours} | {r.baseline} | {r.baseline_time} | {r.ratio:.2f}x ({r.spread:.0%}) "
-              f"| {r.goal} | {r.met()} |")
+    print_table(rows, before, f"{rounds} interleaved rounds after one warm-up")
     if notes:
         print()
         for note in notes:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import GDFIT, ROOT, SEED, Times, Timer, interleave, machine, row
+from benchmarks.run import GDFIT, ROOT, SEED, Times, Timer, interleave, machine, print_table, row
 
 GOAL = "<= 1.3x"
 
@@ -102,14 +102,7 @@ def main() -> None:
     rows = [row(times, run, "stream", "quiet", "`--every 0`", GOAL),
             row(Times({name: seconds[1:] for name, seconds in cpu.items()}),  # the warm-up round left out
                 "  the same rounds, CPU time (user + system)", "stream", "quiet", "`--every 0`", "(context)")]
-    after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"{before} (at the start; {after} at the end); {args.rounds} interleaved rounds after one warm-up")
-    print()
-    print("| measure | gdfit | baseline | baseline time | ratio (spread) | goal | met |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r.measure} | {r.ours} | {r.baseline} | {r.baseline_time} | {r.ratio:.2f}x ({r.spread:.0%}) "
-              f"| {r.goal} | {r.met()} |")
+    print_table(rows, before, f"{args.rounds} interleaved rounds after one warm-up")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import SEED_TARGET, SWEEP_GRID, Row, _in_process_sweep, interleave, machine, row, write_config
+from benchmarks.run import SEED_TARGET, SWEEP_GRID, Row, _in_process_sweep, interleave, machine, print_table, row, write_config
 
 BASE = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "threshold": 1e-5, "max_iters": 3000,
         "device": "cpu"}
@@ -117,14 +117,7 @@ def main() -> None:
         rows.append(setup_row(args.rounds, args.side))
     if args.only in (None, "sequential"):
         rows.append(sequential_row(args.rounds))
-    after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"{before} (at the start; {after} at the end); {args.rounds} rounds after one warm-up")
-    print()
-    print("| measure | gdfit | baseline | baseline time | ratio (spread) | goal | met |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r.measure} | {r.ours} | {r.baseline} | {r.baseline_time} | {r.ratio:.2f}x ({r.spread:.0%}) "
-              f"| {r.goal} | {r.met()} |")
+    print_table(rows, before, f"{args.rounds} rounds after one warm-up")
 
 
 if __name__ == "__main__":

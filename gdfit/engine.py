@@ -16,7 +16,7 @@ from gdfit import records
 from gdfit.advisor import advise
 from gdfit.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.checkpoint import versions
-from gdfit.config import GD, LBFGS, LM, MSE, Constant, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
+from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.devices import describe, resolve_device, resolve_dtype
 from gdfit.losses import Loss, MeanSquared, make_loss
 from gdfit.loop import Loop, sync_interval
@@ -345,8 +345,6 @@ class Descent:
 
     def _lr(self, k: int) -> float:
         config = self.problem.config
-        if isinstance(config.schedule, Constant):  # every reported update asks
-            return config.learning_rate
         return rate(config.schedule, config.learning_rate, k, config.max_iters)
 
     def steps(self) -> Iterator[records.StepRecord]:

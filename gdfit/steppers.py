@@ -113,7 +113,6 @@ class GdOnMse:
         self.scale = torch.tensor(self.scale_value, dtype=self.compute, device=x.device)
         self.count = torch.tensor(n, dtype=self.compute, device=x.device)
         self.on_cpu = x.device.type == "cpu"
-        self.rate: tuple[float, torch.Tensor] | None = None  # the last learning rate, and its tensor
         # a GPU gains nothing from blocks (its caches are small) and pays a launch per operation
         whole = x.device.type != "cpu"
         self.block = n if whole else max(1, min(n, BLOCK_BYTES // x.element_size()))
@@ -123,22 +122,19 @@ class GdOnMse:
         self.blocks = [(self.x[:, start:start + self.block], self.t[:, start:start + self.block],
                         self.buffer[:, : min(n, start + self.block) - start]) for start in range(0, n, self.block)]
         self.previous: torch.Tensor | None = None
-        self.lr_given: torch.Tensor | None = None  # per-run rates as given, and as the update uses them
-        self.lr_column: torch.Tensor | None = None
+        self.lr_given: Setting | None = None  # the rate as given (a float, or per-run rates), and as
+        self.lr_used: torch.Tensor | None = None  # the update uses it (a 0-dim tensor, or a column)
 
     def losses(self) -> torch.Tensor:
         self.previous = self._losses(step=None)
         return self.previous
 
     def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
-        if isinstance(lr, torch.Tensor):
-            if lr is not self.lr_given:  # a constant schedule hands over the same tensor every update
-                self.lr_given, self.lr_column = lr, lr.view(-1, 1).to(self.compute)
-            lr = self.lr_column
-        else:
-            if self.rate is None or self.rate[0] != lr:
-                self.rate = (lr, torch.tensor(lr, dtype=self.compute, device=self.x.device))
-            lr = self.rate[1]
+        if lr is not self.lr_given:  # a constant schedule hands over the same object every update
+            self.lr_given = lr
+            self.lr_used = (lr.view(-1, 1).to(self.compute) if isinstance(lr, torch.Tensor)
+                            else torch.tensor(lr, dtype=self.compute, device=self.x.device))
+        lr = self.lr_used
         losses = self._losses(step=(lr, None if moving is None else moving.view(-1, 1)))
         self.grad_from, self.previous = self.previous, losses
         return losses
