@@ -17,8 +17,7 @@ import torch
 from gdfit.config import ColumnSource, ExpressionModel, Resolved
 from gdfit.data import read_columns
 from gdfit.errors import ConfigError, InputFileError
-from gdfit.derivatives import compile_dual
-from gdfit.expr import compile_model, functions_in, names_in, parse
+from gdfit.expr import functions_in, names_in, parse
 from gdfit.models import ExpressionFit
 from gdfit.tensors import build_target, guard_memory
 from gdfit.words import plural
@@ -68,7 +67,7 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
     high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
     start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
-    model = ExpressionFit(compile_model(tree), data, params, varying, fixed, low, high, sigma, points, compile_dual(tree))
+    model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
     model.missing = y.numel() - points
     model.pointwise = not ({"sum", "mean"} & functions_in(tree))
     target = y[observed]
@@ -116,23 +115,24 @@ def _target(resolved: Resolved, columns: dict[str, torch.Tensor], dtype, device)
 
 def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
                ) -> dict[str, Any]:
-    """`params`, `covariance` and `fit` for the end event and the result document, in float64."""
-    theta = theta.detach().to(torch.float64)
-    target = target.detach().to(torch.float64)
-    as64 = _as_float64(model)
-    residuals = target - as64.predict({"theta": theta.unsqueeze(0)})[0]
-    n, p = residuals.numel(), theta.numel()
-    rss = float(residuals.square().sum())  # weighted: chi^2 when sigma is given
-    rows = theta.unsqueeze(0)
-    J = as64.jacobian({"theta": rows})[0]
+    """`params`, `covariance` and `fit` for the end event and the result document, in float64
+    (on the host: the model's numpy form, whatever the fit's dtype and device)."""
+    host = model.host("float64")
+    theta = theta.detach().cpu().to(torch.float64)
+    x = theta.numpy()[None]  # one run
+    target = target.detach().cpu().to(torch.float64).numpy()
+    prediction, J = host.predict_and_jacobian(x)
+    residuals = target - prediction[0]
+    n, p = residuals.size, theta.numel()
+    rss = float(residuals @ residuals)  # weighted: chi^2 when sigma is given
     dof = n - p
-    covariance = _covariance(J, rss / dof if dof > 0 else math.nan, absolute_sigma)
+    covariance = _covariance(J[0], rss / dof if dof > 0 else math.nan, absolute_sigma)
     stderr = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None \
         else [math.nan] * p
-    y = target * model.sigma.to(torch.float64) if model.sigma is not None else target
-    f = as64.curve(theta.unsqueeze(0))[0]
-    plain = float((y - f).square().sum())  # unweighted RSS, for R^2
-    total = float((y - y.mean()).square().sum())
+    y = target * host.sigma if host.sigma is not None else target
+    f = host.curve(x)[0]
+    plain = float(np.square(y - f).sum())  # unweighted RSS, for R^2
+    total = float(np.square(y - y.mean()).sum())
     values = model.named(theta)
     stderr_of = dict(zip(model.names, stderr))
     params = {}
@@ -153,9 +153,8 @@ def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, 
     return {"params": params, "covariance": covariance.tolist() if covariance is not None else None, "fit": fit}
 
 
-def _covariance(J: torch.Tensor, s2: float, absolute_sigma: bool) -> np.ndarray | None:
+def _covariance(J: np.ndarray, s2: float, absolute_sigma: bool) -> np.ndarray | None:
     """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
-    J = J.detach().cpu().double().numpy()
     if not np.isfinite(J).all():
         return None  # a diverged fit: no covariance
     try:
@@ -167,12 +166,3 @@ def _covariance(J: torch.Tensor, s2: float, absolute_sigma: bool) -> np.ndarray 
         return np.full((J.shape[1], J.shape[1]), math.inf)  # a direction the data does not determine
     cov = (Vt.T / s**2) @ Vt
     return cov if absolute_sigma else cov * s2
-
-
-def _as_float64(model: ExpressionFit) -> ExpressionFit:
-    """The same model with its data in float64: statistics are computed at full precision."""
-    as64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
-    copy = ExpressionFit(model.fn, {n: as64(c) for n, c in model.columns.items()}, model.order, model.names,
-                         model.fixed, as64(model.low), as64(model.high), as64(model.sigma), model.points, model.dual)
-    copy.missing, copy.pointwise = model.missing, model.pointwise
-    return copy

@@ -3,9 +3,12 @@
 `compile_dual` turns a checked expression tree into nested closures, as `expr.compile_model` does,
 each returning a value and its tangent: d value / d (fitted parameters), shaped [..., P], or None
 where the value does not depend on them. Every rule is the chain rule of one operation, the same
-derivative torch's autograd uses for it. For a curve fit's few parameters this costs a few tensor
-operations per node, where a backward pass through a copy of the parameters per data point (the
-other exact way to get J's rows) costs a graph and its traversal on every update.
+derivative torch's autograd uses for it (tests/test_derivatives.py holds them to autograd).
+
+They work on numpy arrays, on the host: lm's algebra is there already (lm.py), and for a curve
+fit's few parameters and points a numpy operation costs a fraction of a torch call's dispatch, so
+a whole update's evaluations stay on the host (hostcurve.py). `NUMPY_FUNCTIONS` are the expression
+language's functions in numpy, for `compile_model` to build the value alone.
 """
 
 from __future__ import annotations
@@ -14,23 +17,38 @@ import ast
 import operator
 from typing import Callable, Mapping
 
-import torch
+import numpy as np
 
 from gdfit.expr import BINARY, CONSTANTS, MODEL_FUNCTIONS, _fold
 
-Tangent = torch.Tensor | None  # [..., P]; None: no dependence on the fitted parameters
-Value = torch.Tensor | float
+Tangent = np.ndarray | None  # [..., P]; None: no dependence on the fitted parameters
+Value = np.ndarray | float
 Dual = tuple[Value, Tangent]
-DualCompiled = Callable[[Mapping[str, Value], Mapping[str, torch.Tensor]], Dual]
+DualCompiled = Callable[[Mapping[str, Value], Mapping[str, np.ndarray]], Dual]
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# the language's functions (expr.FUNCTIONS) on numpy arrays; sum and mean over the data points
+# (the last axis), one value per run, as expr.MODEL_FUNCTIONS
+NUMPY_FUNCTIONS: dict[str, Callable] = {
+    "sum": lambda t: np.sum(t, -1, keepdims=True),
+    "mean": lambda t: np.mean(t, -1, keepdims=True),
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
+    "tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0), "square": np.square,
+    "tan": np.tan, "atan": np.arctan,
+}
 
 
 def compile_dual(tree: ast.Expression) -> DualCompiled:
     """The checked expression as f(values, tangents) -> (value, tangent): `values` as for
-    `compile_model`; `tangents` maps each fitted parameter to its seed, [K, 1, P] (row i of the
-    identity for parameter i)."""
+    `compile_model`, in numpy; `tangents` maps each fitted parameter to its seed, [K, 1, P] (row i
+    of the identity for parameter i)."""
     compiled = _dual(tree.body)
     if isinstance(compiled, float):
-        return lambda env, seeds: (torch.tensor(compiled, dtype=torch.float64), None)
+        return lambda env, seeds: (np.float64(compiled), None)
     return compiled
 
 
@@ -60,7 +78,7 @@ def _dual(node: ast.AST) -> DualCompiled | float:
     assert isinstance(node, ast.Call)  # guaranteed by expr's checker
     inner = _dual(node.args[0])
     if isinstance(inner, float):
-        return _fold(MODEL_FUNCTIONS[node.func.id], inner)
+        return _fold(MODEL_FUNCTIONS[node.func.id], inner)  # as expr folds it
     rule = FUNCTION_RULES[node.func.id]
     return lambda env, seeds: rule(*inner(env, seeds))
 
@@ -71,13 +89,13 @@ def _times(t: Tangent, factor: Value) -> Tangent:
     """t scaled point by point: factor has the value's shape, t one more (trailing) dimension."""
     if t is None:
         return None
-    return t * factor.unsqueeze(-1) if isinstance(factor, torch.Tensor) else t * factor
+    return t * factor if isinstance(factor, float) else t * factor[..., None]
 
 
 def _over(t: Tangent, divisor: Value) -> Tangent:
     if t is None:
         return None
-    return t / divisor.unsqueeze(-1) if isinstance(divisor, torch.Tensor) else t / divisor
+    return t / divisor if isinstance(divisor, float) else t / divisor[..., None]
 
 
 def _sum(a: Tangent, b: Tangent) -> Tangent:
@@ -108,31 +126,29 @@ def _divide(lv, lt, rv, rt) -> Dual:
 def _power(lv, lt, rv, rt) -> Dual:
     """d(l^r) = r l^(r-1) dl + l^r log(l) dr; a constant exponent needs only the first term and
     a constant base only the second (autograd's pow rules: no log of a negative base then)."""
-    value = lv ** rv
-    tangent = _times(lt, rv * lv ** (rv - 1)) if lt is not None else None
+    value = np.power(lv, rv)
+    tangent = _times(lt, rv * np.power(lv, rv - 1)) if lt is not None else None
     if rt is not None:
-        base = lv if isinstance(lv, torch.Tensor) else torch.tensor(lv, dtype=torch.float64)
-        tangent = _sum(tangent, _times(rt, value * torch.log(base)))
+        tangent = _sum(tangent, _times(rt, value * np.log(lv)))
     return value, tangent
 
 
 RULES = {ast.Add: _add, ast.Sub: _subtract, ast.Mult: _multiply, ast.Div: _divide, ast.Pow: _power}
 
 
-def _reduce(v: torch.Tensor, t: Tangent, how: str) -> Dual:
-    """sum or mean over the data points (the last dimension), as MODEL_FUNCTIONS: a tangent that
+def _reduce(v: np.ndarray, t: Tangent, how: str) -> Dual:
+    """sum or mean over the data points (the last dimension), as NUMPY_FUNCTIONS: a tangent that
     is the same at every point (a parameter's) counts once per point in a sum."""
-    value = v.sum(-1, keepdim=True) if how == "sum" else v.mean(-1, keepdim=True)
+    value = NUMPY_FUNCTIONS[how](v)
     if t is None:
         return value, None
-    t = t.expand(*v.shape, t.shape[-1]) if isinstance(v, torch.Tensor) else t
-    return value, t.sum(-2, keepdim=True) if how == "sum" else t.mean(-2, keepdim=True)
+    t = np.broadcast_to(t, (*np.shape(v), t.shape[-1]))
+    return value, t.sum(-2, keepdims=True) if how == "sum" else t.mean(-2, keepdims=True)
 
 
 def _unary(function: Callable, derivative: Callable) -> Callable[[Value, Tangent], Dual]:
     """The rule for f(l): derivative(l, f(l)) is f'(l)."""
     def rule(v, t):
-        v = v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float64)
         value = function(v)
         return value, _times(t, derivative(v, value))
     return rule
@@ -141,16 +157,16 @@ def _unary(function: Callable, derivative: Callable) -> Callable[[Value, Tangent
 FUNCTION_RULES: dict[str, Callable[[Value, Tangent], Dual]] = {
     "sum": lambda v, t: _reduce(v, t, "sum"),
     "mean": lambda v, t: _reduce(v, t, "mean"),
-    "exp": _unary(torch.exp, lambda x, y: y),
-    "log": _unary(torch.log, lambda x, y: 1 / x),
-    "sqrt": _unary(torch.sqrt, lambda x, y: 0.5 / y),
-    "abs": _unary(torch.abs, lambda x, y: torch.sign(x)),
-    "sin": _unary(torch.sin, lambda x, y: torch.cos(x)),
-    "cos": _unary(torch.cos, lambda x, y: -torch.sin(x)),
-    "tanh": _unary(torch.tanh, lambda x, y: 1 - y * y),
-    "sigmoid": _unary(torch.sigmoid, lambda x, y: y * (1 - y)),
-    "relu": _unary(torch.relu, lambda x, y: (x > 0).to(x.dtype)),
-    "square": _unary(torch.square, lambda x, y: 2 * x),
-    "tan": _unary(torch.tan, lambda x, y: 1 + y * y),
-    "atan": _unary(torch.atan, lambda x, y: 1 / (1 + x * x)),
+    "exp": _unary(np.exp, lambda x, y: y),
+    "log": _unary(np.log, lambda x, y: 1 / x),
+    "sqrt": _unary(np.sqrt, lambda x, y: 0.5 / y),
+    "abs": _unary(np.abs, lambda x, y: np.sign(x)),
+    "sin": _unary(np.sin, lambda x, y: np.cos(x)),
+    "cos": _unary(np.cos, lambda x, y: -np.sin(x)),
+    "tanh": _unary(np.tanh, lambda x, y: 1 - y * y),
+    "sigmoid": _unary(_sigmoid, lambda x, y: y * (1 - y)),
+    "relu": _unary(NUMPY_FUNCTIONS["relu"], lambda x, y: np.asarray(x > 0, dtype=np.result_type(x))),
+    "square": _unary(np.square, lambda x, y: 2 * x),
+    "tan": _unary(np.tan, lambda x, y: 1 + y * y),
+    "atan": _unary(np.arctan, lambda x, y: 1 / (1 + x * x)),
 }

@@ -220,17 +220,20 @@ Compiled = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 MODEL_FUNCTIONS = {**FUNCTIONS, "sum": lambda t: t.sum(-1, keepdim=True), "mean": lambda t: t.mean(-1, keepdim=True)}
 
 
-def compile_model(tree: ast.Expression) -> Compiled:
+def compile_model(tree: ast.Expression, functions: Mapping[str, Callable] = MODEL_FUNCTIONS) -> Compiled:
     """The checked expression as a function of its variables (parameters [K, 1], columns [n]):
-    nested closures over torch calls, built once, so an update never walks the tree again.
-    Sub-expressions without variables are folded into one number here, in float64."""
-    compiled = _compile(tree.body)
+    nested closures over torch calls (or, given derivatives.NUMPY_FUNCTIONS, numpy calls), built
+    once, so an update never walks the tree again. Sub-expressions without variables are folded
+    into one number here, in float64."""
+    compiled = _compile(tree.body, functions)
     if isinstance(compiled, float):
-        return lambda env: torch.tensor(compiled, dtype=torch.float64)
+        if functions is MODEL_FUNCTIONS:
+            return lambda env: torch.tensor(compiled, dtype=torch.float64)
+        return lambda env: compiled
     return compiled
 
 
-def _compile(node: ast.AST) -> Compiled | float:
+def _compile(node: ast.AST, functions: Mapping[str, Callable]) -> Compiled | float:
     if isinstance(node, ast.Constant):
         return float(node.value)
     if isinstance(node, ast.Name):
@@ -239,12 +242,12 @@ def _compile(node: ast.AST) -> Compiled | float:
         name = node.id
         return lambda env: env[name]
     if isinstance(node, ast.UnaryOp):
-        inner = _compile(node.operand)
+        inner = _compile(node.operand, functions)
         if isinstance(node.op, ast.UAdd):
             return inner
         return _fold(operator.neg, inner) if isinstance(inner, float) else (lambda env: -inner(env))
     if isinstance(node, ast.BinOp):
-        left, right = _compile(node.left), _compile(node.right)
+        left, right = _compile(node.left, functions), _compile(node.right, functions)
         op = BINARY[type(node.op)][1]
         if isinstance(left, float) and isinstance(right, float):
             return _fold(op, left, right)
@@ -254,9 +257,9 @@ def _compile(node: ast.AST) -> Compiled | float:
             return lambda env: op(left(env), right)
         return lambda env: op(left(env), right(env))
     assert isinstance(node, ast.Call)  # guaranteed by _check
-    fn, inner = MODEL_FUNCTIONS[node.func.id], _compile(node.args[0])
-    if isinstance(inner, float):
-        return _fold(fn, inner)
+    fn, inner = functions[node.func.id], _compile(node.args[0], functions)
+    if isinstance(inner, float):  # folded by torch on either path, so both get the same number
+        return _fold(MODEL_FUNCTIONS[node.func.id], inner)
     return lambda env: fn(inner(env))
 
 

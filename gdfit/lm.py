@@ -80,7 +80,11 @@ class LevenbergMarquardt:
         self.packing = Packing(params)
         keep = getattr(loss, "keep", None)  # a masked loss: the entries it keeps
         self.kept = keep.reshape(-1).nonzero().squeeze(1) if keep is not None else None
-        self.curve = hasattr(model, "predict_and_jacobian")  # a curve fit: r = prediction - target
+        # a curve fit is evaluated on the host in numpy, where the algebra is (hostcurve.py)
+        self.curve = hasattr(model, "host")
+        if self.curve:
+            self.host = model.host(str(target.dtype).removeprefix("torch."))
+            self.host_target = target.detach().cpu().numpy()
         self.bounded = getattr(model, "bounded", True)
         self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
         K, P = self.packing.pack(params).shape
@@ -89,28 +93,24 @@ class LevenbergMarquardt:
         self.optimizer = _State({"delta": torch.zeros(K, dtype=torch.float64),
                                  "par": torch.full((K,), damping, dtype=torch.float64),
                                  "scale": torch.zeros(K, P, dtype=torch.float64)})
-        self.motion, self.stuck, self.predictions = None, None, None
+        self.motion, self.stuck, self.gradient = None, None, None
 
-    def _residuals(self, flat: torch.Tensor, keep: bool = False) -> torch.Tensor:
-        """prediction - target, [K, n]: over the entries the loss keeps (a matrix model's fitted
-        ones), then sqrt(l2) x the parameters when the model has an l2 term. `keep`: a curve fit's
-        prediction is kept (`predictions`), so the loss of the step taken needs no new evaluation."""
-        prediction = self.model.predict(self.packing.unpack(flat))
-        if keep and self.curve:
-            self.predictions = prediction
-        r = (prediction - self.target).flatten(1)
+    def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
+        """A model's prediction - target, [K, n], in torch: over the entries the loss keeps (a
+        matrix model's fitted ones), then sqrt(l2) x the parameters when the model has an l2 term."""
+        r = (self.model.predict(self.packing.unpack(flat)) - self.target).flatten(1)
         if self.kept is not None:
             r = r.index_select(1, self.kept)
         extra = self.penalty(flat) if self.penalty is not None else None
         return r if extra is None else torch.cat([r, extra], 1)
 
-    def _residuals_and_jacobian(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """r and d r / d flat, [K, n, P]: a curve fit's in one forward-mode pass through its
-        expression; other models' by forward-mode autograd over their residuals."""
+    def _residuals_and_jacobian(self, x: np.ndarray, flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """r and d r / d flat, [K, n, P], in float64 numpy: a curve fit's in one forward-mode pass
+        through its expression on the host; other models' by torch's forward-mode autograd."""
         if self.curve:
-            self.predictions, J = self.model.predict_and_jacobian(self.packing.unpack(flat))
-            return (self.predictions - self.target).flatten(1), J
-        return self._residuals(flat), jacobian(self._residuals, flat)
+            prediction, J = self.host.predict_and_jacobian(x)
+            return _float64(prediction - self.host_target), _float64(J)
+        return _float64(self._residuals(flat)), _float64(jacobian(self._residuals, flat))
 
     def losses(self) -> torch.Tensor:
         return self.loss.value(self.model.predict(self.params), self.target)
@@ -120,10 +120,10 @@ class LevenbergMarquardt:
         lowers its sum of squares (MINPACK's inner loop) or has no step left to try."""
         state = self.optimizer.state["theta"]
         flat = self.packing.pack(self.params)
-        r, J = self._residuals_and_jacobian(flat)
         # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
         # where torch's CPU lstsq and svd cost a fraction of a millisecond per call
-        x, rn, Jn = (t.detach().cpu().double().numpy() for t in (flat, r, J))
+        x = _float64(flat)
+        rn, Jn = self._residuals_and_jacobian(x, flat)
         g = (rn[:, None, :] @ Jn)[:, 0, :]  # J^T r
         Jn = Jn * self._free(x, g)[:, None, :]
         scale = state["scale"].numpy()
@@ -136,7 +136,8 @@ class LevenbergMarquardt:
             if update is not None and update.first:  # MINPACK's first radius, from the start
                 delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
         resolution = float(torch.finfo(flat.dtype).eps)
-        start, tried, taken = x.copy(), np.zeros(len(x)), self.predictions
+        start, tried = x.copy(), np.zeros(len(x))
+        cost = np.einsum("kn,kn->k", rn, rn)  # each run's sum of squares, at the step taken so far
         done = [not going_i for going_i in going]
         for _ in range(MAX_TRIALS):
             trying = [i for i, stop in enumerate(done) if not stop]
@@ -154,28 +155,18 @@ class LevenbergMarquardt:
                 done[i] = bool(better[i]) or delta[i] <= resolution * updates[i].size
             if better.any():
                 x[better] = trial[better]
-                taken = self._taken(better, taken)
+                cost[better] = new_cost[better]
             if all(done):
                 break
-        state["delta"].copy_(torch.tensor(delta, dtype=torch.float64))
-        state["par"].copy_(torch.tensor(par, dtype=torch.float64))
+        state["delta"].numpy()[:] = delta  # the state's tensors are on the CPU
+        state["par"].numpy()[:] = par
         new = self.packing.unpack(torch.from_numpy(x).to(flat))
         for name, p in self.params.items():
             p.copy_(new[name])
         self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution, flat.device)
-        if self.curve:
-            return self.loss.value(taken, self.target)
+        if self.curve:  # mse is the mean of the squared residuals: no new evaluation
+            return torch.from_numpy(cost / rn.shape[1]).to(dtype=self.target.dtype, device=self.target.device)
         return self.losses()
-
-    def _taken(self, better: np.ndarray, taken: torch.Tensor | None) -> torch.Tensor | None:
-        """A curve fit's prediction at each run's step taken so far, after the runs in `better`
-        took the trial just evaluated."""
-        if not self.curve:
-            return None
-        if better.all():
-            return self.predictions
-        mask = torch.from_numpy(better).to(self.target.device).unsqueeze(1)
-        return torch.where(mask, self.predictions, taken)
 
     def _report(self, x, start, tried, D, g, n, updates, delta, resolution, device) -> None:
         """What the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
@@ -187,13 +178,13 @@ class LevenbergMarquardt:
         taken = np.sqrt(((D * (x - start)) ** 2).sum(1))
         # no step at all, and the radius is below the resolution of x: nothing can move this run
         spent = [u is not None and d <= resolution * u.size for u, d in zip(updates, delta)]
-        self.stuck = torch.from_numpy((taken == 0) & np.array(spent)).to(device)
-        self.motion = (torch.from_numpy(np.where(taken > 0, taken, tried)).to(device),
-                       torch.from_numpy(np.sqrt(((D * x) ** 2).sum(1))).to(device),
-                       torch.from_numpy(np.abs(g).max(1) * (2.0 / n)).to(device))
-        self.promised = torch.tensor([u.promised() if u is not None else 0.0 for u in updates],
-                                     dtype=torch.float64, device=device)
-        self.norm = torch.tensor(math.sqrt(float(g[0] @ g[0])) * (2.0 / n), dtype=torch.float64)
+        promised = [u.promised() if u is not None else 0.0 for u in updates]
+        # one tensor for all of it: each tensor made costs more than the numbers in it
+        report = torch.from_numpy(np.stack([np.where(taken > 0, taken, tried), np.sqrt(((D * x) ** 2).sum(1)),
+                                            np.abs(g).max(1) * (2.0 / n), promised, (taken == 0) & spent])).to(device)
+        step, size, gradient, self.promised, stuck = report.unbind(0)
+        self.motion, self.stuck = (step, size, gradient), stuck > 0
+        self.gradient = (g[0], n)  # run 0's J^T r, for grad_norm
 
     def _accelerate(self, x, velocity, r, J, updates, par, D, trying) -> np.ndarray:
         """x + v + a/2: each trying run's step v with geodesic acceleration (Transtrum and
@@ -215,13 +206,16 @@ class LevenbergMarquardt:
                     trial[i] = trial[i] - 0.5 * q / D[i]
         return np.where(np.isfinite(trial), trial, x)
 
-    def _rows(self, x: np.ndarray, keep: bool = False) -> np.ndarray:
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """The residuals at x [K, P], float64."""
+        if self.curve:
+            return _float64(self.host.predict(x) - self.host_target)
         rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
-        return self._residuals(rows, keep).double().cpu().numpy()
+        return _float64(self._residuals(rows))
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         """The sum of squared residuals of each run's parameters; inf where not finite."""
-        r = self._rows(x, keep=True)
+        r = self._rows(x)
         with np.errstate(all="ignore"):
             costs = np.einsum("kn,kn->k", r, r)
         return np.where(np.isfinite(costs), costs, np.inf)
@@ -239,6 +233,8 @@ class LevenbergMarquardt:
         """Parameters projected into their bounds."""
         if not self.bounded:
             return x
+        if self.curve:
+            return self.host.inside(x)
         rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
         params = self.packing.unpack(rows.clone())
         self.model.constrain_(params)
@@ -246,7 +242,16 @@ class LevenbergMarquardt:
 
     def grad_norm(self) -> torch.Tensor:
         """Run 0's |d loss / d parameters| at the start of its last update."""
-        return self.norm
+        if self.gradient is None:
+            return torch.tensor(math.nan, dtype=torch.float64)
+        g, n = self.gradient
+        return torch.tensor(math.sqrt(float(g @ g)) * (2.0 / n), dtype=torch.float64)
+
+
+def _float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return values.astype(np.float64, copy=False)
 
 
 class _Update:

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import torch
 
+from gdfit.expr import compile_model
+
 Params = dict[str, torch.Tensor]
 
 
@@ -63,11 +65,11 @@ class ExpressionFit:
     optimizer works on the weighted residuals (y - f) / sigma.
     """
 
-    def __init__(self, fn, columns: dict[str, torch.Tensor], order: tuple[str, ...], names: tuple[str, ...],
+    def __init__(self, tree, columns: dict[str, torch.Tensor], order: tuple[str, ...], names: tuple[str, ...],
                  fixed: dict[str, float], low: torch.Tensor, high: torch.Tensor, sigma: torch.Tensor | None,
-                 points: int, dual=None) -> None:
-        self.fn, self.columns, self.order, self.names, self.fixed = fn, columns, order, names, fixed
-        self.dual = dual  # the expression with its forward-mode derivatives (derivatives.compile_dual)
+                 points: int) -> None:
+        self.tree, self.fn = tree, compile_model(tree)  # the checked expression, and its torch form
+        self.columns, self.order, self.names, self.fixed = columns, order, names, fixed
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
         self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
         self.missing = 0  # target values left out as missing (NaN)
@@ -93,32 +95,12 @@ class ExpressionFit:
             value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device)
         return value.to(theta.dtype).expand(theta.shape[0], self.points)
 
-    def predict_and_jacobian(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weighted prediction [K, n] and its exact Jacobian d prediction / d theta [K, n, p],
-        in one forward-mode pass through the expression (derivatives.py). A parameter outside its
-        bounds has a zero column, as through the clamp; one at a bound has its whole column (the
-        derivative from inside, where lm moves it), where autograd through the clamp halves it."""
-        theta = params["theta"].detach()
-        runs, count = theta.shape
-        identity = torch.eye(count, dtype=theta.dtype, device=theta.device)
-        if self.bounded:  # per run: row i of the identity, or zeros while parameter i is outside its bounds
-            inside = ((theta >= self.low) & (theta <= self.high)).to(theta.dtype)  # [K, p]
-            rows = (identity * inside.unsqueeze(-1)).unsqueeze(2).unbind(1)  # p seeds of [K, 1, p]
-        else:
-            rows = identity.view(count, 1, 1, count).unbind(0)  # p seeds of [1, 1, p]
-        value, tangent = self.dual(self.environment(theta), dict(zip(self.names, rows)))
-        value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device).to(theta.dtype).expand(runs, self.points)
-        if tangent is None:
-            J = torch.zeros(runs, self.points, count, dtype=theta.dtype, device=theta.device)
-        else:
-            J = tangent.to(theta.dtype).expand(runs, self.points, count)
-        if self.sigma is not None:
-            return value / self.sigma, J / self.sigma.unsqueeze(-1)
-        return value, J
+    def host(self, dtype: str = "float64"):
+        """The same model on the host in numpy (hostcurve.py): lm's evaluations and the Jacobian
+        for the standard errors."""
+        from gdfit.hostcurve import HostCurve
 
-    def jacobian(self, params: Params) -> torch.Tensor:
-        """d (weighted prediction) / d theta, [K, n, p]: exact, by forward mode (`predict_and_jacobian`)."""
-        return self.predict_and_jacobian(params)[1]
+        return HostCurve(self, dtype)
 
     def curve_on(self, columns: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
         """The unweighted prediction on other values of the columns (a plot's fine grid), [K, m]."""

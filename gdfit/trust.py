@@ -14,11 +14,12 @@ import numpy as np
 
 GOOD, POOR, ACCEPT = 0.75, 0.25, 1e-4  # MINPACK's ratio thresholds: grow delta, shrink it, take the step
 TINY = float(np.finfo(float).tiny)
+EPS = float(np.finfo(float).eps)
 
 
 def cutoff(s: np.ndarray, rows: int) -> float:
     """Singular values at or below this are rounding: directions J does not determine."""
-    return float(s[0]) * max(rows, len(s)) * float(np.finfo(float).eps) if s.size else 0.0
+    return float(s[0]) * max(rows, len(s)) * EPS if s.size else 0.0
 
 
 def damped(s: np.ndarray, c: np.ndarray, par: float, floor: float) -> np.ndarray:
@@ -34,17 +35,19 @@ def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, 
     """MINPACK's lmpar: 0 when the Gauss-Newton step has |D h| <= 1.1 delta, else the par whose
     step has |D h| within 10% of delta, by Hebden's safeguarded Newton iteration on 1/|D h| (at
     most 10 steps, from the last update's par kept inside the bounds)."""
+    # (sums of a few squares as dot products: numpy's sum costs more than the arithmetic)
     keep = s > floor
     delta, par = max(float(delta), TINY), float(par)
-    gauss_newton = math.sqrt(float(np.sum((c[keep] / s[keep]) ** 2)))
+    steps = c[keep] / s[keep]
+    gauss_newton = math.sqrt(float(steps @ steps))
     if gauss_newton <= 1.1 * delta:
         return 0.0
-    sc2 = (s * c) ** 2
+    sc = s * c
     # bounds: the Newton step from par = 0 when J has full rank, and |J^T r| / delta
     low = 0.0
     if keep.all():
-        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * float(np.sum(c * c / s ** 4)))
-    high = math.sqrt(float(np.sum(sc2))) / delta
+        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * float(steps @ (steps / (s * s))))
+    high = math.sqrt(float(sc @ sc)) / delta
     if high == 0:
         high = TINY / min(delta, 0.1)
     par = min(max(par, low), high)
@@ -52,8 +55,8 @@ def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, 
         if par == 0:
             par = max(TINY, 0.001 * high)
         shrink = s * s + par
-        w2 = (s * c / shrink) ** 2  # divided before squared: a huge par underflows, never overflows
-        length = math.sqrt(float(np.sum(w2)))
+        w = sc / shrink  # divided before squared: a huge par underflows, never overflows
+        length = math.sqrt(float(w @ w))
         miss = length - delta
         if abs(miss) <= 0.1 * delta or length == 0:
             break
@@ -61,7 +64,7 @@ def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, 
             low = max(low, par)
         else:
             high = min(high, par)
-        slope = float(np.sum(w2 / shrink)) / length  # -d|D h| / d par
+        slope = float(w @ (w / shrink)) / length  # -d|D h| / d par
         if slope == 0:  # underflowed: par is far beyond every s^2, and a Newton step cannot tell more
             break
         par = max(low, par + (miss / slope) * (length / delta))

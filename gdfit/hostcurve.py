@@ -1,0 +1,85 @@
+"""A curve fit evaluated on the host in numpy: its weighted prediction and exact Jacobian.
+
+lm (lm.py) does its small dense algebra in float64 numpy. For a curve fit it evaluates the model
+there too: a numpy operation on a few hundred points costs a fraction of a torch call's dispatch,
+and every trial step, acceleration probe and Jacobian stays on the host without a round trip
+through tensors. The expression is the same checked tree, compiled for numpy
+(`expr.compile_model` with derivatives.NUMPY_FUNCTIONS, `derivatives.compile_dual`), and the model's
+meaning is ExpressionFit's: parameters clamped to their bounds, prediction and Jacobian divided by
+sigma. Values are computed in the fit's dtype, as the model on the device computes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gdfit.derivatives import NUMPY_FUNCTIONS, compile_dual
+from gdfit.expr import compile_model
+
+
+class HostCurve:
+    """ExpressionFit's `predict` and its Jacobian for parameters given as a [K, p] numpy array."""
+
+    def __init__(self, model, dtype: np.dtype) -> None:
+        def host(t: torch.Tensor | None) -> np.ndarray | None:
+            return None if t is None else t.detach().cpu().numpy().astype(dtype, copy=False)
+
+        self.dtype, self.names, self.points = np.dtype(dtype), model.names, model.points
+        self.fn = compile_model(model.tree, NUMPY_FUNCTIONS)
+        self.dual = compile_dual(model.tree)
+        self.columns = {name: host(column) for name, column in model.columns.items()}
+        self.fixed = {name: self.dtype.type(value) for name, value in model.fixed.items()}
+        self.bounded = model.bounded
+        self.low, self.high, self.sigma = host(model.low), host(model.high), host(model.sigma)
+        self.seeds = np.eye(len(self.names), dtype=self.dtype)[None]  # [1, p, p]: row i seeds parameter i
+
+    def inside(self, x: np.ndarray) -> np.ndarray:
+        """Parameters projected into their bounds (the model's `constrain_`)."""
+        return np.clip(x, self.low, self.high) if self.bounded else x
+
+    def _environment(self, theta: np.ndarray) -> dict:
+        env = dict(self.columns)
+        env.update(self.fixed)
+        env.update((name, theta[:, i:i + 1]) for i, name in enumerate(self.names))
+        return env
+
+    def _shaped(self, value, runs: int) -> np.ndarray:
+        value = np.asarray(value, dtype=self.dtype)
+        shape = (runs, self.points)
+        return value if value.shape == shape else np.broadcast_to(value, shape)
+
+    def curve(self, x: np.ndarray) -> np.ndarray:
+        """The unweighted prediction f [K, n] at parameters x [K, p] (any float dtype)."""
+        theta = self.inside(x.astype(self.dtype, copy=False))
+        with np.errstate(all="ignore"):  # overflow is inf and a bad log NaN, as in torch
+            return self._shaped(self.fn(self._environment(theta)), len(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The weighted prediction f / sigma [K, n]."""
+        value = self.curve(x)
+        return value / self.sigma if self.sigma is not None else value
+
+    def predict_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The weighted prediction [K, n] and its exact Jacobian d prediction / d theta [K, n, p]
+        in one forward-mode pass. A parameter outside its bounds has a zero column, as through
+        the clamp; one at a bound has its whole column (the derivative from inside, where lm moves
+        it), where autograd through the clamp halves it."""
+        theta = x.astype(self.dtype, copy=False)
+        runs, count = theta.shape
+        if self.bounded:  # per run: row i of the identity, or zeros while parameter i is outside its bounds
+            rows = self.seeds * ((theta >= self.low) & (theta <= self.high))[:, :, None]  # [K, p, p]
+            theta = np.clip(theta, self.low, self.high)
+        else:
+            rows = self.seeds
+        seeds = {name: rows[:, i:i + 1, :] for i, name in enumerate(self.names)}  # [K or 1, 1, p] each
+        with np.errstate(all="ignore"):
+            value, tangent = self.dual(self._environment(theta), seeds)
+            shape = (runs, self.points, count)
+            J = np.zeros(shape, self.dtype) if tangent is None else np.asarray(tangent, dtype=self.dtype)
+            if J.shape != shape:
+                J = np.broadcast_to(J, shape)
+            value = self._shaped(value, runs)
+            if self.sigma is not None:
+                return value / self.sigma, J / self.sigma[:, None]
+            return value, J
