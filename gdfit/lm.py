@@ -125,7 +125,8 @@ class LevenbergMarquardt:
         x = _float64(flat)
         rn, Jn = self._residuals_and_jacobian(x, flat)
         g = (rn[:, None, :] @ Jn)[:, 0, :]  # J^T r
-        Jn = Jn * self._free(x, g)[:, None, :]
+        if self.bounded:
+            Jn = Jn * self._free(x, g)[:, None, :]
         scale = state["scale"].numpy()
         np.maximum(scale, np.sqrt((Jn * Jn).sum(1)), out=scale)
         D = np.where(scale > 0, scale, 1.0)
@@ -148,7 +149,8 @@ class LevenbergMarquardt:
             new_cost = self._costs(trial)
             better = np.zeros(len(x), bool)
             for i in trying:
-                tried[i] = math.sqrt(float(np.sum((D[i] * (trial[i] - x[i])) ** 2)))
+                moved = D[i] * (trial[i] - x[i])
+                tried[i] = math.sqrt(float(moved @ moved))
                 delta[i], better[i] = updates[i].judge(delta[i], par[i], float(new_cost[i]), *trials[i])
                 # a run whose radius is below its dtype's resolution has no step left to try:
                 # nothing better lies around x at working precision (MINPACK's "xtol too small")
@@ -160,9 +162,9 @@ class LevenbergMarquardt:
                 break
         state["delta"].numpy()[:] = delta  # the state's tensors are on the CPU
         state["par"].numpy()[:] = par
-        new = self.packing.unpack(torch.from_numpy(x).to(flat))
+        new = self.packing.unpack(torch.from_numpy(x))
         for name, p in self.params.items():
-            p.copy_(new[name])
+            p.copy_(new[name])  # to the parameters' dtype and device
         self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution, flat.device)
         if self.curve:  # mse is the mean of the squared residuals: no new evaluation
             return torch.from_numpy(cost / rn.shape[1]).to(dtype=self.target.dtype, device=self.target.device)

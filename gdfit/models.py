@@ -69,6 +69,7 @@ class ExpressionFit:
                  fixed: dict[str, float], low: torch.Tensor, high: torch.Tensor, sigma: torch.Tensor | None,
                  points: int) -> None:
         self.tree, self.fn = tree, compile_model(tree)  # the checked expression, and its torch form
+        self.hosts: dict = {}  # its numpy forms, by dtype
         self.columns, self.order, self.names, self.fixed = columns, order, names, fixed
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
         self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
@@ -97,10 +98,12 @@ class ExpressionFit:
 
     def host(self, dtype: str = "float64"):
         """The same model on the host in numpy (hostcurve.py): lm's evaluations and the Jacobian
-        for the standard errors."""
+        for the standard errors. Built once per dtype."""
         from gdfit.hostcurve import HostCurve
 
-        return HostCurve(self, dtype)
+        if dtype not in self.hosts:
+            self.hosts[dtype] = HostCurve(self, dtype)
+        return self.hosts[dtype]
 
     def curve_on(self, columns: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
         """The unweighted prediction on other values of the columns (a plot's fine grid), [K, m]."""
