@@ -77,14 +77,29 @@ def parse(text: str, key: str = "--expr", names: Collection[str] = ("x",),
 
 def names_in(tree: ast.Expression) -> set[str]:
     """The variables a checked expression uses (not pi, not function names)."""
-    calls = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    return {node.id for node in ast.walk(tree)
-            if isinstance(node, ast.Name) and id(node) not in calls and node.id not in CONSTANTS}
+    return _parts(tree.body, set(), set())[0]
 
 
 def functions_in(tree: ast.Expression) -> set[str]:
     """The functions a checked expression calls."""
-    return {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    return _parts(tree.body, set(), set())[1]
+
+
+def _parts(node: ast.AST, names: set[str], functions: set[str]) -> tuple[set[str], set[str]]:
+    """The variables and functions below node, by the checked language's own node types (a
+    generic ast.walk visits every field of every node, several times slower)."""
+    if isinstance(node, ast.Name):
+        if node.id not in CONSTANTS:
+            names.add(node.id)
+    elif isinstance(node, ast.BinOp):
+        _parts(node.left, names, functions)
+        _parts(node.right, names, functions)
+    elif isinstance(node, ast.UnaryOp):
+        _parts(node.operand, names, functions)
+    elif isinstance(node, ast.Call):
+        functions.add(node.func.id)
+        _parts(node.args[0], names, functions)
+    return names, functions
 
 
 class _Checker:

@@ -113,7 +113,14 @@ class LevenbergMarquardt:
         return _float64(self._residuals(flat)), _float64(jacobian(self._residuals, flat))
 
     def losses(self) -> torch.Tensor:
+        if self.curve:  # as advance reports them
+            r = self._rows(_float64(self.packing.pack(self.params)))
+            return self._mse(np.einsum("kn,kn->k", r, r), r.shape[1])
         return self.loss.value(self.model.predict(self.params), self.target)
+
+    def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
+        """A curve fit's loss from each run's sum of squared residuals: mse is their mean."""
+        return torch.from_numpy(cost / n).to(dtype=self.target.dtype, device=self.target.device)
 
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         """One update of every run still moving: one Jacobian, then trial steps until each run
@@ -166,8 +173,8 @@ class LevenbergMarquardt:
         for name, p in self.params.items():
             p.copy_(new[name])  # to the parameters' dtype and device
         self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution, flat.device)
-        if self.curve:  # mse is the mean of the squared residuals: no new evaluation
-            return torch.from_numpy(cost / rn.shape[1]).to(dtype=self.target.dtype, device=self.target.device)
+        if self.curve:  # no new evaluation: the step taken's cost is known
+            return self._mse(cost, rn.shape[1])
         return self.losses()
 
     def _report(self, x, start, tried, D, g, n, updates, delta, resolution, device) -> None:
