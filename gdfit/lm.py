@@ -64,6 +64,11 @@ class Packing:
     def pack(self, params: Params) -> torch.Tensor:
         return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1)
 
+    def host(self, params: Params) -> np.ndarray:
+        """pack, as a float64 numpy copy: what lm's algebra works on."""
+        parts = [p.detach().cpu().numpy().reshape(p.shape[0], -1) for p in params.values()]
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts, 1)).astype(np.float64)
+
     def unpack(self, flat: torch.Tensor) -> Params:
         if len(self.sizes) == 1:  # a curve fit's one theta: no split
             (name, shape), = self.shapes.items()
@@ -86,6 +91,7 @@ class LevenbergMarquardt:
             self.host = model.host(str(target.dtype).removeprefix("torch."))
             self.host_target = target.detach().cpu().numpy()
         self.bounded = getattr(model, "bounded", True)
+        self.resolution = float(torch.finfo(target.dtype).eps)
         self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
         K, P = self.packing.pack(params).shape
         # delta 0: not set yet (the first update sets it from the start); par: the Levenberg
@@ -104,17 +110,21 @@ class LevenbergMarquardt:
         extra = self.penalty(flat) if self.penalty is not None else None
         return r if extra is None else torch.cat([r, extra], 1)
 
-    def _residuals_and_jacobian(self, x: np.ndarray, flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """r and d r / d flat, [K, n, P], in float64 numpy: a curve fit's in one forward-mode pass
+    def _residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """r and d r / d x, [K, n, P], in float64 numpy: a curve fit's in one forward-mode pass
         through its expression on the host; other models' by torch's forward-mode autograd."""
         if self.curve:
             prediction, J = self.host.predict_and_jacobian(x)
             return _float64(prediction - self.host_target), _float64(J)
+        flat = self._on_device(x)
         return _float64(self._residuals(flat)), _float64(jacobian(self._residuals, flat))
+
+    def _on_device(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
 
     def losses(self) -> torch.Tensor:
         if self.curve:  # as advance reports them
-            r = self._rows(_float64(self.packing.pack(self.params)))
+            r = self._rows(self.packing.host(self.params))
             return self._mse(np.einsum("kn,kn->k", r, r), r.shape[1])
         return self.loss.value(self.model.predict(self.params), self.target)
 
@@ -126,11 +136,10 @@ class LevenbergMarquardt:
         """One update of every run still moving: one Jacobian, then trial steps until each run
         lowers its sum of squares (MINPACK's inner loop) or has no step left to try."""
         state = self.optimizer.state["theta"]
-        flat = self.packing.pack(self.params)
         # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
         # where torch's CPU lstsq and svd cost a fraction of a millisecond per call
-        x = _float64(flat)
-        rn, Jn = self._residuals_and_jacobian(x, flat)
+        x = self.packing.host(self.params)
+        rn, Jn = self._residuals_and_jacobian(x)
         g = (rn[:, None, :] @ Jn)[:, 0, :]  # J^T r
         if self.bounded:
             Jn = Jn * self._free(x, g)[:, None, :]
@@ -143,7 +152,7 @@ class LevenbergMarquardt:
         for i, update in enumerate(updates):
             if update is not None and update.first:  # MINPACK's first radius, from the start
                 delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
-        resolution = float(torch.finfo(flat.dtype).eps)
+        resolution = self.resolution
         start, tried = x.copy(), np.zeros(len(x))
         cost = np.einsum("kn,kn->k", rn, rn)  # each run's sum of squares, at the step taken so far
         done = [not going_i for going_i in going]
@@ -172,12 +181,12 @@ class LevenbergMarquardt:
         new = self.packing.unpack(torch.from_numpy(x))
         for name, p in self.params.items():
             p.copy_(new[name])  # to the parameters' dtype and device
-        self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution, flat.device)
+        self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution)
         if self.curve:  # no new evaluation: the step taken's cost is known
             return self._mse(cost, rn.shape[1])
         return self.losses()
 
-    def _report(self, x, start, tried, D, g, n, updates, delta, resolution, device) -> None:
+    def _report(self, x, start, tried, D, g, n, updates, delta, resolution) -> None:
         """What the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
         mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK, the
         reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2: a
@@ -187,12 +196,10 @@ class LevenbergMarquardt:
         taken = np.sqrt(((D * (x - start)) ** 2).sum(1))
         # no step at all, and the radius is below the resolution of x: nothing can move this run
         spent = [u is not None and d <= resolution * u.size for u, d in zip(updates, delta)]
-        promised = [u.promised() if u is not None else 0.0 for u in updates]
-        # one tensor for all of it: each tensor made costs more than the numbers in it
-        report = torch.from_numpy(np.stack([np.where(taken > 0, taken, tried), np.sqrt(((D * x) ** 2).sum(1)),
-                                            np.abs(g).max(1) * (2.0 / n), promised, (taken == 0) & spent])).to(device)
-        step, size, gradient, self.promised, stuck = report.unbind(0)
-        self.motion, self.stuck = (step, size, gradient), stuck > 0
+        # numpy arrays: the stop rules take them as they are (on the host) or to the device
+        self.motion = (np.where(taken > 0, taken, tried), np.sqrt(((D * x) ** 2).sum(1)), np.abs(g).max(1) * (2.0 / n))
+        self.promised = np.array([u.promised() if u is not None else 0.0 for u in updates])
+        self.stuck = (taken == 0) & np.array(spent)
         self.gradient = (g[0], n)  # run 0's J^T r, for grad_norm
 
     def _accelerate(self, x, velocity, r, J, updates, par, D, trying) -> np.ndarray:
@@ -219,8 +226,7 @@ class LevenbergMarquardt:
         """The residuals at x [K, P], float64."""
         if self.curve:
             return _float64(self.host.predict(x) - self.host_target)
-        rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
-        return _float64(self._residuals(rows))
+        return _float64(self._residuals(self._on_device(x)))
 
     def _costs(self, x: np.ndarray) -> np.ndarray:
         """The sum of squared residuals of each run's parameters; inf where not finite."""
@@ -244,8 +250,7 @@ class LevenbergMarquardt:
             return x
         if self.curve:
             return self.host.inside(x)
-        rows = torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
-        params = self.packing.unpack(rows.clone())
+        params = self.packing.unpack(self._on_device(x).clone())
         self.model.constrain_(params)
         return self.packing.pack(params).cpu().double().numpy()
 

@@ -76,7 +76,8 @@ class StopRules:
     def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None) -> None:
         """Update number k was made by every active run; `losses` are the new ones; `motion`
         (|step|, |parameters|, max |gradient| per run) when xtol or gtol is set; `promised`, the
-        relative reduction a method's local model still expects (lm's), which ftol also holds to."""
+        relative reduction a method's local model still expects (lm's), which ftol also holds to.
+        These and `stuck` are tensors, or numpy arrays where a method computes them on the host."""
         config = self.config
         losses = losses.to(torch.float64)
         self.updates.add_(self.active)
@@ -85,7 +86,7 @@ class StopRules:
         if met is not None:
             going &= ~met
         if stuck is not None:  # a run that cannot move would repeat the same update until max_iters
-            stopped = self.active & going & stuck
+            stopped = self.active & going & torch.as_tensor(stuck, device=self.active.device)
             self.fired.masked_fill_(stopped, len(TOLERANCES) + 1)
             self.stalled |= stopped
             going &= ~stopped
@@ -107,10 +108,10 @@ class StopRules:
         if ftol:
             reduction = self.previous - losses
             hit = (reduction >= 0) & (reduction <= ftol * self.previous)
-            hits.append(hit if promised is None else hit & (promised.to(torch.float64) <= ftol))
+            hits.append(hit if promised is None else hit & (_float64(promised, losses.device) <= ftol))
         else:
             hits.append(None)
-        step, size, gradient = (m.to(torch.float64) for m in motion) if motion is not None else (None, None, None)
+        step, size, gradient = (_float64(m, losses.device) for m in motion) if motion is not None else (None, None, None)
         # a step of exactly 0 is no convergence: the method found no way down (a failed line search)
         hits.append((step > 0) & (step <= xtol * (xtol + size)) if xtol and step is not None else None)
         hits.append(gradient <= gtol if gtol and gradient is not None else None)
@@ -218,3 +219,8 @@ class HostStopRules(StopRules):
     def settle(self) -> None:
         for name, tensor in self.state().items():
             setattr(self, name, tensor)
+
+
+def _float64(values, device: torch.device) -> torch.Tensor:
+    """A stepper's per-run numbers (a tensor, or a numpy array from the host) as float64 on the rules' device."""
+    return torch.as_tensor(values, dtype=torch.float64, device=device)

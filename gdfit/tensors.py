@@ -21,6 +21,9 @@ from gdfit.words import article, plural
 
 # Fraction of free memory a run may plan to use: the rest is for torch, Python and the OS.
 MEMORY_HEADROOM = 0.8
+# below this many bytes the free memory is not read (a file read per check, which a curve fit's
+# few kilobytes of data do not need): any machine that runs torch has a mebibyte to spare
+SMALL_NEED = 2**20
 
 
 def available_bytes(device: torch.device) -> int:
@@ -40,8 +43,9 @@ def available_bytes(device: torch.device) -> int:
 
 def guard_memory(numel: int, dtype: torch.dtype, device: torch.device, copies: float, what: str) -> None:
     """Refuse (exit 2) a problem whose `copies` tensors of `numel` elements would not fit."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    need = numel * itemsize * copies
+    need = numel * dtype.itemsize * copies
+    if need < SMALL_NEED:
+        return
     free = available_bytes(device)
     if need > free * MEMORY_HEADROOM:
         raise ResourceError(
