@@ -117,7 +117,7 @@ def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, 
                ) -> dict[str, Any]:
     """`params`, `covariance` and `fit` for the end event and the result document, in float64
     (on the host: the model's numpy form, whatever the fit's dtype and device)."""
-    host = model.host("float64")
+    host = model.host(torch.float64)
     theta = theta.detach().cpu().to(torch.float64)
     x = theta.numpy()[None]  # one run
     target = target.detach().cpu().to(torch.float64).numpy()

@@ -332,13 +332,15 @@ class Descent:
     def _shown(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None]:
         model = self.problem.model
         if isinstance(model, ExpressionFit):
-            theta = params["theta"]
-            curve = model.curve(theta.unsqueeze(0))[0].detach()
+            theta = params["theta"].detach().cpu()
+            # on the host, where lm works (its numpy form is built once): a report needs no torch model
+            host = model.host(theta.dtype)
+            curve = torch.tensor(host.curve(theta.to(host.torch_dtype).numpy()[None])[0]).to(theta.dtype)
             if curve.numel() > self.x_limit:
                 shown = {"shape": list(curve.shape), "min": float(curve.min()), "max": float(curve.max())}
             else:
-                shown = curve.to("cpu", copy=True)
-            return shown, model.named(theta.detach().cpu())
+                shown = curve
+            return shown, model.named(theta)
         if isinstance(model, Identity):  # x is its own prediction: no batch view to make per report
             return self._snapshot(params["x"]), None
         return self._snapshot(model.predict({n: p.unsqueeze(0) for n, p in params.items()})[0]), None

@@ -23,9 +23,10 @@ class HostCurve:
 
     def __init__(self, model, dtype: np.dtype) -> None:
         def host(t: torch.Tensor | None) -> np.ndarray | None:
-            return None if t is None else t.detach().cpu().numpy().astype(dtype, copy=False)
+            return None if t is None else t.detach().cpu().to(getattr(torch, dtype)).numpy()
 
         self.dtype, self.names, self.points = np.dtype(dtype), model.names, model.points
+        self.torch_dtype = getattr(torch, dtype)
         self.fn = compile_model(model.tree, NUMPY_FUNCTIONS)
         self.dual = compile_dual(model.tree)
         self.columns = {name: host(column) for name, column in model.columns.items()}
@@ -41,7 +42,7 @@ class HostCurve:
     def _environment(self, theta: np.ndarray) -> dict:
         env = dict(self.columns)
         env.update(self.fixed)
-        env.update((name, theta[:, i:i + 1]) for i, name in enumerate(self.names))
+        env.update(zip(self.names, theta.T[:, :, None]))  # each parameter as a column [K, 1]
         return env
 
     def _shaped(self, value, runs: int) -> np.ndarray:
@@ -72,7 +73,7 @@ class HostCurve:
             theta = np.clip(theta, self.low, self.high)
         else:
             rows = self.seeds
-        seeds = {name: rows[:, i:i + 1, :] for i, name in enumerate(self.names)}  # [K or 1, 1, p] each
+        seeds = dict(zip(self.names, rows.transpose(1, 0, 2)[:, :, None, :]))  # [K or 1, 1, p] each
         with np.errstate(all="ignore"):
             value, tangent = self.dual(self._environment(theta), seeds)
             shape = (runs, self.points, count)

@@ -66,8 +66,8 @@ class Packing:
 
     def host(self, params: Params) -> np.ndarray:
         """pack, as a float64 numpy copy: what lm's algebra works on."""
-        parts = [p.detach().cpu().numpy().reshape(p.shape[0], -1) for p in params.values()]
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts, 1)).astype(np.float64)
+        parts = [p.detach().to("cpu", torch.float64).numpy().reshape(p.shape[0], -1) for p in params.values()]
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts, 1)
 
     def unpack(self, flat: torch.Tensor) -> Params:
         if len(self.sizes) == 1:  # a curve fit's one theta: no split
@@ -88,10 +88,11 @@ class LevenbergMarquardt:
         # a curve fit is evaluated on the host in numpy, where the algebra is (hostcurve.py)
         self.curve = hasattr(model, "host")
         if self.curve:
-            self.host = model.host(str(target.dtype).removeprefix("torch."))
-            self.host_target = target.detach().cpu().numpy()
+            self.host = model.host(target.dtype)
+            self.host_target = target.detach().cpu().to(self.host.torch_dtype).numpy()
         self.bounded = getattr(model, "bounded", True)
         self.resolution = float(torch.finfo(target.dtype).eps)
+        self.native = target.dtype == torch.float64 and target.device.type == "cpu"  # numpy's own dtype and place
         self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
         K, P = self.packing.pack(params).shape
         # delta 0: not set yet (the first update sets it from the start); par: the Levenberg
@@ -130,7 +131,8 @@ class LevenbergMarquardt:
 
     def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
         """A curve fit's loss from each run's sum of squared residuals: mse is their mean."""
-        return torch.from_numpy(cost / n).to(dtype=self.target.dtype, device=self.target.device)
+        loss = torch.from_numpy(cost / n)
+        return loss if self.native else loss.to(dtype=self.target.dtype, device=self.target.device)
 
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         """One update of every run still moving: one Jacobian, then trial steps until each run
@@ -308,7 +310,16 @@ class _Update:
 
 
 class _State:
-    """Looks like an optimizer's state to checkpoints: the trust radius, the Levenberg parameter, the scales."""
+    """Looks like an optimizer's state to checkpoints: the trust radius, the Levenberg parameter,
+    the scales. It lives on the host, where lm's algebra reads and writes it in place."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        self.state = {"theta": state}
+        self._state = {"theta": state}
+
+    @property
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[str, dict[str, torch.Tensor]]) -> None:  # a checkpoint's, on any device
+        self._state = {name: {key: t.cpu() for key, t in st.items()} for name, st in value.items()}

@@ -68,7 +68,7 @@ class ExpressionFit:
     def __init__(self, tree, columns: dict[str, torch.Tensor], order: tuple[str, ...], names: tuple[str, ...],
                  fixed: dict[str, float], low: torch.Tensor, high: torch.Tensor, sigma: torch.Tensor | None,
                  points: int) -> None:
-        self.tree, self.fn = tree, compile_model(tree)  # the checked expression, and its torch form
+        self.tree, self._fn = tree, None  # the checked expression, and its torch form once needed
         self.hosts: dict = {}  # its numpy forms, by dtype
         self.columns, self.order, self.names, self.fixed = columns, order, names, fixed
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
@@ -78,6 +78,13 @@ class ExpressionFit:
 
     def parameters(self, start: torch.Tensor) -> Params:
         return {"theta": start}
+
+    @property
+    def fn(self):
+        """The expression as torch calls, compiled on first use (lm and the reports use `host`)."""
+        if self._fn is None:
+            self._fn = compile_model(self.tree)
+        return self._fn
 
     def environment(self, theta: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """The expression's variables: columns [n], fixed parameters as numbers, and each fitted
@@ -96,13 +103,14 @@ class ExpressionFit:
             value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device)
         return value.to(theta.dtype).expand(theta.shape[0], self.points)
 
-    def host(self, dtype: str = "float64"):
-        """The same model on the host in numpy (hostcurve.py): lm's evaluations and the Jacobian
-        for the standard errors. Built once per dtype."""
+    def host(self, dtype: torch.dtype = torch.float64):
+        """The same model on the host in numpy (hostcurve.py), computing in `dtype` (float32 for
+        bfloat16, which numpy lacks): lm's evaluations, the reports' curve and the Jacobian for
+        the standard errors. Built once per dtype."""
         from gdfit.hostcurve import HostCurve
 
         if dtype not in self.hosts:
-            self.hosts[dtype] = HostCurve(self, dtype)
+            self.hosts[dtype] = HostCurve(self, "float32" if dtype == torch.bfloat16 else str(dtype).removeprefix("torch."))
         return self.hosts[dtype]
 
     def curve_on(self, columns: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
