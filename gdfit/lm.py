@@ -265,8 +265,8 @@ class LevenbergMarquardt:
 
 
 def _float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
+    if isinstance(values, torch.Tensor):  # any dtype (numpy has no bfloat16), any device
+        return values.detach().to("cpu", torch.float64).numpy()
     return values.astype(np.float64, copy=False)
 
 
