@@ -414,6 +414,21 @@ def test_a_run_that_cannot_move_stops_as_stalled_not_at_max_iters(tmp_path):
     assert rel(lbfgs.loss, lm.loss) < 1e-9
 
 
+def test_lm_with_every_tolerance_off_stops_as_stalled_at_the_least_squares_solution(tmp_path):
+    # a line, whose least-squares solution lstsq gives: once lm is there no trial lowers the loss,
+    # its radius shrinks below the parameters' resolution and the run stops, instead of repeating
+    # the update to max_iters
+    x = np.array(X)
+    _, result = run_fit(tmp_path, optimizer="lm", max_iters=500, ftol=0, xtol=0, gtol=0,
+                        model={"expr": "a * x + b", "params": {"a": 1, "b": 0}})
+    A = np.stack([x, np.ones_like(x)], 1)
+    (a, b), rss, *_ = np.linalg.lstsq(A, np.array(Y), rcond=None)
+    assert result.status == "stalled" and result.iters < 500
+    assert "no move" in result.stop_rule
+    assert rel(result.params["a"]["value"], a) < 1e-12 and rel(result.params["b"]["value"], b) < 1e-10
+    assert rel(result.fit["rss"], float(rss[0])) < 1e-12
+
+
 def test_a_parameter_named_like_a_column_is_refused(cli, write_config, tmp_path):
     import yaml
 

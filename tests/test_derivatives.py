@@ -57,11 +57,12 @@ def test_a_parameter_outside_its_bounds_has_a_zero_column_and_one_at_a_bound_its
     low, high = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64), torch.tensor([0.5, 5.0, 1.0], dtype=torch.float64)
     bounded = fit_of("b1 * exp(-b2 * x) + b3 * x", low=low, high=high, sigma=sigma)
     free = fit_of("b1 * exp(-b2 * x) + b3 * x", sigma=sigma)
-    theta = torch.tensor([[0.9, 0.3, 1.0], [0.2, 0.3, -3.0]], dtype=torch.float64)  # b1 above; b3 at, then below
+    # b1 above its bound; b3 at its high bound, then below its low one; b2 at its low bound
+    theta = torch.tensor([[0.9, 0.3, 1.0], [0.2, 0.0, -3.0]], dtype=torch.float64)
     _, J = bounded.host().predict_and_jacobian(theta.numpy())
     J = torch.from_numpy(np.array(J))
     expected = autograd_jacobian(free, theta.clamp(low, high))
     expected[0, :, 0] = 0
     expected[1, :, 2] = 0
     torch.testing.assert_close(J, expected, rtol=1e-13, atol=1e-13)
-    assert J[0, :, 2].abs().min() > 0
+    assert J[0, :, 2].abs().min() > 0 and J[1, :, 1].abs().min() > 0
