@@ -13,6 +13,7 @@ device is not `cpu`, one task per GPU at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -185,22 +186,25 @@ def rebuild(first: Run, values: list[tuple[dict, dict]]) -> list[Run]:
     return runs
 
 
-def _packed_task(first: Run, values: list[tuple[dict, dict]], x_limit: int):
+# what a task sends back of each record, in the record's order after its params (the client has those)
+COLUMNS = [field.name for field in dataclasses.fields(records.RunRecord) if field.name != "params"]
+
+
+def _packed_task(first: Run, values: list[tuple[dict, dict]], x_limit: int) -> list:
     """run_task with its records as columns and the x stacked in one tensor: pickling 1,000 small
     tensors one by one costs ~0.1 s, one stacked tensor almost nothing."""
     import torch
 
     done = run_task(rebuild(first, values), x_limit)
-    xs = [record.x for record in done]
+    columns = [[getattr(record, name) for record in done] for name in COLUMNS]
+    xs = columns[COLUMNS.index("x")]
     if all(isinstance(x, torch.Tensor) for x in xs) and len({x.shape for x in xs}) == 1:
-        xs = torch.stack(xs)
-    return [r.status for r in done], [r.iters for r in done], [r.loss for r in done], xs, [r.error for r in done]
+        columns[COLUMNS.index("x")] = torch.stack(xs)
+    return columns
 
 
-def _unpack(packed, group: list[Run]) -> list[records.RunRecord]:
-    statuses, iters, losses, xs, errors = packed
-    return [records.RunRecord(run.params, statuses[j], iters[j], losses[j], xs[j], errors[j])
-            for j, run in enumerate(group)]
+def _unpack(columns: list, group: list[Run]) -> list[records.RunRecord]:
+    return [records.RunRecord(run.params, *values) for run, *values in zip(group, *columns)]
 
 
 def _has_gpu_workers(client) -> bool:
