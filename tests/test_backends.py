@@ -7,6 +7,7 @@ import ipaddress
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -281,13 +282,13 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
     ],
 )
 def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimizer):
-    """Tasks ship a batch's first run and each run's grid values; the worker's runs must be the
-    client's, config for config."""
+    """Tasks ship a batch's first run and each run's grid values (pickled, as Dask does); the
+    worker's runs must be the client's, config for config."""
     runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64")
     assert any(len(batch) > 1 for batch in batches)
     for batch in batches:
         group = [runs[i] for i in batch]
-        rebuilt = backends.rebuild(group[0], [backends._grid_values(run) for run in group])
+        rebuilt = pickle.loads(pickle.dumps(backends.Shipment.of(group))).runs()
         assert [r.resolved.config for r in rebuilt] == [r.resolved.config for r in group]
         assert [r.params for r in rebuilt] == [r.params for r in group]
 
