@@ -293,21 +293,30 @@ def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimi
         assert [r.params for r in rebuilt] == [r.params for r in group]
 
 
-def test_a_cluster_gdfit_starts_has_quiet_workers(monkeypatch):
-    """The nannies copy the config they are made under to their workers: no 10 ms stack sampler
-    and no 1 ms GIL monitor taking CPU from the runs (and the caller's config is left as it was)."""
-    distributed = pytest.importorskip("distributed")
+def test_a_cluster_gdfit_starts_has_quiet_workers():
+    """The nannies copy the config they are made under to their workers: no 10 ms stack sampler,
+    no 1 ms GIL monitor, and the periodic checks that woke each process 50-100 times a second
+    spaced out; the caller's config is left as it was."""
+    pytest.importorskip("distributed")
     import dask
+    from distributed import Client
 
-    seen = {}
+    keys = ["distributed.worker.profile.enabled", "distributed.admin.system-monitor.gil.enabled",
+            "distributed.admin.tick.interval", "distributed.admin.system-monitor.interval",
+            "distributed.worker.memory.monitor-interval"]
 
-    def fake_cluster(**kwargs):
-        seen.update(kwargs, profile=dask.config.get("distributed.worker.profile.enabled"),
-                    gil=dask.config.get("distributed.admin.system-monitor.gil.enabled"))
-        return "cluster"
+    def seconds(value) -> float:
+        return dask.utils.parse_timedelta(value) if isinstance(value, str) else value
 
-    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
-    before = dask.config.get("distributed.worker.profile.enabled")
-    assert backends.start_local_cluster(2) == "cluster"
-    assert (seen["profile"], seen["gil"], seen["host"], seen["n_workers"]) == (False, False, "127.0.0.1", 2)
-    assert dask.config.get("distributed.worker.profile.enabled") == before
+    before = {key: dask.config.get(key) for key in keys}
+    cluster = backends.start_local_cluster(1)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            on_worker = next(iter(client.run(lambda: {key: dask.config.get(key) for key in keys}).values()))
+    finally:
+        cluster.close()
+    assert {key: dask.config.get(key) for key in keys} == before
+    assert on_worker == backends.QUIET_WORKERS
+    assert on_worker[keys[0]] is False and on_worker[keys[1]] is False
+    for key in keys[2:]:  # further apart than Dask's defaults
+        assert seconds(on_worker[key]) > seconds(before[key]), key
