@@ -42,7 +42,7 @@ RUN_UPDATE_S = 4.5e-8
 # reach 0.90 of a one-thread local run's speed twice over with 4 tasks each, 0.99 with 8; more
 # tasks only add each one's per-update overhead.
 TASKS_PER_WORKER = 8
-POLL_S = 0.05  # how often should_stop is read while tasks run
+POLL_S = 0.01  # how often should_stop is read, and finished tasks looked for, while tasks run
 # The cluster gdfit starts has no dashboard, and no one reads a worker's statistical profile (a
 # stack sample every 10 ms), its GIL monitor (every 1 ms) or its system monitor's history (CPU,
 # memory, network and disk, every 0.5 s). An event loop's blocked-loop check (every 20 ms) and a
@@ -131,17 +131,18 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
             group = [runs[i] for i in task]
             resources = {"GPU": 1} if gpu and group[0].resolved.config.device != "cpu" else None
             futures[client.submit(_packed_task, Shipment.of(group), x_limit, pure=False, resources=resources)] = task
-        finished = as_completed(list(futures), loop=client.loop)
+        # each task's result fetched as it ends, on the client's event loop, not one at a time here
+        finished = as_completed(list(futures), loop=client.loop, with_results=True, raise_errors=False)
         while not finished.is_empty():
             if should_stop():
                 return
             if not finished.has_ready():
                 time.sleep(POLL_S)
                 continue
-            for future in finished.next_batch(block=False):
+            for future, result in finished.next_batch(block=False):
                 task = futures.pop(future)
                 with collector_paused():
-                    done = _result(future, [runs[i] for i in task])
+                    done = _result(future, result, [runs[i] for i in task])
                 yield task, done
     finally:  # also on KeyboardInterrupt and when the caller closes the generator early
         if futures:
@@ -151,12 +152,13 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
             cluster.close()
 
 
-def _result(future, group: list[Run]) -> list[records.RunRecord]:
-    """A task's records; a task that failed outside run_task (a worker killed more often than
-    `distributed.scheduler.allowed-failures`, or unpicklable input) becomes error records."""
+def _result(future, result, group: list[Run]) -> list[records.RunRecord]:
+    """A task's records from its future and what as_completed fetched; a task that failed outside
+    run_task (a worker killed more often than `distributed.scheduler.allowed-failures`, or
+    unpicklable input) becomes error records."""
     if future.status == "error":
         return [error_record(run, future.exception()) for run in group]
-    return _unpack(future.result(), group)
+    return _unpack(result, group)
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ def _packed_task(shipment: Shipment, x_limit: int) -> list:
 
 
 def _unpack(columns: list, group: list[Run]) -> list[records.RunRecord]:
-    return [records.RunRecord(run.params, *values) for run, *values in zip(group, *columns)]
+    return list(map(records.RunRecord, [run.params for run in group], *columns))
 
 
 def _has_gpu_workers(client) -> bool:

@@ -160,6 +160,21 @@ def test_a_task_that_raises_becomes_error_records(cluster):
     assert done[2].error.startswith("DeviceError") and "cuda:7" in done[2].error
 
 
+def _fails_outside_run_task(shipment, x_limit):
+    raise MemoryError(f"gave up on {len(pickle.loads(shipment.values))} runs")
+
+
+def test_a_task_that_fails_in_dask_becomes_error_records(cluster, monkeypatch):
+    """A task that fails around run_task (here the task function itself; in life a worker killed
+    too often) ends as an errored future: its runs become error records with its message."""
+    monkeypatch.setattr(backends, "_packed_task", _fails_outside_run_task)
+    runs, batches = make_runs({"learning_rate": [0.1, 0.2, 0.3]})
+    done = collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address))
+    assert sorted(done) == [0, 1, 2]
+    assert all(r.status == records.ERROR and r.error == f"MemoryError: gave up on {len(batches[0])} runs"
+               for r in done.values())
+
+
 def test_a_killed_worker_is_replaced_and_its_task_rerun(cluster, client):
     # threshold 0: every run takes all its updates, so a task lasts long enough to be killed in
     runs, batches = make_runs(MIXED_GRID, max_iters=15_000, threshold=0)
