@@ -13,18 +13,14 @@ device is not `cpu`, one task per GPU at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import operator
 import os
-import pickle
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from gdfit import records
 from gdfit.errors import MissingExtraError
-from gdfit.sweep import Run, collector_paused, run_batch
+from gdfit.sweep import BatchRuns, Run, batch_runs, collector_paused, run_batch
 
 BACKENDS = ("local", "dask")
 ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -75,21 +71,26 @@ def _run_local(runs: list[Run], batches: list[list[int]], x_limit: int, should_s
     for batch in batches:
         if should_stop():
             return
-        yield batch, run_task([runs[i] for i in batch], x_limit)
+        group = [runs[i] for i in batch]
+        columns = run_task(batch_runs(group), x_limit)
+        with collector_paused():  # a record for each run
+            done = records.run_records([run.params for run in group], columns)
+        yield batch, done
 
 
-def run_task(group: list[Run], x_limit: int = records.X_LIMIT) -> list[records.RunRecord]:
-    """One task: `run_batch`, or an error record for each of its runs when it raises, so that one
+def run_task(batch: BatchRuns, x_limit: int = records.X_LIMIT) -> dict[str, list]:
+    """One task: `run_batch`, or error results for each of its runs when it raises, so that one
     bad batch does not end the sweep."""
     try:
-        return run_batch(group, x_limit)
+        return run_batch(batch, x_limit)
     except Exception as exc:  # noqa: BLE001 - any failure of the runs is reported as their result
-        return [error_record(run, exc) for run in group]
+        return error_columns(len(batch), exc)
 
 
-def error_record(run: Run, exc: BaseException) -> records.RunRecord:
-    """The record of a run that raised: no updates, no loss, the message where x would be."""
-    return records.RunRecord(run.params, records.ERROR, 0, math.nan, None, error=f"{type(exc).__name__}: {exc}")
+def error_columns(runs: int, exc: BaseException) -> dict[str, list]:
+    """The results of runs that raised: no updates, no loss, no x, the message as their error."""
+    return {"status": [records.ERROR] * runs, "iters": [0] * runs, "loss": [math.nan] * runs, "x": [None] * runs,
+            "error": [f"{type(exc).__name__}: {exc}"] * runs, "holdout_rmse": [None] * runs}
 
 
 def split_batches(batches: list[list[int]], workers: int, run_seconds: float,
@@ -130,7 +131,9 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
         for task in tasks:
             group = [runs[i] for i in task]
             resources = {"GPU": 1} if gpu and group[0].resolved.config.device != "cpu" else None
-            futures[client.submit(_packed_task, Shipment.of(group), x_limit, pure=False, resources=resources)] = task
+            with collector_paused():  # beside a sweep's runs, each collection walks them all
+                shipped = batch_runs(group)
+            futures[client.submit(_packed_task, shipped, x_limit, pure=False, resources=resources)] = task
         # each task's result fetched as it ends, on the client's event loop, not one at a time here
         finished = as_completed(list(futures), loop=client.loop, with_results=True, raise_errors=False)
         while not finished.is_empty():
@@ -156,83 +159,23 @@ def _result(future, result, group: list[Run]) -> list[records.RunRecord]:
     """A task's records from its future and what as_completed fetched; a task that failed outside
     run_task (a worker killed more often than `distributed.scheduler.allowed-failures`, or
     unpicklable input) becomes error records."""
-    if future.status == "error":
-        return [error_record(run, future.exception()) for run in group]
-    return _unpack(result, group)
+    columns = error_columns(len(group), future.exception()) if future.status == "error" else result
+    return records.run_records([run.params for run in group], columns)
 
 
-@dataclass(frozen=True)
-class Shipment:
-    """A task's runs as they travel: the first run, and every run's grid values (`_grid_values`)
-    pickled into one bytes object. Dask opens what it can: `client.submit` walks the lists, tuples
-    and dicts of a task's arguments in search of futures (~1.5 us an item), and the scheduler
-    unpickles each task and pickles it again for its worker, beside the client's 100,000 runs, each
-    new object a step closer to a collection that walks them all. Together a quarter of the
-    benchmark's CPU at 6,241 runs a task; a bytes object passes both untouched."""
-
-    first: Run
-    values: bytes
-
-    @classmethod
-    def of(cls, group: list[Run]) -> Shipment:
-        with collector_paused():  # beside a sweep's runs, each collection walks them all
-            return cls(group[0], pickle.dumps(_grid_values(group), protocol=pickle.HIGHEST_PROTOCOL))
-
-    def runs(self) -> list[Run]:
-        with collector_paused():  # a dict or two a run, and none of them garbage
-            return rebuild(self.first, pickle.loads(self.values))
-
-
-def _grid_values(group: list[Run]) -> list[tuple[dict, dict]]:
-    """What sets each run of a batch apart: its grid values, and their validated forms in its
-    config. Shipping these, not each run's whole validated config, costs a few bytes a run instead
-    of ~30 us. The runs of a sweep all set the same keys."""
-    getters = [(key, operator.attrgetter(key)) for key in group[0].params]  # "optimizer.momentum" too
-    return [(run.params, {key: get(run.resolved.config) for key, get in getters}) for run in group]
-
-
-def _with(model, path: list[str], value):
-    """A copy of a frozen model with the (already validated) value at `path`."""
-    if len(path) == 1:
-        return model.model_copy(update={path[0]: value})
-    return model.model_copy(update={path[0]: _with(getattr(model, path[0]), path[1:], value)})
-
-
-def rebuild(first: Run, values: list[tuple[dict, dict]]) -> list[Run]:
-    """A batch's runs from its first run and each run's grid values: runs of one batch differ
-    only there, and the client validated every value, so nothing is validated again."""
-    runs = []
-    with collector_paused():
-        for params, validated in values:
-            # one copy for every top-level value (a model copy is most of a rebuilt run's cost), then
-            # the nested ones; every value comes from the run's own config, so the order cannot matter
-            config = first.resolved.config.model_copy(update={k: v for k, v in validated.items() if "." not in k})
-            for key, value in validated.items():
-                if "." in key:
-                    config = _with(config, key.split("."), value)
-            runs.append(Run(params, first.resolved.model_copy(update={"config": config})))
-    return runs
-
-
-# what a task sends back of each record, in the record's order after its params (the client has those)
-COLUMNS = [field.name for field in dataclasses.fields(records.RunRecord) if field.name != "params"]
-
-
-def _packed_task(shipment: Shipment, x_limit: int) -> list:
-    """run_task with its records as columns and the x stacked in one tensor: pickling 1,000 small
-    tensors one by one costs ~0.1 s, one stacked tensor almost nothing."""
+def _packed_task(batch: BatchRuns, x_limit: int) -> dict[str, list]:
+    """run_task with the x stacked in one tensor: pickling 1,000 small tensors one by one costs
+    ~0.1 s, one stacked tensor almost nothing. A BatchRuns, not a list of runs, crosses Dask: it is
+    one object to `client.submit`, which walks the lists, tuples and dicts of a task's arguments in
+    search of futures (~1.5 us an item), and the scheduler, which unpickles each task and pickles it
+    again for its worker, finds in it a few lists of numbers, not ~10 objects a run."""
     import torch
 
-    done = run_task(shipment.runs(), x_limit)
-    columns = [[getattr(record, name) for record in done] for name in COLUMNS]
-    xs = columns[COLUMNS.index("x")]
+    columns = run_task(batch, x_limit)
+    xs = columns["x"]
     if all(isinstance(x, torch.Tensor) for x in xs) and len({x.shape for x in xs}) == 1:
-        columns[COLUMNS.index("x")] = torch.stack(xs)
+        columns["x"] = torch.stack(xs)
     return columns
-
-
-def _unpack(columns: list, group: list[Run]) -> list[records.RunRecord]:
-    return list(map(records.RunRecord, [run.params for run in group], *columns))
 
 
 def _has_gpu_workers(client) -> bool:

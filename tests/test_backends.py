@@ -20,7 +20,7 @@ from conftest import SEED_TARGET
 
 from gdfit import backends, records
 from gdfit.errors import ExitCode, MissingExtraError
-from gdfit.sweep import expand, plan_batches
+from gdfit.sweep import batch_runs, expand, plan_batches
 
 SEED_BASE = {"target": SEED_TARGET, "device": "cpu", "max_iters": 2000}
 MIXED_GRID = {"optimizer": ["gd", "momentum", "adam"], "learning_rate": [10 ** (-3 + 4 * i / 7) for i in range(8)]}
@@ -160,8 +160,8 @@ def test_a_task_that_raises_becomes_error_records(cluster):
     assert done[2].error.startswith("DeviceError") and "cuda:7" in done[2].error
 
 
-def _fails_outside_run_task(shipment, x_limit):
-    raise MemoryError(f"gave up on {len(pickle.loads(shipment.values))} runs")
+def _fails_outside_run_task(batch, x_limit):
+    raise MemoryError(f"gave up on {len(batch)} runs")
 
 
 def test_a_task_that_fails_in_dask_becomes_error_records(cluster, monkeypatch):
@@ -296,16 +296,19 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
           "seed": [0, 5]}, "momentum"),
     ],
 )
-def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimizer):
-    """Tasks ship a batch's first run and each run's grid values (pickled, as Dask does); the
-    worker's runs must be the client's, config for config."""
-    runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64")
+def test_a_batch_as_it_travels_gives_each_run_its_own_result(grid, optimizer):
+    """A task carries a batch as `batch_runs` (pickled, as Dask does), not its runs: every setting
+    that differs within the batch must reach the worker, so that each run ends as it does alone."""
+    runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64", max_iters=200)
     assert any(len(batch) > 1 for batch in batches)
     for batch in batches:
         group = [runs[i] for i in batch]
-        rebuilt = pickle.loads(pickle.dumps(backends.Shipment.of(group))).runs()
-        assert [r.resolved.config for r in rebuilt] == [r.resolved.config for r in group]
-        assert [r.params for r in rebuilt] == [r.params for r in group]
+        travelled = pickle.loads(pickle.dumps(batch_runs(group)))
+        assert len(travelled.starts) < len(group) or "seed" not in grid  # the repeated starts are shipped once
+        together = records.run_records([run.params for run in group], backends.run_task(travelled))
+        alone = [records.run_records([run.params], backends.run_task(batch_runs([run])))[0] for run in group]
+        assert_same(dict(enumerate(together)), dict(enumerate(alone)))
+        assert len({(r.iters, r.loss) for r in alone}) > 1  # the runs differ, so a lost setting would show
 
 
 def test_a_cluster_gdfit_starts_has_quiet_workers():
