@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from gdfit import records
 from gdfit.errors import MissingExtraError
-from gdfit.sweep import BatchRuns, Run, batch_runs, collector_paused, run_batch
+from gdfit.sweep import BatchRuns, Run, batch_runs, collector_paused, run_batch, runs_left_out
 
 BACKENDS = ("local", "dask")
 ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -59,11 +59,19 @@ def run_batches(runs: list[Run], batches: list[list[int]], x_limit: int = record
     `(indices, records)` as each piece finishes. Stops early, cancelling what is left, when
     `should_stop()` turns true or on KeyboardInterrupt (re-raised)."""
     if backend == "local":
-        return _run_local(runs, batches, x_limit, should_stop)
+        return _runs_left_out(_run_local(runs, batches, x_limit, should_stop))
     if backend == "dask":
         require_dask()
-        return _run_dask(runs, batches, x_limit, address or os.environ.get(ADDRESS_ENV) or None, should_stop)
+        return _runs_left_out(_run_dask(runs, batches, x_limit, address or os.environ.get(ADDRESS_ENV) or None,
+                                        should_stop))
     raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+def _runs_left_out(results: Results) -> Results:
+    """`results` with the runs left out of the cycle collector's walks (`sweep.runs_left_out`); on
+    Dask the scheduler and the client's event loop make their objects in this process too."""
+    with runs_left_out():
+        yield from results
 
 
 def _run_local(runs: list[Run], batches: list[list[int]], x_limit: int, should_stop) -> Results:
