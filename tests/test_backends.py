@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import ipaddress
 import json
 import math
@@ -18,7 +19,7 @@ import pytest
 import torch
 from conftest import SEED_TARGET
 
-from gdfit import backends, records
+from gdfit import backends, records, sweep
 from gdfit.errors import ExitCode, MissingExtraError
 from gdfit.sweep import batch_runs, expand, plan_batches
 
@@ -93,6 +94,20 @@ def test_local_error_records_and_the_rest_runs():
     done = collect(backends.run_batches(runs, batches))
     assert done[0].status == "converged"
     assert done[1].status == records.ERROR and "cuda:7" in done[1].error
+
+
+def test_a_sweep_leaves_its_runs_out_of_the_collectors_walks():
+    """While the batches run, the objects that existed before (the runs) sit in the collector's
+    permanent generation; afterwards they are back, and a sweep inside another leaves them be."""
+    runs, batches = make_runs({"learning_rate": [0.1, 0.2]})
+    assert gc.get_freeze_count() == 0
+    frozen = [gc.get_freeze_count() for _ in backends.run_batches(runs, batches)]
+    assert frozen and min(frozen) > 0 and gc.get_freeze_count() == 0
+    with sweep.runs_left_out():
+        outer = gc.get_freeze_count()
+        assert outer > 0 and len(collect(backends.run_batches(runs, batches))) == len(runs)
+        assert gc.get_freeze_count() == outer
+    assert gc.get_freeze_count() == 0
 
 
 # --- with a local Dask cluster -------------------------------------------------------------------
