@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from gdfit import records
 from gdfit.errors import MissingExtraError
-from gdfit.sweep import Run, collector_paused, run_batch
+from gdfit.sweep import BatchRuns, Run, batch_runs, collector_paused, run_batch, runs_left_out
 
 BACKENDS = ("local", "dask")
 ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -38,8 +38,16 @@ RUN_UPDATE_S = 4.5e-8
 # reach 0.90 of a one-thread local run's speed twice over with 4 tasks each, 0.99 with 8; more
 # tasks only add each one's per-update overhead.
 TASKS_PER_WORKER = 8
-POLL_S = 0.05  # how often should_stop is read while tasks run
-QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.gil.enabled": False}
+POLL_S = 0.01  # how often should_stop is read, and finished tasks looked for, while tasks run
+# The cluster gdfit starts has no dashboard, and no one reads a worker's statistical profile (a
+# stack sample every 10 ms), its GIL monitor (every 1 ms) or its system monitor's history (CPU,
+# memory, network and disk, every 0.5 s). An event loop's blocked-loop check (every 20 ms) and a
+# worker's memory check (every 0.1 s) only need to be timely, not that frequent. Together they woke
+# each process 50-100 times a second, ~15 ms of CPU a second for each worker and 30 for the
+# scheduler and client; now 3 and 8.
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.gil.enabled": False,
+                 "distributed.admin.system-monitor.interval": "5s", "distributed.admin.tick.interval": "1s",
+                 "distributed.worker.memory.monitor-interval": "500ms"}
 
 Results = Iterator[tuple[list[int], list[records.RunRecord]]]
 
@@ -51,11 +59,19 @@ def run_batches(runs: list[Run], batches: list[list[int]], x_limit: int = record
     `(indices, records)` as each piece finishes. Stops early, cancelling what is left, when
     `should_stop()` turns true or on KeyboardInterrupt (re-raised)."""
     if backend == "local":
-        return _run_local(runs, batches, x_limit, should_stop)
+        return _runs_left_out(_run_local(runs, batches, x_limit, should_stop))
     if backend == "dask":
         require_dask()
-        return _run_dask(runs, batches, x_limit, address or os.environ.get(ADDRESS_ENV) or None, should_stop)
+        return _runs_left_out(_run_dask(runs, batches, x_limit, address or os.environ.get(ADDRESS_ENV) or None,
+                                        should_stop))
     raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+def _runs_left_out(results: Results) -> Results:
+    """`results` with the runs left out of the cycle collector's walks (`sweep.runs_left_out`); on
+    Dask the scheduler and the client's event loop make their objects in this process too."""
+    with runs_left_out():
+        yield from results
 
 
 def _run_local(runs: list[Run], batches: list[list[int]], x_limit: int, should_stop) -> Results:
@@ -63,21 +79,26 @@ def _run_local(runs: list[Run], batches: list[list[int]], x_limit: int, should_s
     for batch in batches:
         if should_stop():
             return
-        yield batch, run_task([runs[i] for i in batch], x_limit)
+        group = [runs[i] for i in batch]
+        columns = run_task(batch_runs(group), x_limit)
+        with collector_paused():  # a record for each run
+            done = records.run_records([run.params for run in group], columns)
+        yield batch, done
 
 
-def run_task(group: list[Run], x_limit: int = records.X_LIMIT) -> list[records.RunRecord]:
-    """One task: `run_batch`, or an error record for each of its runs when it raises, so that one
+def run_task(batch: BatchRuns, x_limit: int = records.X_LIMIT) -> dict[str, list]:
+    """One task: `run_batch`, or error results for each of its runs when it raises, so that one
     bad batch does not end the sweep."""
     try:
-        return run_batch(group, x_limit)
+        return run_batch(batch, x_limit)
     except Exception as exc:  # noqa: BLE001 - any failure of the runs is reported as their result
-        return [error_record(run, exc) for run in group]
+        return error_columns(len(batch), exc)
 
 
-def error_record(run: Run, exc: BaseException) -> records.RunRecord:
-    """The record of a run that raised: no updates, no loss, the message where x would be."""
-    return records.RunRecord(run.params, records.ERROR, 0, math.nan, None, error=f"{type(exc).__name__}: {exc}")
+def error_columns(runs: int, exc: BaseException) -> dict[str, list]:
+    """The results of runs that raised: no updates, no loss, no x, the message as their error."""
+    return {"status": [records.ERROR] * runs, "iters": [0] * runs, "loss": [math.nan] * runs, "x": [None] * runs,
+            "error": [f"{type(exc).__name__}: {exc}"] * runs, "holdout_rmse": [None] * runs}
 
 
 def split_batches(batches: list[list[int]], workers: int, run_seconds: float,
@@ -119,19 +140,20 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
             group = [runs[i] for i in task]
             resources = {"GPU": 1} if gpu and group[0].resolved.config.device != "cpu" else None
             with collector_paused():  # beside a sweep's runs, each collection walks them all
-                shipped = (group[0], [_grid_values(run) for run in group])
-            futures[client.submit(_packed_task, *shipped, x_limit, pure=False, resources=resources)] = task
-        finished = as_completed(list(futures), loop=client.loop)
+                shipped = batch_runs(group)
+            futures[client.submit(_packed_task, shipped, x_limit, pure=False, resources=resources)] = task
+        # each task's result fetched as it ends, on the client's event loop, not one at a time here
+        finished = as_completed(list(futures), loop=client.loop, with_results=True, raise_errors=False)
         while not finished.is_empty():
             if should_stop():
                 return
             if not finished.has_ready():
                 time.sleep(POLL_S)
                 continue
-            for future in finished.next_batch(block=False):
+            for future, result in finished.next_batch(block=False):
                 task = futures.pop(future)
                 with collector_paused():
-                    done = _result(future, [runs[i] for i in task])
+                    done = _result(future, result, [runs[i] for i in task])
                 yield task, done
     finally:  # also on KeyboardInterrupt and when the caller closes the generator early
         if futures:
@@ -141,66 +163,27 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
             cluster.close()
 
 
-def _result(future, group: list[Run]) -> list[records.RunRecord]:
-    """A task's records; a task that failed outside run_task (a worker killed more often than
-    `distributed.scheduler.allowed-failures`, or unpicklable input) becomes error records."""
-    if future.status == "error":
-        return [error_record(run, future.exception()) for run in group]
-    return _unpack(future.result(), group)
+def _result(future, result, group: list[Run]) -> list[records.RunRecord]:
+    """A task's records from its future and what as_completed fetched; a task that failed outside
+    run_task (a worker killed more often than `distributed.scheduler.allowed-failures`, or
+    unpicklable input) becomes error records."""
+    columns = error_columns(len(group), future.exception()) if future.status == "error" else result
+    return records.run_records([run.params for run in group], columns)
 
 
-def _grid_values(run: Run) -> tuple[dict, dict]:
-    """What sets a run apart: its grid values, and their validated forms in its config. Shipping
-    these, not each run's whole validated config, costs a few bytes a run instead of ~30 us."""
-    config = run.resolved.config
-    return run.params, {key: _get(config, key.split(".")) for key in run.params}
-
-
-def _get(model, path: list[str]):
-    for part in path:
-        model = getattr(model, part)
-    return model
-
-
-def _with(model, path: list[str], value):
-    """A copy of a frozen model with the (already validated) value at `path`."""
-    if len(path) == 1:
-        return model.model_copy(update={path[0]: value})
-    return model.model_copy(update={path[0]: _with(getattr(model, path[0]), path[1:], value)})
-
-
-def rebuild(first: Run, values: list[tuple[dict, dict]]) -> list[Run]:
-    """A batch's runs from its first run and each run's grid values: runs of one batch differ
-    only there, and the client validated every value, so nothing is validated again."""
-    runs = []
-    with collector_paused():
-        for params, validated in values:
-            # one copy for every top-level value (a model copy is most of a rebuilt run's cost), then
-            # the nested ones; every value comes from the run's own config, so the order cannot matter
-            config = first.resolved.config.model_copy(update={k: v for k, v in validated.items() if "." not in k})
-            for key, value in validated.items():
-                if "." in key:
-                    config = _with(config, key.split("."), value)
-            runs.append(Run(params, first.resolved.model_copy(update={"config": config})))
-    return runs
-
-
-def _packed_task(first: Run, values: list[tuple[dict, dict]], x_limit: int):
-    """run_task with its records as columns and the x stacked in one tensor: pickling 1,000 small
-    tensors one by one costs ~0.1 s, one stacked tensor almost nothing."""
+def _packed_task(batch: BatchRuns, x_limit: int) -> dict[str, list]:
+    """run_task with the x stacked in one tensor: pickling 1,000 small tensors one by one costs
+    ~0.1 s, one stacked tensor almost nothing. A BatchRuns, not a list of runs, crosses Dask: it is
+    one object to `client.submit`, which walks the lists, tuples and dicts of a task's arguments in
+    search of futures (~1.5 us an item), and the scheduler, which unpickles each task and pickles it
+    again for its worker, finds in it a few lists of numbers, not ~10 objects a run."""
     import torch
 
-    done = run_task(rebuild(first, values), x_limit)
-    xs = [record.x for record in done]
+    columns = run_task(batch, x_limit)
+    xs = columns["x"]
     if all(isinstance(x, torch.Tensor) for x in xs) and len({x.shape for x in xs}) == 1:
-        xs = torch.stack(xs)
-    return [r.status for r in done], [r.iters for r in done], [r.loss for r in done], xs, [r.error for r in done]
-
-
-def _unpack(packed, group: list[Run]) -> list[records.RunRecord]:
-    statuses, iters, losses, xs, errors = packed
-    return [records.RunRecord(run.params, statuses[j], iters[j], losses[j], xs[j], errors[j])
-            for j, run in enumerate(group)]
+        columns["x"] = torch.stack(xs)
+    return columns
 
 
 def _has_gpu_workers(client) -> bool:
@@ -220,8 +203,7 @@ def start_local_cluster(workers: int | None = None):
     from distributed import LocalCluster
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # no one reads a worker's statistical profile (a stack sample every 10 ms) or its GIL monitor
-    # (every 1 ms) here; both take CPU from the runs. The nannies copy this config to their workers.
+    # the scheduler (in this process) reads this config as it starts, and the nannies copy it to their workers
     with dask.config.set(QUIET_WORKERS):
         return LocalCluster(host=LOOPBACK, n_workers=workers or cpus or 1, threads_per_worker=1, processes=True,
                             dashboard_address=None, protocol="tcp://")

@@ -204,14 +204,14 @@ def run_paths(runs: list[Run], should_stop: Callable[[], bool] = lambda: False, 
     """Every run, in batches as a sweep makes them (`sweep.plan_batches`), the host looking after
     every update to record each run's parameters."""
     from gdfit.engine import prepare
-    from gdfit.sweep import batch_loop, plan_batches
+    from gdfit.sweep import batch_loop, batch_runs, plan_batches
 
     batches, _ = plan_batches(runs, len(runs))
     traces: dict[int, Trace] = {}
     for batch in batches:
         group = [runs[i] for i in batch]
         problem = (problems or {}).get(batch[0]) or prepare(group[0].resolved)
-        loop = batch_loop(problem, group, should_stop, sync_every=1, chunk_every=1)
+        loop = batch_loop(problem, batch_runs(group), should_stop, sync_every=1, chunk_every=1)
         packing = Packing(loop.stepper.params)
         width = sum(packing.sizes)
         recorder = Recorder(min(cap, max(2, PATH_ELEMENTS // max(width * len(group), 1))))

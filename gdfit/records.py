@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 CONVERGED = "converged"
@@ -102,6 +102,16 @@ class RunRecord:
     x: Any  # CPU tensor, or a summary dict when large
     error: str | None = None  # what went wrong, for status "error"
     holdout_rmse: float | None = None  # a matrix model's RMSE on its held-out entries
+
+
+# a batch's results travel as columns, one list (or a stacked tensor) per field but the params
+RUN_COLUMNS = [f.name for f in fields(RunRecord) if f.name != "params"]
+
+
+def run_records(params: list[dict[str, Any]], columns: dict[str, Any]) -> list[RunRecord]:
+    """The RunRecords of a batch's runs: each run's params, and the other fields as columns
+    (RUN_COLUMNS, each a list or a tensor of one row per run)."""
+    return list(map(RunRecord, params, *(columns[name] for name in RUN_COLUMNS)))
 
 
 class Renderer(Protocol):

@@ -183,6 +183,23 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def runs_left_out() -> Iterator[None]:
+    """The objects that exist now, a sweep's runs among them (~10 objects a run), left out of the
+    cycle collector's walks until the sweep ends (`gc.freeze`): none of them is garbage, and each
+    full collection walked them all, ~0.3 s at 100,000 runs, one every 200,000 or so new objects
+    (records, say). Objects made later are collected as before. Inside another, it leaves the outer
+    one in charge."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _alone(keys: list[str]) -> list[str]:
     """Grid keys whose values validate the same whatever the other keys are: not COUPLED, and the
     only grid key under their top-level key (`schedule.gamma` and `schedule` together are not)."""
@@ -225,6 +242,12 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
     RunRecords in grid order. Runs whose index is in `done` (a resumed journal) are skipped;
     `on_batch(indices, records)` is called as each batch ends.
     """
+    with runs_left_out():
+        yield from _execute(runs, x_limit, should_stop, done, on_batch, backend, address)
+
+
+def _execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int], on_batch, backend: str,
+             address: str | None) -> Iterator[Any]:
     from gdfit.advisor import advise
     from gdfit.devices import describe
     from gdfit.engine import prepare, working_copies
@@ -263,10 +286,12 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
             continue
         group = [runs[i] for i in batch]
         problem = first if _shared(group[0].resolved.config) == _shared(runs[0].resolved.config) else None
-        for item in _run_batch(problem or prepare(group[0].resolved), group, x_limit, should_stop):
+        for item in _run_batch(problem or prepare(group[0].resolved), batch_runs(group), x_limit, should_stop):
             if isinstance(item, int):
                 yield (len(done) + len(results) + item, len(runs))
             else:
+                with collector_paused():  # a record for each run
+                    item = records.run_records([run.params for run in group], item)
                 results.update(zip(batch, item))
                 if on_batch is not None:
                     on_batch(batch, item)
@@ -325,71 +350,100 @@ def _shared(config) -> str:
     return repr(sorted(document.items()))
 
 
-def run_batch(group: list[Run], x_limit: int = records.X_LIMIT) -> list[records.RunRecord]:
-    """One batch, self-contained (its own problem), to the end: what a Dask task runs. `group`
-    must be runs that can share a batch (`plan_batches`)."""
+@dataclass
+class BatchRuns:
+    """All that a batch's Loop reads of its runs, beside the problem they share: the first run's
+    resolved config (the rest of the batch's), and each run's learning rate, the optimizer settings
+    that differ within the batch, and its start (seed and init) as an index into the batch's
+    distinct starts (a learning rate x seed grid repeats each seed's start once per rate). A Dask
+    task carries this in place of its runs: a few numbers a run, where each run's whole config
+    costs ~30 us to pickle and ~4.5 us to rebuild on the worker."""
+
+    first: Resolved
+    learning_rates: list[float]
+    settings: dict[str, list[float]]  # optimizer settings that differ within the batch, run by run
+    starts: list[tuple[int, Any]]  # the distinct (seed, init) of the runs
+    start_of: list[int]  # each run's start: its index in `starts`
+
+    def __len__(self) -> int:
+        return len(self.learning_rates)
+
+
+def batch_runs(group: list[Run]) -> BatchRuns:
+    """A batch's runs (runs that can share one, `plan_batches`) as its Loop reads them."""
+    configs = [run.resolved.config for run in group]
+    position: dict[tuple, int] = {}
+    starts, start_of = [], []
+    for config in configs:
+        # the init by identity: `expand` gives the runs of one init value one object (a repr costs 7 us)
+        key = (config.seed, id(config.init))
+        if key not in position:
+            position[key] = len(starts)
+            starts.append((config.seed, config.init))
+        start_of.append(position[key])
+    return BatchRuns(group[0].resolved, [config.learning_rate for config in configs],
+                     _varying_settings([config.optimizer for config in configs]), starts, start_of)
+
+
+def run_batch(batch: BatchRuns, x_limit: int = records.X_LIMIT) -> dict[str, list]:
+    """One batch, self-contained (its own problem), to the end: what a Dask task runs. Its
+    results as columns (`records.run_records`)."""
     from gdfit.engine import prepare
 
-    *_, done = _run_batch(prepare(group[0].resolved), group, x_limit, lambda: False)
+    *_, done = _run_batch(prepare(batch.first), batch, x_limit, lambda: False)
     return done
 
 
-def batch_loop(first, group: list[Run], should_stop, sync_every: int | None = None, chunk_every: int | None = None):
-    """The `Loop` of one batch (runs that can share one, `plan_batches`) of the problem `first`;
-    the host looks every `sync_every` updates (by default as often as a sweep does), and hands over
-    a chunk every `chunk_every` (`Loop`'s default: one run on the CPU, 64 updates at a time)."""
+def batch_loop(first, batch: BatchRuns, should_stop, sync_every: int | None = None, chunk_every: int | None = None):
+    """The `Loop` of one batch (`batch_runs`) of the problem `first`; the host looks every
+    `sync_every` updates (by default as often as a sweep does), and hands over a chunk every
+    `chunk_every` (`Loop`'s default: one run on the CPU, 64 updates at a time)."""
     from gdfit.engine import make_stepper
     from gdfit.loop import Loop, sync_interval
 
     target, device = first.target, first.device
-    starts = _starts(first, group)
+    starts = _starts(first, batch)
     # per-run settings broadcast against the parameters ([K, *shape]; all of one rank for every model)
     column = (-1,) + (1,) * (next(iter(first.model.parameters(starts).values())).dim() - 1)
-    lr = _per_run([run.resolved.config.learning_rate for run in group], device, column)
-    config = group[0].resolved.config
-    stepper = make_stepper(first, starts, _varying_settings(group, device, column), config, own=True)
+    lr = _per_run(batch.learning_rates, device, column)
+    settings = {name: _per_run(values, device, column) for name, values in batch.settings.items()}
+    config = batch.first.config
+    stepper = make_stepper(first, starts, settings, config, own=True)
     if sync_every is None:
-        sync_every = sync_interval(device, len(group), target.numel())
+        sync_every = sync_interval(device, len(batch), target.numel())
     return Loop(config, stepper, lr, sync_every=sync_every, should_stop=should_stop, chunk_every=chunk_every)
 
 
-def _starts(first, group: list[Run]):
+def _starts(first, batch: BatchRuns):
     """`engine.run_starts` of the batch, each distinct start built once: a start is its run's seed
-    and init (the rest is the batch's), and a grid of learning rates by seeds repeats each seed's
-    start once per learning rate."""
+    and init (the rest is the batch's)."""
     import torch
 
     from gdfit.engine import run_starts
 
-    # the init by identity: `expand` gives the runs of one init value one object (a repr costs 7 us)
-    keys = [(run.resolved.config.seed, id(run.resolved.config.init)) for run in group]
-    position: dict[tuple, int] = {}
-    distinct = []
-    for key, run in zip(keys, group):
-        if key not in position:
-            position[key] = len(distinct)
-            distinct.append(run.resolved)
+    base = batch.first
+    distinct = [base.model_copy(update={"config": base.config.model_copy(update={"seed": seed, "init": init})})
+                for seed, init in batch.starts]
     starts = run_starts(first, distinct)
-    return starts if len(distinct) == len(group) else starts[torch.tensor([position[key] for key in keys])]
+    return starts if len(distinct) == len(batch) else starts[torch.tensor(batch.start_of)]
 
 
-def _run_batch(first, group: list[Run], x_limit: int, should_stop) -> Iterator[Any]:
-    """One batch as one Loop: yields runs done at each look, then the batch's RunRecords."""
+def _run_batch(first, batch: BatchRuns, x_limit: int, should_stop) -> Iterator[Any]:
+    """One batch as one Loop: yields runs done at each look, then the batch's results as columns
+    (`records.run_records`)."""
     from gdfit.engine import reported_x
 
-    loop = batch_loop(first, group, should_stop)
+    loop = batch_loop(first, batch, should_stop)
     for chunk in loop.chunks():
         yield chunk.done
     outcome = loop.outcome
-    with collector_paused():  # a record and an x for each run
+    with collector_paused():  # an x for each run
         shown = reported_x(first, outcome.params, x_limit)
         rmse = getattr(first.model, "holdout_rmse", None)
         holdout = [rmse({name: p[j].to(first.device) for name, p in outcome.params.items()})
-                   if rmse is not None else None for j in range(len(group))]
-        done = [records.RunRecord(run.params, outcome.statuses[j], outcome.iters[j], outcome.losses[j], shown[j],
-                                  holdout_rmse=holdout[j])
-                for j, run in enumerate(group)]
-    yield done
+                   if rmse is not None else None for j in range(len(batch))]
+    yield {"status": outcome.statuses, "iters": outcome.iters, "loss": outcome.losses, "x": shown,
+           "error": [None] * len(batch), "holdout_rmse": holdout}
 
 
 def _per_run(values: list[float], device, column: tuple[int, ...]):
@@ -401,19 +455,18 @@ def _per_run(values: list[float], device, column: tuple[int, ...]):
     return torch.tensor(values, dtype=torch.float64, device=device).view(column)
 
 
-def _varying_settings(group: list[Run], device, column: tuple[int, ...]) -> dict[str, Any]:
-    """Optimizer settings that differ within the batch, as [K, 1, ...] tensors."""
-    specs = [run.resolved.config.optimizer for run in group]
+def _varying_settings(specs: list) -> dict[str, list[float]]:
+    """Optimizer settings that differ within the batch (each run's optimizer spec), run by run."""
     fields = type(specs[0]).model_fields  # one optimizer per batch; asking a model for a field it lacks is slow
-    settings: dict[str, Any] = {}
+    settings: dict[str, list[float]] = {}
     for name in OPTIMIZER_TENSORS & fields.keys():
         values = [getattr(spec, name) for spec in specs]  # only batchable ones differ here
         if len(set(values)) > 1:
-            settings[name] = _per_run(values, device, column)
+            settings[name] = values
     betas = [spec.betas for spec in specs] if "betas" in fields else [None]
     if len(set(betas)) > 1:
-        settings["beta1"] = _per_run([b[0] for b in betas], device, column)
-        settings["beta2"] = _per_run([b[1] for b in betas], device, column)
+        settings["beta1"] = [b[0] for b in betas]
+        settings["beta2"] = [b[1] for b in betas]
     return settings
 
 

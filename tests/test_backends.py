@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import ipaddress
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -13,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SEED_TARGET
 
-from gdfit import backends, records
+from gdfit import backends, records, sweep
 from gdfit.errors import ExitCode, MissingExtraError
-from gdfit.sweep import expand, plan_batches
+from gdfit.sweep import batch_runs, expand, plan_batches
 
 SEED_BASE = {"target": SEED_TARGET, "device": "cpu", "max_iters": 2000}
 MIXED_GRID = {"optimizer": ["gd", "momentum", "adam"], "learning_rate": [10 ** (-3 + 4 * i / 7) for i in range(8)]}
@@ -41,12 +45,17 @@ def collect(results) -> dict[int, object]:
 
 
 def assert_same(dask: dict, local: dict) -> None:
+    """Record for record, every field of RunRecord (a field added later is compared too)."""
     assert sorted(dask) == sorted(local)
     for i, want in local.items():
-        got = dask[i]
-        assert (got.params, got.status, got.iters) == (want.params, want.status, want.iters), i
-        assert got.loss == want.loss or (math.isnan(got.loss) and math.isnan(want.loss)), i
-        assert got.x.equal(want.x), i
+        for field in dataclasses.fields(records.RunRecord):
+            a, b = getattr(dask[i], field.name), getattr(want, field.name)
+            if isinstance(b, torch.Tensor):
+                assert isinstance(a, torch.Tensor) and a.equal(b), (i, field.name)
+            elif isinstance(b, float) and math.isnan(b):
+                assert isinstance(a, float) and math.isnan(a), (i, field.name)
+            else:
+                assert a == b, (i, field.name)
 
 
 # --- without Dask --------------------------------------------------------------------------------
@@ -87,6 +96,20 @@ def test_local_error_records_and_the_rest_runs():
     assert done[1].status == records.ERROR and "cuda:7" in done[1].error
 
 
+def test_a_sweep_leaves_its_runs_out_of_the_collectors_walks():
+    """While the batches run, the objects that existed before (the runs) sit in the collector's
+    permanent generation; afterwards they are back, and a sweep inside another leaves them be."""
+    runs, batches = make_runs({"learning_rate": [0.1, 0.2]})
+    assert gc.get_freeze_count() == 0
+    frozen = [gc.get_freeze_count() for _ in backends.run_batches(runs, batches)]
+    assert frozen and min(frozen) > 0 and gc.get_freeze_count() == 0
+    with sweep.runs_left_out():
+        outer = gc.get_freeze_count()
+        assert outer > 0 and len(collect(backends.run_batches(runs, batches))) == len(runs)
+        assert gc.get_freeze_count() == outer
+    assert gc.get_freeze_count() == 0
+
+
 # --- with a local Dask cluster -------------------------------------------------------------------
 
 
@@ -123,6 +146,17 @@ def test_dask_equals_local_on_a_heterogeneous_grid(cluster, mixed):
     assert_same(dask, local)
 
 
+def test_dask_equals_local_for_a_matrix_model_with_a_holdout(cluster):
+    """Every field of a record comes back from a task, the held-out RMSE of a matrix model too."""
+    ratings = Path(__file__).resolve().parents[1] / "configs" / "ratings.csv"
+    runs, batches = make_runs({"learning_rate": [1, 3], "seed": [0, 1]}, target={"file": str(ratings)},
+                              model={"name": "lowrank", "rank": 3}, holdout=0.2, dtype="float64", max_iters=200)
+    local = collect(backends.run_batches(runs, batches))
+    assert len(batches) == 1 and all(isinstance(r.holdout_rmse, float) for r in local.values())
+    assert_same(collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address)),
+                local)
+
+
 def test_scheduler_address_from_the_environment(cluster, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("started a cluster of its own despite DASK_SCHEDULER_ADDRESS")
@@ -139,6 +173,21 @@ def test_a_task_that_raises_becomes_error_records(cluster):
     done = collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address))
     assert [done[i].status for i in range(4)] == ["converged", "converged", "error", "error"]
     assert done[2].error.startswith("DeviceError") and "cuda:7" in done[2].error
+
+
+def _fails_outside_run_task(batch, x_limit):
+    raise MemoryError(f"gave up on {len(batch)} runs")
+
+
+def test_a_task_that_fails_in_dask_becomes_error_records(cluster, monkeypatch):
+    """A task that fails around run_task (here the task function itself; in life a worker killed
+    too often) ends as an errored future: its runs become error records with its message."""
+    monkeypatch.setattr(backends, "_packed_task", _fails_outside_run_task)
+    runs, batches = make_runs({"learning_rate": [0.1, 0.2, 0.3]})
+    done = collect(backends.run_batches(runs, batches, backend="dask", address=cluster.scheduler_address))
+    assert sorted(done) == [0, 1, 2]
+    assert all(r.status == records.ERROR and r.error == f"MemoryError: gave up on {len(batches[0])} runs"
+               for r in done.values())
 
 
 def test_a_killed_worker_is_replaced_and_its_task_rerun(cluster, client):
@@ -262,33 +311,45 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
           "seed": [0, 5]}, "momentum"),
     ],
 )
-def test_a_batch_rebuilt_from_grid_values_has_the_validated_configs(grid, optimizer):
-    """Tasks ship a batch's first run and each run's grid values; the worker's runs must be the
-    client's, config for config."""
-    runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64")
+def test_a_batch_as_it_travels_gives_each_run_its_own_result(grid, optimizer):
+    """A task carries a batch as `batch_runs` (pickled, as Dask does), not its runs: every setting
+    that differs within the batch must reach the worker, so that each run ends as it does alone."""
+    runs, batches = make_runs(grid, optimizer=optimizer, dtype="float64", max_iters=200)
     assert any(len(batch) > 1 for batch in batches)
     for batch in batches:
         group = [runs[i] for i in batch]
-        rebuilt = backends.rebuild(group[0], [backends._grid_values(run) for run in group])
-        assert [r.resolved.config for r in rebuilt] == [r.resolved.config for r in group]
-        assert [r.params for r in rebuilt] == [r.params for r in group]
+        travelled = pickle.loads(pickle.dumps(batch_runs(group)))
+        assert len(travelled.starts) < len(group) or "seed" not in grid  # the repeated starts are shipped once
+        together = records.run_records([run.params for run in group], backends.run_task(travelled))
+        alone = [records.run_records([run.params], backends.run_task(batch_runs([run])))[0] for run in group]
+        assert_same(dict(enumerate(together)), dict(enumerate(alone)))
+        assert len({(r.iters, r.loss) for r in alone}) > 1  # the runs differ, so a lost setting would show
 
 
-def test_a_cluster_gdfit_starts_has_quiet_workers(monkeypatch):
-    """The nannies copy the config they are made under to their workers: no 10 ms stack sampler
-    and no 1 ms GIL monitor taking CPU from the runs (and the caller's config is left as it was)."""
-    distributed = pytest.importorskip("distributed")
+def test_a_cluster_gdfit_starts_has_quiet_workers():
+    """The nannies copy the config they are made under to their workers: no 10 ms stack sampler,
+    no 1 ms GIL monitor, and the periodic checks that woke each process 50-100 times a second
+    spaced out; the caller's config is left as it was."""
+    pytest.importorskip("distributed")
     import dask
+    from distributed import Client
 
-    seen = {}
+    keys = ["distributed.worker.profile.enabled", "distributed.admin.system-monitor.gil.enabled",
+            "distributed.admin.tick.interval", "distributed.admin.system-monitor.interval",
+            "distributed.worker.memory.monitor-interval"]
 
-    def fake_cluster(**kwargs):
-        seen.update(kwargs, profile=dask.config.get("distributed.worker.profile.enabled"),
-                    gil=dask.config.get("distributed.admin.system-monitor.gil.enabled"))
-        return "cluster"
+    def seconds(value) -> float:
+        return dask.utils.parse_timedelta(value) if isinstance(value, str) else value
 
-    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
-    before = dask.config.get("distributed.worker.profile.enabled")
-    assert backends.start_local_cluster(2) == "cluster"
-    assert (seen["profile"], seen["gil"], seen["host"], seen["n_workers"]) == (False, False, "127.0.0.1", 2)
-    assert dask.config.get("distributed.worker.profile.enabled") == before
+    before = {key: dask.config.get(key) for key in keys}
+    cluster = backends.start_local_cluster(1)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            on_worker = next(iter(client.run(lambda: {key: dask.config.get(key) for key in keys}).values()))
+    finally:
+        cluster.close()
+    assert {key: dask.config.get(key) for key in keys} == before
+    assert on_worker == backends.QUIET_WORKERS
+    assert on_worker[keys[0]] is False and on_worker[keys[1]] is False
+    for key in keys[2:]:  # further apart than Dask's defaults
+        assert seconds(on_worker[key]) > seconds(before[key]), key
