@@ -112,11 +112,16 @@ def _target(resolved: Resolved, columns: dict[str, torch.Tensor], dtype, device)
 # ---------------------------------------------------------------- statistics
 
 
-
 def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
                ) -> dict[str, Any]:
     """`params`, `covariance` and `fit` for the end event and the result document, in float64
     (on the host: the model's numpy form, whatever the fit's dtype and device)."""
+    with np.errstate(all="ignore"):  # a diverged fit's statistics are inf or NaN, and say so
+        return _statistics(model, theta, target, absolute_sigma)
+
+
+def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
+                ) -> dict[str, Any]:
     host = model.host(torch.float64)
     theta = theta.detach().cpu().to(torch.float64)
     x = theta.numpy()[None]  # one run

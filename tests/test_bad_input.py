@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from conftest import ROOT
+from conftest import ROOT, run_process
 
 from gdfit.config import build_config, load_config
 from gdfit.errors import GdfitError
@@ -501,6 +501,17 @@ def test_a_start_whose_loss_overflows_blames_the_range_not_the_rate(cli, write_c
     result = cli("run", write_config("target: [[1e38, 1]]\ninit: [[-1e38, 0]]\n"))
     assert result.exit_status == 3
     assert "beyond float32's range" in result.stderr and "smaller learning_rate" not in result.stderr
+
+
+def test_a_curve_fit_whose_start_overflows_blames_its_start_values_in_a_few_words(write_config):
+    # exp(460) is finite, its square is not: the loss and the statistics overflow, quietly (a real
+    # process: numpy's warnings go to its stderr)
+    result = run_process("run", write_config('target: [[1, 2, 3]]\nmodel: {expr: "a * exp(b) + c", params: {a: 1, b: 460, c: 0}}\n'
+                                     "optimizer: lm\ndtype: float64\n"))
+    assert result.exit_status == 3
+    assert "not finite in float64" in result.stderr and "choose start values" in result.stderr
+    assert "dtype: float64" not in result.stderr  # it is float64 already
+    assert "Warning" not in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,12 @@ def _save(result: records.FitResult, config: dict, options: RunOptions, problem,
 def divergence_hint(descent) -> str:
     config = descent.problem.config
     if descent.result.iters == 0:  # no update was made: the rate is not to blame
+        wider = "use dtype: float64, or " if config.dtype != "float64" else ""
+        if config.model is not None and hasattr(config.model, "expr"):  # a curve fit
+            return (f"The loss at the start is not finite in {config.dtype}: the expression is NaN or infinite at "
+                    f"the start values, or far from the data; {wider}choose start values where it is finite.")
         return (f"The loss at the start is beyond {config.dtype}'s range: the start and the target are too far "
-                "apart; use dtype: float64, or rescale the data.")
+                f"apart; {wider}rescale the data.")
     stable = (descent.advice or {}).get("max_stable_lr")
     if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
         n = descent.problem.loss.numel  # the entries the loss is over (a matrix model leaves some out)
