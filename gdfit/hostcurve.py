@@ -29,19 +29,19 @@ class HostCurve:
         self.torch_dtype = getattr(torch, dtype)
         self.fn = compile_model(model.tree, NUMPY_FUNCTIONS)
         self.dual = compile_dual(model.tree)
-        self.columns = {name: host(column) for name, column in model.columns.items()}
-        self.fixed = {name: self.dtype.type(value) for name, value in model.fixed.items()}
+        self.data = {name: host(column) for name, column in model.columns.items()}  # and the fixed parameters
+        self.data.update((name, self.dtype.type(value)) for name, value in model.fixed.items())
         self.bounded = model.bounded
         self.low, self.high, self.sigma = host(model.low), host(model.high), host(model.sigma)
         self.seeds = np.eye(len(self.names), dtype=self.dtype)[None]  # [1, p, p]: row i seeds parameter i
+        self.free = dict(zip(self.names, self.seeds.transpose(1, 0, 2)[:, :, None, :]))  # [1, 1, p] each, unbounded
 
     def inside(self, x: np.ndarray) -> np.ndarray:
         """Parameters projected into their bounds (the model's `constrain_`)."""
         return np.clip(x, self.low, self.high) if self.bounded else x
 
     def _environment(self, theta: np.ndarray) -> dict:
-        env = dict(self.columns)
-        env.update(self.fixed)
+        env = self.data.copy()
         env.update(zip(self.names, theta.T[:, :, None]))  # each parameter as a column [K, 1]
         return env
 
@@ -71,9 +71,9 @@ class HostCurve:
         if self.bounded:  # per run: row i of the identity, or zeros while parameter i is outside its bounds
             rows = self.seeds * ((theta >= self.low) & (theta <= self.high))[:, :, None]  # [K, p, p]
             theta = np.clip(theta, self.low, self.high)
+            seeds = dict(zip(self.names, rows.transpose(1, 0, 2)[:, :, None, :]))  # [K, 1, p] each
         else:
-            rows = self.seeds
-        seeds = dict(zip(self.names, rows.transpose(1, 0, 2)[:, :, None, :]))  # [K or 1, 1, p] each
+            seeds = self.free
         with np.errstate(all="ignore"):
             value, tangent = self.dual(self._environment(theta), seeds)
             shape = (runs, self.points, count)

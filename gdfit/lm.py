@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gdfit.models import Model, Params
-from gdfit.trust import ACCEPT, cutoff, damped, levenberg_parameter, new_radius
+from gdfit.trust import ACCEPT, Subproblem, cutoff, new_radius
 
 PROBE = 0.1  # the finite-difference step along v, as a fraction of v (Transtrum's h)
 MAX_ACCELERATION = 0.75  # the largest 2|a|/|v| a step's correction may have (Transtrum's alpha)
@@ -60,20 +60,26 @@ class Packing:
     def __init__(self, params: Params) -> None:
         self.shapes = {name: p.shape[1:] for name, p in params.items()}
         self.sizes = [math.prod(shape) for shape in self.shapes.values()]
+        # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is its numpy form as it is
+        self.native = len(params) == 1 and all(p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu"
+                                               for p in params.values())
 
     def pack(self, params: Params) -> torch.Tensor:
         return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1)
 
     def host(self, params: Params) -> np.ndarray:
         """pack, as a float64 numpy copy: what lm's algebra works on."""
+        if self.native:
+            (p,) = params.values()
+            return p.detach().numpy().copy()
         parts = [p.detach().to("cpu", torch.float64).numpy().reshape(p.shape[0], -1) for p in params.values()]
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts, 1)
 
     def store(self, params: Params, x: np.ndarray) -> None:
         """x [K, P] (float64 numpy) into the parameters, in their dtype and on their device."""
-        if len(self.sizes) == 1:  # a curve fit's one theta
+        if self.native:
             (p,) = params.values()
-            p.copy_(torch.from_numpy(x).view(p.shape))
+            p.copy_(torch.from_numpy(x))
             return
         for (name, p), part in zip(params.items(), self.unpack(torch.from_numpy(x)).values()):
             p.copy_(part)
@@ -296,10 +302,9 @@ class _Update:
 
     def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: bool, cost: float
                  ) -> None:
-        U, self.s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
-        self.U, self.D, self.first = U, D, first
-        self.c = U.T @ r
-        self.floor = cutoff(self.s, len(r))
+        U, s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
+        self.U, self.s, self.D, self.first = U, s, D, first
+        self.problem = Subproblem(s, U.T @ r, cutoff(s, len(r)))
         self.cost = cost  # the sum of squares, r @ r
         Dx = D * x
         self.size = math.sqrt(float(Dx @ Dx))  # |D x|
@@ -307,16 +312,15 @@ class _Update:
 
     def step(self, delta: float, par: float) -> tuple[float, np.ndarray, tuple[float, float]]:
         """The Levenberg parameter for radius delta, the step h, and (|D h|, the predicted reduction)."""
-        par = levenberg_parameter(self.s, self.c, delta, par, self.floor)
-        w = damped(self.s, self.c, par, self.floor)  # D h = -V w
-        length = self.length = math.sqrt(float(w @ w))
+        par, w, length = self.problem.parameter(delta, par)  # D h = -V w
+        self.length = length
         # the linear model's reduction of the sum of squares, |J h|^2 + 2 par |D h|^2 (MINPACK's prered)
         sw = self.s * w
         return par, -(self.Vt.T @ w) / self.D, (length, float(sw @ sw) + 2 * par * length * length)
 
     def solve(self, b: np.ndarray, par: float) -> np.ndarray:
         """q = V damped(U^T b): D h for residuals b at the Levenberg parameter par, negated."""
-        return self.Vt.T @ damped(self.s, self.U.T @ b, par, self.floor)
+        return self.Vt.T @ self.problem.damped(self.U.T @ b, par)
 
     def judge(self, delta: float, par: float, new_cost: float, length: float, predicted: float
               ) -> tuple[float, bool]:
@@ -329,7 +333,7 @@ class _Update:
 
     def promised(self) -> float:
         """|P_J r|^2 / |r|^2: the relative reduction the Gauss-Newton step promises."""
-        kept = self.c[self.s > self.floor]
+        kept = self.problem.c[self.problem.keep]
         return float(kept @ kept) / self.cost if self.cost > 0 else 0.0
 
 
