@@ -60,26 +60,28 @@ class Packing:
     def __init__(self, params: Params) -> None:
         self.shapes = {name: p.shape[1:] for name, p in params.items()}
         self.sizes = [math.prod(shape) for shape in self.shapes.values()]
-        # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is its numpy form as it is
-        self.native = len(params) == 1 and all(p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu"
-                                               for p in params.values())
+        # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is a numpy view of it,
+        # read and written without a torch call (they cost microseconds each, a few per update)
+        self.params, self.view = params, None
+        if len(params) == 1:
+            (p,) = params.values()
+            if p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
+                self.view = p.detach().numpy()
 
     def pack(self, params: Params) -> torch.Tensor:
         return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1)
 
     def host(self, params: Params) -> np.ndarray:
         """pack, as a float64 numpy copy: what lm's algebra works on."""
-        if self.native:
-            (p,) = params.values()
-            return p.detach().numpy().copy()
+        if self.view is not None and params is self.params:
+            return self.view.copy()
         parts = [p.detach().to("cpu", torch.float64).numpy().reshape(p.shape[0], -1) for p in params.values()]
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts, 1)
 
     def store(self, params: Params, x: np.ndarray) -> None:
         """x [K, P] (float64 numpy) into the parameters, in their dtype and on their device."""
-        if self.native:
-            (p,) = params.values()
-            p.copy_(torch.from_numpy(x))
+        if self.view is not None and params is self.params:
+            self.view[...] = x
             return
         for (name, p), part in zip(params.items(), self.unpack(torch.from_numpy(x)).values()):
             p.copy_(part)
@@ -152,7 +154,7 @@ class LevenbergMarquardt:
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         """One update of every run still moving: one Jacobian, then trial steps until each run
         lowers its sum of squares (MINPACK's inner loop) or has no step left to try."""
-        state = self.optimizer.state["theta"]
+        state = self.optimizer.host  # the trust radius, the Levenberg parameter, the scales
         # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
         # where torch's CPU lstsq and svd cost a fraction of a millisecond per call. Per run, on
         # rows and Python floats, where numpy's batched forms of a K-vector cost more calls.
@@ -163,7 +165,7 @@ class LevenbergMarquardt:
             g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
             if self.bounded:
                 Jn = Jn * self._free(x, g)[:, None, :]
-            scale = state["scale"].numpy()
+            scale = state["scale"]
             np.maximum(scale, np.sqrt(np.vecdot(Jn, Jn, axis=1)), out=scale)
             D = np.where(scale > 0, scale, 1.0)
             going = [True] * K if moving is None else moving.flatten().tolist()
@@ -197,8 +199,8 @@ class LevenbergMarquardt:
                 trying = left
                 if not trying:
                     break
-            state["delta"].numpy()[:] = delta  # the state's tensors are on the CPU
-            state["par"].numpy()[:] = par
+            state["delta"][:] = delta
+            state["par"][:] = par
             self.packing.store(self.params, x)
             self._report(x, start, last, D, g, rn.shape[1], updates, delta, resolution)
         if self.curve:  # no new evaluation: the step taken's cost is known
@@ -342,12 +344,18 @@ class _State:
     the scales. It lives on the host, where lm's algebra reads and writes it in place."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        self._state = {"theta": state}
+        self.state = {"theta": state}
 
     @property
     def state(self) -> dict[str, dict[str, torch.Tensor]]:
         return self._state
 
+    @property
+    def host(self) -> dict[str, np.ndarray]:
+        """The state's tensors as numpy views: lm's algebra reads and writes them without a torch call."""
+        return self._host
+
     @state.setter
     def state(self, value: dict[str, dict[str, torch.Tensor]]) -> None:  # a checkpoint's, on any device
         self._state = {name: {key: t.cpu() for key, t in st.items()} for name, st in value.items()}
+        self._host = {key: t.numpy() for key, t in self._state["theta"].items()}
