@@ -228,7 +228,7 @@ class LevenbergMarquardt:
             # no step at all, and the radius is below the resolution of x: nothing can move this run
             stuck.append(taken[i] == 0 and u is not None and delta[i] <= resolution * u.size)
         # numpy arrays: the stop rules take them as they are (on the host) or to the device
-        self.motion = (np.array(step), np.sqrt(np.vecdot(Dx, Dx)), np.abs(g).max(1) * (2.0 / n))
+        self.motion = (np.array(step), np.sqrt(np.vecdot(Dx, Dx)), np.maximum.reduce(np.abs(g), axis=1) * (2.0 / n))
         self.promised = np.array(promised)
         self.stuck = np.array(stuck)
         self.gradient = (g[0], n)  # run 0's J^T r, for grad_norm
