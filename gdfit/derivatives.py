@@ -1,9 +1,14 @@
 """A model expression's value and exact Jacobian in one pass: forward-mode derivatives, compiled once.
 
 `compile_dual` turns a checked expression tree into nested closures, as `expr.compile_model` does,
-each returning a value and its tangent: d value / d (fitted parameters), shaped [..., P], or None
-where the value does not depend on them. Every rule is the chain rule of one operation, the same
-derivative torch's autograd uses for it (tests/test_derivatives.py holds them to autograd).
+each returning a value and its tangent: d value / d (fitted parameters), or None where the value
+does not depend on them. A tangent is sparse, {parameter's index: d value / d parameter}, each
+entry shaped as the value (or broadcasting to it): a sub-expression depends on a few of the
+parameters, and an operation then costs one numpy call per parameter it depends on, on arrays of
+the points alone, where a dense [..., P] tangent costs a few calls on arrays P times the size
+(and a parameter's own seed, 1, multiplies nothing: b2*x's tangent is x). Every rule is the
+chain rule of one operation, the same derivative torch's autograd uses for it
+(tests/test_derivatives.py holds them to autograd).
 
 They work on numpy arrays, on the host: lm's algebra is there already (lm.py), and for a curve
 fit's few parameters and points a numpy operation costs a fraction of a torch call's dispatch, so
@@ -21,8 +26,8 @@ import numpy as np
 
 from gdfit.expr import BINARY, CONSTANTS, MODEL_FUNCTIONS, _fold
 
-Tangent = np.ndarray | None  # [..., P]; None: no dependence on the fitted parameters
 Value = np.ndarray | float
+Tangent = dict[int, Value] | None  # parameter's index -> derivative; None: no dependence on the fitted parameters
 Dual = tuple[Value, Tangent]
 DualCompiled = Callable[[Mapping[str, Value], Mapping[str, np.ndarray]], Dual]
 
@@ -44,8 +49,8 @@ NUMPY_FUNCTIONS: dict[str, Callable] = {
 
 def compile_dual(tree: ast.Expression) -> DualCompiled:
     """The checked expression as f(values, tangents) -> (value, tangent): `values` as for
-    `compile_model`, in numpy; `tangents` maps each fitted parameter to its seed, [K, 1, P] (row i
-    of the identity for parameter i)."""
+    `compile_model`, in numpy; `tangents` maps each fitted parameter to its own tangent, {i: SEED}
+    for parameter i (or {i: a [K, 1] mask}, 0 for runs where it is held)."""
     compiled = _dual(tree.body)
     if isinstance(compiled, float):
         return lambda env, seeds: (np.float64(compiled), None)
@@ -85,25 +90,39 @@ def _dual(node: ast.AST) -> DualCompiled | float:
 
 # ---------------------------------------------------------------- the chain rule, one operation each
 
+# d parameter / d itself. A tangent entry that is this very object is not multiplied (1.0 * f is f,
+# bit for bit): the test is `is`, for one comparison per entry instead of an array's
+SEED = 1.0
+
+
 def _times(t: Tangent, factor: Value) -> Tangent:
-    """t scaled point by point: factor has the value's shape, t one more (trailing) dimension."""
+    """t scaled point by point."""
     if t is None:
         return None
-    return t * factor if isinstance(factor, float) else t * factor[..., None]
+    return {i: factor if d is SEED else d * factor for i, d in t.items()}
 
 
 def _over(t: Tangent, divisor: Value) -> Tangent:
     if t is None:
         return None
-    return t / divisor if isinstance(divisor, float) else t / divisor[..., None]
+    return {i: d / divisor for i, d in t.items()}
 
 
 def _sum(a: Tangent, b: Tangent) -> Tangent:
-    return a if b is None else b if a is None else a + b
+    if a is None or b is None:
+        return a if b is None else b
+    total = dict(a)
+    for i, d in b.items():
+        total[i] = total[i] + d if i in total else d
+    return total
+
+
+def _negative(t: Tangent) -> Tangent:
+    return None if t is None else {i: -d for i, d in t.items()}
 
 
 def _negate(v: Value, t: Tangent) -> Dual:
-    return -v, None if t is None else -t
+    return -v, _negative(t)
 
 
 def _add(lv, lt, rv, rt) -> Dual:
@@ -111,7 +130,7 @@ def _add(lv, lt, rv, rt) -> Dual:
 
 
 def _subtract(lv, lt, rv, rt) -> Dual:
-    return lv - rv, _sum(lt, None if rt is None else -rt)
+    return lv - rv, _sum(lt, _negative(rt))
 
 
 def _multiply(lv, lt, rv, rt) -> Dual:
@@ -142,8 +161,8 @@ def _reduce(v: np.ndarray, t: Tangent, how: str) -> Dual:
     value = NUMPY_FUNCTIONS[how](v)
     if t is None:
         return value, None
-    t = np.broadcast_to(t, (*np.shape(v), t.shape[-1]))
-    return value, t.sum(-2, keepdims=True) if how == "sum" else t.mean(-2, keepdims=True)
+    reduce = NUMPY_FUNCTIONS[how]
+    return value, {i: reduce(np.broadcast_to(d, np.broadcast_shapes(np.shape(v), np.shape(d)))) for i, d in t.items()}
 
 
 def _unary(function: Callable, derivative: Callable) -> Callable[[Value, Tangent], Dual]:

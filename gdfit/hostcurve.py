@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gdfit.derivatives import NUMPY_FUNCTIONS, compile_dual
+from gdfit.derivatives import NUMPY_FUNCTIONS, SEED, compile_dual
 from gdfit.expr import compile_model
 
 
@@ -29,19 +29,18 @@ class HostCurve:
         self.torch_dtype = getattr(torch, dtype)
         self.fn = compile_model(model.tree, NUMPY_FUNCTIONS)
         self.dual = compile_dual(model.tree)
-        self.columns = {name: host(column) for name, column in model.columns.items()}
-        self.fixed = {name: self.dtype.type(value) for name, value in model.fixed.items()}
+        self.data = {name: host(column) for name, column in model.columns.items()}  # and the fixed parameters
+        self.data.update((name, self.dtype.type(value)) for name, value in model.fixed.items())
         self.bounded = model.bounded
         self.low, self.high, self.sigma = host(model.low), host(model.high), host(model.sigma)
-        self.seeds = np.eye(len(self.names), dtype=self.dtype)[None]  # [1, p, p]: row i seeds parameter i
+        self.free = {name: {i: SEED} for i, name in enumerate(self.names)}  # each parameter's own tangent
 
     def inside(self, x: np.ndarray) -> np.ndarray:
         """Parameters projected into their bounds (the model's `constrain_`)."""
         return np.clip(x, self.low, self.high) if self.bounded else x
 
     def _environment(self, theta: np.ndarray) -> dict:
-        env = dict(self.columns)
-        env.update(self.fixed)
+        env = self.data.copy()
         env.update(zip(self.names, theta.T[:, :, None]))  # each parameter as a column [K, 1]
         return env
 
@@ -68,18 +67,18 @@ class HostCurve:
         it), where autograd through the clamp halves it."""
         theta = x.astype(self.dtype, copy=False)
         runs, count = theta.shape
-        if self.bounded:  # per run: row i of the identity, or zeros while parameter i is outside its bounds
-            rows = self.seeds * ((theta >= self.low) & (theta <= self.high))[:, :, None]  # [K, p, p]
+        if self.bounded:  # per run: 1, or 0 while parameter i is outside its bounds, [K, 1]
+            inside = ((theta >= self.low) & (theta <= self.high)).astype(self.dtype)
             theta = np.clip(theta, self.low, self.high)
+            seeds = {name: {i: inside[:, i, None]} for i, name in enumerate(self.names)}
         else:
-            rows = self.seeds
-        seeds = dict(zip(self.names, rows.transpose(1, 0, 2)[:, :, None, :]))  # [K or 1, 1, p] each
+            seeds = self.free
         with np.errstate(all="ignore"):
             value, tangent = self.dual(self._environment(theta), seeds)
-            shape = (runs, self.points, count)
-            J = np.zeros(shape, self.dtype) if tangent is None else np.asarray(tangent, dtype=self.dtype)
-            if J.shape != shape:
-                J = np.broadcast_to(J, shape)
+            J = np.zeros((runs, count, self.points), self.dtype)  # each parameter's column a row here
+            for i, d in (tangent or {}).items():
+                J[:, i] = d
+            J = J.transpose(0, 2, 1)
             value = self._shaped(value, runs)
             if self.sigma is not None:
                 return value / self.sigma, J / self.sigma[:, None]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gdfit.models import Model, Params
-from gdfit.trust import ACCEPT, cutoff, damped, levenberg_parameter, new_radius
+from gdfit.trust import ACCEPT, Subproblem, cutoff, new_radius
 
 PROBE = 0.1  # the finite-difference step along v, as a fraction of v (Transtrum's h)
 MAX_ACCELERATION = 0.75  # the largest 2|a|/|v| a step's correction may have (Transtrum's alpha)
@@ -60,14 +60,31 @@ class Packing:
     def __init__(self, params: Params) -> None:
         self.shapes = {name: p.shape[1:] for name, p in params.items()}
         self.sizes = [math.prod(shape) for shape in self.shapes.values()]
+        # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is a numpy view of it,
+        # read and written without a torch call (they cost microseconds each, a few per update)
+        self.params, self.view = params, None
+        if len(params) == 1:
+            (p,) = params.values()
+            if p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
+                self.view = p.detach().numpy()
 
     def pack(self, params: Params) -> torch.Tensor:
         return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1)
 
     def host(self, params: Params) -> np.ndarray:
         """pack, as a float64 numpy copy: what lm's algebra works on."""
+        if self.view is not None and params is self.params:
+            return self.view.copy()
         parts = [p.detach().to("cpu", torch.float64).numpy().reshape(p.shape[0], -1) for p in params.values()]
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts, 1)
+
+    def store(self, params: Params, x: np.ndarray) -> None:
+        """x [K, P] (float64 numpy) into the parameters, in their dtype and on their device."""
+        if self.view is not None and params is self.params:
+            self.view[...] = x
+            return
+        for (name, p), part in zip(params.items(), self.unpack(torch.from_numpy(x)).values()):
+            p.copy_(part)
 
     def unpack(self, flat: torch.Tensor) -> Params:
         if len(self.sizes) == 1:  # a curve fit's one theta: no split
@@ -137,74 +154,86 @@ class LevenbergMarquardt:
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         """One update of every run still moving: one Jacobian, then trial steps until each run
         lowers its sum of squares (MINPACK's inner loop) or has no step left to try."""
-        state = self.optimizer.state["theta"]
+        state = self.optimizer.host  # the trust radius, the Levenberg parameter, the scales
         # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
-        # where torch's CPU lstsq and svd cost a fraction of a millisecond per call
+        # where torch's CPU lstsq and svd cost a fraction of a millisecond per call. Per run, on
+        # rows and Python floats, where numpy's batched forms of a K-vector cost more calls.
         x = self.packing.host(self.params)
-        rn, Jn = self._residuals_and_jacobian(x)
-        g = (rn[:, None, :] @ Jn)[:, 0, :]  # J^T r
-        if self.bounded:
-            Jn = Jn * self._free(x, g)[:, None, :]
-        scale = state["scale"].numpy()
-        np.maximum(scale, np.sqrt((Jn * Jn).sum(1)), out=scale)
-        D = np.where(scale > 0, scale, 1.0)
-        going = [True] * len(x) if moving is None else moving.flatten().tolist()
-        delta, par = state["delta"].tolist(), state["par"].tolist()  # plain floats in the inner loop
-        updates = [_Update(Jn[i], rn[i], D[i], x[i], delta[i] == 0) if going[i] else None for i in range(len(x))]
-        for i, update in enumerate(updates):
-            if update is not None and update.first:  # MINPACK's first radius, from the start
-                delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
-        resolution = self.resolution
-        start, tried = x.copy(), np.zeros(len(x))
-        cost = np.einsum("kn,kn->k", rn, rn)  # each run's sum of squares, at the step taken so far
-        done = [not going_i for going_i in going]
-        for _ in range(MAX_TRIALS):
-            trying = [i for i, stop in enumerate(done) if not stop]
-            velocity, trials = np.zeros_like(x), {}
-            for i in trying:
-                par[i], velocity[i], trials[i] = updates[i].step(delta[i], par[i])
-            trial = self._inside(self._accelerate(x, velocity, rn, Jn, updates, par, D, trying))
-            new_cost = self._costs(trial)
-            better = np.zeros(len(x), bool)
-            for i in trying:
-                moved = D[i] * (trial[i] - x[i])
-                tried[i] = math.sqrt(float(moved @ moved))
-                delta[i], better[i] = updates[i].judge(delta[i], par[i], float(new_cost[i]), *trials[i])
-                # a run whose radius is below its dtype's resolution has no step left to try:
-                # nothing better lies around x at working precision (MINPACK's "xtol too small")
-                done[i] = bool(better[i]) or delta[i] <= resolution * updates[i].size
-            if better.any():
-                x[better] = trial[better]
-                cost[better] = new_cost[better]
-            if all(done):
-                break
-        state["delta"].numpy()[:] = delta  # the state's tensors are on the CPU
-        state["par"].numpy()[:] = par
-        new = self.packing.unpack(torch.from_numpy(x))
-        for name, p in self.params.items():
-            p.copy_(new[name])  # to the parameters' dtype and device
-        self._report(x, start, tried, D, g, rn.shape[1], updates, delta, resolution)
+        K = len(x)
+        with np.errstate(all="ignore"):  # a trial far out may overflow: its cost is inf, its step refused
+            rn, Jn = self._residuals_and_jacobian(x)
+            g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
+            if self.bounded:
+                Jn = Jn * self._free(x, g)[:, None, :]
+            scale = state["scale"]
+            np.maximum(scale, np.sqrt(np.vecdot(Jn, Jn, axis=1)), out=scale)
+            D = np.where(scale > 0, scale, 1.0)
+            going = [True] * K if moving is None else moving.flatten().tolist()
+            delta, par = state["delta"].tolist(), state["par"].tolist()  # plain floats in the inner loop
+            cost = np.vecdot(rn, rn)  # each run's sum of squares, at the step taken so far
+            updates = [_Update(Jn[i], rn[i], D[i], x[i], delta[i] == 0, float(cost[i])) if going[i] else None
+                       for i in range(K)]
+            for i, update in enumerate(updates):
+                if update is not None and update.first:  # MINPACK's first radius, from the start
+                    delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
+            resolution = self.resolution
+            start, last = x.copy(), {}  # last: each run's last trial row, the step reported if none is taken
+            trying = [i for i in range(K) if going[i]]
+            for _ in range(MAX_TRIALS):
+                velocity, trials = np.zeros_like(x), {}
+                for i in trying:
+                    par[i], velocity[i], trials[i] = updates[i].step(delta[i], par[i])
+                trial = self._inside(self._accelerate(x, velocity, rn, Jn, updates, par, trying))
+                new_cost = self._costs(trial).tolist()
+                left = []
+                for i in trying:
+                    update = updates[i]
+                    last[i] = trial[i]
+                    delta[i], better = update.judge(delta[i], par[i], new_cost[i], *trials[i])
+                    if better:
+                        x[i], cost[i] = trial[i], new_cost[i]
+                    elif delta[i] > resolution * update.size:
+                        left.append(i)
+                    # else: a run whose radius is below its dtype's resolution has no step left to
+                    # try: nothing better lies around x at working precision (MINPACK's "xtol too small")
+                trying = left
+                if not trying:
+                    break
+            state["delta"][:] = delta
+            state["par"][:] = par
+            self.packing.store(self.params, x)
+            self._report(x, start, last, D, g, rn.shape[1], updates, delta, resolution)
         if self.curve:  # no new evaluation: the step taken's cost is known
             return self._mse(cost, rn.shape[1])
         return self.losses()
 
-    def _report(self, x, start, tried, D, g, n, updates, delta, resolution) -> None:
+    def _report(self, x, start, last, D, g, n, updates, delta, resolution) -> None:
         """What the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
         mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK, the
         reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2: a
         heavily damped step can lower the loss by little while much more is to be had. A run that
         found no step lowering the loss reports its last, smallest trial: as the trust radius in
         MINPACK, it says how far around x nothing better was found."""
-        taken = np.sqrt(((D * (x - start)) ** 2).sum(1))
-        # no step at all, and the radius is below the resolution of x: nothing can move this run
-        spent = [u is not None and d <= resolution * u.size for u, d in zip(updates, delta)]
+        moved = D * (x - start)
+        taken = np.sqrt(np.vecdot(moved, moved)).tolist()
+        Dx = D * x
+        step, promised, stuck = [], [], []
+        for i, u in enumerate(updates):
+            if taken[i] > 0 or i not in last:
+                step.append(taken[i])
+            else:
+                tried = D[i] * (last[i] - x[i])
+                step.append(math.sqrt(float(tried @ tried)))
+            promised.append(u.promised() if u is not None else 0.0)
+            # no step at all, and the radius is below the resolution of x: nothing can move this run
+            stuck.append(taken[i] == 0 and u is not None and delta[i] <= resolution * u.size)
         # numpy arrays: the stop rules take them as they are (on the host) or to the device
-        self.motion = (np.where(taken > 0, taken, tried), np.sqrt(((D * x) ** 2).sum(1)), np.abs(g).max(1) * (2.0 / n))
-        self.promised = np.array([u.promised() if u is not None else 0.0 for u in updates])
-        self.stuck = (taken == 0) & np.array(spent)
+        self.motion = (np.array(step), np.sqrt(np.vecdot(Dx, Dx)), np.maximum.reduce(np.abs(g), axis=1) * (2.0 / n))
+        self.promised = np.array(promised)
+        self.stuck = np.array(stuck)
         self.gradient = (g[0], n)  # run 0's J^T r, for grad_norm
 
-    def _accelerate(self, x, velocity, r, J, updates, par, D, trying) -> np.ndarray:
+    def _accelerate(self, x, velocity, r, J, updates, par, trying) -> np.ndarray:
         """x + v + a/2: each trying run's step v with geodesic acceleration (Transtrum and
         Sethna, 2012), the second-order correction from the residuals' second directional
         derivative along v (by one finite difference), so that steps follow a curved valley
@@ -212,30 +241,30 @@ class LevenbergMarquardt:
         from 960 to 51). Only where the correction is small next to v (2|a|/|v| <= 0.75): a larger one
         says the second-order model does not hold that far, and the plain step goes to the ratio
         test. (Rejecting such steps, as Transtrum does, shrinks the radius on MGH10 from NIST's
-        first start until the steps turn towards the plateau b1 -> 0.)"""
+        first start until the steps turn towards the plateau b1 -> 0.) A probe far out may
+        overflow: then that step goes without (the caller ignores numpy's floating-point errors),
+        and a parameter it makes infinite stays where it is."""
         trial = x + velocity
-        with np.errstate(all="ignore"):  # a probe far out may overflow: then that step goes without
-            probe = self._rows(x + PROBE * velocity)
-            second = (2 / PROBE) * ((probe - r) / PROBE - (J @ velocity[:, :, None])[:, :, 0])
-            for i in trying:
-                q = updates[i].solve(second[i], par[i])  # D a = -q
-                v = D[i] * velocity[i]
-                if 2 * math.sqrt(q @ q) <= MAX_ACCELERATION * math.sqrt(v @ v):
-                    trial[i] = trial[i] - 0.5 * q / D[i]
+        probe = self._rows(x + PROBE * velocity)
+        second = (2 / PROBE) * ((probe - r) / PROBE - np.matmul(J, velocity[:, :, None])[:, :, 0])
+        for i in trying:
+            update = updates[i]
+            q = update.solve(second[i], par[i])  # D a = -q
+            if 2 * math.sqrt(q @ q) <= MAX_ACCELERATION * update.length:  # |D v| is |w|, step's length
+                trial[i] -= 0.5 * q / update.D
         return np.where(np.isfinite(trial), trial, x)
+
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        """The sum of squared residuals of each run's parameters (inf or NaN where not finite:
+        such a step fails the ratio test)."""
+        r = self._rows(x)
+        return np.vecdot(r, r)
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         """The residuals at x [K, P], float64."""
         if self.curve:
             return _float64(self.host.predict(x) - self.host_target)
         return _float64(self._residuals(self._on_device(x)))
-
-    def _costs(self, x: np.ndarray) -> np.ndarray:
-        """The sum of squared residuals of each run's parameters; inf where not finite."""
-        r = self._rows(x)
-        with np.errstate(all="ignore"):
-            costs = np.einsum("kn,kn->k", r, r)
-        return np.where(np.isfinite(costs), costs, np.inf)
 
     def _free(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
         """1 for parameters free to move, 0 for those held at a bound that the descent direction
@@ -273,26 +302,27 @@ def _float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
 class _Update:
     """One run's update: J D^-1 = U diag(s) V^T once, then MINPACK's inner loop in closed forms."""
 
-    def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: bool) -> None:
-        U, self.s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
-        self.U, self.D, self.first = U, D, first
-        self.c = U.T @ r
-        self.floor = cutoff(self.s, len(r))
-        self.cost = float(r @ r)  # the sum of squares
-        self.size = math.sqrt(float(((D * x) ** 2).sum()))  # |D x|
+    def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: bool, cost: float
+                 ) -> None:
+        U, s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
+        self.U, self.s, self.D, self.first = U, s, D, first
+        self.problem = Subproblem(s, U.T @ r, cutoff(s, len(r)))
+        self.cost = cost  # the sum of squares, r @ r
+        Dx = D * x
+        self.size = math.sqrt(float(Dx @ Dx))  # |D x|
+        self.length = 0.0  # |D h| of the last step
 
     def step(self, delta: float, par: float) -> tuple[float, np.ndarray, tuple[float, float]]:
         """The Levenberg parameter for radius delta, the step h, and (|D h|, the predicted reduction)."""
-        par = levenberg_parameter(self.s, self.c, delta, par, self.floor)
-        w = damped(self.s, self.c, par, self.floor)  # D h = -V w
-        length = math.sqrt(float(w @ w))
+        par, w, length = self.problem.parameter(delta, par)  # D h = -V w
+        self.length = length
         # the linear model's reduction of the sum of squares, |J h|^2 + 2 par |D h|^2 (MINPACK's prered)
         sw = self.s * w
         return par, -(self.Vt.T @ w) / self.D, (length, float(sw @ sw) + 2 * par * length * length)
 
     def solve(self, b: np.ndarray, par: float) -> np.ndarray:
         """q = V damped(U^T b): D h for residuals b at the Levenberg parameter par, negated."""
-        return self.Vt.T @ damped(self.s, self.U.T @ b, par, self.floor)
+        return self.Vt.T @ self.problem.damped(self.U.T @ b, par)
 
     def judge(self, delta: float, par: float, new_cost: float, length: float, predicted: float
               ) -> tuple[float, bool]:
@@ -305,7 +335,7 @@ class _Update:
 
     def promised(self) -> float:
         """|P_J r|^2 / |r|^2: the relative reduction the Gauss-Newton step promises."""
-        kept = self.c[self.s > self.floor]
+        kept = self.problem.c[self.problem.keep]
         return float(kept @ kept) / self.cost if self.cost > 0 else 0.0
 
 
@@ -314,12 +344,18 @@ class _State:
     the scales. It lives on the host, where lm's algebra reads and writes it in place."""
 
     def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        self._state = {"theta": state}
+        self.state = {"theta": state}
 
     @property
     def state(self) -> dict[str, dict[str, torch.Tensor]]:
         return self._state
 
+    @property
+    def host(self) -> dict[str, np.ndarray]:
+        """The state's tensors as numpy views: lm's algebra reads and writes them without a torch call."""
+        return self._host
+
     @state.setter
     def state(self, value: dict[str, dict[str, torch.Tensor]]) -> None:  # a checkpoint's, on any device
         self._state = {name: {key: t.cpu() for key, t in st.items()} for name, st in value.items()}
+        self._host = {key: t.numpy() for key, t in self._state["theta"].items()}

@@ -22,53 +22,67 @@ def cutoff(s: np.ndarray, rows: int) -> float:
     return float(s[0]) * max(rows, len(s)) * EPS if s.size else 0.0
 
 
-def damped(s: np.ndarray, c: np.ndarray, par: float, floor: float) -> np.ndarray:
-    """w = s c / (s^2 + par). Undamped, directions J does not determine (s <= floor) get no step:
-    the pseudo-inverse, as MINPACK's lmpar takes it for a rank-deficient J."""
-    if par > 0:
-        return s * c / (s * s + par)
-    keep = s > floor
-    return np.where(keep, c / np.where(keep, s, 1.0), 0.0)
+class Subproblem:
+    """One update's trust-region subproblem, J D^-1 = U diag(s) V^T with c = U^T r: what all its
+    trial steps share (the Gauss-Newton step, the bounds' ingredients) computed once."""
 
+    def __init__(self, s: np.ndarray, c: np.ndarray, floor: float) -> None:
+        self.s, self.c, self.floor = s, c, floor
+        self.s2, self.sc = s * s, s * c
+        self.keep = s > floor
+        self.full = s.size == 0 or bool(s[-1] > floor)  # J has full rank (s descends)
+        self.gauss_newton_step = self.damped(c, 0.0)  # w at par = 0
+        self.gauss_newton = math.sqrt(float(self.gauss_newton_step @ self.gauss_newton_step))  # its |D h|
+        # (sums of a few squares as dot products: numpy's sum costs more than the arithmetic)
+        steps = self.gauss_newton_step
+        self.curvature = float(steps @ (steps / self.s2)) if self.full else 0.0  # for the lower bound on par
+        self.gradient = math.sqrt(float(self.sc @ self.sc))  # |J^T r| in D's scale
 
-def levenberg_parameter(s: np.ndarray, c: np.ndarray, delta: float, par: float, floor: float) -> float:
-    """MINPACK's lmpar: 0 when the Gauss-Newton step has |D h| <= 1.1 delta, else the par whose
-    step has |D h| within 10% of delta, by Hebden's safeguarded Newton iteration on 1/|D h| (at
-    most 10 steps, from the last update's par kept inside the bounds)."""
-    # (sums of a few squares as dot products: numpy's sum costs more than the arithmetic)
-    keep = s > floor
-    delta, par = max(float(delta), TINY), float(par)
-    steps = c[keep] / s[keep]
-    gauss_newton = math.sqrt(float(steps @ steps))
-    if gauss_newton <= 1.1 * delta:
-        return 0.0
-    sc = s * c
-    # bounds: the Newton step from par = 0 when J has full rank, and |J^T r| / delta
-    low = 0.0
-    if keep.all():
-        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * float(steps @ (steps / (s * s))))
-    high = math.sqrt(float(sc @ sc)) / delta
-    if high == 0:
-        high = TINY / min(delta, 0.1)
-    par = min(max(par, low), high)
-    for _ in range(10):
-        if par == 0:
-            par = max(TINY, 0.001 * high)
-        shrink = s * s + par
-        w = sc / shrink  # divided before squared: a huge par underflows, never overflows
-        length = math.sqrt(float(w @ w))
-        miss = length - delta
-        if abs(miss) <= 0.1 * delta or length == 0:
-            break
-        if miss > 0:
-            low = max(low, par)
-        else:
-            high = min(high, par)
-        slope = float(w @ (w / shrink)) / length  # -d|D h| / d par
-        if slope == 0:  # underflowed: par is far beyond every s^2, and a Newton step cannot tell more
-            break
-        par = max(low, par + (miss / slope) * (length / delta))
-    return par
+    def damped(self, c: np.ndarray, par: float) -> np.ndarray:
+        """w = s c / (s^2 + par): D h = -V w. Undamped, directions J does not determine
+        (s <= floor) get no step: the pseudo-inverse, as MINPACK's lmpar takes it for a
+        rank-deficient J."""
+        if par > 0:
+            return self.s * c / (self.s2 + par)
+        if self.full:
+            return c / self.s
+        return np.where(self.keep, c / np.where(self.keep, self.s, 1.0), 0.0)
+
+    def parameter(self, delta: float, par: float) -> tuple[float, np.ndarray, float]:
+        """MINPACK's lmpar: 0 when the Gauss-Newton step has |D h| <= 1.1 delta, else the par
+        whose step has |D h| within 10% of delta, by Hebden's safeguarded Newton iteration on
+        1/|D h| (at most 10 steps, from the last update's par kept inside the bounds); and that
+        par's w, with |w| = |D h|."""
+        delta, par = max(float(delta), TINY), float(par)
+        gauss_newton = self.gauss_newton
+        if gauss_newton <= 1.1 * delta:
+            return 0.0, self.gauss_newton_step, gauss_newton
+        # bounds: the Newton step from par = 0 when J has full rank, and |J^T r| / delta
+        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * self.curvature) if self.full else 0.0
+        high = self.gradient / delta
+        if high == 0:
+            high = TINY / min(delta, 0.1)
+        par = min(max(par, low), high)
+        s2, sc = self.s2, self.sc
+        for _ in range(10):
+            if par == 0:
+                par = max(TINY, 0.001 * high)
+            shrink = s2 + par
+            w = sc / shrink  # divided before squared: a huge par underflows, never overflows
+            length = math.sqrt(float(w @ w))
+            miss = length - delta
+            if abs(miss) <= 0.1 * delta or length == 0:
+                return par, w, length
+            if miss > 0:
+                low = max(low, par)
+            else:
+                high = min(high, par)
+            slope = float(w @ (w / shrink)) / length  # -d|D h| / d par
+            if slope == 0:  # underflowed: par is far beyond every s^2, and a Newton step cannot tell more
+                return par, w, length
+            par = max(low, par + (miss / slope) * (length / delta))
+        w = self.damped(self.c, par)
+        return par, w, math.sqrt(float(w @ w))
 
 
 def new_radius(delta: float, rho: float, actual: float, predicted: float, cost: float, new_cost: float,

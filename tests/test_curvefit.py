@@ -441,16 +441,18 @@ def test_a_parameter_named_like_a_column_is_refused(cli, write_config, tmp_path)
 def test_the_levenberg_parameter_gives_a_step_of_the_trust_radius():
     # oracle: the damped normal equations (J^T J + par D^2) h = -J^T r, solved by numpy's lstsq on
     # the stacked system [J; sqrt(par) D] h = [-r; 0]; the step's |D h| is within 10% of delta
-    from gdfit.lm import levenberg_parameter
+    from gdfit.trust import Subproblem
 
     rng = np.random.default_rng(0)
     J, r, D = rng.normal(size=(20, 3)) * [1.0, 100.0, 0.01], rng.normal(size=20), np.array([2.0, 300.0, 0.05])
     U, s, Vt = np.linalg.svd(J / D, full_matrices=False)
     c = U.T @ r
     gauss_newton = np.linalg.norm(D * np.linalg.lstsq(J, -r, rcond=None)[0])
-    assert levenberg_parameter(s, c, 1.2 * gauss_newton, 1e-3, 0.0) == 0.0  # the Gauss-Newton step fits
+    problem = Subproblem(s, c, 0.0)
+    assert problem.parameter(1.2 * gauss_newton, 1e-3)[0] == 0.0  # the Gauss-Newton step fits
     for delta in (0.5 * gauss_newton, 0.01 * gauss_newton, 1e-6 * gauss_newton):
-        par = levenberg_parameter(s, c, delta, 1e-3, 0.0)
+        par, w, length = problem.parameter(delta, 1e-3)
+        assert length == pytest.approx(np.linalg.norm(w)) and np.allclose(w, s * c / (s * s + par))
         h = np.linalg.lstsq(np.vstack([J, math.sqrt(par) * np.diag(D)]), np.concatenate([-r, np.zeros(3)]), rcond=None)[0]
         assert abs(np.linalg.norm(D * h) - delta) <= 0.1 * delta
 
