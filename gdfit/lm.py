@@ -238,9 +238,9 @@ class LevenbergMarquardt:
         Sethna, 2012), the second-order correction from the residuals' second directional
         derivative along v (by one finite difference), so that steps follow a curved valley
         instead of leaving it: it cuts the NIST suite's iterations from 2645 to 973 (Bennett5's
-        from its second start from 450 to 23; README). Only where the correction is small next to v (2|a|/|v| <= 0.75): a larger one
-        says the second-order model does not hold that far, and the plain step goes to the ratio
-        test. (Rejecting such steps, as Transtrum does, shrinks the radius on MGH10 from NIST's
+        from its second start from 450 to 23; README). Only where the correction is small next to
+        v (2|a|/|v| <= 0.75): a larger one says the second-order model does not hold that far, and
+        the plain step goes to the ratio test. (Rejecting such steps, as Transtrum does, shrinks the radius on MGH10 from NIST's
         first start until the steps turn towards the plateau b1 -> 0.) A probe far out may
         overflow: then that step goes without (the caller ignores numpy's floating-point errors),
         and a parameter it makes infinite stays where it is."""
