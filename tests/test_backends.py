@@ -36,9 +36,9 @@ def make_runs(grid: dict, **base) -> tuple[list, list[list[int]]]:
 def collect(results) -> dict[int, object]:
     """Index -> RunRecord, failing if any run comes back twice."""
     seen: dict[int, object] = {}
-    for indices, records in results:
-        assert len(indices) == len(records)
-        for i, record in zip(indices, records):
+    for indices, done in results:
+        assert len(indices) == len(done)
+        for i, record in zip(indices, done):
             assert i not in seen, f"run {i} came back twice"
             seen[i] = record
     return seen
