@@ -125,7 +125,7 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
     host = model.host(torch.float64)
     theta = theta.detach().cpu().to(torch.float64)
     x = theta.numpy()[None]  # one run
-    target = target.detach().cpu().to(torch.float64).numpy()
+    target = host.array(target)
     prediction, J = host.predict_and_jacobian(x)
     residuals = target - prediction[0]
     n, p = residuals.size, theta.numel()

@@ -22,11 +22,9 @@ class HostCurve:
     """ExpressionFit's `predict` and its Jacobian for parameters given as a [K, p] numpy array."""
 
     def __init__(self, model, dtype: np.dtype) -> None:
-        def host(t: torch.Tensor | None) -> np.ndarray | None:
-            return None if t is None else t.detach().cpu().to(getattr(torch, dtype)).numpy()
-
         self.dtype, self.names, self.points = np.dtype(dtype), model.names, model.points
         self.torch_dtype = getattr(torch, dtype)
+        host = self.array
         self.fn = compile_model(model.tree, NUMPY_FUNCTIONS)
         self.dual = compile_dual(model.tree)
         self.data = {name: host(column) for name, column in model.columns.items()}  # and the fixed parameters
@@ -34,6 +32,10 @@ class HostCurve:
         self.bounded = model.bounded
         self.low, self.high, self.sigma = host(model.low), host(model.high), host(model.sigma)
         self.free = {name: {i: SEED} for i, name in enumerate(self.names)}  # each parameter's own tangent
+
+    def array(self, t: torch.Tensor | None) -> np.ndarray | None:
+        """A tensor (the data, a target) as a numpy array in this form's dtype, on the host."""
+        return None if t is None else t.detach().to("cpu", self.torch_dtype).numpy()
 
     def inside(self, x: np.ndarray) -> np.ndarray:
         """Parameters projected into their bounds (the model's `constrain_`)."""

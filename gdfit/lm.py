@@ -75,7 +75,7 @@ class Packing:
         """pack, as a float64 numpy copy: what lm's algebra works on."""
         if self.view is not None and params is self.params:
             return self.view.copy()
-        parts = [p.detach().to("cpu", torch.float64).numpy().reshape(p.shape[0], -1) for p in params.values()]
+        parts = [_float64(p).reshape(p.shape[0], -1) for p in params.values()]
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts, 1)
 
     def store(self, params: Params, x: np.ndarray) -> None:
@@ -106,7 +106,7 @@ class LevenbergMarquardt:
         self.curve = hasattr(model, "host")
         if self.curve:
             self.host = model.host(target.dtype)
-            self.host_target = target.detach().cpu().to(self.host.torch_dtype).numpy()
+            self.host_target = self.host.array(target)
         self.bounded = getattr(model, "bounded", True)
         self.resolution = float(torch.finfo(target.dtype).eps)
         self.native = target.dtype == torch.float64 and target.device.type == "cpu"  # numpy's own dtype and place
