@@ -27,8 +27,9 @@ from pathlib import Path
 
 from distributed import Client
 
-from gdfit import backends
-from gdfit.sweep import expand, plan_batches
+from gdfit.sweeps import backends
+from gdfit.sweeps.grid import expand
+from gdfit.sweeps.batches import plan_batches
 
 SEED_TARGET = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]
 
@@ -140,9 +141,9 @@ def main() -> None:
 
 
 def _import_engine() -> str:
-    import gdfit.engine  # torch and the engine, once per worker
+    import gdfit.engine.descent  # torch and the engine, once per worker
 
-    return gdfit.engine.__file__
+    return gdfit.engine.descent.__file__
 
 
 if __name__ == "__main__":  # Dask's process workers are spawned: start the cluster only here

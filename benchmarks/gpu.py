@@ -31,8 +31,8 @@ def copy_floor(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def default_per_update(problem, block_bytes: int | None = None) -> tuple[float, int]:
     """Seconds per update of one gdfit run (its own clock), and how often its host looks."""
-    from gdfit import steppers
-    from gdfit.engine import Descent, every_n
+    from gdfit.fitting import steppers
+    from gdfit.engine.descent import Descent, every_n
 
     saved = steppers.BLOCK_BYTES
     steppers.BLOCK_BYTES = block_bytes or saved
@@ -66,7 +66,7 @@ def sgd_per_update(x0: torch.Tensor, target: torch.Tensor, updates: int = 20) ->
 
 def main() -> None:
     from gdfit.config import build_config
-    from gdfit.engine import prepare
+    from gdfit.engine.descent import prepare
 
     resolved = build_config(
         {"target": {"random": {"shape": [SIZE, SIZE], "seed": 1}}, "learning_rate": 1.0, "threshold": 0,

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from benchmarks.run import Row, interleave, row
-from gdfit.advisor import advise
+from gdfit.engine.advisor import advise
 from gdfit.config import build_config
-from gdfit.engine import Descent, make_stepper, prepare
+from gdfit.engine.descent import Descent, make_stepper, prepare
 
 
 def resolved(**data):

@@ -21,7 +21,7 @@ from benchmarks import nist
 def gdfit_fit(problem: nist.NistProblem, start: int, folder: Path, **overrides: Any) -> dict[str, Any]:
     """One fit through gdfit's config and engine: values, stderr, RSS, status and updates."""
     from gdfit.config import build_config
-    from gdfit.engine import Descent, prepare
+    from gdfit.engine.descent import Descent, prepare
 
     csv_path = folder / f"{problem.name}.csv"
     if not csv_path.exists():

@@ -199,9 +199,9 @@ def checkpoint(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[
     and fsynced, against one in-memory copy of x."""
     import torch
 
-    from gdfit.checkpoint import Checkpointer
+    from gdfit.engine.checkpoint import Checkpointer
     from gdfit.config import build_config
-    from gdfit.engine import Descent, every_n, prepare
+    from gdfit.engine.descent import Descent, every_n, prepare
 
     size = LARGE_SIZE
     data = {"target": {"random": {"shape": [size, size], "seed": 1}}, "learning_rate": 1e-3, "threshold": 0,
@@ -241,7 +241,7 @@ def floor(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]
     import torch
 
     from gdfit.config import build_config
-    from gdfit.engine import Descent, every_n, prepare
+    from gdfit.engine.descent import Descent, every_n, prepare
 
     updates = 2_000 if quick else FLOOR_UPDATES
     data = {"target": json.loads(SEED_TARGET), "learning_rate": 1e-4, "threshold": 0, "max_iters": updates,
@@ -304,7 +304,7 @@ import json, sys, resource
 from pathlib import Path
 import torch
 from gdfit.config import build_config
-from gdfit.engine import Descent, every_n, prepare
+from gdfit.engine.descent import Descent, every_n, prepare
 
 def rss(field):
     for line in open('/proc/self/status'):
@@ -409,8 +409,9 @@ def sweep(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]
 def _in_process_sweep(config: str, grid_text: str) -> tuple[Timer, Timer]:
     """Timers for the 256 runs as `sweep.execute` batches them, and as one `Descent` each."""
     from gdfit.config import merge_config
-    from gdfit.engine import Descent, every_n, prepare
-    from gdfit.sweep import execute, expand, parse_grid
+    from gdfit.engine.descent import Descent, every_n, prepare
+    from gdfit.sweeps.backends import execute
+    from gdfit.sweeps.grid import expand, parse_grid
 
     raw = merge_config(config)
     runs = list(expand(raw.data, parse_grid([grid_text], None, raw.source), raw.source, raw.base_dir))

@@ -37,10 +37,11 @@ BASE = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "threshol
 
 def setup_row(rounds: int, side: int) -> Row:
     """Set-up against the descent loop of one side x side sweep, both from the same run each round."""
-    import gdfit.loop
-    from gdfit.sweep import execute, expand
+    import gdfit.engine.loop
+    from gdfit.sweeps.backends import execute
+    from gdfit.sweeps.grid import expand
 
-    chunks = gdfit.loop.Loop.chunks
+    chunks = gdfit.engine.loop.Loop.chunks
     in_loop = [0.0]
 
     def timed_chunks(self):
@@ -66,12 +67,12 @@ def setup_row(rounds: int, side: int) -> Row:
             pass
         return time.perf_counter() - started, in_loop[0]
 
-    gdfit.loop.Loop.chunks = timed_chunks
+    gdfit.engine.loop.Loop.chunks = timed_chunks
     try:
         sweep()  # warm-up
         whole, loop = zip(*(_announced(sweep(), r) for r in range(rounds)))
     finally:
-        gdfit.loop.Loop.chunks = chunks
+        gdfit.engine.loop.Loop.chunks = chunks
     setup = [w - l for w, l in zip(whole, loop)]
     per_round = [s / l for s, l in zip(setup, loop)]
     ratio = statistics.median(setup) / statistics.median(loop)

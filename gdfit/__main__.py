@@ -9,7 +9,7 @@ import sys
 
 def entry() -> None:
     try:
-        from gdfit.cli import entry as cli_entry
+        from gdfit.cli.app import entry as cli_entry
     except KeyboardInterrupt:
         print("gdfit: interrupted", file=sys.stderr, flush=True)
         if "--json" in sys.argv[1:]:  # the arguments are not parsed yet; --json is all that matters here

@@ -44,7 +44,7 @@ class CliResult:
 
 def run_cli(*args: str, stdin: str = "", monkeypatch=None) -> CliResult:
     """The real `main()` with injected stdin/stdout/stderr."""
-    from gdfit.cli import main
+    from gdfit.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdin, sys.stdout, sys.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gdfit.config import build_config
-from gdfit.engine import Descent, every_n, prepare
+from gdfit.engine.descent import Descent, every_n, prepare
 
 
 def resolved(**data: Any):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdfit.advisor import largest_curvature
+from gdfit.engine.advisor import largest_curvature
 
 
 @pytest.mark.parametrize("shape", [[9], [3, 3], [2, 5, 3]])
@@ -40,7 +40,7 @@ def test_l1_has_no_curvature():
 
 @pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm"])
 def test_the_advisor_speaks_of_gd_only_for_gd(optimizer):
-    from gdfit.engine import Descent, prepare
+    from gdfit.engine.descent import Descent, prepare
     from tests.helpers import resolved
 
     target = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]

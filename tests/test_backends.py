@@ -1,4 +1,4 @@
-"""gdfit.backends: the Dask backend against the local one (the oracle), faults, loopback only."""
+"""gdfit.sweeps.backends: the Dask backend against the local one (the oracle), faults, loopback only."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ import pytest
 import torch
 from conftest import SEED_TARGET
 
-from gdfit import backends, records, sweep
+from gdfit import records
+from gdfit.sweeps import backends
+from gdfit.sweeps.batches import runs_left_out
 from gdfit.errors import ExitCode, MissingExtraError
-from gdfit.sweep import batch_runs, expand, plan_batches
+from gdfit.sweeps.batches import batch_runs, plan_batches
+from gdfit.sweeps.grid import expand
 
 SEED_BASE = {"target": SEED_TARGET, "device": "cpu", "max_iters": 2000}
 MIXED_GRID = {"optimizer": ["gd", "momentum", "adam"], "learning_rate": [10 ** (-3 + 4 * i / 7) for i in range(8)]}
@@ -103,7 +106,7 @@ def test_a_sweep_leaves_its_runs_out_of_the_collectors_walks():
     assert gc.get_freeze_count() == 0
     frozen = [gc.get_freeze_count() for _ in backends.run_batches(runs, batches)]
     assert frozen and min(frozen) > 0 and gc.get_freeze_count() == 0
-    with sweep.runs_left_out():
+    with runs_left_out():
         outer = gc.get_freeze_count()
         assert outer > 0 and len(collect(backends.run_batches(runs, batches))) == len(runs)
         assert gc.get_freeze_count() == outer

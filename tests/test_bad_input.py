@@ -475,7 +475,7 @@ def test_settings_that_apply_are_accepted(cli, write_config, text):
 def test_a_random_target_and_init_of_one_seed_draw_from_one_stream_in_turn():
     from helpers import resolved
 
-    from gdfit.engine import prepare
+    from gdfit.engine.descent import prepare
 
     problem = prepare(resolved(target={"random": {"shape": [4, 3], "seed": 5}}, init="random", seed=5))
     gen = torch.Generator().manual_seed(5)
@@ -490,7 +490,7 @@ def test_a_file_targets_dtype_is_the_runs(cli, tmp_path):
     np.save(tmp_path / "t.npy", np.array([[0.1, 0.2], [0.3, 0.4]], dtype=np.float64))
     config = tmp_path / "c.yaml"
     config.write_text("target: {file: t.npy, dtype: float64}\ndtype: float32\nmax_iters: 3\nthreshold: 0\n")
-    from gdfit.engine import prepare
+    from gdfit.engine.descent import prepare
 
     problem = prepare(load_config(str(config), flags={"device": "cpu"}))
     assert problem.target.dtype == problem.x0.dtype == torch.float32

@@ -17,8 +17,8 @@ import torch
 from conftest import ROOT, SEED_TARGET
 from helpers import resolved
 
-from gdfit.checkpoint import Checkpointer, load
-from gdfit.engine import Descent, every_n, prepare
+from gdfit.engine.checkpoint import Checkpointer, load
+from gdfit.engine.descent import Descent, every_n, prepare
 from gdfit.errors import OutputError
 
 OPTIMIZERS = ["gd", {"name": "momentum", "momentum": 0.8, "dampening": 0.1}, {"name": "nesterov", "momentum": 0.7},

@@ -170,7 +170,7 @@ def test_version(cli):
 @pytest.mark.slow
 def test_help_version_and_config_do_not_import_torch():
     code = (
-        "import sys; from gdfit.cli import main\n"
+        "import sys; from gdfit.cli.app import main\n"
         "for args in (['--help'], ['--version'], ['config', 'configs/seed.yaml'], ['config', '--schema']):\n"
         "    try: main(args)\n"
         "    except SystemExit: pass\n"

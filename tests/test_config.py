@@ -179,7 +179,7 @@ def test_names_are_the_readme_lists():
 
 
 def test_devices_maps_each_config_dtype_to_torch():
-    from gdfit.devices import DTYPES as TORCH_DTYPES
+    from gdfit.files.devices import DTYPES as TORCH_DTYPES
 
     assert tuple(TORCH_DTYPES) == DTYPES
     assert [TORCH_DTYPES[name] for name in DTYPES] == [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -192,7 +192,7 @@ def test_every_dtype_name_is_accepted(write_config, dtype):
 
 def test_schema_describes_every_option_and_setting():
     from gdfit.config.model import LOSS_MODELS, OPTIMIZER_MODELS, SCHEDULE_MODELS, names_of
-    from gdfit.schema import VALUES
+    from gdfit.config.schema import VALUES
 
     assert tuple(VALUES) == KEYS
     for key, models in (("optimizer", OPTIMIZER_MODELS), ("loss", LOSS_MODELS), ("schedule", SCHEDULE_MODELS)):
@@ -206,7 +206,7 @@ def test_schema_describes_every_option_and_setting():
 
 @pytest.mark.slow
 def test_importing_the_config_does_not_import_torch():
-    code = "import sys, gdfit.config, gdfit.schema; print('torch' in sys.modules)"
+    code = "import sys, gdfit.config, gdfit.config.schema; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
 

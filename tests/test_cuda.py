@@ -9,8 +9,9 @@ import torch
 from conftest import SEED_TARGET
 from helpers import fit
 
-from gdfit.loop import CUDA_SYNC_EVERY
-from gdfit.sweep import execute, expand, parse_grid
+from gdfit.engine.loop import CUDA_SYNC_EVERY
+from gdfit.sweeps.backends import execute
+from gdfit.sweeps.grid import expand, parse_grid
 
 pytestmark = [
     pytest.mark.cuda,

@@ -12,7 +12,7 @@ import torch
 
 from benchmarks import nist
 from gdfit.config import build_config
-from gdfit.engine import Descent, every_n, prepare
+from gdfit.engine.descent import Descent, every_n, prepare
 
 scipy_optimize = pytest.importorskip("scipy.optimize", reason="scipy is the test-only oracle (extra `test`)")
 needs_nist = pytest.mark.skipif(not nist.available(), reason=f"NIST StRD data not found at {nist.FOLDER}")
@@ -320,7 +320,7 @@ def test_a_diverged_fit_reports_no_covariance_and_no_traceback(tmp_path):
 
 
 def test_a_jacobian_with_nan_or_inf_gives_no_covariance():
-    from gdfit.curvefit import _covariance
+    from gdfit.fitting.curvefit import _covariance
 
     for bad in (math.nan, math.inf):
         J = np.array([[1.0, 2.0], [bad, 1.0], [0.5, 0.25]])
@@ -371,7 +371,7 @@ def test_an_lm_checkpoint_with_another_state_is_refused_in_words(cli, write_conf
     """A checkpoint from the damped lm (mu, nu) cannot go on in the trust-region lm (delta, par)."""
     import yaml
 
-    from gdfit.checkpoint import load, save
+    from gdfit.engine.checkpoint import load, save
 
     write_data(tmp_path, {"x": X, "y": Y})
     config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "dtype": "float64", "optimizer": "lm",
@@ -441,7 +441,7 @@ def test_a_parameter_named_like_a_column_is_refused(cli, write_config, tmp_path)
 def test_the_levenberg_parameter_gives_a_step_of_the_trust_radius():
     # oracle: the damped normal equations (J^T J + par D^2) h = -J^T r, solved by numpy's lstsq on
     # the stacked system [J; sqrt(par) D] h = [-r; 0]; the step's |D h| is within 10% of delta
-    from gdfit.trust import Subproblem
+    from gdfit.fitting.trust import Subproblem
 
     rng = np.random.default_rng(0)
     J, r, D = rng.normal(size=(20, 3)) * [1.0, 100.0, 0.01], rng.normal(size=20), np.array([2.0, 300.0, 0.05])

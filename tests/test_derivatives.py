@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdfit.expr import FUNCTIONS, parse
-from gdfit.models import ExpressionFit
+from gdfit.expr.language import FUNCTIONS, parse
+from gdfit.fitting.models import ExpressionFit
 
 NAMES = ("b1", "b2", "b3")
 EXPRESSIONS = [

@@ -9,7 +9,7 @@ import torch
 from conftest import COUNT_1, SEED_TARGET
 from helpers import fit, resolved
 
-from gdfit.engine import Descent, every_n, prepare
+from gdfit.engine.descent import Descent, every_n, prepare
 
 # The tutorial's printed tensors and losses at counts 2 to 5, and at count 16.
 TUTORIAL = {
@@ -187,7 +187,7 @@ def test_the_stable_limit_is_exact_at_its_boundary():
 
 
 def test_a_history_nothing_uses_is_not_kept_and_memory_stays_flat():
-    from gdfit.engine import LossHistory
+    from gdfit.engine.descent import LossHistory
 
     config = dict(target=[[1.0, 2.0], [3.0, 4.0]], learning_rate=1e-4, threshold=0.0, max_iters=20_000,
                   dtype="float64", seed=3)
@@ -204,7 +204,7 @@ def test_a_history_nothing_uses_is_not_kept_and_memory_stays_flat():
 
 
 def test_the_history_holds_only_the_current_look_when_not_kept():
-    from gdfit.engine import LossHistory
+    from gdfit.engine.descent import LossHistory
 
     history = LossHistory([9.0], keep=False)
     for k in range(1, 10_001):

@@ -29,7 +29,7 @@ import yaml
 from conftest import COUNT_1, ROOT
 from helpers import fit, resolved
 
-from gdfit.engine import prepare
+from gdfit.engine.descent import prepare
 
 SEED = 20261127
 N_CASES = 360

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdfit.errors import ExpressionError
-from gdfit.expr import FUNCTIONS, parse
-from gdfit.graddemo import to_dot, walkthrough
+from gdfit.expr.language import FUNCTIONS, parse
+from gdfit.expr.graddemo import to_dot, walkthrough
 
 X = [[0.5, -1.0], [2.0, 3.0]]
 

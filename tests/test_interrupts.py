@@ -83,7 +83,7 @@ def test_ctrl_c_in_a_single_batch_sweep_stops_it_with_130(tmp_path, mode):
 
 
 def test_without_the_variable_pause_point_does_nothing(monkeypatch):
-    from gdfit.interrupts import PAUSE_ENV, pause_point
+    from gdfit.engine.interrupts import PAUSE_ENV, pause_point
 
     monkeypatch.delenv(PAUSE_ENV, raising=False)
     pause_point("config")  # returns at once; a wait here would hang the test

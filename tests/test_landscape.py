@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from conftest import ROOT, SEED_TARGET
 from rich.console import Console
 
-from gdfit import landscape as L
+from gdfit.sweeps import landscape as L
 from gdfit.config import build_config
-from gdfit.engine import Descent, every_n, prepare
+from gdfit.engine.descent import Descent, every_n, prepare
 from gdfit.errors import ConfigError
-from gdfit.sweep import Run, expand
+from gdfit.sweeps.grid import Run, expand
 
 SEED = str(ROOT / "configs" / "seed.yaml")
 # Misra1a (NIST StRD, public domain), as in test_curvefit

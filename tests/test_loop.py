@@ -12,9 +12,10 @@ from conftest import SEED_TARGET
 from helpers import fit, resolved, run_to_end
 
 from gdfit import records
-from gdfit.engine import Descent, every_n, make_stepper, prepare
-from gdfit.loop import Loop
-from gdfit.sweep import execute, expand
+from gdfit.engine.descent import Descent, every_n, make_stepper, prepare
+from gdfit.engine.loop import Loop
+from gdfit.sweeps.backends import execute
+from gdfit.sweeps.grid import expand
 
 BASE = {"target": SEED_TARGET, "device": "cpu", "max_iters": 300, "threshold": 1e-4}
 OPTIMIZERS = {
@@ -257,13 +258,13 @@ def test_gd_on_mse_in_blocks_makes_the_same_updates(monkeypatch, dtype, runs):
     """Large problems go through GdOnMse block by block; with tiny blocks a small one does too.
     Each element sees the same operations, so x is identical; only the loss's summation order
     differs (per block, then across blocks in float64)."""
-    import gdfit.steppers
+    import gdfit.fitting.steppers
 
     data = {"target": {"random": {"shape": [5, 7], "seed": 4}}, "dtype": dtype, "learning_rate": 3.0,
             "threshold": 1e-4, "max_iters": 500}
     starts = [torch.rand(5, 7, generator=torch.Generator().manual_seed(i)).tolist() for i in range(runs)]
     whole = k_runs(data, starts, sync_every=1)
-    monkeypatch.setattr(gdfit.steppers, "BLOCK_BYTES", 3 * torch.tensor([], dtype=getattr(torch, dtype)).element_size())
+    monkeypatch.setattr(gdfit.fitting.steppers, "BLOCK_BYTES", 3 * torch.tensor([], dtype=getattr(torch, dtype)).element_size())
     blocked = k_runs(data, starts, sync_every=1)
     assert (blocked.statuses, blocked.iters) == (whole.statuses, whole.iters)
     assert torch.equal(blocked.params["x"], whole.params["x"])

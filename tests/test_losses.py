@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdfit.config import L1, MSE, Huber, SmoothL1
-from gdfit.losses import make_loss
+from gdfit.fitting.losses import make_loss
 
 SPECS = [
     (MSE(), lambda x, t: F.mse_loss(x, t)),

@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdfit import sweep
-from gdfit.advisor import advise
+from gdfit.sweeps import backends
+from gdfit.sweeps.grid import expand
+from gdfit.engine.advisor import advise
 from gdfit.config import build_config
-from gdfit.engine import prepare
+from gdfit.engine.descent import prepare
 from gdfit.errors import GdfitError
 from tests.helpers import fit, resolved
 
@@ -360,9 +361,9 @@ def test_sweeps_of_matrix_models_equal_single_runs():
     base = {"target": {"random": {"shape": [10, 9], "seed": 1}}, "model": {"name": "lowrank", "rank": 3},
             "learning_rate": 10, "max_iters": 120, "holdout": 0.2, "device": "cpu"}
     grid = {"seed": [0, 1], "learning_rate": [5, 10], "model.rank": [2, 3]}
-    runs = list(sweep.expand(base, grid, "test", Path(".")))
-    *_, results = sweep.execute(runs, 200, lambda: False)
-    plan = next(sweep.execute(runs, 200, lambda: False))
+    runs = list(expand(base, grid, "test", Path(".")))
+    *_, results = backends.execute(runs, 200, lambda: False)
+    plan = next(backends.execute(runs, 200, lambda: False))
     assert plan.batches == 2 and "model.rank" in plan.why  # ranks cannot share a tensor
     for run, record in zip(runs, results):
         single = {**base, "seed": run.params["seed"], "learning_rate": run.params["learning_rate"],
@@ -374,7 +375,7 @@ def test_sweeps_of_matrix_models_equal_single_runs():
 
 
 def test_memory_guard_counts_parameters_and_gradients(monkeypatch):
-    import gdfit.tensors as tensors
+    import gdfit.files.tensors as tensors
 
     monkeypatch.setattr(tensors, "available_bytes", lambda device: 40 * 2**20)
     small = resolved(target={"random": {"shape": [1000, 1000]}}, model={"name": "lowrank", "rank": 2})

@@ -20,7 +20,7 @@ MEASURE = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
 from helpers import resolved
-from gdfit.engine import Descent, prepare, working_copies
+from gdfit.engine.descent import Descent, prepare, working_copies
 
 def rss(field):
     for line in open('/proc/self/status'):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from helpers import fit, resolved
 
-from gdfit.engine import prepare
+from gdfit.engine.descent import prepare
 
 STEPS = 30
 OPTIMIZERS = {

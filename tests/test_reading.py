@@ -203,7 +203,7 @@ def test_no_writer_replaces_a_fifo(cli, tmp_path, writer, special):
 
 def test_every_writer_checks_refuse_a_device_before_writing():
     from gdfit.errors import OutputError
-    from gdfit.render.document import check_writable
+    from gdfit.files.writing import check_writable
 
     for key in ("--output", "--plot", "--checkpoint", "--dot"):
         with pytest.raises(OutputError, match="is not a regular file"):

@@ -235,7 +235,7 @@ def test_outputs_write_through_symlinks_and_never_replace_special_files(tmp_path
     import pytest
 
     from gdfit.errors import OutputError
-    from gdfit.render.document import check_writable, write_atomic
+    from gdfit.files.writing import check_writable, write_atomic
 
     real = tmp_path / "real.json"
     real.write_text("old")

@@ -7,7 +7,7 @@ import torch
 from helpers import fit
 
 from gdfit.config import Constant, CosineLR, ExponentialLR, StepLR
-from gdfit.schedules import rate
+from gdfit.engine.schedules import rate
 
 LR = 0.5
 CASES = [

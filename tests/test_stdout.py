@@ -38,7 +38,7 @@ class FailingStdout(io.StringIO):
 
 
 def run_into(stream, *args: str):
-    from gdfit.cli import main
+    from gdfit.cli.app import main
 
     err = io.StringIO()
     saved = sys.stdout, sys.stderr
@@ -104,7 +104,7 @@ def test_stdout_failing_anywhere_keeps_the_result(tmp_path, room, code, json_mod
 
 
 def _guarded_file(path):
-    from gdfit.stdout import GuardedStdout
+    from gdfit.files.stdout import GuardedStdout
 
     return GuardedStdout(open(path, "w", encoding="utf-8"))
 
@@ -140,7 +140,7 @@ def test_a_second_ctrl_c_during_write_all_still_finishes_the_line_it_cut(tmp_pat
 
 @pytest.mark.parametrize("error", [BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.ENOSPC, "No space")])
 def test_write_all_hands_a_failed_write_to_the_guard(tmp_path, monkeypatch, error):
-    from gdfit import stdout
+    from gdfit.files import stdout
 
     real_write = os.write
 

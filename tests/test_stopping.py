@@ -10,8 +10,8 @@ from helpers import fit, resolved
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gdfit.engine import Descent, prepare
-from gdfit.stopping import HostStopRules, StopRules
+from gdfit.engine.descent import Descent, prepare
+from gdfit.engine.stopping import HostStopRules, StopRules
 
 
 def test_threshold_converges():

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, strict_json
 
 from gdfit.errors import ConfigError
-from gdfit.sweep import parse_values
+from gdfit.sweeps.grid import parse_values
 
 SEED = str(ROOT / "configs" / "seed.yaml")
 
@@ -98,10 +98,11 @@ def test_each_group_of_a_sweep_is_sized_by_its_own_memory(monkeypatch):
     """A grid over target shapes: the large target's runs get smaller batches than the small one's."""
     from pathlib import Path
 
-    import gdfit.tensors
-    from gdfit.sweep import execute, expand
+    import gdfit.files.tensors
+    from gdfit.sweeps.backends import execute
+    from gdfit.sweeps.grid import expand
 
-    monkeypatch.setattr(gdfit.tensors, "available_bytes", lambda device: 100 * 2**20)  # 100 MiB free
+    monkeypatch.setattr(gdfit.files.tensors, "available_bytes", lambda device: 100 * 2**20)  # 100 MiB free
     runs = list(expand({"target": {"random": {"shape": [10]}}, "device": "cpu", "max_iters": 1},
                        {"target.random.shape": [[10], [200_000]], "seed": list(range(64))}, "test", Path(".")))
     plan = next(execute(runs, 100, lambda: False))
@@ -113,7 +114,7 @@ def test_each_group_of_a_sweep_is_sized_by_its_own_memory(monkeypatch):
 
 def test_sorting_by_a_grid_key_orders_numbers_as_numbers():
     from gdfit.records import RunRecord
-    from gdfit.sweep import sort_results
+    from gdfit.sweeps.grid import sort_results
 
     runs = [RunRecord({"lr": v}, "converged", 1, 0.0, None) for v in (2, 0.5, 10, 1, 0.25)]
     assert [r.params["lr"] for r in sort_results(runs, "lr")] == [0.25, 0.5, 1, 2, 10]
@@ -157,7 +158,7 @@ def each_combination(base: dict, grid: dict, base_dir=None) -> list:
 def test_expand_builds_the_configs_each_combination_validates_to(grid):
     from pathlib import Path
 
-    from gdfit.sweep import expand
+    from gdfit.sweeps.grid import expand
 
     runs = list(expand(EXPAND_BASE, grid, "test", Path(".")))
     wanted = each_combination(EXPAND_BASE, grid)
@@ -172,7 +173,7 @@ def test_expand_validates_coupled_keys_together():
     """The optimizer picks a curve fit's tolerances (lm: ftol 1e-10, adam: none), so its values are
     validated with each value of the other keys, never set into another combination's config."""
     from gdfit.config import merge_config
-    from gdfit.sweep import expand
+    from gdfit.sweeps.grid import expand
 
     raw = merge_config(str(ROOT / "configs" / "decay.yaml"))
     grid = {"optimizer": ["adam", "lm"], "learning_rate": [0.1, 1.0]}
@@ -195,7 +196,7 @@ def test_expand_validates_coupled_keys_together():
 def test_expand_raises_the_error_of_the_first_bad_combination(grid):
     from pathlib import Path
 
-    from gdfit.sweep import expand
+    from gdfit.sweeps.grid import expand
 
     with pytest.raises(ConfigError) as first_bad:
         each_combination(EXPAND_BASE, grid)
@@ -212,7 +213,8 @@ def test_runs_that_share_a_start_equal_their_single_runs():
     import torch
     from helpers import fit
 
-    from gdfit.sweep import execute, expand
+    from gdfit.sweeps.backends import execute
+    from gdfit.sweeps.grid import expand
 
     base = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "device": "cpu", "max_iters": 200}
     grid = {"learning_rate": [0.3, 1.0], "seed": [0, 1, 0], "init": ["random", "normal", [[1, 2, 3]] * 3]}
@@ -236,7 +238,8 @@ def test_gd_on_mse_with_per_run_rates_under_a_schedule_equals_single_runs(schedu
     import torch
     from helpers import fit
 
-    from gdfit.sweep import execute, expand
+    from gdfit.sweeps.backends import execute
+    from gdfit.sweeps.grid import expand
 
     base = {"target": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], "device": "cpu", "max_iters": 40,
             "schedule": schedule, "threshold": 0}
@@ -252,7 +255,7 @@ def test_expand_leaves_the_cycle_collector_as_it_found_it(enabled):
     import gc
     from pathlib import Path
 
-    from gdfit.sweep import expand
+    from gdfit.sweeps.grid import expand
 
     was = gc.isenabled()
     try:

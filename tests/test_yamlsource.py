@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gdfit.yamlsource import load_yaml
+from gdfit.config.yamlsource import load_yaml
 
 BUDGET = 100_000  # README: "a budget of 100,000 values after expansion"
 BLOCK = 1_000

@@ -81,7 +81,7 @@ from gdfit.config.values import (
     shape_of,
 )
 
-_inline_tensor = inline_tensor  # the name gdfit.graddemo imports
+_inline_tensor = inline_tensor  # the name gdfit.expr.graddemo imports
 
 __all__ = [
     "DEVICE_HELP", "DTYPES", "ENGINES", "INIT_NAMES", "KEYS", "LOSSES", "MAX_INLINE_ELEMENTS", "MAX_RANK",

@@ -13,7 +13,7 @@ from gdfit.config.messages import config_error
 from gdfit.config.model import FitConfig
 from gdfit.errors import ConfigError
 from gdfit.reading import CONFIG_BYTES, TooLarge, read_file, read_stream
-from gdfit.yamlsource import Document, load_yaml
+from gdfit.config.yamlsource import Document, load_yaml
 
 
 class Resolved(BaseModel):

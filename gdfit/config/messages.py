@@ -10,7 +10,7 @@ from pydantic.fields import FieldInfo
 
 from gdfit.config.model import FitConfig
 from gdfit.errors import ConfigError
-from gdfit.yamlsource import Document, type_name
+from gdfit.config.yamlsource import Document, type_name
 
 
 def config_error(err: ValidationError, source: str, doc: Document | None, origins: dict[str, str]) -> ConfigError:

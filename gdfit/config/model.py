@@ -42,7 +42,7 @@ from gdfit.config.values import (
     unit_interval,
     where,
 )
-from gdfit.yamlsource import type_name
+from gdfit.config.yamlsource import type_name
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N, mps"
 DtypeName = Literal["float32", "float64", "float16", "bfloat16"]
@@ -278,7 +278,7 @@ class IdentityModel(_Frozen):
 
 class LowRankModel(_Frozen):
     """The prediction U @ V.T, with U [m, rank] and V [n, rank]; `l2` is lambda in
-    sum (U V^T - T)^2 + lambda (|U|^2 + |V|^2), both divided by the observed entries (gdfit.matrix)."""
+    sum (U V^T - T)^2 + lambda (|U|^2 + |V|^2), both divided by the observed entries (gdfit.fitting.matrix)."""
 
     name: Literal["lowrank"]
     rank: PositiveInt

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from gdfit.yamlsource import type_name
+from gdfit.config.yamlsource import type_name
 from gdfit.words import plural
 
 MAX_INLINE_ELEMENTS = 10_000

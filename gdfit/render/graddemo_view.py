@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from gdfit.graddemo import DEFAULT_EXPR, GraphNode, Walkthrough, graph_to_dict
+from gdfit.expr.graddemo import DEFAULT_EXPR, GraphNode, Walkthrough, graph_to_dict
 
 WHY_DEFAULT = (
     "Why 2x: y = sum((x + 2)(x - 2)) = sum(x² - 4), and d/dx (x² - 4) = 2x for every element, "

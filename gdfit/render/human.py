@@ -19,7 +19,7 @@ from rich.text import Text
 
 from gdfit import records
 from gdfit.render.fit_report import fit_report
-from gdfit.stdout import check_reader
+from gdfit.files.stdout import check_reader
 from gdfit.words import plural
 
 STATUS_STYLE = {

@@ -176,7 +176,7 @@ class JsonLinesRenderer:
             return
         text = "\n".join(self.held) + "\n"
         self.held.clear()
-        write_all = getattr(self.out, "write_all", None)  # gdfit.stdout.GuardedStdout
+        write_all = getattr(self.out, "write_all", None)  # gdfit.files.stdout.GuardedStdout
         if write_all is not None:
             write_all(text)
         else:

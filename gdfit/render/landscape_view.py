@@ -141,7 +141,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        from gdfit.plotting import INSTALL_HINT
+        from gdfit.render.plotting import INSTALL_HINT
 
         raise MissingExtraError("drawing to a file needs matplotlib, which is not installed", key="--output",
                                 hint=INSTALL_HINT) from None
@@ -288,7 +288,7 @@ def draw(path: Path, view, panels: bool = False) -> None:
     """Write the picture (.png, .svg) or the animation (.gif) atomically."""
     import io
 
-    from gdfit.render.document import write_atomic
+    from gdfit.files.writing import write_atomic
 
     check_format(path)
     if path.suffix.lower() == ".gif":

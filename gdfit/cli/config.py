@@ -1,0 +1,52 @@
+"""`gdfit config`: the resolved config, the step-size advice, or every key's reference."""
+
+from __future__ import annotations
+
+from gdfit.errors import GdfitError
+
+
+def show_config(path: str | None, overrides: list[str], json_mode: bool, schema: bool, advise: bool) -> None:
+    if schema:
+        from gdfit.config.schema import schema_rows
+
+        _print_schema(schema_rows(), json_mode)
+        return
+    if path is None:
+        raise GdfitError("give a CONFIG path (or - for standard input), or --schema", source="gdfit config")
+    from gdfit.config import load_config
+
+    resolved = load_config(path, overrides)
+    document = resolved.config.model_dump(mode="json")
+    if advise:
+        document = {"config": document, "advice": _advice(resolved)}
+    if json_mode:
+        from gdfit.render.jsonl import dumps
+
+        print(dumps(document))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=None).rstrip())
+
+
+def _advice(resolved) -> dict:
+    from gdfit.engine.advisor import advise
+    from gdfit.engine.descent import prepare
+
+    problem = prepare(resolved)
+    return advise(problem.loss, problem.x0, problem.target, problem.model, problem.config.optimizer.name)
+
+
+def _print_schema(rows: list[dict], json_mode: bool) -> None:
+    if json_mode:
+        from gdfit.render.jsonl import dumps
+
+        print(dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "default", "valid values", title="gdfit config keys")
+    for row in rows:
+        table.add_row(row["key"], row["default"], row["values"])
+    Console().print(table)

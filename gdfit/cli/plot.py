@@ -1,0 +1,23 @@
+"""`gdfit plot`: draw saved results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gdfit.cli.common import warn
+from gdfit.errors import OutputError
+
+
+def plot_files(files: list[Path], out: Path) -> None:
+    from gdfit.render.plotting import check_format, plot_saved, require_matplotlib
+    from gdfit.files.writing import check_writable
+
+    try:
+        check_writable(out)
+        check_format(out)
+        require_matplotlib()
+        plot_saved(files, out)
+    except OutputError as err:  # the drawing code speaks of run's --plot; here the flag is --output
+        err.key = "--output"
+        raise
+    warn(f"wrote {out}")

@@ -1,0 +1,158 @@
+"""`gdfit run`: one descent, streamed to a table or JSON Lines, then saved and drawn."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdfit import records
+from gdfit.cli.common import check_outputs, stdout_gone, warn
+from gdfit.config import Resolved
+from gdfit.errors import GdfitError
+from gdfit.words import plural
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    json_mode: bool = False
+    every: int | None = None  # None: 1 with --json; in the table, the first rows then ~10 a second
+    output: Path | None = None
+    plot: Path | None = None
+    x_limit: int = records.X_LIMIT
+    checkpoint: Path | None = None
+    checkpoint_every: float = 60.0
+    resume: Path | None = None
+    tensorboard: Path | None = None
+    save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
+
+
+def run(resolved: Resolved, options: RunOptions) -> str:
+    """Run to the end; returns the status."""
+    check_outputs(options.output, options.plot)
+    if options.save is not None:
+        from gdfit.files.saving import check_save_path
+
+        check_save_path(options.save)
+    if options.checkpoint is not None:
+        from gdfit.files.writing import check_writable
+
+        check_writable(options.checkpoint, key="--checkpoint")
+        for other, flag in ((options.output, "--output"), (options.plot, "--plot")):
+            if other is not None and other.resolve() == options.checkpoint.resolve():
+                raise GdfitError(f"{flag} and --checkpoint name the same file", source=str(other), key=flag)
+    if options.tensorboard is not None:
+        from gdfit.render.tensorboard import check_log_dir, require_tensorboard
+
+        require_tensorboard()
+        check_log_dir(options.tensorboard)
+    from gdfit.engine.descent import Descent, prepare
+    from gdfit.engine.interrupts import StopRequest, pause_point
+
+    pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
+    problem = prepare(resolved)
+    resume, checkpointer = _checkpoints(options)
+    renderer, report = _view(resolved, options)
+    with StopRequest() as stop:
+        descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
+                          should_stop=stop, resume=resume, checkpointer=checkpointer,
+                          keep_history=options.output is not None or options.plot is not None)
+        for warning in descent.start.warnings:
+            warn(f"warning: {warning}")
+        renderer.start(descent.start)
+        holdout: list[tuple[int, float]] = []  # the held-out RMSE at the reported updates, for --plot
+        try:
+            for record in descent.steps():
+                renderer.step(record)
+                if record.holdout_rmse is not None:
+                    holdout.append((record.iter, record.holdout_rmse))
+        finally:
+            if descent.result is None:
+                renderer.abort()
+        result = descent.result
+        renderer.end(result)
+    if result.status == records.DIVERGED:
+        warn(f"diverged after {plural(result.iters, 'update')} ({result.stop_rule}). {divergence_hint(descent)}")
+    elif result.status == records.INTERRUPTED and not stdout_gone():
+        warn(f"interrupted after {plural(result.iters, 'update')}")
+    _save(result, descent.start.config, options, problem, holdout)
+    if options.save is not None:
+        from gdfit.files.saving import save_parameters
+
+        save_parameters(options.save, descent.problem.model, descent.final_params)
+    return result.status
+
+
+def _checkpoints(options: RunOptions):
+    """The checkpoint to go on from, and the checkpointer that saves this run's, if asked for."""
+    resume = checkpointer = None
+    if options.resume is not None:
+        from gdfit.engine.checkpoint import load
+
+        resume = load(options.resume)
+    if options.checkpoint is not None:
+        from gdfit.engine.checkpoint import Checkpointer
+
+        checkpointer = Checkpointer(options.checkpoint, options.checkpoint_every)
+    return resume, checkpointer
+
+
+def _view(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, object]:
+    """The renderer (with TensorBoard beside it when asked) and the choice of updates to report."""
+    renderer, report = _screen(resolved, options)
+    if options.tensorboard is not None:
+        from gdfit.render import Tee
+        from gdfit.render.tensorboard import TensorBoardRenderer
+
+        renderer = Tee([renderer, TensorBoardRenderer(options.tensorboard)])
+    return renderer, report
+
+
+def _screen(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, object]:
+    from gdfit.engine.descent import every_n
+
+    if options.json_mode:
+        from gdfit.render.jsonl import JsonLinesRenderer
+
+        return JsonLinesRenderer(sys.stdout), every_n(1 if options.every is None else options.every)
+    import time
+
+    from rich.console import Console
+
+    from gdfit.render.human import HumanRenderer, throttled_reporter
+
+    renderer = HumanRenderer(Console(), show_lr=resolved.config.schedule.name != "constant")
+    report = throttled_reporter(time.perf_counter) if options.every is None else every_n(options.every)
+    return renderer, report
+
+
+def _save(result: records.FitResult, config: dict, options: RunOptions, problem, holdout: list | None = None) -> None:
+    if options.output is not None:
+        from gdfit.render.document import write_document
+
+        write_document(options.output, result, config)
+    if options.plot is not None:
+        from gdfit.render.plotting import plot_run
+
+        note = plot_run(options.plot, result, config, problem, holdout)  # a curve fit draws its data from the problem
+        if note:
+            warn(note)
+
+
+def divergence_hint(descent) -> str:
+    config = descent.problem.config
+    if descent.result.iters == 0:  # no update was made: the rate is not to blame
+        wider = "use dtype: float64, or " if config.dtype != "float64" else ""
+        if config.model is not None and hasattr(config.model, "expr"):  # a curve fit
+            return (f"The loss at the start is not finite in {config.dtype}: the expression is NaN or infinite at "
+                    f"the start values, or far from the data; {wider}choose start values where it is finite.")
+        return (f"The loss at the start is beyond {config.dtype}'s range: the start and the target are too far "
+                f"apart; {wider}rescale the data.")
+    stable = (descent.advice or {}).get("max_stable_lr")
+    if stable is not None and config.loss.name == "mse" and config.optimizer.name == "gd":
+        n = descent.problem.loss.numel  # the entries the loss is over (a matrix model leaves some out)
+        return (
+            f"Use a smaller learning_rate: for mse on {plural(n, 'element')}, gd diverges above lr = {stable:.6g} "
+            f"(learning_rate is {config.learning_rate:g})."
+        )
+    return f"Try a smaller learning_rate than {config.learning_rate:g}."

@@ -1,0 +1,231 @@
+"""`gdfit sweep`: a grid of runs as batched loops, a table or JSON Lines, a document and a plot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gdfit import records
+from gdfit.cli.common import check_outputs, stdout_gone, warn
+from gdfit.errors import ExitCode, GdfitError
+from gdfit.words import plural
+
+if TYPE_CHECKING:
+    from gdfit.sweeps.journal import Journal
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    config: str | None
+    grid: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    flags: dict = field(default_factory=dict)  # --device, --max-iters
+    json_mode: bool = False
+    output: Path | None = None  # ends in .json: one document; else a sweep folder (gdfit.sweeps.journal)
+    plot: Path | None = None
+    sort: str = "iters"
+    x_limit: int = records.X_LIMIT
+    tensorboard: Path | None = None
+    resume: Path | None = None
+    show: Path | None = None
+    backend: str = "local"  # or "dask"
+    address: str | None = None  # a Dask scheduler to join
+
+
+@dataclass
+class Prepared:
+    """The runs of a sweep, built from flags or rebuilt from a journal, and where they go."""
+
+    runs: list
+    grid: dict[str, list]
+    x_limit: int
+    journal: Journal | None = None  # when resuming
+    folder: Path | None = None  # the sweep folder the runs are journaled in
+
+
+def sweep(options: SweepOptions) -> int:
+    """Run the grid (or the rest of a journaled one); returns the exit status."""
+    from gdfit.sweeps import journal as journals
+
+    if options.show is not None:
+        return show_folder(options)
+    folder = options.output if options.output is not None and journals.is_folder(options.output) else None
+    document_path = options.output if folder is None else None
+    if options.resume is not None and folder is not None:
+        raise GdfitError("--resume writes into its own folder; --output may only name a .json document",
+                         key="--output")
+    check_outputs(document_path, options.plot)
+    if options.backend not in ("local", "dask"):
+        raise GdfitError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
+    if options.backend == "dask":
+        from gdfit.sweeps.backends import require_dask
+
+        require_dask()
+    if options.tensorboard is not None:
+        from gdfit.render.tensorboard import check_log_dir, require_tensorboard
+
+        require_tensorboard()
+        check_log_dir(options.tensorboard)
+    prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
+    runs, grid = prepared.runs, prepared.grid
+    _check_sort(options.sort, grid)
+    # a finished folder keeps its summary: resuming it runs nothing, so it reports the sweep's own time
+    kept = prepared.journal.finished_summary() if prepared.journal is not None else None
+    started = time.perf_counter()
+    plan, results = _execute(prepared, options)
+    elapsed = kept.get("elapsed_s") if kept else time.perf_counter() - started
+    complete = len(results) == len(runs) and all(r.status != records.INTERRUPTED for r in results)
+    document = _report(plan, runs, grid, results, elapsed, options)
+    if prepared.folder is not None and complete and not kept:
+        journals.write_summary(prepared.folder, document)
+    if document_path is not None:
+        from gdfit.files.writing import write_atomic
+        from gdfit.render.jsonl import dumps
+
+        write_atomic(document_path, dumps(document) + "\n")
+    if options.plot is not None:
+        from gdfit.render.plotting import plot_sweep
+
+        plot_sweep(options.plot, document)
+    if options.tensorboard is not None:
+        from gdfit.render.tensorboard import log_sweep
+
+        log_sweep(options.tensorboard, document["config"], results)
+    if not complete:
+        finished = sum(r.status != records.INTERRUPTED for r in results)
+        resume = f"; continue with `gdfit sweep --resume {prepared.folder}`" if prepared.folder else ""
+        if not stdout_gone():
+            warn(f"interrupted after {finished} of {plural(len(runs), 'run')}{resume}")
+        return int(ExitCode.INTERRUPTED)
+    return _status(results)
+
+
+def _status(results: list[records.RunRecord]) -> int:
+    return int(ExitCode.OK if any(r.status == records.CONVERGED for r in results) else ExitCode.NOT_CONVERGED)
+
+
+def _check_sort(sort: str, grid: dict) -> None:
+    if sort not in ("iters", "loss") and sort not in grid:
+        raise GdfitError(f"unknown sort key {sort!r}; use iters, loss or one of: {', '.join(grid)}", key="--sort")
+
+
+def _fresh(options: SweepOptions, folder: Path | None) -> Prepared:
+    """Runs from CONFIG, --set, flags and --grid; a new journal when --output names a folder."""
+    from gdfit.sweeps import journal as journals
+    from gdfit.config import merge_config
+    from gdfit.sweeps.grid import expand, parse_grid
+
+    if options.config is None:
+        raise GdfitError("give CONFIG, or --resume DIR or --show DIR", key="CONFIG")
+    raw = merge_config(options.config, options.overrides, options.flags)
+    grid = parse_grid(options.grid, raw.data.get("sweep"), raw.source)
+    _check_sort(options.sort, grid)
+    runs = list(expand(raw.data, grid, raw.source, raw.base_dir))
+    if folder is not None:
+        journals.create(folder, raw.data, raw.source, raw.base_dir, grid,
+                        runs[0].resolved.config.model_dump(mode="json"), options.x_limit, len(runs))
+    return Prepared(runs, grid, options.x_limit, None, folder)
+
+
+def _resumed(options: SweepOptions) -> Prepared:
+    """Runs rebuilt from a journal; CONFIG, --set, --grid and flags, when given, must agree with it."""
+    import json
+
+    from gdfit.sweeps import journal as journals
+    from gdfit.config import apply_override, merge_config, parse_assignment
+    from gdfit.render.jsonl import dumps
+    from gdfit.sweeps.grid import expand, parse_grid
+
+    journal = journals.load(options.resume)
+    grid = journal.grid
+    if options.config is not None or options.overrides or any(v is not None for v in options.flags.values()) \
+            or options.grid:
+        if options.config is not None:
+            raw = merge_config(options.config, options.overrides, options.flags)
+            data, source = raw.data, raw.source
+        else:
+            data, source = json.loads(dumps(journal.raw)), journal.source
+            for item in options.overrides:
+                apply_override(data, *parse_assignment(item))
+            data.update({k: v for k, v in options.flags.items() if v is not None})
+        given = parse_grid(options.grid, data.get("sweep"), source) if options.grid or options.config else grid
+        journals.refuse_differences(journal, data, given)
+    runs = list(expand(journal.raw, grid, journal.source, journal.base_dir))
+    first = json.loads(dumps(runs[0].resolved.config.model_dump(mode="json")))
+    if len(runs) != journal.total or first != journal.config:
+        raise GdfitError("the saved config no longer builds the same runs (was it written by another gdfit?)",
+                         source=str(options.resume), key="--resume")
+    return Prepared(runs, grid, journal.x_limit, journal, options.resume)
+
+
+def show_folder(options: SweepOptions) -> int:
+    """Print a finished or partial sweep folder without running anything."""
+    from gdfit.sweeps import journal as journals
+    from gdfit.render import sweep_view
+    from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
+
+    journal = journals.load(options.show)
+    _check_sort(options.sort, journal.grid)
+    results = [journal.done[i] for i in sorted(journal.done)]
+    summary = journal.finished_summary()
+    elapsed = summary.get("elapsed_s") if summary else None
+    best = best_run(results, fits_parameters(journal.config))
+    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort,
+                    options.json_mode, missing=journal.missing, total=journal.total)
+    return _status(results)
+
+
+def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPlan, list[records.RunRecord]]:
+    """Run the batches with a progress bar on stderr; the plan goes out before the first run. Each
+    batch's runs go to the journal as it ends; the result holds the journal's earlier runs too."""
+    from contextlib import nullcontext
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gdfit.engine.interrupts import StopRequest, pause_point
+    from gdfit.sweeps.journal import Appender
+    from gdfit.render import sweep_view
+    from gdfit.sweeps.backends import execute
+
+    from gdfit.sweeps.grid import best_run, fits_parameters
+
+    runs, earlier = prepared.runs, dict(prepared.journal.done) if prepared.journal else {}
+    config = runs[0].resolved.config.model_dump(mode="json")
+    fits = fits_parameters(config)
+    best_so_far = [sweep_view.best_line(best_run(list(earlier.values()), fits))]
+    appender = Appender(prepared.folder) if prepared.folder is not None else nullcontext()
+    done = dict(earlier)
+
+    def on_batch(indices: list[int], results: list[records.RunRecord]) -> None:
+        done.update(zip(indices, results))
+        if prepared.folder is not None:
+            appender.add(indices, results)
+        best_so_far[0] = sweep_view.best_line(best_run(list(done.values()), fits))
+
+    with StopRequest() as stop, appender:
+        steps = execute(runs, prepared.x_limit, stop, frozenset(earlier), on_batch, options.backend, options.address)
+        plan = next(steps)
+        sweep_view.announce(plan, config, prepared.grid, options.json_mode)
+        with Progress(TextColumn("runs done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=Console(stderr=True), transient=True,
+                      disable=options.json_mode) as bar:
+            task = bar.add_task(best_so_far[0], total=len(runs), completed=len(earlier))
+            for item in steps:
+                if isinstance(item, tuple):
+                    pause_point("sweep")  # inside a batch: its loop is suspended between looks
+                    bar.update(task, completed=item[0], description=best_so_far[0])
+    return plan, [done[i] for i in sorted(done)]
+
+
+def _report(plan, runs, grid, results, elapsed: float, options: SweepOptions) -> dict:
+    """Print the results; return the --output document."""
+    from gdfit.render import sweep_view
+    from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
+
+    config = runs[0].resolved.config.model_dump(mode="json")
+    best = best_run(results, fits_parameters(config))
+    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode)
+    return sweep_view.document(plan, config, grid, results, best, elapsed)

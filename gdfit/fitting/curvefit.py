@@ -1,0 +1,173 @@
+"""Curve fits: an expression model built from the config and its data, and the fit's statistics.
+
+The statistics follow NIST StRD and `scipy.optimize.curve_fit`: with J the Jacobian of the
+weighted residuals at the fitted parameters, the covariance is s^2 (J^T J)^-1 with
+s^2 = RSS / (n - p), or (J^T J)^-1 itself with `absolute_sigma`. The inverse is taken through the
+SVD of J, never by forming J^T J, so ill-conditioned problems keep their digits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from gdfit.config import ColumnSource, ExpressionModel, Resolved
+from gdfit.files.data import read_columns
+from gdfit.errors import ConfigError, InputFileError
+from gdfit.expr.language import functions_in, names_in, parse
+from gdfit.fitting.models import ExpressionFit
+from gdfit.files.tensors import build_target, guard_memory
+from gdfit.words import plural
+
+
+def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.device
+                         ) -> tuple[ExpressionFit, torch.Tensor, torch.Tensor]:
+    """The model, the (weighted) target over the observed points, and the fitted parameters' start."""
+    config = resolved.config
+    spec: ExpressionModel = config.model
+    columns = _columns(resolved, dtype, device)
+    params = tuple(spec.params)
+    clash = [name for name in params if name in columns]
+    if clash:
+        raise ConfigError(f"parameter {clash[0]!r} has the name of a data column; rename the parameter",
+                          source=resolved.source, key=f"model.params.{clash[0]}")
+    tree = parse(spec.expr, key="model.expr", names=set(params) | set(columns),
+                 unknown=f"parameters are {', '.join(params)}; data columns are {', '.join(columns) or '(none)'}")
+    used = names_in(tree)
+    unused = [name for name in params if name not in used]
+    if unused:
+        raise ConfigError(f"parameter {unused[0]!r} is not used by the expression {spec.expr!r}",
+                          source=resolved.source, key=f"model.params.{unused[0]}")
+    y = _target(resolved, columns, dtype, device)
+    observed = ~torch.isnan(y)
+    if not bool(observed.any()):
+        raise InputFileError("every target value is missing (NaN)", source=resolved.source, key="target")
+    points = int(observed.sum())
+    data = {name: column[observed] for name, column in columns.items() if name in used}
+    sigma = None
+    if config.sigma is not None:
+        sigma = _column(columns, config.sigma.column, "sigma", resolved)[observed]
+        if not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
+            raise InputFileError(f"column {config.sigma.column!r} must hold positive finite standard deviations",
+                                 source=resolved.source, key="sigma")
+    for name, column in data.items():
+        bad = (~torch.isfinite(column)).nonzero()
+        if len(bad):
+            raise InputFileError(f"column {name!r} has a missing or infinite value at an observed point "
+                                 f"(data row {int(observed.nonzero()[int(bad[0])]) + 1})",
+                                 source=resolved.source, key="data.file")
+    varying = tuple(name for name in params if spec.params[name].vary)
+    if not varying:
+        raise ConfigError("every parameter has vary: false; nothing is left to fit", source=resolved.source,
+                          key="model.params")
+    fixed = {name: float(p.value) for name, p in spec.params.items() if not p.vary}
+    low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
+    high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
+    start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
+    model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
+    model.missing = y.numel() - points
+    model.pointwise = not ({"sum", "mean"} & functions_in(tree))
+    target = y[observed]
+    return model, (target / sigma if sigma is not None else target), start
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _columns(resolved: Resolved, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    config = resolved.config
+    if config.data is None:
+        return {}
+    path = resolved.resolve_path(config.data.file)
+    raw = read_columns(path, lambda n: guard_memory(n, dtype, device, 8, "data file"))
+    lengths = {len(c) for c in raw.values()}
+    if len(lengths) > 1:
+        raise InputFileError("columns differ in length", source=str(path), key="data.file")
+    return {name: torch.from_numpy(column).to(device=device, dtype=dtype) for name, column in raw.items()}
+
+
+def _column(columns: dict[str, torch.Tensor], name: str, key: str, resolved: Resolved) -> torch.Tensor:
+    if name not in columns:
+        raise ConfigError(f"no column {name!r} in the data; it has {', '.join(columns)}", source=resolved.source,
+                          key=f"{key}.column")
+    return columns[name]
+
+
+def _target(resolved: Resolved, columns: dict[str, torch.Tensor], dtype, device) -> torch.Tensor:
+    spec = resolved.config.target
+    n = len(next(iter(columns.values()))) if columns else None
+    if isinstance(spec, ColumnSource):
+        return _column(columns, spec.column, "target", resolved)
+    y = build_target(resolved, dtype, device, 8).flatten()
+    if n is not None and y.numel() != n:
+        raise ConfigError(f"the target has {plural(y.numel(), 'value')} but the data has {plural(n, 'row')}", source=resolved.source,
+                          key="target")
+    return y
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
+               ) -> dict[str, Any]:
+    """`params`, `covariance` and `fit` for the end event and the result document, in float64
+    (on the host: the model's numpy form, whatever the fit's dtype and device)."""
+    with np.errstate(all="ignore"):  # a diverged fit's statistics are inf or NaN, and say so
+        return _statistics(model, theta, target, absolute_sigma)
+
+
+def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
+                ) -> dict[str, Any]:
+    host = model.host(torch.float64)
+    theta = theta.detach().cpu().to(torch.float64)
+    x = theta.numpy()[None]  # one run
+    target = host.array(target)
+    prediction, J = host.predict_and_jacobian(x)
+    residuals = target - prediction[0]
+    n, p = residuals.size, theta.numel()
+    rss = float(residuals @ residuals)  # weighted: chi^2 when sigma is given
+    dof = n - p
+    covariance = _covariance(J[0], rss / dof if dof > 0 else math.nan, absolute_sigma)
+    stderr = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None \
+        else [math.nan] * p
+    y = target * host.sigma if host.sigma is not None else target
+    f = host.curve(x)[0]
+    plain = float(np.square(y - f).sum())  # unweighted RSS, for R^2
+    total = float(np.square(y - y.mean()).sum())
+    values = model.named(theta)
+    stderr_of = dict(zip(model.names, stderr))
+    params = {}
+    for name, value in values.items():
+        entry: dict[str, Any] = {"value": value, "stderr": stderr_of.get(name)}
+        if name not in stderr_of:
+            entry["fixed"] = True
+        params[name] = entry
+    fit = {
+        "n": n, "p": p, "dof": dof, "rss": plain,
+        "residual_std": math.sqrt(plain / dof) if dof > 0 else None,
+        "chi2": rss, "reduced_chi2": rss / dof if dof > 0 else None,
+        "r2": 1 - plain / total if total > 0 else None,
+        "aic": n * math.log(rss / n) + 2 * p if rss > 0 else None,
+        "bic": n * math.log(rss / n) + p * math.log(n) if rss > 0 else None,
+        "missing": model.missing,
+    }
+    return {"params": params, "covariance": covariance.tolist() if covariance is not None else None, "fit": fit}
+
+
+def _covariance(J: np.ndarray, s2: float, absolute_sigma: bool) -> np.ndarray | None:
+    """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
+    if not np.isfinite(J).all():
+        return None  # a diverged fit: no covariance
+    try:
+        _, s, Vt = np.linalg.svd(J, full_matrices=False)  # numpy: microseconds, where torch's CPU svd is slow
+    except np.linalg.LinAlgError:
+        return None
+    tiny = s.max() * max(J.shape) * np.finfo(float).eps
+    if not (s > tiny).all():
+        return np.full((J.shape[1], J.shape[1]), math.inf)  # a direction the data does not determine
+    cov = (Vt.T / s**2) @ Vt
+    return cov if absolute_sigma else cov * s2

@@ -1,0 +1,361 @@
+"""Levenberg-Marquardt for least squares, on K runs at once, with an exact Jacobian.
+
+A trust-region method after MINPACK's `lmder` (Moré, 1978). Each step solves
+(J^T J + par D^2) h = -J^T r, where D holds the largest column norms of J seen so far (so the
+method does not care how the parameters are scaled) and the Levenberg parameter par is the one
+whose step has |D h| within 10% of the trust radius delta (par = 0 when the Gauss-Newton step is
+inside). The radius starts at FACTOR |D x0| and follows the ratio rho of the actual to the
+predicted reduction: it shrinks after a poor step and doubles after a good one. J D^-1 is
+decomposed once per update (an SVD in float64 numpy; J^T J is never formed, which would square the
+condition number), so every par and every trial step is a closed form (trust.py). Each step carries
+geodesic acceleration (Transtrum and Sethna, 2012). One update is one iteration: one Jacobian (a
+curve fit's by forward mode through its expression, derivatives.py; other models' by torch's
+forward-mode autograd), and as many trials as it takes to lower the loss (at most MAX_TRIALS; a run
+that finds none stays where it is).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from gdfit.fitting.models import Model, Params
+from gdfit.fitting.trust import ACCEPT, Subproblem, cutoff, new_radius
+
+PROBE = 0.1  # the finite-difference step along v, as a fraction of v (Transtrum's h)
+MAX_ACCELERATION = 0.75  # the largest 2|a|/|v| a step's correction may have (Transtrum's alpha)
+# the first trust radius, as a multiple of |D x0|. MINPACK suggests 0.1 to 100 (default 100); at
+# 100 the first Gauss-Newton step is taken whole, which throws BoxBOD's b2 from 1 to 200, onto the
+# plateau b2 -> infinity (where scipy's MINPACK ends), and a start's exponential rates onto theirs.
+# 0.1 passes the most of NIST's 54 fits and of 312 random starts around NIST's (README).
+FACTOR = 0.1
+MAX_TRIALS = 40
+
+
+def jacobian(fn, flat: torch.Tensor) -> torch.Tensor:
+    """d fn / d flat for K runs, [K, n, P], by forward-mode autograd in one pass: each run is
+    repeated P times, copy j carrying the tangent e_j, so the batch's tangent output holds J's
+    columns. (P is small next to n; torch.func's jacfwd gives the same numbers but its first call
+    costs over a second.)"""
+    import torch.autograd.forward_ad as fwAD
+
+    K, P = flat.shape
+    primal = flat.repeat_interleave(P, 0)
+    tangent = torch.eye(P, dtype=flat.dtype, device=flat.device).repeat(K, 1)
+    with warnings.catch_warnings(), fwAD.dual_level():
+        warnings.simplefilter("ignore")  # its first use loads torch's jvp rules, which warn about torch.jit
+        out = fn(fwAD.make_dual(primal, tangent))
+        columns = fwAD.unpack_dual(out).tangent
+    if columns is None:  # the output does not depend on the parameters
+        columns = torch.zeros(K * P, out.shape[-1], dtype=flat.dtype, device=flat.device)
+    return columns.reshape(K, P, -1).transpose(1, 2)
+
+
+class Packing:
+    """All of a model's parameters for K runs as one [K, P] matrix, and back."""
+
+    def __init__(self, params: Params) -> None:
+        self.shapes = {name: p.shape[1:] for name, p in params.items()}
+        self.sizes = [math.prod(shape) for shape in self.shapes.values()]
+        # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is a numpy view of it,
+        # read and written without a torch call (they cost microseconds each, a few per update)
+        self.params, self.view = params, None
+        if len(params) == 1:
+            (p,) = params.values()
+            if p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
+                self.view = p.detach().numpy()
+
+    def pack(self, params: Params) -> torch.Tensor:
+        return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], 1)
+
+    def host(self, params: Params) -> np.ndarray:
+        """pack, as a float64 numpy copy: what lm's algebra works on."""
+        if self.view is not None and params is self.params:
+            return self.view.copy()
+        parts = [_float64(p).reshape(p.shape[0], -1) for p in params.values()]
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts, 1)
+
+    def store(self, params: Params, x: np.ndarray) -> None:
+        """x [K, P] (float64 numpy) into the parameters, in their dtype and on their device."""
+        if self.view is not None and params is self.params:
+            self.view[...] = x
+            return
+        for (name, p), part in zip(params.items(), self.unpack(torch.from_numpy(x)).values()):
+            p.copy_(part)
+
+    def unpack(self, flat: torch.Tensor) -> Params:
+        if len(self.sizes) == 1:  # a curve fit's one theta: no split
+            (name, shape), = self.shapes.items()
+            return {name: flat.reshape(flat.shape[0], *shape)}
+        parts = torch.split(flat, self.sizes, 1)
+        return {name: part.reshape(flat.shape[0], *shape) for (name, shape), part in zip(self.shapes.items(), parts)}
+
+
+class LevenbergMarquardt:
+    """The stepper for `optimizer: lm` (mse only: it minimises the sum of squared residuals)."""
+
+    def __init__(self, model: Model, loss, target: torch.Tensor, params: Params, damping: float) -> None:
+        self.model, self.loss, self.target, self.params = model, loss, target, params
+        self.packing = Packing(params)
+        keep = getattr(loss, "keep", None)  # a masked loss: the entries it keeps
+        self.kept = keep.reshape(-1).nonzero().squeeze(1) if keep is not None else None
+        # a curve fit is evaluated on the host in numpy, where the algebra is (hostcurve.py)
+        self.curve = hasattr(model, "host")
+        if self.curve:
+            self.host = model.host(target.dtype)
+            self.host_target = self.host.array(target)
+        self.bounded = getattr(model, "bounded", True)
+        self.resolution = float(torch.finfo(target.dtype).eps)
+        self.native = target.dtype == torch.float64 and target.device.type == "cpu"  # numpy's own dtype and place
+        self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
+        K, P = self.packing.pack(params).shape
+        # delta 0: not set yet (the first update sets it from the start); par: the Levenberg
+        # parameter of the last step, where the next search for it begins
+        self.optimizer = _State({"delta": torch.zeros(K, dtype=torch.float64),
+                                 "par": torch.full((K,), damping, dtype=torch.float64),
+                                 "scale": torch.zeros(K, P, dtype=torch.float64)})
+        self.motion, self.stuck, self.gradient = None, None, None
+
+    def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
+        """A model's prediction - target, [K, n], in torch: over the entries the loss keeps (a
+        matrix model's fitted ones), then sqrt(l2) x the parameters when the model has an l2 term."""
+        r = (self.model.predict(self.packing.unpack(flat)) - self.target).flatten(1)
+        if self.kept is not None:
+            r = r.index_select(1, self.kept)
+        extra = self.penalty(flat) if self.penalty is not None else None
+        return r if extra is None else torch.cat([r, extra], 1)
+
+    def _residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """r and d r / d x, [K, n, P], in float64 numpy: a curve fit's in one forward-mode pass
+        through its expression on the host; other models' by torch's forward-mode autograd."""
+        if self.curve:
+            prediction, J = self.host.predict_and_jacobian(x)
+            return _float64(prediction - self.host_target), _float64(J)
+        flat = self._on_device(x)
+        return _float64(self._residuals(flat)), _float64(jacobian(self._residuals, flat))
+
+    def _on_device(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
+
+    def losses(self) -> torch.Tensor:
+        if self.curve:  # as advance reports them
+            r = self._rows(self.packing.host(self.params))
+            return self._mse(np.einsum("kn,kn->k", r, r), r.shape[1])
+        return self.loss.value(self.model.predict(self.params), self.target)
+
+    def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
+        """A curve fit's loss from each run's sum of squared residuals: mse is their mean."""
+        loss = torch.from_numpy(cost / n)
+        return loss if self.native else loss.to(dtype=self.target.dtype, device=self.target.device)
+
+    def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
+        """One update of every run still moving: one Jacobian, then trial steps until each run
+        lowers its sum of squares (MINPACK's inner loop) or has no step left to try."""
+        state = self.optimizer.host  # the trust radius, the Levenberg parameter, the scales
+        # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
+        # where torch's CPU lstsq and svd cost a fraction of a millisecond per call. Per run, on
+        # rows and Python floats, where numpy's batched forms of a K-vector cost more calls.
+        x = self.packing.host(self.params)
+        K = len(x)
+        with np.errstate(all="ignore"):  # a trial far out may overflow: its cost is inf, its step refused
+            rn, Jn = self._residuals_and_jacobian(x)
+            g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
+            if self.bounded:
+                Jn = Jn * self._free(x, g)[:, None, :]
+            scale = state["scale"]
+            np.maximum(scale, np.sqrt(np.vecdot(Jn, Jn, axis=1)), out=scale)
+            D = np.where(scale > 0, scale, 1.0)
+            going = [True] * K if moving is None else moving.flatten().tolist()
+            delta, par = state["delta"].tolist(), state["par"].tolist()  # plain floats in the inner loop
+            cost = np.vecdot(rn, rn)  # each run's sum of squares, at the step taken so far
+            updates = [_Update(Jn[i], rn[i], D[i], x[i], delta[i] == 0, float(cost[i])) if going[i] else None
+                       for i in range(K)]
+            for i, update in enumerate(updates):
+                if update is not None and update.first:  # MINPACK's first radius, from the start
+                    delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
+            resolution = self.resolution
+            start, last = x.copy(), {}  # last: each run's last trial row, the step reported if none is taken
+            trying = [i for i in range(K) if going[i]]
+            for _ in range(MAX_TRIALS):
+                velocity, trials = np.zeros_like(x), {}
+                for i in trying:
+                    par[i], velocity[i], trials[i] = updates[i].step(delta[i], par[i])
+                trial = self._inside(self._accelerate(x, velocity, rn, Jn, updates, par, trying))
+                new_cost = self._costs(trial).tolist()
+                left = []
+                for i in trying:
+                    update = updates[i]
+                    last[i] = trial[i]
+                    delta[i], better = update.judge(delta[i], par[i], new_cost[i], *trials[i])
+                    if better:
+                        x[i], cost[i] = trial[i], new_cost[i]
+                    elif delta[i] > resolution * update.size:
+                        left.append(i)
+                    # else: a run whose radius is below its dtype's resolution has no step left to
+                    # try: nothing better lies around x at working precision (MINPACK's "xtol too small")
+                trying = left
+                if not trying:
+                    break
+            state["delta"][:] = delta
+            state["par"][:] = par
+            self.packing.store(self.params, x)
+            self._report(x, start, last, D, g, rn.shape[1], updates, delta, resolution)
+        if self.curve:  # no new evaluation: the step taken's cost is known
+            return self._mse(cost, rn.shape[1])
+        return self.losses()
+
+    def _report(self, x, start, last, D, g, n, updates, delta, resolution) -> None:
+        """What the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
+        mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK, the
+        reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2: a
+        heavily damped step can lower the loss by little while much more is to be had. A run that
+        found no step lowering the loss reports its last, smallest trial: as the trust radius in
+        MINPACK, it says how far around x nothing better was found."""
+        moved = D * (x - start)
+        taken = np.sqrt(np.vecdot(moved, moved)).tolist()
+        Dx = D * x
+        step, promised, stuck = [], [], []
+        for i, u in enumerate(updates):
+            if taken[i] > 0 or i not in last:
+                step.append(taken[i])
+            else:
+                tried = D[i] * (last[i] - x[i])
+                step.append(math.sqrt(float(tried @ tried)))
+            promised.append(u.promised() if u is not None else 0.0)
+            # no step at all, and the radius is below the resolution of x: nothing can move this run
+            stuck.append(taken[i] == 0 and u is not None and delta[i] <= resolution * u.size)
+        # numpy arrays: the stop rules take them as they are (on the host) or to the device
+        self.motion = (np.array(step), np.sqrt(np.vecdot(Dx, Dx)), np.maximum.reduce(np.abs(g), axis=1) * (2.0 / n))
+        self.promised = np.array(promised)
+        self.stuck = np.array(stuck)
+        self.gradient = (g[0], n)  # run 0's J^T r, for grad_norm
+
+    def _accelerate(self, x, velocity, r, J, updates, par, trying) -> np.ndarray:
+        """x + v + a/2: each trying run's step v with geodesic acceleration (Transtrum and
+        Sethna, 2012), the second-order correction from the residuals' second directional
+        derivative along v (by one finite difference), so that steps follow a curved valley
+        instead of leaving it: it cuts the NIST suite's iterations from 2645 to 973 (Bennett5's
+        from its second start from 450 to 23; README). Only where the correction is small next to
+        v (2|a|/|v| <= 0.75): a larger one says the second-order model does not hold that far, and
+        the plain step goes to the ratio test. (Rejecting such steps, as Transtrum does, shrinks the radius on MGH10 from NIST's
+        first start until the steps turn towards the plateau b1 -> 0.) A probe far out may
+        overflow: then that step goes without (the caller ignores numpy's floating-point errors),
+        and a parameter it makes infinite stays where it is."""
+        trial = x + velocity
+        probe = self._rows(x + PROBE * velocity)
+        second = (2 / PROBE) * ((probe - r) / PROBE - np.matmul(J, velocity[:, :, None])[:, :, 0])
+        for i in trying:
+            update = updates[i]
+            q = update.solve(second[i], par[i])  # D a = -q
+            if 2 * math.sqrt(q @ q) <= MAX_ACCELERATION * update.length:  # |D v| is |w|, step's length
+                trial[i] -= 0.5 * q / update.D
+        return np.where(np.isfinite(trial), trial, x)
+
+    def _costs(self, x: np.ndarray) -> np.ndarray:
+        """The sum of squared residuals of each run's parameters (inf or NaN where not finite:
+        such a step fails the ratio test)."""
+        r = self._rows(x)
+        return np.vecdot(r, r)
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """The residuals at x [K, P], float64."""
+        if self.curve:
+            return _float64(self.host.predict(x) - self.host_target)
+        return _float64(self._residuals(self._on_device(x)))
+
+    def _free(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """1 for parameters free to move, 0 for those held at a bound that the descent direction
+        -g pushes against: their Jacobian columns are left out, so the step solves the problem
+        of the others with them fixed there (an active set), rather than being cut by projection."""
+        if not self.bounded:
+            return np.ones_like(x)
+        pressed = self._inside(x - np.sign(g) * np.maximum(np.abs(x), 1.0)) == x
+        return (~(pressed & (g != 0))).astype(x.dtype)
+
+    def _inside(self, x: np.ndarray) -> np.ndarray:
+        """Parameters projected into their bounds."""
+        if not self.bounded:
+            return x
+        if self.curve:
+            return self.host.inside(x)
+        params = self.packing.unpack(self._on_device(x).clone())
+        self.model.constrain_(params)
+        return self.packing.pack(params).cpu().double().numpy()
+
+    def grad_norm(self) -> torch.Tensor:
+        """Run 0's |d loss / d parameters| at the start of its last update."""
+        if self.gradient is None:
+            return torch.tensor(math.nan, dtype=torch.float64)
+        g, n = self.gradient
+        return torch.tensor(math.sqrt(float(g @ g)) * (2.0 / n), dtype=torch.float64)
+
+
+def _float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):  # any dtype (numpy has no bfloat16), any device
+        return values.detach().to("cpu", torch.float64).numpy()
+    return values.astype(np.float64, copy=False)
+
+
+class _Update:
+    """One run's update: J D^-1 = U diag(s) V^T once, then MINPACK's inner loop in closed forms."""
+
+    def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: bool, cost: float
+                 ) -> None:
+        U, s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
+        self.U, self.s, self.D, self.first = U, s, D, first
+        self.problem = Subproblem(s, U.T @ r, cutoff(s, len(r)))
+        self.cost = cost  # the sum of squares, r @ r
+        Dx = D * x
+        self.size = math.sqrt(float(Dx @ Dx))  # |D x|
+        self.length = 0.0  # |D h| of the last step
+
+    def step(self, delta: float, par: float) -> tuple[float, np.ndarray, tuple[float, float]]:
+        """The Levenberg parameter for radius delta, the step h, and (|D h|, the predicted reduction)."""
+        par, w, length = self.problem.parameter(delta, par)  # D h = -V w
+        self.length = length
+        # the linear model's reduction of the sum of squares, |J h|^2 + 2 par |D h|^2 (MINPACK's prered)
+        sw = self.s * w
+        return par, -(self.Vt.T @ w) / self.D, (length, float(sw @ sw) + 2 * par * length * length)
+
+    def solve(self, b: np.ndarray, par: float) -> np.ndarray:
+        """q = V damped(U^T b): D h for residuals b at the Levenberg parameter par, negated."""
+        return self.Vt.T @ self.problem.damped(self.U.T @ b, par)
+
+    def judge(self, delta: float, par: float, new_cost: float, length: float, predicted: float
+              ) -> tuple[float, bool]:
+        """The new radius, and whether the step is taken (rho >= 1e-4, MINPACK's test)."""
+        if self.first:  # MINPACK: the first radius at most the first step
+            delta = min(delta, length)
+        actual = self.cost - new_cost
+        rho = actual / predicted if predicted > 0 and math.isfinite(new_cost) else -1.0
+        return new_radius(delta, rho, actual, predicted, self.cost, new_cost, length, par), rho >= ACCEPT
+
+    def promised(self) -> float:
+        """|P_J r|^2 / |r|^2: the relative reduction the Gauss-Newton step promises."""
+        kept = self.problem.c[self.problem.keep]
+        return float(kept @ kept) / self.cost if self.cost > 0 else 0.0
+
+
+class _State:
+    """Looks like an optimizer's state to checkpoints: the trust radius, the Levenberg parameter,
+    the scales. It lives on the host, where lm's algebra reads and writes it in place."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self.state = {"theta": state}
+
+    @property
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return self._state
+
+    @property
+    def host(self) -> dict[str, np.ndarray]:
+        """The state's tensors as numpy views: lm's algebra reads and writes them without a torch call."""
+        return self._host
+
+    @state.setter
+    def state(self, value: dict[str, dict[str, torch.Tensor]]) -> None:  # a checkpoint's, on any device
+        self._state = {name: {key: t.cpu() for key, t in st.items()} for name, st in value.items()}
+        self._host = {key: t.numpy() for key, t in self._state["theta"].items()}
