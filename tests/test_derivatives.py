@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdfit.expr.language import FUNCTIONS, parse
+from gdfit.expr.functions import TABLE
+from gdfit.expr.language import parse
 from gdfit.fitting.models import ExpressionFit
 
 NAMES = ("b1", "b2", "b3")
@@ -20,7 +21,13 @@ EXPRESSIONS = [
     "sum(b1 + x) * b2 + b3",  # a parameter's tangent counts once per point in a sum
     "b1 + 0 * b2 * b3",
     "b1 * b2 * b3 + pi",  # no data column at all
-] + [f"{name}(b1 * x + b2) * b3" for name in FUNCTIONS if name not in ("sum", "mean")]
+    "atan2(b1 * x, b2 + x) * b3",
+    "min(b1 * x, b2) + max(b3, x) + min(1, 2) * b1",
+    "where(x < b1, b2 * x, b3) + (x >= b2) * b1 + (b3 > 0.8) + (x <= 1) * b3",
+    "gaussian(x, b1, b2, b3) + lorentzian(x, b2, b1, b3)",
+    "pseudovoigt(x, b1, b2, b3, 0.3) + pseudovoigt(x, 1, b1, 0.5, b2 * 0.1)",
+    "logistic4(x, b1, b2, b3, 1.5) + logistic4(x + 1, 0, 1, b1, b3)",
+] + [f"{f.name}(0.5 * (b1 * x + b2)) * b3" for f in TABLE if f.arity == 1 and not f.reduction]
 
 
 def fit_of(text: str, low=None, high=None, sigma=None) -> ExpressionFit:

@@ -8,12 +8,13 @@ parameters, and an operation then costs one numpy call per parameter it depends 
 the points alone, where a dense [..., P] tangent costs a few calls on arrays P times the size
 (and a parameter's own seed, 1, multiplies nothing: b2*x's tangent is x). Every rule is the
 chain rule of one operation, the same derivative torch's autograd uses for it
-(tests/test_derivatives.py holds them to autograd).
+(tests/test_derivatives.py holds them to autograd). The operators' rules are here; each
+function's partials are its entry in functions.py's table (tests/test_functions.py holds them to
+finite differences and autograd).
 
 They work on numpy arrays, on the host: lm's algebra is there already (lm.py), and for a curve
 fit's few parameters and points a numpy operation costs a fraction of a torch call's dispatch, so
-a whole update's evaluations stay on the host (hostcurve.py). `NUMPY_FUNCTIONS` are the expression
-language's functions in numpy, for `compile_model` to build the value alone.
+a whole update's evaluations stay on the host (hostcurve.py).
 """
 
 from __future__ import annotations
@@ -24,27 +25,13 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from gdfit.expr.language import BINARY, CONSTANTS, MODEL_FUNCTIONS, _fold
+from gdfit.expr.functions import BY_NAME, Function
+from gdfit.expr.language import BINARY, CONSTANTS, MODEL_FUNCTIONS, NUMPY_FUNCTIONS, _fold, call_parts
 
 Value = np.ndarray | float
 Tangent = dict[int, Value] | None  # parameter's index -> derivative; None: no dependence on the fitted parameters
 Dual = tuple[Value, Tangent]
 DualCompiled = Callable[[Mapping[str, Value], Mapping[str, np.ndarray]], Dual]
-
-
-def _sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-# the language's functions (expr.FUNCTIONS) on numpy arrays; sum and mean over the data points
-# (the last axis), one value per run, as expr.MODEL_FUNCTIONS
-NUMPY_FUNCTIONS: dict[str, Callable] = {
-    "sum": lambda t: np.sum(t, -1, keepdims=True),
-    "mean": lambda t: np.mean(t, -1, keepdims=True),
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
-    "tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0), "square": np.square,
-    "tan": np.tan, "atan": np.arctan,
-}
 
 
 def compile_dual(tree: ast.Expression) -> DualCompiled:
@@ -80,12 +67,16 @@ def _dual(node: ast.AST) -> DualCompiled | float:
         lhs = (lambda env, seeds: (left, None)) if isinstance(left, float) else left
         rhs = (lambda env, seeds: (right, None)) if isinstance(right, float) else right
         return lambda env, seeds: rule(*lhs(env, seeds), *rhs(env, seeds))
-    assert isinstance(node, ast.Call)  # guaranteed by expr's checker
-    inner = _dual(node.args[0])
-    if isinstance(inner, float):
-        return _fold(MODEL_FUNCTIONS[node.func.id], inner)  # as expr folds it
-    rule = FUNCTION_RULES[node.func.id]
-    return lambda env, seeds: rule(*inner(env, seeds))
+    name, args = call_parts(node)  # a call or a comparison, guaranteed by expr's checker
+    inner = [_dual(arg) for arg in args]
+    if all(isinstance(arg, float) for arg in inner):
+        return _fold(MODEL_FUNCTIONS[name], *inner)  # as expr folds it
+    rule = FUNCTION_RULES[name]
+    if len(inner) == 1:
+        (only,) = inner
+        return lambda env, seeds: rule(*only(env, seeds))
+    parts = [(lambda env, seeds, c=arg: (c, None)) if isinstance(arg, float) else arg for arg in inner]
+    return lambda env, seeds: rule(*(part(env, seeds) for part in parts))
 
 
 # ---------------------------------------------------------------- the chain rule, one operation each
@@ -173,19 +164,26 @@ def _unary(function: Callable, derivative: Callable) -> Callable[[Value, Tangent
     return rule
 
 
-FUNCTION_RULES: dict[str, Callable[[Value, Tangent], Dual]] = {
-    "sum": lambda v, t: _reduce(v, t, "sum"),
-    "mean": lambda v, t: _reduce(v, t, "mean"),
-    "exp": _unary(np.exp, lambda x, y: y),
-    "log": _unary(np.log, lambda x, y: 1 / x),
-    "sqrt": _unary(np.sqrt, lambda x, y: 0.5 / y),
-    "abs": _unary(np.abs, lambda x, y: np.sign(x)),
-    "sin": _unary(np.sin, lambda x, y: np.cos(x)),
-    "cos": _unary(np.cos, lambda x, y: -np.sin(x)),
-    "tanh": _unary(np.tanh, lambda x, y: 1 - y * y),
-    "sigmoid": _unary(_sigmoid, lambda x, y: y * (1 - y)),
-    "relu": _unary(NUMPY_FUNCTIONS["relu"], lambda x, y: np.asarray(x > 0, dtype=np.result_type(x))),
-    "square": _unary(np.square, lambda x, y: 2 * x),
-    "tan": _unary(np.tan, lambda x, y: 1 + y * y),
-    "atan": _unary(np.arctan, lambda x, y: 1 / (1 + x * x)),
-}
+def _many(function: Callable, partials: tuple) -> Callable[..., Dual]:
+    """The rule for f(a, b, ...), given (value, tangent) pairs: the sum over the arguments that
+    depend on the fitted parameters of their tangent times partial(a, b, ..., f)."""
+    def rule(*duals: Dual) -> Dual:
+        values = [v for v, _ in duals]
+        value = function(*values)
+        tangent = None
+        for (_, t), partial in zip(duals, partials):
+            if t is not None and partial is not None:
+                tangent = _sum(tangent, _times(t, partial(*values, value)))
+        return value, tangent
+    return rule
+
+
+def _rule(function: Function) -> Callable[..., Dual]:
+    if function.reduction:
+        return lambda v, t: _reduce(v, t, function.name)
+    if function.arity == 1:
+        return _unary(function.numpy, function.partials[0])
+    return _many(function.numpy, function.partials)
+
+
+FUNCTION_RULES: dict[str, Callable[..., Dual]] = {name: _rule(f) for name, f in BY_NAME.items()}

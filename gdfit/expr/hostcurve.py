@@ -4,7 +4,7 @@ lm (lm.py) does its small dense algebra in float64 numpy. For a curve fit it eva
 there too: a numpy operation on a few hundred points costs a fraction of a torch call's dispatch,
 and every trial step, acceleration probe and Jacobian stays on the host without a round trip
 through tensors. The expression is the same checked tree, compiled for numpy
-(`expr.compile_model` with derivatives.NUMPY_FUNCTIONS, `derivatives.compile_dual`), and the model's
+(`expr.compile_model` with language.NUMPY_FUNCTIONS, `derivatives.compile_dual`), and the model's
 meaning is ExpressionFit's: parameters clamped to their bounds, prediction and Jacobian divided by
 sigma. Values are computed in the fit's dtype, as the model on the device computes them.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gdfit.expr.derivatives import NUMPY_FUNCTIONS, SEED, compile_dual
-from gdfit.expr.language import compile_model
+from gdfit.expr.derivatives import SEED, compile_dual
+from gdfit.expr.language import NUMPY_FUNCTIONS, compile_model
 
 
 class HostCurve:

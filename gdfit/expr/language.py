@@ -1,7 +1,8 @@
 """A small, safe expression language, for grad-demo and for models' predictions.
 
 Only numbers, names (grad-demo's `x`; a model's parameters and data columns), the constant `pi`,
-+ - * / **, unary minus, parentheses and a fixed set of one-argument functions. User text is parsed
++ - * / **, unary minus, parentheses, the comparisons < <= > >= and the functions of one table
+(functions.py: each with its torch form, its numpy form and its derivative). User text is parsed
 by `ast.parse`, checked against that whitelist and never evaluated, executed or compiled to code:
 grad-demo walks the tree, and `compile_model` turns it once into nested closures over torch calls.
 """
@@ -17,33 +18,23 @@ from typing import Callable, Collection, Mapping
 import torch
 
 from gdfit.errors import ExpressionError
+from gdfit.expr.functions import BY_NAME, COMPARISONS, FUNCTION_NAMES
 from gdfit.words import plural
 
 MAX_LENGTH = 400
 MAX_DEPTH = 40
 MAX_NODES = 200
 
-FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sum": torch.sum,
-    "mean": torch.mean,
-    "exp": torch.exp,
-    "log": torch.log,
-    "sqrt": torch.sqrt,
-    "abs": torch.abs,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "square": torch.square,
-    "tan": torch.tan,
-    "atan": torch.atan,
-}
+# grad-demo's forms: its sum and mean reduce the whole tensor (a model's, the data points)
+FUNCTIONS: dict[str, Callable] = {name: BY_NAME[name].torch for name in FUNCTION_NAMES}
+FUNCTIONS.update(sum=torch.sum, mean=torch.mean)
 CONSTANTS = {"pi": math.pi}
 BINARY = {ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub), ast.Mult: ("*", operator.mul),
           ast.Div: ("/", operator.truediv), ast.Pow: ("**", operator.pow)}
 UNARY = {ast.USub: "-", ast.UAdd: "+"}
-ALLOWED = "numbers, names, pi, + - * / **, unary minus, parentheses and " + " ".join(FUNCTIONS)
+COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+ALLOWED = ("numbers, names, pi, + - * / **, unary minus, parentheses, " + " ".join(COMPARISONS)
+           + " and " + " ".join(FUNCTION_NAMES))
 
 
 @dataclass
@@ -98,8 +89,21 @@ def _parts(node: ast.AST, names: set[str], functions: set[str]) -> tuple[set[str
         _parts(node.operand, names, functions)
     elif isinstance(node, ast.Call):
         functions.add(node.func.id)
-        _parts(node.args[0], names, functions)
+        for arg in node.args:
+            _parts(arg, names, functions)
+    elif isinstance(node, ast.Compare):
+        _parts(node.left, names, functions)
+        _parts(node.comparators[0], names, functions)
     return names, functions
+
+
+def call_parts(node: ast.AST) -> tuple[str, list[ast.AST]] | None:
+    """A checked call or comparison as (its table name, its arguments); None for other nodes."""
+    if isinstance(node, ast.Call):
+        return node.func.id, node.args
+    if isinstance(node, ast.Compare):
+        return COMPARE[type(node.ops[0])], [node.left, node.comparators[0]]
+    return None
 
 
 class _Checker:
@@ -136,15 +140,27 @@ def _check(node: ast.AST, depth: int, count: int, checker: _Checker) -> int:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)[:30]
             raise ExpressionError(f"unknown function {name!r}; allowed: {', '.join(FUNCTIONS)}", key="--expr")
-        if len(node.args) != 1 or node.keywords:
-            raise ExpressionError(f"{node.func.id}() takes exactly one argument", key="--expr")
-        return _check(node.args[0], depth + 1, count, checker)
+        arity = BY_NAME[node.func.id].arity
+        if len(node.args) != arity or node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            raise ExpressionError(f"{node.func.id}() takes exactly {plural(arity, 'argument')}, got "
+                                  f"{len(node.args) + len(node.keywords)}", key="--expr")
+        for arg in node.args:
+            count = _check(arg, depth + 1, count, checker)
+        return count
+    if isinstance(node, ast.Compare):
+        if len(node.ops) != 1:
+            raise ExpressionError("chained comparisons (a < b < c) are not allowed; the language has "
+                                  "(a < b) * (b < c)", key="--expr")
+        if type(node.ops[0]) not in COMPARE:
+            raise ExpressionError(f"the comparison {ast.unparse(node)[:30]!r} is not allowed; the language has "
+                                  f"{' '.join(COMPARISONS)}", key="--expr")
+        return _check(node.comparators[0], depth + 1, _check(node.left, depth + 1, count, checker), checker)
     raise ExpressionError(f"{describe(node)} not allowed; the language has {ALLOWED}", key="--expr")
 
 
 # Python's syntax in the user's words, for "... is not allowed" (ast class names mean nothing to them)
 WORDS = {
-    ast.Attribute: "attribute access", ast.Subscript: "indexing", ast.Compare: "comparisons",
+    ast.Attribute: "attribute access", ast.Subscript: "indexing",
     ast.BoolOp: "and/or", ast.IfExp: "if-else", ast.Lambda: "lambda", ast.NamedExpr: "assignment (:=)",
     ast.JoinedStr: "f-strings", ast.List: "lists", ast.Tuple: "tuples", ast.Set: "sets", ast.Dict: "dicts",
     ast.ListComp: "comprehensions", ast.SetComp: "comprehensions", ast.DictComp: "comprehensions",
@@ -205,11 +221,13 @@ class Evaluator:
             if not isinstance(left, torch.Tensor) and not isinstance(right, torch.Tensor):
                 left = torch.tensor(left, dtype=self.x.dtype)  # no Python float overflow or huge ints
             return self._name(op(left, right), f"{_wrap(ltext)} {symbol} {_wrap(rtext)}")
-        assert isinstance(node, ast.Call)  # guaranteed by _check
-        value, text = self._eval(node.args[0])
-        if not isinstance(value, torch.Tensor):
-            value = torch.tensor(value, dtype=self.x.dtype)
-        return self._name(FUNCTIONS[node.func.id](value), f"{node.func.id}({text})")
+        name, args = call_parts(node)  # a call or a comparison, guaranteed by _check
+        evaluated = [self._eval(arg) for arg in args]
+        values = [v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=self.x.dtype) for v, _ in evaluated]
+        texts = [text for _, text in evaluated]
+        if isinstance(node, ast.Compare):
+            return self._name(BY_NAME[name].torch(*values), f"{_wrap(texts[0])} {name} {_wrap(texts[1])}")
+        return self._name(FUNCTIONS[name](*values), f"{name}({', '.join(texts)})")
 
 
 def _wrap(text: str) -> str:
@@ -231,13 +249,15 @@ def function_of(tree: ast.Expression) -> Callable[[torch.Tensor], torch.Tensor]:
 # ---------------------------------------------------------------- models: compiled once
 
 Compiled = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
-# Reductions in a model run over the data points (the last dimension), one value per run.
-MODEL_FUNCTIONS = {**FUNCTIONS, "sum": lambda t: t.sum(-1, keepdim=True), "mean": lambda t: t.mean(-1, keepdim=True)}
+# The table's torch and numpy forms; reductions in a model run over the data points (the last
+# dimension), one value per run.
+MODEL_FUNCTIONS: dict[str, Callable] = {f.name: f.torch for f in BY_NAME.values()}
+NUMPY_FUNCTIONS: dict[str, Callable] = {f.name: f.numpy for f in BY_NAME.values()}
 
 
 def compile_model(tree: ast.Expression, functions: Mapping[str, Callable] = MODEL_FUNCTIONS) -> Compiled:
     """The checked expression as a function of its variables (parameters [K, 1], columns [n]):
-    nested closures over torch calls (or, given derivatives.NUMPY_FUNCTIONS, numpy calls), built
+    nested closures over torch calls (or, given NUMPY_FUNCTIONS, numpy calls), built
     once, so an update never walks the tree again. Sub-expressions without variables are folded
     into one number here, in float64."""
     compiled = _compile(tree.body, functions)
@@ -271,11 +291,15 @@ def _compile(node: ast.AST, functions: Mapping[str, Callable]) -> Compiled | flo
         if isinstance(right, float):
             return lambda env: op(left(env), right)
         return lambda env: op(left(env), right(env))
-    assert isinstance(node, ast.Call)  # guaranteed by _check
-    fn, inner = functions[node.func.id], _compile(node.args[0], functions)
-    if isinstance(inner, float):  # folded by torch on either path, so both get the same number
-        return _fold(MODEL_FUNCTIONS[node.func.id], inner)
-    return lambda env: fn(inner(env))
+    name, args = call_parts(node)  # a call or a comparison, guaranteed by _check
+    fn, inner = functions[name], [_compile(arg, functions) for arg in args]
+    if all(isinstance(arg, float) for arg in inner):  # folded by torch on either path: the same number
+        return _fold(MODEL_FUNCTIONS[name], *inner)
+    if len(inner) == 1:
+        (only,) = inner
+        return lambda env: fn(only(env))
+    parts = [(lambda env, c=arg: c) if isinstance(arg, float) else arg for arg in inner]
+    return lambda env: fn(*(part(env) for part in parts))
 
 
 def _fold(op: Callable, *values: float) -> float:
