@@ -277,7 +277,7 @@ def test_gd_on_a_model_is_the_tutorial_loop_on_each_parameter(tmp_path):
     ({"expr": "b1 * x", "params": {"b1": 1, "b9": 2}}, "model.params.b9: parameter 'b9' is not used by the expression"),
     ({"expr": "b1 * (x", "params": {"b1": 1}}, "model.expr: not a valid expression"),
     ({"expr": "b1.__class__", "params": {"b1": 1}}, "model.expr: attribute access (b1.__class__) is not allowed"),
-    ({"expr": "b1 * erf(x)", "params": {"b1": 1}}, "model.expr: unknown function 'erf'"),
+    ({"expr": "b1 * erfi(x)", "params": {"b1": 1}}, "model.expr: unknown function 'erfi'"),
     ({"expr": "b1 * x", "params": {"b1": {"value": 5, "min": 0, "max": 1}}}, "start value 5 is outside its bounds [0, 1]"),
     ({"expr": "b1 * x", "params": {"b1": {"value": 1, "vary": False}}}, "every parameter has vary: false"),
     ({"expr": "b1 * x", "params": {"pi": 1}}, "parameter names are identifiers"),
