@@ -32,6 +32,7 @@ class StartRecord:
     warnings: list[str] = field(default_factory=list)
     resumed_from: int | None = None  # the checkpoint's update count, when the run goes on from one
     matrix: dict[str, Any] | None = None  # a matrix model's entries: entries, observed, missing, held_out, fitted
+    guess: dict[str, float] | None = None  # a built-in curve's starts guessed from the data
 
 
 @dataclass(frozen=True)

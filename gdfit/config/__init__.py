@@ -20,6 +20,7 @@ from gdfit.config.loading import (
 )
 from gdfit.config.model import (
     DEVICE_HELP,
+    CURVE_MODELS,
     DTYPES,
     ENGINES,
     GD,
@@ -35,6 +36,7 @@ from gdfit.config.model import (
     LM,
     MODEL_NAMES,
     Adam,
+    BuiltinCurve,
     ColumnSource,
     Constant,
     DataSource,
@@ -87,7 +89,7 @@ __all__ = [
     "DEVICE_HELP", "DTYPES", "ENGINES", "INIT_NAMES", "KEYS", "LOSSES", "MAX_INLINE_ELEMENTS", "MAX_RANK",
     "OPTIMIZERS", "SCHEDULES",
     "FitConfig", "GD", "Momentum", "Nesterov", "Adam", "RMSprop", "MSE", "L1", "Huber", "SmoothL1",
-    "FIT_TOLERANCE", "LBFGS", "LM", "MODEL_NAMES", "ColumnSource", "DataSource", "ExpressionModel",
+    "FIT_TOLERANCE", "LBFGS", "LM", "MODEL_NAMES", "CURVE_MODELS", "BuiltinCurve", "ColumnSource", "DataSource", "ExpressionModel",
     "HoldoutSpec", "IdentityModel", "LinearModel", "MATRIX_MODELS", "LowRankModel", "ModelSpec", "ParamSpec", "TargetSpec",
     "Constant", "StepLR", "ExponentialLR", "CosineLR", "FileSource", "RandomSource", "RandomSpec", "NamedInit",
     "DtypeName", "InitName", "InlineTensor", "Loss", "Optimizer", "Schedule", "TensorSpec",

@@ -42,6 +42,7 @@ from gdfit.config.values import (
     unit_interval,
     where,
 )
+from gdfit.config.curves import CURVE_NAMES, CURVES, CurveName, is_builtin_curve
 from gdfit.config.yamlsource import type_name
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N, mps"
@@ -217,6 +218,8 @@ class DataSource(_Frozen):
 
 
 def _param_spec(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # built already (a built-in curve's, made into an expression model)
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"value": value}
     if not isinstance(value, dict):
@@ -225,20 +228,28 @@ def _param_spec(value: Any) -> Any:
 
 
 class ParamSpec(_Frozen):
-    """One parameter of an expression model: its start, optional bounds, and whether it is fitted."""
+    """One parameter of an expression model: its start, optional bounds, and whether it is fitted;
+    or, with `expr`, a derived parameter: a function of the others, not fitted. A built-in curve
+    may leave `value` out (it is guessed from the data)."""
 
-    value: Number
+    value: Number | None = None
     min: Number | None = None
     max: Number | None = None
     vary: StrictBool = True  # YAML 1.2: `yes` is text, not true
+    expr: Annotated[str, BeforeValidator(lambda v: _expr_text(v))] | None = None
 
     @model_validator(mode="after")
     def _inside(self) -> ParamSpec:
+        if self.expr is not None:
+            extra = sorted(self.model_fields_set - {"expr"})
+            if extra:
+                raise ValueError(f"a derived parameter (expr) is not fitted: it takes no {', '.join(extra)}")
+            return self
         low = -math.inf if self.min is None else self.min
         high = math.inf if self.max is None else self.max
         if not low < high:
             raise ValueError(f"min must be below max, got min={self.min:g}, max={self.max:g}")
-        if not low <= self.value <= high:
+        if self.value is not None and not low <= self.value <= high:
             raise ValueError(f"start value {self.value:g} is outside its bounds [{low:g}, {high:g}]")
         return self
 
@@ -261,7 +272,39 @@ class ExpressionModel(_Frozen):
     def _some(cls, params: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
         if not params:
             raise ValueError("an expression model needs at least one parameter")
+        for name, spec in params.items():
+            if spec.value is None and spec.expr is None:
+                raise ValueError(f"parameter {name!r} needs a start value (value: ..), or expr: for a derived parameter")
         return params
+
+
+def _curve_params(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class BuiltinCurve(_Frozen):
+    """`{name: gaussian, x: COLUMN, params: {NAME: start | {value, min, max, vary} | {expr}}}`: a
+    built-in curve (config.curves) of the data column `x`; starts not given are guessed."""
+
+    name: CurveName
+    x: Annotated[str, BeforeValidator(lambda v: _curve_column(v))]
+    params: Annotated[dict[Annotated[str, BeforeValidator(_param_name)], Annotated[ParamSpec, BeforeValidator(_param_spec)]],
+                      BeforeValidator(_curve_params)] = {}
+
+    @model_validator(mode="after")
+    def _known(self) -> BuiltinCurve:
+        names = CURVES[self.name][1]
+        for key, spec in self.params.items():
+            if key not in names and spec.expr is None:
+                raise ValueError(f"model {self.name} has the parameters {', '.join(names)}; {key!r} is none of them "
+                                 "(a new name needs expr: to be a derived parameter)")
+        return self
+
+
+def _curve_column(value: Any) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"expected the name of a data column usable in expressions (like x or dose), got {value!r}")
+    return value
 
 
 def _expr_text(value: Any) -> str:
@@ -294,12 +337,15 @@ class LinearModel(_Frozen):
 
 
 NAMED_MODELS = (IdentityModel, LowRankModel, LinearModel)
-MODEL_NAMES = names_of(NAMED_MODELS)
+MODEL_NAMES = names_of(NAMED_MODELS) + tuple(n for n in CURVE_NAMES if n not in names_of(NAMED_MODELS))
+CURVE_MODELS = (ExpressionModel, BuiltinCurve)  # models of named scalar parameters over data columns
 
 
 def _model_tag(value: Any) -> str:
     if isinstance(value, ExpressionModel) or (isinstance(value, dict) and "expr" in value):
         return "expr"
+    if is_builtin_curve(value):
+        return "curve"
     return "named"
 
 
@@ -308,6 +354,9 @@ def _model_spec(value: Any) -> Any:
         value = {"name": value}
     if not isinstance(value, dict):
         raise ValueError(f"expected {{expr: .., params: ..}} or a model name ({', '.join(MODEL_NAMES)}), got {type_name(value)}")
+    if value.get("name") in CURVE_NAMES and "x" not in value and "inputs" not in value:
+        raise ValueError(f"model {value['name']} needs `x:`, the data column it is a function of"
+                         + (" (or `inputs:` for the matrix model A @ W)" if value["name"] == "linear" else ""))
     if "expr" not in value:
         if "name" not in value:
             raise ValueError(f"a model needs `expr:` and `params:`, or `name:` one of {', '.join(MODEL_NAMES)}")
@@ -318,6 +367,7 @@ def _model_spec(value: Any) -> Any:
 ModelSpec = Annotated[
     Union[
         Annotated[ExpressionModel, Tag("expr")],
+        Annotated[BuiltinCurve, Tag("curve")],
         Annotated[Union[NAMED_MODELS], Field(discriminator="name"), Tag("named")],
     ],
     Field(discriminator=Discriminator(_model_tag)),
@@ -548,8 +598,9 @@ class FitConfig(_Frozen):
         ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
             data = dict(data)
+            _curve_defaults(data)
             model_name = _model_name(data.get("model"))
-            if model_name in ("lowrank", "linear"):
+            if model_name in ("lowrank", "linear") and not is_builtin_curve(data.get("model")):
                 # gtol is absolute: from lowrank's small start (near the saddle at 0) the gradient
                 # is small because the start is, and gtol would stop the run before it began
                 keys, tolerance = ("ftol", "xtol") if model_name == "lowrank" else TOLERANCES, MATRIX_TOLERANCE
@@ -566,9 +617,9 @@ class FitConfig(_Frozen):
         for key in ("target", "sigma"):
             if isinstance(getattr(self, key), ColumnSource) and self.data is None:
                 raise ValueError(f"{key}: {{column: ..}} needs `data: {{file: PATH}}` to name the columns")
-        if isinstance(self.model, ExpressionModel) and "init" in self.model_fields_set:
+        if isinstance(self.model, CURVE_MODELS) and "init" in self.model_fields_set:
             raise ValueError("init does not apply to an expression model: its params give the start values")
-        if self.sigma is not None and not isinstance(self.model, ExpressionModel):
+        if self.sigma is not None and not isinstance(self.model, CURVE_MODELS):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
         self._check_matrix_keys()
         return self
@@ -608,9 +659,24 @@ def _model_name(model: Any) -> str | None:
     return getattr(model, "name", None)
 
 
+def _curve_defaults(data: dict[str, Any]) -> None:
+    """A curve fit (an expression or a built-in curve) fits with lm unless `optimizer` is set, and
+    in float64 unless `dtype` is set or the optimizer set is another one (the first-order methods
+    keep the seed's float32): lm's least squares needs float64's digits for its statistics."""
+    model = data.get("model")
+    if not (isinstance(model, CURVE_MODELS) or (isinstance(model, dict) and "expr" in model)
+            or is_builtin_curve(model)):
+        return
+    if "optimizer" not in data:
+        data["optimizer"] = "lm"
+        data.setdefault("dtype", "float64")
+    elif _optimizer_name(data["optimizer"]) == "lm":
+        data.setdefault("dtype", "float64")
+
+
 def _fits_parameters(model: Any) -> bool:
     """Whether a raw `model:` entry fits parameters rather than x itself."""
-    if isinstance(model, (ExpressionModel, LowRankModel, LinearModel)):
+    if isinstance(model, (ExpressionModel, BuiltinCurve, LowRankModel, LinearModel)):
         return True
     if isinstance(model, str):
         return model != "identity"

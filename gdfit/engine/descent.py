@@ -16,7 +16,7 @@ from gdfit import records
 from gdfit.engine.advisor import advise
 from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.engine.checkpoint import versions
-from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
+from gdfit.config import CURVE_MODELS, GD, LBFGS, LM, MSE, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.files.devices import describe, resolve_device, resolve_dtype
 from gdfit.fitting.losses import Loss, MeanSquared, make_loss
 from gdfit.engine.loop import Loop, sync_interval
@@ -80,7 +80,7 @@ def prepare(resolved: Resolved) -> Problem:
     dtype = resolve_dtype(config.dtype, device)
     _check_optimizer(resolved)
     engine = "fused" if config.engine == "auto" else config.engine
-    if isinstance(config.model, ExpressionModel):
+    if isinstance(config.model, CURVE_MODELS):
         from gdfit.fitting.curvefit import build_expression_fit
 
         model, target, x0 = build_expression_fit(resolved, dtype, device)
@@ -252,6 +252,7 @@ class Descent:
             schedule=describe_schedule(config.schedule),
             x=self._capture(problem.model.parameters(problem.x0))[0],
             matrix=self._entries(),
+            guess=getattr(problem.model, "guess", None) or None,
             advice=self.advice,
             warnings=self._warnings(),
             resumed_from=resume.state.iters if resume else None,

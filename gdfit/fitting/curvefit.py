@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gdfit.config import ColumnSource, ExpressionModel, Resolved
+from gdfit.config import BuiltinCurve, ColumnSource, ExpressionModel, Resolved
 from gdfit.files.data import read_columns
 from gdfit.errors import ConfigError, InputFileError
 from gdfit.expr.language import functions_in, names_in, parse
+from gdfit.fitting import derived as derived_params
+from gdfit.fitting.builtin import as_expression
 from gdfit.fitting.models import ExpressionFit
 from gdfit.files.tensors import build_target, guard_memory
 from gdfit.words import plural
@@ -27,8 +29,11 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
                          ) -> tuple[ExpressionFit, torch.Tensor, torch.Tensor]:
     """The model, the (weighted) target over the observed points, and the fitted parameters' start."""
     config = resolved.config
-    spec: ExpressionModel = config.model
+    spec: ExpressionModel | BuiltinCurve = config.model
     columns = _columns(resolved, dtype, device)
+    guess: dict[str, float] = {}
+    if isinstance(spec, BuiltinCurve):
+        spec, guess = as_expression(spec, columns, _target(resolved, columns, dtype, device), resolved)
     params = tuple(spec.params)
     clash = [name for name in params if name in columns]
     if clash:
@@ -36,7 +41,10 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
                           source=resolved.source, key=f"model.params.{clash[0]}")
     tree = parse(spec.expr, key="model.expr", names=set(params) | set(columns),
                  unknown=f"parameters are {', '.join(params)}; data columns are {', '.join(columns) or '(none)'}")
-    used = names_in(tree)
+    derived = derived_params.resolve({n: p.expr for n, p in spec.params.items() if p.expr is not None}, params,
+                                     resolved.source)
+    tree = derived_params.substitute(tree, derived)
+    used = names_in(tree) | {name for t in derived.values() for name in names_in(t)} | set(derived)
     unused = [name for name in params if name not in used]
     if unused:
         raise ConfigError(f"parameter {unused[0]!r} is not used by the expression {spec.expr!r}",
@@ -59,15 +67,16 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
             raise InputFileError(f"column {name!r} has a missing or infinite value at an observed point "
                                  f"(data row {int(observed.nonzero()[int(bad[0])]) + 1})",
                                  source=resolved.source, key="data.file")
-    varying = tuple(name for name in params if spec.params[name].vary)
+    varying = tuple(name for name in params if spec.params[name].vary and name not in derived)
     if not varying:
         raise ConfigError("every parameter has vary: false; nothing is left to fit", source=resolved.source,
                           key="model.params")
-    fixed = {name: float(p.value) for name, p in spec.params.items() if not p.vary}
+    fixed = {name: float(p.value) for name, p in spec.params.items() if not p.vary and name not in derived}
     low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
     high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
     start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
     model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
+    model.derived, model.guess = derived, guess
     model.missing = y.numel() - points
     model.pointwise = not ({"sum", "mean"} & functions_in(tree))
     target = y[observed]
@@ -141,7 +150,11 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
     values = model.named(theta)
     stderr_of = dict(zip(model.names, stderr))
     params = {}
+    with_derived = derived_params.report(model.derived, values, model.names, covariance)
     for name, value in values.items():
+        if name in with_derived:
+            params[name] = with_derived[name]
+            continue
         entry: dict[str, Any] = {"value": value, "stderr": stderr_of.get(name)}
         if name not in stderr_of:
             entry["fixed"] = True

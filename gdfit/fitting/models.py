@@ -74,6 +74,8 @@ class ExpressionFit:
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
         self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
         self.missing = 0  # target values left out as missing (NaN)
+        self.derived: dict = {}  # derived parameters' trees over the others (fitting.derived), by name
+        self.guess: dict[str, float] = {}  # a built-in curve's starts guessed from the data
         self.pointwise = True  # no sum or mean over the data: the curve may be drawn on a finer grid
 
     def parameters(self, start: torch.Tensor) -> Params:
@@ -146,4 +148,9 @@ class ExpressionFit:
     def named(self, theta: torch.Tensor) -> dict[str, float]:
         """One run's parameters by name, fixed ones included, in the config's order."""
         values = dict(zip(self.names, theta.tolist()))
-        return {name: values.get(name, self.fixed.get(name)) for name in self.order}
+        values.update(self.fixed)
+        if self.derived:
+            from gdfit.fitting.derived import values as derived_values
+
+            values.update(derived_values(self.derived, values))
+        return {name: values.get(name) for name in self.order}

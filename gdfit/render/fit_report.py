@@ -34,8 +34,8 @@ STATISTICS = (  # (fit key, label, format)
 
 
 def fitted_names(params: dict[str, Any]) -> list[str]:
-    """The parameters the covariance is over: all but the fixed ones, in the config's order."""
-    return [name for name, entry in params.items() if not entry.get("fixed")]
+    """The parameters the covariance is over: all but the fixed and derived ones, in the config's order."""
+    return [name for name, entry in params.items() if not entry.get("fixed") and not entry.get("derived")]
 
 
 def correlations(names: list[str], covariance: list[list[float]] | None,
@@ -76,10 +76,15 @@ def _bound(value: float | None, default: str) -> str:
 
 
 def _note(entry: dict[str, Any], spec: dict[str, Any]) -> str:
-    """Why a stderr deserves a second look: a fixed parameter, or one sitting on its bound."""
+    """Why a stderr deserves a second look: a fixed parameter, or one sitting on its bound; and
+    which are derived (their stderr is propagated) or started from a guess."""
     if entry.get("fixed"):
         return "fixed"
+    if entry.get("derived"):
+        return "derived"
     value = entry["value"]
+    if spec.get("guessed"):
+        return "guessed"
     if spec.get("min") is not None and value <= spec["min"]:
         return "at min"
     if spec.get("max") is not None and value >= spec["max"]:
@@ -101,7 +106,8 @@ def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Table:
             name, _number(entry.get("value")),
             "" if entry.get("fixed") else "± " + _number(entry.get("stderr"), ".3g"),
             "" if rel is None else f"{rel:.2f}%",
-            _number(spec.get("value"), "g"), _bound(spec.get("min"), "-inf"), _bound(spec.get("max"), "inf"),
+            *((f"= {spec['expr']}", "", "") if entry.get("derived") else
+              (_number(spec.get("value"), "g"), _bound(spec.get("min"), "-inf"), _bound(spec.get("max"), "inf"))),
             _note(entry, spec),
         )
     return table
@@ -134,9 +140,13 @@ def correlation_lines(params: dict[str, Any], covariance: list[list[float]] | No
     return Text("\n".join(lines))
 
 
-def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableType:
-    """The parameter table, the statistics and the correlations, under their headings."""
-    specs = (config.get("model") or {}).get("params") or {}
+def fit_report(result: records.FitResult, config: dict[str, Any], guess: dict[str, float] | None = None
+               ) -> RenderableType:
+    """The parameter table, the statistics and the correlations, under their headings. `guess`:
+    a built-in curve's starts guessed from the data (the start column shows them)."""
+    specs = dict((config.get("model") or {}).get("params") or {})
+    for name, value in (guess or {}).items():
+        specs[name] = {**specs.get(name, {}), "value": value, "guessed": True}
     return Group(
         Text("parameters", style="bold"),
         parameter_table(result.params or {}, specs),

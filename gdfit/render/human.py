@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gdfit import records
+from gdfit.config.curves import CURVES, curve_expression
 from gdfit.render.fit_report import fit_report
 from gdfit.files.stdout import check_reader
 from gdfit.words import plural
@@ -82,6 +83,7 @@ class HumanRenderer:
         self.param_columns: list[str] = []  # a curve fit's fitted parameters, shown instead of x
         self.hidden_params = 0
         self.holdout = False  # a column for the held-out RMSE
+        self.guess: dict[str, float] = {}  # a built-in curve's guessed starts, for the report's start column
         self.reader_checked = -math.inf
 
     def start(self, rec: records.StartRecord) -> None:
@@ -100,7 +102,10 @@ class HumanRenderer:
         if advice.get("max_stable_lr") is not None:
             lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
         if fitted:
-            lines.append(f"model {cfg['model']['expr']}, fitting {', '.join(fitted)}")
+            lines.append(f"model {curve_text(cfg['model'])}, fitting {', '.join(fitted)}")
+        if rec.guess:
+            self.guess = rec.guess
+            lines.append("guessed from the data: " + ", ".join(f"{n} = {v:.6g}" for n, v in rec.guess.items()))
         if rec.matrix is not None:
             lines.append(entries_line(rec.matrix))
             self.holdout = rec.matrix["held_out"] > 0
@@ -213,7 +218,7 @@ class HumanRenderer:
                 matrix_rows(body, result.matrix)
             body.add_row("x", format_tensor(result.x))
             return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
-        report = Group(body, Text(""), fit_report(result, self.config))
+        report = Group(body, Text(""), fit_report(result, self.config, self.guess))
         return Panel(report, title="fit report", expand=False, border_style=style.split()[-1])
 
 
@@ -223,11 +228,22 @@ def param_columns_that_fit(width: int) -> int:
 
 
 def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
-    """The parameters a curve fit varies, in the config's order; none for other models."""
+    """The parameters a curve fit varies, in the config's order (a built-in curve's in its own);
+    none for other models."""
     model = config.get("model") or {}
-    if "expr" not in model:
+    params = model.get("params") or {}
+    if "expr" in model:
+        names = list(params)
+    elif model.get("name") in CURVES and "x" in model:
+        names = list(CURVES[model["name"]][1])
+    else:
         return []
-    return [name for name, spec in model["params"].items() if spec.get("vary", True)]
+    return [n for n in names if params.get(n, {}).get("vary", True) and params.get(n, {}).get("expr") is None]
+
+
+def curve_text(model: dict[str, Any]) -> str:
+    """An expression model's text, or a built-in curve's expression over its column."""
+    return model["expr"] if "expr" in model else f"{model['name']}: {curve_expression(model['name'], model['x'])}"
 
 
 def entries_line(matrix: dict[str, Any]) -> str:

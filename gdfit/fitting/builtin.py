@@ -1,0 +1,50 @@
+"""A built-in curve (`model: {name: gaussian, x: COLUMN}`) as the expression model it stands for,
+with every start the config leaves out guessed from the data (gdfit.fitting.guesses)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gdfit.config import BuiltinCurve, ExpressionModel, ParamSpec, Resolved
+from gdfit.config.curves import CURVES, DEFAULT_BOUNDS, curve_expression
+from gdfit.errors import ConfigError, InputFileError
+from gdfit.fitting.guesses import guess as guess_starts
+
+
+def as_expression(spec: BuiltinCurve, columns: dict[str, torch.Tensor], y: torch.Tensor, resolved: Resolved
+                  ) -> tuple[ExpressionModel, dict[str, float]]:
+    """The expression model of `spec` and the starts guessed for it ({} when the config gives them
+    all). The guess sees the observed points (a NaN target is missing)."""
+    if spec.x not in columns:
+        raise ConfigError(f"no column {spec.x!r} in the data; it has {', '.join(columns) or '(none)'}",
+                          source=resolved.source, key="model.x")
+    names = CURVES[spec.name][1]
+    params: dict[str, ParamSpec] = {}
+    missing = [n for n in names if n not in spec.params or spec.params[n].value is None]
+    guessed: dict[str, float] = {}
+    if missing:
+        x = columns[spec.x].detach().cpu().to(torch.float64).numpy()
+        target = y.detach().cpu().to(torch.float64).numpy()
+        keep = np.isfinite(target) & np.isfinite(x)
+        if keep.sum() < 2:
+            raise InputFileError(f"model {spec.name} needs at least 2 observed points to guess its starts",
+                                 source=resolved.source, key="model.params")
+        with np.errstate(all="ignore"):
+            guessed = {n: v for n, v in guess_starts(spec.name, x[keep], target[keep]).items() if n in missing}
+        bad = [n for n, v in guessed.items() if not np.isfinite(v)]
+        if bad:
+            raise InputFileError(f"the data give no start for {bad[0]!r} of model {spec.name}; set "
+                                 f"model.params.{bad[0]}", source=resolved.source, key=f"model.params.{bad[0]}")
+    for name in names:
+        given = spec.params.get(name)
+        fields = dict(DEFAULT_BOUNDS.get((spec.name, name), {}))
+        if given is not None:
+            fields.update(given.model_dump(exclude_unset=True))
+        if name in guessed:
+            value = guessed[name]
+            low, high = fields.get("min"), fields.get("max")
+            fields["value"] = min(max(value, low if low is not None else value), high if high is not None else value)
+        params[name] = ParamSpec(**fields)
+    params.update((name, p) for name, p in spec.params.items() if name not in names)  # derived ones
+    return ExpressionModel(expr=curve_expression(spec.name, spec.x), params=params), guessed
