@@ -19,6 +19,7 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -237,6 +238,15 @@ class ParamSpec(_Frozen):
     max: Number | None = None
     vary: StrictBool = True  # YAML 1.2: `yes` is text, not true
     expr: Annotated[str, BeforeValidator(lambda v: _expr_text(v))] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """A derived parameter as {expr}; a fitted one as before, without `expr: null`."""
+        if self.expr is not None:
+            return {"expr": self.expr}
+        dumped = handler(self)
+        dumped.pop("expr", None)
+        return dumped
 
     @model_validator(mode="after")
     def _inside(self) -> ParamSpec:
