@@ -16,7 +16,7 @@ import torch
 
 from gdfit.config import BuiltinCurve, ColumnSource, ExpressionModel, Resolved
 from gdfit.files.data import read_columns
-from gdfit.errors import ConfigError, InputFileError
+from gdfit.errors import ConfigError, ExpressionError, InputFileError
 from gdfit.expr.language import functions_in, names_in, parse
 from gdfit.fitting import derived as derived_params
 from gdfit.fitting.builtin import as_expression
@@ -39,10 +39,14 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     if clash:
         raise ConfigError(f"parameter {clash[0]!r} has the name of a data column; rename the parameter",
                           source=resolved.source, key=f"model.params.{clash[0]}")
-    tree = parse(spec.expr, key="model.expr", names=set(params) | set(columns),
-                 unknown=f"parameters are {', '.join(params)}; data columns are {', '.join(columns) or '(none)'}")
-    derived = derived_params.resolve({n: p.expr for n, p in spec.params.items() if p.expr is not None}, params,
-                                     resolved.source)
+    try:
+        tree = parse(spec.expr, key="model.expr", names=set(params) | set(columns),
+                     unknown=f"parameters are {', '.join(params)}; data columns are {', '.join(columns) or '(none)'}")
+        derived = derived_params.resolve({n: p.expr for n, p in spec.params.items() if p.expr is not None}, params,
+                                         resolved.source)
+    except ExpressionError as err:  # the language knows no files: say which config it is in
+        err.source = err.source or resolved.source
+        raise
     tree = derived_params.substitute(tree, derived)
     used = names_in(tree) | {name for t in derived.values() for name in names_in(t)} | set(derived)
     unused = [name for name in params if name not in used]

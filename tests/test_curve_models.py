@@ -1,0 +1,197 @@
+"""Curve fits from a config: the defaults (lm in float64), built-in curves through the CLI and
+`--set`, derived parameters (the delta method by hand, and lmfit's constrained fit), bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import strict_json
+
+RNG = np.random.default_rng(42)
+T = np.linspace(0, 4, 40)
+DECAY = 3.0 * np.exp(-T / 1.2) + 0.5 + RNG.normal(0, 0.03, T.size)
+PEAK_X = np.linspace(-5, 5, 61)
+PEAK_Y = 4.0 / (0.8 * math.sqrt(2 * math.pi)) * np.exp(-(PEAK_X - 0.3) ** 2 / (2 * 0.64)) + RNG.normal(0, 0.02, 61)
+
+
+def write_csv(folder, name: str, **columns: np.ndarray) -> None:
+    rows = "".join(",".join(repr(float(v)) for v in row) + "\n" for row in zip(*columns.values()))
+    (folder / name).write_text(",".join(columns) + "\n" + rows)
+
+
+@pytest.fixture
+def decay(tmp_path, write_config):
+    write_csv(tmp_path, "decay.csv", t=T, y=DECAY)
+
+    def config(**extra) -> str:
+        base = {"data": {"file": "decay.csv"}, "target": {"column": "y"}, "device": "cpu",
+                "model": {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}}
+        base.update(extra)
+        return write_config(yaml.safe_dump(base, sort_keys=False))
+
+    return config
+
+
+@pytest.fixture
+def peak(tmp_path, write_config):
+    write_csv(tmp_path, "peak.csv", x=PEAK_X, y=PEAK_Y)
+
+    def config(**model) -> str:
+        return write_config(yaml.safe_dump({"data": {"file": "peak.csv"}, "target": {"column": "y"},
+                                            "device": "cpu", "model": {"name": "gaussian", "x": "x", **model}}, sort_keys=False))
+
+    return config
+
+
+def events(result) -> tuple[dict, dict]:
+    lines = result.lines
+    return lines[0], lines[-1]
+
+
+# ---------------------------------------------------------------- defaults
+
+
+@pytest.mark.parametrize("extra,optimizer,dtype", [
+    ({}, "lm", "float64"),
+    ({"optimizer": "lm"}, "lm", "float64"),
+    ({"dtype": "float32"}, "lm", "float32"),
+    ({"optimizer": "adam", "learning_rate": 0.05, "max_iters": 5}, "adam", "float32"),
+])
+def test_a_curve_fit_defaults_to_lm_in_float64(cli, decay, extra, optimizer, dtype):
+    start, end = events(cli("run", decay(**extra), "--json", "--every", "0"))
+    assert (start["config"]["optimizer"]["name"], start["config"]["dtype"], start["dtype"]) == (optimizer, dtype, dtype)
+    if not extra:
+        assert end["status"] == "converged"
+
+
+def test_a_built_in_curve_defaults_to_lm_in_float64_and_identity_and_matrix_models_keep_theirs(cli, peak):
+    start, end = events(cli("run", peak(), "--json", "--every", "0"))
+    assert (start["config"]["optimizer"]["name"], start["dtype"], end["status"]) == ("lm", "float64", "converged")
+    from tests.helpers import resolved
+
+    assert (resolved(target=[[1.0, 2.0]]).config.optimizer.name, resolved(target=[[1.0, 2.0]]).config.dtype) == \
+        ("gd", "float32")
+    lowrank = resolved(target=[[1.0, 2.0], [3.0, 4.0]], model={"name": "lowrank", "rank": 1}).config
+    assert (lowrank.optimizer.name, lowrank.dtype) == ("gd", "float32")
+    matrix = resolved(target=[[1.0], [2.0]], model={"name": "linear", "inputs": [[1.0], [2.0]]}).config
+    assert (matrix.optimizer.name, matrix.dtype, matrix.model.name) == ("gd", "float32", "linear")
+
+
+# ---------------------------------------------------------------- built-in curves
+
+
+def test_a_built_in_curve_guesses_its_starts_and_reports_them(cli, peak, tmp_path):
+    out = tmp_path / "fit.json"
+    result = cli("run", peak(), "--json", "--every", "0", "--output", str(out))
+    start, end = events(result)
+    assert set(start["guess"]) == {"amplitude", "center", "sigma"}
+    assert start["guess"]["center"] == pytest.approx(0.3, abs=0.1)
+    doc = strict_json(out.read_text())
+    assert doc["params"] == end["params"] and set(end["params"]) == {"amplitude", "center", "sigma"}
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    expected, _ = scipy_optimize.curve_fit(
+        lambda x, a, c, s: a / (s * math.sqrt(2 * math.pi)) * np.exp(-(x - c) ** 2 / (2 * s ** 2)),
+        PEAK_X, PEAK_Y, p0=[1, 0, 1], xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    found = [end["params"][n]["value"] for n in ("amplitude", "center", "sigma")]
+    np.testing.assert_allclose(found, expected, rtol=1e-7)
+
+
+def test_a_given_start_is_kept_and_only_the_others_are_guessed(cli, peak):
+    start, _ = events(cli("run", peak(params={"center": {"value": 0.25, "min": -1, "max": 1}}), "--json",
+                          "--every", "0"))
+    assert set(start["guess"]) == {"amplitude", "sigma"}
+    assert start["config"]["model"]["params"]["center"] == {"value": 0.25, "min": -1, "max": 1, "vary": True}
+
+
+def test_the_human_view_prints_the_guesses(cli, peak):
+    text = cli("run", peak()).stdout
+    assert "guessed from the data: amplitude = " in text
+    assert text.count("guessed") == 4  # and in the report, beside each guessed start
+
+
+def test_set_switches_the_built_in_curve_and_adds_a_derived_parameter(cli, peak):
+    result = cli("run", peak(), "--json", "--every", "0", "--set", "model.name=lorentzian",
+                 "--set", 'model.params.fwhm={expr: "2 * sigma"}')
+    start, end = events(result)
+    assert start["config"]["model"]["name"] == "lorentzian"
+    assert end["params"]["fwhm"]["derived"] is True
+    assert end["params"]["fwhm"]["value"] == pytest.approx(2 * end["params"]["sigma"]["value"], rel=1e-15)
+    assert end["params"]["fwhm"]["stderr"] == pytest.approx(2 * end["params"]["sigma"]["stderr"], rel=1e-12)
+
+
+# ---------------------------------------------------------------- derived parameters
+
+
+def test_derived_stderr_is_the_delta_method_by_hand(cli, decay, tmp_path):
+    model = {"expr": "a * exp(-t / tau) + c", "params": {
+        "a": 1, "tau": 1, "c": 0, "half_life": {"expr": "tau * log(2)"}, "mix": {"expr": "a / c + tau ** 2"}}}
+    out = tmp_path / "fit.json"
+    _, end = events(cli("run", decay(model=model), "--json", "--every", "0", "--output", str(out)))
+    params, cov = end["params"], np.array(end["covariance"])
+    assert cov.shape == (3, 3)  # over the fitted a, tau, c only, in the config's order
+    assert list(params) == ["a", "tau", "c", "half_life", "mix"]
+    a, tau, c = (params[n]["value"] for n in ("a", "tau", "c"))
+    gradient = np.array([1 / c, 2 * tau, -a / c ** 2])
+    assert params["mix"] == {"value": pytest.approx(a / c + tau ** 2, rel=1e-14),
+                             "stderr": pytest.approx(math.sqrt(gradient @ cov @ gradient), rel=1e-12), "derived": True}
+    assert params["half_life"]["stderr"] == pytest.approx(math.log(2) * math.sqrt(cov[1, 1]), rel=1e-12)
+    assert strict_json(out.read_text())["params"]["mix"] == params["mix"]
+
+
+def test_a_constrained_fit_equals_lmfits(cli, tmp_path, write_config):
+    lmfit = pytest.importorskip("lmfit")
+    y = 2.0 * np.exp(-T / 0.9) + 2 * 2.0 * 0.3 + RNG.normal(0, 0.02, T.size)
+    write_csv(tmp_path, "tied.csv", t=T, y=y)
+    config = {"data": {"file": "tied.csv"}, "target": {"column": "y"}, "device": "cpu",
+              "model": {"expr": "a * exp(-t / tau) + b", "params": {"a": 1, "tau": 1, "b": {"expr": "0.6 * a"}}}}
+    _, end = events(cli("run", write_config(yaml.safe_dump(config, sort_keys=False)), "--json", "--every", "0"))
+    model = lmfit.Model(lambda t, a, tau, b: a * np.exp(-t / tau) + b)
+    params = model.make_params(a=1, tau=1, b=0)
+    params["b"].set(expr="0.6 * a")
+    # lmfit's least_squares at tight tolerances (its leastsq stops about 1e-8 early here)
+    theirs = model.fit(y, params, t=T, method="least_squares", fit_kws={"xtol": 1e-15, "ftol": 1e-15, "gtol": 1e-15})
+    for name in ("a", "tau", "b"):
+        assert end["params"][name]["value"] == pytest.approx(theirs.params[name].value, rel=1e-8)
+        assert end["params"][name]["stderr"] == pytest.approx(theirs.params[name].stderr, rel=1e-5)
+    assert end["params"]["b"]["derived"] is True and end["fit"]["p"] == 2
+
+
+def test_a_derived_parameter_of_a_fixed_one_and_of_another_derived_one(cli, decay):
+    model = {"expr": "a * exp(-t / tau) + c", "params": {
+        "a": 1, "tau": 1, "c": {"expr": "k * d"}, "d": {"expr": "0.5 * a"}, "k": {"value": 0.3, "vary": False}}}
+    _, end = events(cli("run", decay(model=model), "--json", "--every", "0"))
+    a = end["params"]["a"]
+    assert end["params"]["c"]["value"] == pytest.approx(0.15 * a["value"], rel=1e-15)
+    assert end["params"]["c"]["stderr"] == pytest.approx(0.15 * a["stderr"], rel=1e-12)
+    assert end["params"]["k"] == {"value": 0.3, "stderr": None, "fixed": True}
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("model,fragment", [
+    ({"name": "gausian", "x": "t"}, "unknown model 'gausian' (did you mean 'gaussian'?)"),
+    ({"name": "gaussian"}, "model gaussian needs `x:`, the data column"),
+    ({"name": "gaussian", "x": "q"}, "model.x: no column 'q' in the data; it has t, y"),
+    ({"name": "gaussian", "x": "t", "params": {"height": 3}},
+     "model gaussian has the parameters amplitude, center, sigma; 'height' is none of them"),
+    ({"expr": "a * erfi(t)", "params": {"a": 1}}, "model.expr: unknown function 'erfi'"),
+    ({"expr": "a * t + b", "params": {"a": 1, "b": {"expr": "2 * q"}}}, "model.params.b.expr: unknown name 'q'"),
+    ({"expr": "a * t + b", "params": {"a": 1, "b": {"expr": "2 * t"}}}, "model.params.b.expr: unknown name 't'"),
+    ({"expr": "a * t + b + c", "params": {"a": 1, "b": {"expr": "2 * c"}, "c": {"expr": "b + a"}}},
+     "model.params.b.expr: derived parameters are defined through each other in a circle: b -> c -> b"),
+    ({"expr": "a * t + b", "params": {"a": 1, "b": {"expr": "2 * a", "value": 3}}},
+     "a derived parameter (expr) is not fitted: it takes no value"),
+    ({"expr": "a * t", "params": {"a": {"min": 0}}}, "parameter 'a' needs a start value"),
+    ({"expr": "min(a, t, 1)", "params": {"a": 1}}, "min() takes exactly 2 arguments, got 3"),
+])
+def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, decay, model, fragment):
+    path = decay(model=model)
+    result = cli("run", path)
+    assert result.exit_status == 2, result.stderr
+    assert fragment in result.stderr, result.stderr
+    assert path in result.stderr and "Traceback" not in result.stderr
