@@ -1,4 +1,5 @@
-"""Write the curve-fit examples' data (decay.csv, peaks.csv, oscillation.csv) from known parameters.
+"""Write the curve-fit examples' data (decay.csv, peaks.csv, oscillation.csv, gaussian.csv, dose.csv,
+edge.csv) from known parameters.
 
 Run it from anywhere: `python configs/make_data.py [FOLDER]` (default: this file's folder). The
 output is the same on every machine: numpy's PCG64 generator with a fixed seed, and every number
@@ -18,6 +19,9 @@ TRUTH = {
     "decay": {"a": 5.0, "tau": 2.5, "c": 0.5},
     "peaks": {"a1": 3.0, "m1": 4.0, "s1": 0.6, "a2": 2.0, "m2": 6.2, "s2": 0.9, "c": 0.2},
     "oscillation": {"a": 2.0, "tau": 4.0, "w": 3.0, "phi": 0.5, "c": 1.0},
+    "gaussian": {"amplitude": 12.0, "center": 1.3, "sigma": 0.7},
+    "dose": {"bottom": 5.0, "top": 95.0, "ec50": 0.8, "hill": 1.4},
+    "edge": {"a": 3.0, "x0": 2.0, "w": 0.4, "c": 0.5},
 }
 
 
@@ -48,6 +52,35 @@ def oscillation(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"t": t, "y": f + rng.normal(0.0, 0.1, t.size)}
 
 
+def gaussian(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One Gaussian peak, lmfit's form amplitude / (sigma sqrt(2 pi)) exp(-(x - center)^2 / (2 sigma^2)),
+    81 points, noise 0.1."""
+    p = TRUTH["gaussian"]
+    x = np.linspace(-3.0, 5.0, 81)
+    f = p["amplitude"] / (p["sigma"] * np.sqrt(2 * np.pi)) * np.exp(-((x - p["center"]) ** 2) / (2 * p["sigma"] ** 2))
+    return {"x": x, "y": f + rng.normal(0.0, 0.1, x.size)}
+
+
+def dose(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A dose-response curve, bottom + (top - bottom) / (1 + (ec50 / dose)^hill): a control (dose 0)
+    and 10 doses in 3-fold steps, 3 replicates each, noise 3."""
+    p = TRUTH["dose"]
+    doses = np.repeat(np.concatenate([[0.0], 0.01 * 3.0 ** np.arange(10)]), 3)
+    with np.errstate(divide="ignore"):
+        f = p["bottom"] + (p["top"] - p["bottom"]) / (1 + (p["ec50"] / doses) ** p["hill"])
+    return {"dose": doses, "response": f + rng.normal(0.0, 3.0, doses.size)}
+
+
+def edge(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A blurred step (a knife-edge scan): a / 2 erfc((x - x0) / (sqrt(2) w)) + c, 60 points, noise 0.05."""
+    from math import erfc, sqrt
+
+    p = TRUTH["edge"]
+    x = np.linspace(0.0, 4.0, 60)
+    f = np.array([p["a"] / 2 * erfc((v - p["x0"]) / (sqrt(2) * p["w"])) for v in x]) + p["c"]
+    return {"x": x, "y": f + rng.normal(0.0, 0.05, x.size)}
+
+
 def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
     # 17 significant digits: a float64 read back is the float64 written
     rows = zip(*columns.values())
@@ -56,8 +89,9 @@ def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
 
 
 def main(folder: Path) -> None:
-    rng = np.random.default_rng(SEED)  # one stream, drawn in this order: decay, peaks, oscillation
-    for name, make in (("decay", decay), ("peaks", peaks), ("oscillation", oscillation)):
+    rng = np.random.default_rng(SEED)  # one stream, drawn in this order (new data sets go last)
+    for name, make in (("decay", decay), ("peaks", peaks), ("oscillation", oscillation), ("gaussian", gaussian),
+                       ("dose", dose), ("edge", edge)):
         write_csv(folder / f"{name}.csv", make(rng))
 
 

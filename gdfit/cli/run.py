@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gdfit import records
 from gdfit.cli.common import check_outputs, stdout_gone, warn
-from gdfit.config import Resolved
+from gdfit.config import CURVE_MODELS, Resolved
 from gdfit.errors import GdfitError
 from gdfit.words import plural
 
@@ -143,7 +143,7 @@ def divergence_hint(descent) -> str:
     config = descent.problem.config
     if descent.result.iters == 0:  # no update was made: the rate is not to blame
         wider = "use dtype: float64, or " if config.dtype != "float64" else ""
-        if config.model is not None and hasattr(config.model, "expr"):  # a curve fit
+        if isinstance(config.model, CURVE_MODELS):  # a curve fit
             return (f"The loss at the start is not finite in {config.dtype}: the expression is NaN or infinite at "
                     f"the start values, or far from the data; {wider}choose start values where it is finite.")
         return (f"The loss at the start is beyond {config.dtype}'s range: the start and the target are too far "

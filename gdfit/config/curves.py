@@ -34,6 +34,12 @@ def curve_expression(name: str, column: str) -> str:
     return CURVES[name][0].replace("X", column)
 
 
+def curve_text(model: dict[str, Any]) -> str:
+    """A curve model (as the resolved config dumps it) in words: an expression model's text, or a
+    built-in curve's name and its expression over its column."""
+    return model["expr"] if "expr" in model else f"{model['name']}: {curve_expression(model['name'], model['x'])}"
+
+
 def is_builtin_curve(value: Any) -> bool:
     """Whether a raw or built `model:` entry is a built-in curve (`linear` with `inputs` is the
     matrix model of that name)."""

@@ -106,11 +106,17 @@ def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Table:
             name, _number(entry.get("value")),
             "" if entry.get("fixed") else "± " + _number(entry.get("stderr"), ".3g"),
             "" if rel is None else f"{rel:.2f}%",
-            *((f"= {spec['expr']}", "", "") if entry.get("derived") else
+            *(("-", "", "") if entry.get("derived") else
               (_number(spec.get("value"), "g"), _bound(spec.get("min"), "-inf"), _bound(spec.get("max"), "inf"))),
             _note(entry, spec),
         )
     return table
+
+
+def derived_lines(params: dict[str, Any], specs: dict[str, Any]) -> list[Text]:
+    """`NAME = EXPR` for each derived parameter (its stderr is propagated from the covariance)."""
+    return [Text(f"{name} = {specs.get(name, {}).get('expr')}", style="dim")
+            for name, entry in params.items() if entry.get("derived")]
 
 
 def statistics_table(fit: dict[str, Any]) -> Table:
@@ -150,6 +156,7 @@ def fit_report(result: records.FitResult, config: dict[str, Any], guess: dict[st
     return Group(
         Text("parameters", style="bold"),
         parameter_table(result.params or {}, specs),
+        *derived_lines(result.params or {}, specs),
         Text(""),
         Text("statistics", style="bold"),
         statistics_table(result.fit or {}),

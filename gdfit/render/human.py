@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gdfit import records
-from gdfit.config.curves import CURVES, curve_expression
+from gdfit.config.curves import CURVES, curve_text
 from gdfit.render.fit_report import fit_report
 from gdfit.files.stdout import check_reader
 from gdfit.words import plural
@@ -240,10 +240,6 @@ def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
         return []
     return [n for n in names if params.get(n, {}).get("vary", True) and params.get(n, {}).get("expr") is None]
 
-
-def curve_text(model: dict[str, Any]) -> str:
-    """An expression model's text, or a built-in curve's expression over its column."""
-    return model["expr"] if "expr" in model else f"{model['name']}: {curve_expression(model['name'], model['x'])}"
 
 
 def entries_line(matrix: dict[str, Any]) -> str:

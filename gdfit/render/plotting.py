@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gdfit.config.curves import curve_text
 from gdfit.errors import InputFileError, MissingExtraError, OutputError
 from gdfit.words import plural
 
@@ -221,7 +222,7 @@ def plot_curve_fit(path: Path, series: dict[str, Any], run: dict[str, Any]) -> N
     for ax in (top, middle, bottom):
         ax.grid(True, which="both", alpha=0.3)
     config = run["config"]
-    fig.text(0.01, -0.01, f"{series['column']} -> {config['model']['expr']}, optimizer {config['optimizer']['name']}",
+    fig.text(0.01, -0.01, f"{series['column']} -> {curve_text(config['model'])}, optimizer {config['optimizer']['name']}",
              fontsize=9, color="dimgrey")
     fig.tight_layout()
     _save(fig, path)

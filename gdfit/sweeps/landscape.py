@@ -18,6 +18,7 @@ import torch
 
 from gdfit import records
 from gdfit.config import Resolved
+from gdfit.config.curves import curve_text
 from gdfit.errors import ConfigError, GdfitError
 from gdfit.fitting.lm import Packing
 from gdfit.fitting.models import ExpressionFit, Identity
@@ -323,7 +324,7 @@ def _title(problem, resolved: Resolved) -> str:
     config = resolved.config
     model = problem.model
     if isinstance(model, ExpressionFit):
-        what = f"{config.model.expr}"
+        what = curve_text(config.model.model_dump(mode="json"))
     elif isinstance(model, Identity):
         what = f"x fitted to a {'x'.join(map(str, problem.target.shape)) or 'scalar'} target"
     else:
