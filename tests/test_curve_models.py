@@ -195,3 +195,24 @@ def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, deca
     assert result.exit_status == 2, result.stderr
     assert fragment in result.stderr, result.stderr
     assert path in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- the example configs
+
+
+@pytest.mark.parametrize("config,truth", [
+    ("gaussian", "gaussian"), ("dose-response", "dose"), ("edge", "edge"), ("tied-peaks", "peaks")])
+def test_the_example_configs_recover_their_true_parameters(cli, config, truth):
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("make_data", ROOT / "configs" / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    result = cli("run", str(ROOT / "configs" / f"{config}.yaml"), "--json", "--every", "0")
+    start, end = events(result)
+    assert end["status"] == "converged" and (start["config"]["optimizer"]["name"], start["dtype"]) == ("lm", "float64")
+    for name, value in make_data.TRUTH[truth].items():
+        found = end["params"][name]
+        assert abs(found["value"] - value) < 5 * found["stderr"], (name, found, value)  # within noise
