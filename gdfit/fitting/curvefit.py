@@ -80,7 +80,7 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
     start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
     model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
-    model.derived, model.guess = derived, guess
+    model.derived, model.guess = derived_params.Derived(derived), guess
     model.missing = y.numel() - points
     model.pointwise = not ({"sum", "mean"} & functions_in(tree))
     target = y[observed]
@@ -154,7 +154,7 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
     values = model.named(theta)
     stderr_of = dict(zip(model.names, stderr))
     params = {}
-    with_derived = derived_params.report(model.derived, values, model.names, covariance)
+    with_derived = model.derived.report(values, model.names, covariance) if model.derived else {}
     for name, value in values.items():
         if name in with_derived:
             params[name] = with_derived[name]

@@ -60,32 +60,50 @@ def substitute(tree: ast.Expression, trees: Mapping[str, ast.Expression]) -> ast
     return ast.fix_missing_locations(Replace().visit(copy.deepcopy(tree)))
 
 
-def values(derived: Mapping[str, ast.Expression], named: Mapping[str, float]) -> dict[str, float]:
-    """The derived parameters' values at the parameters `named` (fitted and fixed)."""
-    env = {name: np.full((1, 1), value, dtype=np.float64) for name, value in named.items() if value is not None}
-    with np.errstate(all="ignore"):
-        return {name: _scalar(compile_model(tree, NUMPY_FUNCTIONS)(env)) for name, tree in derived.items()}
+class Derived:
+    """The derived parameters of one model: their trees over the other parameters, compiled once."""
+
+    def __init__(self, trees: Mapping[str, ast.Expression]) -> None:
+        self.trees = dict(trees)
+        self.functions = {name: compile_model(tree, NUMPY_FUNCTIONS) for name, tree in self.trees.items()}
+        self.duals = {name: compile_dual(tree) for name, tree in self.trees.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.trees)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.trees
+
+    def values(self, named: Mapping[str, float]) -> dict[str, float]:
+        """Each derived parameter's value at the parameters `named` (fitted and fixed)."""
+        env = _environment(named)
+        with np.errstate(all="ignore"):
+            return {name: _scalar(function(env)) for name, function in self.functions.items()}
+
+    def report(self, named: Mapping[str, float], fitted: tuple[str, ...], covariance: np.ndarray | None
+               ) -> dict[str, dict[str, Any]]:
+        """`{NAME: {value, stderr, derived: true}}`: each value at the fitted parameters and its
+        stderr by the delta method, sqrt(g^T C g) (None without a covariance)."""
+        env = _environment(named)
+        seeds = {name: {i: SEED} for i, name in enumerate(fitted)}
+        entries = {}
+        with np.errstate(all="ignore"):
+            for name, dual in self.duals.items():
+                value, tangent = dual(env, seeds)
+                gradient = np.zeros(len(fitted))
+                for i, d in (tangent or {}).items():
+                    gradient[i] = _scalar(d)
+                stderr = None
+                if covariance is not None:
+                    variance = float(gradient @ covariance @ gradient)
+                    stderr = math.sqrt(variance) if variance >= 0 else math.nan
+                entries[name] = {"value": _scalar(value), "stderr": stderr, "derived": True}
+        return entries
 
 
-def report(derived: Mapping[str, ast.Expression], named: Mapping[str, float], fitted: tuple[str, ...],
-           covariance: np.ndarray | None) -> dict[str, dict[str, Any]]:
-    """`{NAME: {value, stderr, derived: true}}`: each value at the fitted parameters and its stderr
-    by the delta method, sqrt(g^T C g) (None without a covariance)."""
-    env = {name: np.full((1, 1), value, dtype=np.float64) for name, value in named.items() if value is not None}
-    seeds = {name: {i: SEED} for i, name in enumerate(fitted)}
-    entries = {}
-    with np.errstate(all="ignore"):
-        for name, tree in derived.items():
-            value, tangent = compile_dual(tree)(env, seeds)
-            gradient = np.zeros(len(fitted))
-            for i, d in (tangent or {}).items():
-                gradient[i] = _scalar(d)
-            stderr = None
-            if covariance is not None:
-                variance = float(gradient @ covariance @ gradient)
-                stderr = math.sqrt(variance) if variance >= 0 else math.nan
-            entries[name] = {"value": _scalar(value), "stderr": stderr, "derived": True}
-    return entries
+def _environment(named: Mapping[str, float]) -> dict[str, np.ndarray]:
+    # each parameter as a [1, 1] array: one run, as the host model holds them (reductions see a row)
+    return {name: np.full((1, 1), value, dtype=np.float64) for name, value in named.items() if value is not None}
 
 
 def _scalar(value: Any) -> float:

@@ -74,7 +74,7 @@ class ExpressionFit:
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
         self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
         self.missing = 0  # target values left out as missing (NaN)
-        self.derived: dict = {}  # derived parameters' trees over the others (fitting.derived), by name
+        self.derived = None  # the derived parameters (fitting.derived.Derived), if any
         self.guess: dict[str, float] = {}  # a built-in curve's starts guessed from the data
         self.pointwise = True  # no sum or mean over the data: the curve may be drawn on a finer grid
 
@@ -150,7 +150,5 @@ class ExpressionFit:
         values = dict(zip(self.names, theta.tolist()))
         values.update(self.fixed)
         if self.derived:
-            from gdfit.fitting.derived import values as derived_values
-
-            values.update(derived_values(self.derived, values))
+            values.update(self.derived.values(values))
         return {name: values.get(name) for name in self.order}
