@@ -178,3 +178,28 @@ def test_gdfit_reaches_the_optimum_wherever_lmfit_guess_and_fit_do(name, tmp_pat
         ours += ok
         assert ok or not lmfit_ok, f"{name}: lmfit reached the optimum {best}, gdfit stopped at {values}"
     assert ours >= theirs
+
+
+# how close a guess must come on noise-free data, per parameter: (relative, or absolute in units
+# of the curve's width or span); a looser guess still converges mostly, but not on harder data
+CLOSE = {
+    "gaussian": {"amplitude": 0.05, "center": 0.02, "sigma": 0.05},
+    "lorentzian": {"amplitude": 0.25, "center": 0.02, "sigma": 0.1},  # the data end inside its long tails
+    "pseudovoigt": {"center": 0.02, "sigma": 0.15},  # amplitude follows the fraction, which starts at 0.5
+    "logistic4": {"bottom": 0.1, "top": 0.1, "ec50": 0.3, "hill": 0.3},
+    "exponential": {"amplitude": 1e-9, "decay": 1e-9},
+    "powerlaw": {"amplitude": 1e-9, "exponent": 1e-9},
+}
+
+
+@pytest.mark.parametrize("name", list(CLOSE))
+def test_on_noise_free_data_the_guess_is_near_the_truth(name):
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        x, _, true = problem(name, rng)
+        start = guess(name, x, curve(name, x, true))
+        scale = {"center": true.get("sigma"), "bottom": abs(true.get("top", 0) - true.get("bottom", 0)),
+                 "top": abs(true.get("top", 0) - true.get("bottom", 0))}
+        for key, tolerance in CLOSE[name].items():
+            reference = scale.get(key) or abs(true[key])
+            assert abs(start[key] - true[key]) <= tolerance * reference, (name, key, start, true)
