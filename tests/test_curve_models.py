@@ -173,6 +173,13 @@ def test_a_derived_parameter_of_a_fixed_one_and_of_another_derived_one(cli, deca
 # ---------------------------------------------------------------- bad input
 
 
+def test_a_built_in_curve_without_data_exits_2(cli, write_config):
+    path = write_config(yaml.safe_dump({"target": [1.0, 2.0, 3.0], "model": {"name": "gaussian", "x": "x"}}))
+    result = cli("run", path)
+    assert result.exit_status == 2 and path in result.stderr
+    assert "model gaussian: x: x names a column of `data: {file: PATH}`, which is missing" in result.stderr
+
+
 @pytest.mark.parametrize("model,fragment", [
     ({"name": "gausian", "x": "t"}, "unknown model 'gausian' (did you mean 'gaussian'?)"),
     ({"name": "gaussian"}, "model gaussian needs `x:`, the data column"),

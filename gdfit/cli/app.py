@@ -340,7 +340,7 @@ def landscape(
 @app.command("grad-demo", cls=_Command)
 def grad_demo(
     x: Optional[str] = typer.Option(None, "--x", metavar="MATRIX", help='The input x in YAML/JSON flow syntax, e.g. "[[0.5, -1], [2, 3]]". Default: [[1, 2], [3, 4]].'),
-    expr: Optional[str] = typer.Option(None, "--expr", metavar="EXPR", help="A scalar expression of x: numbers, x, + - * / **, parentheses and sum mean exp log sqrt abs sin cos tanh sigmoid relu square. Default: sum((x + 2) * (x - 2))."),
+    expr: Optional[str] = typer.Option(None, "--expr", metavar="EXPR", help="A scalar expression of x: numbers, x, + - * / **, parentheses, comparisons (< <= > >=) and the functions of docs/curve-models.md (sum mean exp log sqrt erf where min max ...). Default: sum((x + 2) * (x - 2))."),
     json_mode: bool = typer.Option(False, "--json", help="Print one JSON document (x, nodes, y, grad, check, graph)."),
     dot: Optional[Path] = typer.Option(None, "--dot", metavar="PATH", help="Write the backward graph as Graphviz DOT text (render: dot -Tsvg PATH)."),
 ) -> None:

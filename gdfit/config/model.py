@@ -627,6 +627,9 @@ class FitConfig(_Frozen):
         for key in ("target", "sigma"):
             if isinstance(getattr(self, key), ColumnSource) and self.data is None:
                 raise ValueError(f"{key}: {{column: ..}} needs `data: {{file: PATH}}` to name the columns")
+        if isinstance(self.model, BuiltinCurve) and self.data is None:
+            raise ValueError(f"model {self.model.name}: x: {self.model.x} names a column of `data: {{file: PATH}}`, "
+                             "which is missing")
         if isinstance(self.model, CURVE_MODELS) and "init" in self.model_fields_set:
             raise ValueError("init does not apply to an expression model: its params give the start values")
         if self.sigma is not None and not isinstance(self.model, CURVE_MODELS):
