@@ -1,4 +1,4 @@
-"""Every config key with its default and valid values: `gdfit config --schema` and the README."""
+"""Every config key with its default and valid values: `gdfit config --schema` and the documentation's config reference."""
 
 from __future__ import annotations
 
