@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     # fitting
     "fit", "steps",
-    # many runs
+    # many runs (a grid of one config's keys; independent fits of many groups join here)
     "sweep",
     # results and records
     "Result", "Param", "SweepResult", "StepRecord", "RunRecord",

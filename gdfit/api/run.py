@@ -6,12 +6,16 @@ the CLI's output come from the same descent.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from gdfit import records
 from gdfit.api.result import Result
 from gdfit.api.source import ConfigLike, SetLike, resolve
 from gdfit.config import Resolved
+
+if TYPE_CHECKING:  # the engine imports torch: loaded when a run starts, not with the API
+    from gdfit.engine.checkpoint import Checkpoint, Checkpointer
+    from gdfit.engine.descent import Descent
 
 
 def descend(
@@ -21,10 +25,10 @@ def descend(
     report_last: bool = True,
     x_limit: int = records.X_LIMIT,
     should_stop: Callable[[], bool] = lambda: False,
-    resume: Any = None,
-    checkpointer: Any = None,
+    resume: Checkpoint | None = None,
+    checkpointer: Checkpointer | None = None,
     keep_history: bool = True,
-):
+) -> Descent:
     """The prepared problem (device, dtype, tensors) and its `Descent`, ready to iterate."""
     from gdfit.engine.descent import Descent, prepare
     from gdfit.engine.interrupts import pause_point
