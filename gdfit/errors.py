@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit status, as the README's "Exit codes" promises."""
+    """Process exit status, as the documentation's exit codes promise."""
 
     OK = 0
     NOT_CONVERGED = 1

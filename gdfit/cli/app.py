@@ -150,11 +150,14 @@ def _root(
     # main() takes --debug out of the arguments wherever it stands; it is declared here to be listed
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks; works with any command (also GDFIT_DEBUG=1)."),
 ) -> None:
-    """Fit a tensor to a target by gradient descent, as in the PyTorch tutorial, from YAML configs.
+    """Curve fits, matrix models, sweeps and many fits, by gradient descent and Levenberg-Marquardt,
+    on CPU or CUDA, from YAML configs (also from Python: import gdfit; gdfit.fit(CONFIG)).
 
     \b
     Examples:
       gdfit run configs/seed.yaml
+      gdfit run configs/decay.yaml
+      gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)"
       gdfit run configs/seed.yaml --json --every 1 | jq -c '[.event, .iter, .loss]'
       gdfit config configs/seed.yaml --advise
 
@@ -187,7 +190,7 @@ def run(
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
     holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
 ) -> None:
-    """Fit x to the config's target by gradient descent and stream each update.
+    """Run a config: fit x, a curve or a matrix model to its target, streaming each update.
 
     \b
     Examples:

@@ -46,17 +46,17 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
-    from gdfit.engine.descent import Descent, prepare
-    from gdfit.engine.interrupts import StopRequest, pause_point
+    from gdfit.api.run import descend  # the Python API's fit starts its runs here too
+    from gdfit.engine.interrupts import StopRequest
 
-    pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
-    problem = prepare(resolved)
     resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)
-    with StopRequest() as stop:
-        descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
-                          should_stop=stop, resume=resume, checkpointer=checkpointer,
-                          keep_history=options.output is not None or options.plot is not None)
+    stop = StopRequest()  # listens for Ctrl-C from the first update; before it, Ctrl-C ends at the edge
+    descent = descend(resolved, report=report, report_last=options.every != 0, x_limit=options.x_limit,
+                      should_stop=stop, resume=resume, checkpointer=checkpointer,
+                      keep_history=options.output is not None or options.plot is not None)
+    problem = descent.problem
+    with stop:
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")
         renderer.start(descent.start)

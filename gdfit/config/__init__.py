@@ -15,6 +15,7 @@ from gdfit.config.loading import (
     build_config,
     load_config,
     merge_config,
+    merge_document,
     parse_assignment,
     read_config_text,
 )
@@ -95,6 +96,6 @@ __all__ = [
     "DtypeName", "InitName", "InlineTensor", "Loss", "Optimizer", "Schedule", "TensorSpec",
     "Integer", "NonNegativeInt", "NonNegativeNumber", "Number", "PositiveNumber", "UnitInterval",
     "inline_tensor", "shape_of",
-    "RawConfig", "Resolved", "apply_override", "build_config", "load_config", "merge_config",
+    "RawConfig", "Resolved", "apply_override", "build_config", "load_config", "merge_config", "merge_document",
     "parse_assignment", "read_config_text",
 ]

@@ -103,19 +103,41 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
 def merge_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> RawConfig:
     """File < --set < explicit flags, as one mapping (defaults come with validation)."""
     text, source, base_dir = read_config_text(path)
-    doc = load_yaml(text, source)
+    return merge_document(load_yaml(text, source), base_dir, overrides, flags)
+
+
+def merge_document(
+    doc: Document,
+    base_dir: Path,
+    overrides: list[str] = (),
+    flags: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    api: bool = False,
+) -> RawConfig:
+    """A parsed config < `overrides` (`KEY=VALUE` text, as --set) < `values` (dotted keys to values
+    already read, as the Python API's `set=` mapping) < `flags`. Messages name where an override
+    came from: the CLI's `--set` and `--max-iters`, or, with `api`, the Python API's `set=` and
+    `max_iters=`."""
     data = dict(doc.data)
     origins: dict[str, str] = {}
+    set_label = "set=" if api else "--set"
     for item in overrides:
-        parts, value = parse_assignment(item)
+        parts, value = parse_assignment(item, set_label)
         apply_override(data, parts, value)
-        origins[parts[0]] = "--set"
+        origins[parts[0]] = set_label
+    for key, value in (values or {}).items():
+        parts = str(key).split(".")
+        if any(not p.strip() for p in parts):
+            raise ConfigError(f"bad key {key!r}", source=set_label)
+        apply_override(data, parts, value)
+        origins[parts[0]] = set_label
     for key, value in (flags or {}).items():
-        if value is not None:  # a dotted flag key sets a nested one: `holdout.fraction` for --holdout
+        if value is not None or api:  # a flag left out is None; the API's keyword None sets null
+            # a dotted flag key sets a nested one: `holdout.fraction` for --holdout
             top = key.split(".")[0]
             apply_override(data, key.split("."), value)
-            origins[top] = "--" + top.replace("_", "-")
-    return RawConfig(data, source, base_dir, doc, origins)
+            origins[top] = f"{top}=" if api else "--" + top.replace("_", "-")
+    return RawConfig(data, doc.source, base_dir, doc, origins)
 
 
 def build_config(

@@ -646,7 +646,7 @@ class FitConfig(_Frozen):
                 raise ValueError(f"{key}: missing and held-out entries are for models {' and '.join(MATRIX_MODELS)}")
         if matrix and "init" in self.model_fields_set:
             raise ValueError(f"init does not apply to model {self.model.name}: its parameters start from `seed` "
-                             "(see the README, Matrix models)")
+                             "(see the documentation: docs/matrix-models.md)")
         missing = first_missing(self.target) if _is_inline(self.target) else None
         if missing is not None and isinstance(self.model, IdentityModel):
             place = f"{where(missing)}: " if missing else ""

@@ -1,4 +1,4 @@
-"""Every config key with its default and valid values: `gdfit config --schema` and the README."""
+"""Every config key with its default and valid values: `gdfit config --schema` and the documentation's config reference."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ VALUES = {
     "curve fits, 1e-8 for lowrank and linear)",
     "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for lm and lbfgs "
     "curve fits, 1e-8 for lowrank and linear)",
-    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm and lbfgs "
-    "curve fits, 1e-8 for linear; off for lowrank, whose small start has a small gradient)",
+    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm curve fits, "
+    "1e-7 for lbfgs ones (torch's tolerance_grad), 1e-8 for linear; off for lowrank, whose small start has a small "
+    "gradient)",
     "mask": "null, or a tensor of the target's shape (inline, {file: PATH}): 1 observed, 0 missing; lowrank and "
     "linear only (NaN target entries are missing too)",
     "holdout": "null, a fraction in (0, 1), or {fraction: F, seed: 0}: hide that share of the observed entries "

@@ -76,7 +76,7 @@ def _for_gd(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | N
         advice = _advice(curvature, 2.0 / curvature, 1.0 / curvature) if curvature > 0 else None
         if advice is not None:
             if not exact:
-                advice["note"] += " (curvature estimated where the fit ends; see the README, Matrix models)"
+                advice["note"] += " (curvature estimated where the fit ends; see docs/matrix-models.md)"
             return {**advice, "exact": exact}
     fn = loss.functional()
     if model is not None and not isinstance(model, Identity):  # the curvature in the parameters' space

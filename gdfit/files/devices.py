@@ -35,7 +35,7 @@ def _require_cuda(device: torch.device) -> None:
         raise DeviceError(
             f"device {str(device)!r} is not available: this torch is a CPU-only build",
             key="device",
-            hint="install a CUDA build of torch (see the README), or use device: cpu or auto",
+            hint="install a CUDA build of torch (see docs/getting-started.md, CUDA), or use device: cpu or auto",
         )
     if not torch.cuda.is_available():
         raise DeviceError(

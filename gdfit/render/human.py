@@ -199,27 +199,34 @@ class HumanRenderer:
         table.add_row(*cells)
 
     def _panel(self, result: records.FitResult) -> Panel:
-        style = STATUS_STYLE.get(result.status, "bold")
-        rate = result.updates_per_s
-        body = Table.grid(padding=(0, 2))
-        body.add_column(style="dim")
-        body.add_column()
-        body.add_row("status", Text(result.status, style=style))
-        body.add_row("why", result.stop_rule)
-        body.add_row("updates", str(result.iters))
-        body.add_row("final loss", repr(result.loss))
-        body.add_row("time", f"{result.elapsed_s:.4f} s")
-        body.add_row("updates/s", f"{rate:,.0f}" if rate else "-")
-        spark = sparkline(result.history)
-        if spark:
-            body.add_row("loss (log)", spark)
-        if result.fit is None:  # not a curve fit: no fit report
-            if result.matrix is not None:
-                matrix_rows(body, result.matrix)
-            body.add_row("x", format_tensor(result.x))
-            return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
-        report = Group(body, Text(""), fit_report(result, self.config, self.guess))
-        return Panel(report, title="fit report", expand=False, border_style=style.split()[-1])
+        return result_panel(result, self.config, self.guess)
+
+
+def result_panel(result: records.FitResult, config: dict[str, Any], guess: dict[str, float] | None = None) -> Panel:
+    """The closing panel: status, why, updates, loss, time, the loss's sparkline, and a curve fit's
+    report or a matrix model's entries (also `gdfit.Result.report()`); `guess`: a built-in
+    curve's starts guessed from the data."""
+    style = STATUS_STYLE.get(result.status, "bold")
+    rate = result.updates_per_s
+    body = Table.grid(padding=(0, 2))
+    body.add_column(style="dim")
+    body.add_column()
+    body.add_row("status", Text(result.status, style=style))
+    body.add_row("why", result.stop_rule)
+    body.add_row("updates", str(result.iters))
+    body.add_row("final loss", repr(result.loss))
+    body.add_row("time", f"{result.elapsed_s:.4f} s")
+    body.add_row("updates/s", f"{rate:,.0f}" if rate else "-")
+    spark = sparkline(result.history)
+    if spark:
+        body.add_row("loss (log)", spark)
+    if result.fit is None:  # not a curve fit: no fit report
+        if result.matrix is not None:
+            matrix_rows(body, result.matrix)
+        body.add_row("x", format_tensor(result.x))
+        return Panel(Group(body), title="result", expand=False, border_style=style.split()[-1])
+    report = Group(body, Text(""), fit_report(result, config, guess))
+    return Panel(report, title="fit report", expand=False, border_style=style.split()[-1])
 
 
 def param_columns_that_fit(width: int) -> int:

@@ -87,8 +87,10 @@ def _split_top(text: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
-def parse_grid(items: list[str], section: dict[str, Any] | None, source: str) -> dict[str, list[Any]]:
-    """`--grid` items and the YAML `sweep:` section, checked against the sweepable keys."""
+def parse_grid(items: list[str], section: dict[str, Any] | None, source: str,
+               values: dict[str, Any] | None = None) -> dict[str, list[Any]]:
+    """`--grid` items and the YAML `sweep:` section (or the Python API's `grid=` mapping, whose
+    values are a list or the same text as --grid's), checked against the sweepable keys."""
     grid: dict[str, list[Any]] = {}
     for key, value in (section or {}).items():
         grid[key] = parse_values(key, value, f"{source} sweep")
@@ -97,6 +99,8 @@ def parse_grid(items: list[str], section: dict[str, Any] | None, source: str) ->
         if not sep or not key.strip():
             raise ConfigError(f"expected KEY=V1,V2,..., got {item!r}", source="--grid")
         grid[key.strip()] = parse_values(key.strip(), text, "--grid")
+    for key, value in (values or {}).items():
+        grid[str(key)] = parse_values(str(key), value, "grid=")
     from gdfit.config import KEYS
 
     for key in grid:

@@ -1,0 +1,13 @@
+"""The Python API: `fit`, `steps` and `sweep` over the same config, engine and records as the CLI.
+
+Nothing here prints or exits: errors are raised as `gdfit.errors` classes carrying the message the
+CLI would print and its exit code.
+"""
+
+from gdfit.api.result import Param, Result, SweepResult
+from gdfit.api.run import descend, fit, steps
+from gdfit.api.source import ConfigLike, SetLike, resolve
+from gdfit.api.sweep import sweep
+
+__all__ = ["ConfigLike", "Param", "Result", "SetLike", "SweepResult", "descend", "fit", "resolve",
+           "steps", "sweep"]
