@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from gdfit import records
-from gdfit.engine.advisor import advise
+from gdfit.engine.advisor import advise, shown
 from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.engine.checkpoint import versions
 from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
@@ -241,7 +241,7 @@ class Descent:
         )
         self.initial_loss = float(self.loop.initial[0])
         self.advice = (advise(problem.loss, problem.x0, problem.target, problem.model, config.optimizer.name)
-                       if advice else None)
+                       if advice and shown(config.optimizer.name) else None)
         self.start = records.StartRecord(
             config=config.model_dump(mode="json"),
             device=describe(problem.device),
