@@ -156,7 +156,6 @@ OPTIMIZERS = {
     "gd": {"optimizer": "gd", "learning_rate": 1e-9, "max_iters": 300},
     "momentum": {"optimizer": "momentum", "learning_rate": 1e-9, "max_iters": 300},
     "adam": {"optimizer": "adam", "learning_rate": 1.0, "max_iters": 300},
-    "lbfgs": {"optimizer": "lbfgs", "max_iters": 50},
     "lm": {"optimizer": "lm", "max_iters": 50},
 }
 
@@ -170,7 +169,7 @@ def test_no_optimizer_leaves_the_bounds(tmp_path, name):
     seen = [s.params["b2"] for s in steps] + [result.params["b2"]["value"]]
     assert all(low <= b2 <= high for b2 in seen)
     assert all(150 <= s.params["b1"] <= 400 for s in steps)
-    if name == "lm":  # lbfgs's curvature pairs do not survive projection: it keeps the bounds only
+    if name == "lm":
         # the bounded optimum: b2 at its upper bound, b1 the linear least-squares fit there
         g = 1 - np.exp(-high * np.array(X))
         assert result.params["b2"]["value"] == high

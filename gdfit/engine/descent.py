@@ -25,7 +25,7 @@ from gdfit.fitting.models import ExpressionFit, Identity, Model
 from gdfit.fitting.optimizers import Setting, make_optimizer
 from gdfit.engine.schedules import describe as describe_schedule
 from gdfit.engine.schedules import rate
-from gdfit.fitting.steppers import Autograd, ClosedForm, GdOnMse, LBFGSStepper
+from gdfit.fitting.steppers import Autograd, ClosedForm, GdOnMse
 from gdfit.engine.stopping import rule_text
 from gdfit.files.tensors import build_init, build_target
 
@@ -104,6 +104,12 @@ LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold 
 def _check_optimizer(resolved: Resolved) -> None:
     """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper)."""
     config = resolved.config
+    if isinstance(config.optimizer, LBFGS) and isinstance(config.model, ExpressionModel):
+        bounded = [name for name, p in config.model.params.items() if p.vary and (p.min is not None or p.max is not None)]
+        if bounded:  # projecting an L-BFGS step breaks its curvature pairs: refuse rather than mislead
+            raise ConfigError(f"lbfgs does not keep bounds (parameter {bounded[0]!r} has min or max): use optimizer "
+                              "lm, which keeps them, or leave out min and max", source=resolved.source,
+                              key=f"model.params.{bounded[0]}")
     if isinstance(config.optimizer, LM) and not isinstance(config.loss, MSE):
         raise ConfigError(f"lm minimises squared residuals: use loss: mse (not {config.loss.name}), or another optimizer",
                           source=resolved.source, key="optimizer")
@@ -125,6 +131,8 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
                               f"{LM_LIMIT:,} fit: use lbfgs or adam", source=problem.resolved.source, key="optimizer")
         return LevenbergMarquardt(problem.model, problem.loss, problem.target, params, config.optimizer.damping)
     if isinstance(config.optimizer, LBFGS):
+        from gdfit.fitting.lbfgs import LBFGSStepper
+
         return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
                             config.learning_rate)
     optimizer = make_optimizer(config.optimizer, varying)
