@@ -531,6 +531,7 @@ class FitConfig(_Frozen):
     model: ModelSpec = IdentityModel()
     sigma: ColumnSource | None = None
     absolute_sigma: StrictBool = False
+    allow_underdetermined: StrictBool = False  # fit fewer data points than free parameters (gdfit.fitting.uncertainty)
     ftol: NonNegativeNumber | None = None
     xtol: NonNegativeNumber | None = None
     gtol: NonNegativeNumber | None = None

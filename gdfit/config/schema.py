@@ -34,6 +34,8 @@ VALUES = {
     "{name: lowrank, rank: R, l2: 0}; {name: linear, inputs: TENSOR, bias: false}",
     "sigma": "null, or {column: NAME}: per-point standard deviations (weights 1/sigma^2), as curve_fit",
     "absolute_sigma": "false: scale the covariance by the reduced chi^2 (curve_fit's default); true: do not",
+    "allow_underdetermined": "false: refuse a curve fit with fewer data points than free parameters (exit 2); "
+                             "true: fit it anyway (its optimum is not unique)",
     "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for lm and "
     "curve fits, 1e-8 for lowrank and linear)",
     "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for lm and lbfgs "

@@ -26,6 +26,7 @@ from gdfit.fitting.optimizers import Setting, make_optimizer
 from gdfit.engine.schedules import describe as describe_schedule
 from gdfit.engine.schedules import rate
 from gdfit.fitting.steppers import Autograd, ClosedForm, GdOnMse
+from gdfit.fitting.uncertainty import check_determined, withhold
 from gdfit.engine.stopping import rule_text
 from gdfit.files.tensors import build_init, build_target
 
@@ -84,6 +85,7 @@ def prepare(resolved: Resolved) -> Problem:
         from gdfit.fitting.curvefit import build_expression_fit
 
         model, target, x0 = build_expression_fit(resolved, dtype, device)
+        check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
         return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
     if isinstance(config.model, (LowRankModel, LinearModel)):
         from gdfit.fitting.matrix import build_matrix_problem
@@ -389,7 +391,7 @@ class Descent:
         if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
                                      holdout)
-        fitted = self._statistics(final)
+        fitted = withhold(self._statistics(final), status)
         self.result = records.FitResult(
             status=status,
             iters=iters,

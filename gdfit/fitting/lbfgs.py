@@ -16,8 +16,10 @@ history and searches again along -g; only when that fails too is the run stuck (
 
 What the stop rules read is honest about what the method knows: ftol's relative reduction counts
 only where the quasi-Newton model also promises little more (-g.d / 2f, as lm's Gauss-Newton
-promise), and xtol's step only where the line search took the whole quasi-Newton step (t = 1);
-a steepest-descent step's length says nothing about the distance to the minimum.
+promise), and xtol's step only where the line search took the whole quasi-Newton step (t = lr);
+a steepest-descent step's length says nothing about the distance to the minimum. Neither counts
+while the relative gradient is above RELATIVE_GRADIENT: on a badly scaled curve (Misra1a from
+b1 = 500, b2 = 1e-4) the model learns b2's curvature first and takes b1 for settled.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ C1, C2 = 1e-4, 0.9  # the strong Wolfe conditions' constants for quasi-Newton me
 MAX_EVALS = 25  # loss evaluations one line search may make (torch's max_ls)
 EXTRAPOLATE = 10.0  # the largest growth of t per evaluation while bracketing
 EPS = float(np.finfo(float).eps)
+# the largest relative gradient at which a run may claim convergence by ftol or xtol (`_relative_gradient`)
+RELATIVE_GRADIENT = 1e-6
 
 Request = tuple[float, torch.Tensor]  # what an update yields: t, and the direction d
 Answer = tuple[float, torch.Tensor]  # what it is sent back: f(x + t d) and the gradient there
@@ -172,7 +176,7 @@ class LBFGSStepper:
         return f.detach().to(torch.float64), g.detach().to(torch.float64)
 
     def losses(self) -> torch.Tensor:
-        return self.f.to(self.target.dtype)
+        return self.f.to(self.target.dtype, copy=True)  # a copy: the loop keeps it, self.f changes in place
 
     def _direction(self, i: int) -> torch.Tensor:
         d = self.directions[i]
@@ -256,8 +260,10 @@ class LBFGSStepper:
         was not one), |x| and max |g|; the relative reduction the model still promises, -g.d / 2f
         at the new point (inf where there is no history to promise anything); and who is stuck."""
         promised = torch.full((self.runs,), math.inf, dtype=torch.float64)
+        unsure = self._relative_gradient() > RELATIVE_GRADIENT
+        step[unsure] = math.nan
         for i in range(self.runs):
-            if self.histories[i].pairs and not stuck[i]:
+            if self.histories[i].pairs and not stuck[i] and not unsure[i]:
                 d = self.histories[i].direction(self.g[i])
                 self.directions[i] = d
                 f = float(self.f[i])
@@ -265,6 +271,17 @@ class LBFGSStepper:
                 promised[i] = reduction / abs(f) if f != 0 else (0.0 if reduction == 0 else math.inf)
         self.motion = (step, torch.linalg.vector_norm(self.x, dim=1), self.g.abs().amax(1))
         self.promised, self.stuck = promised, stuck
+
+    def _relative_gradient(self) -> torch.Tensor:
+        """Each run's max_i |g_i| |x_i| / |f| (Dennis and Schnabel's relative gradient, |x_i| taken
+        as 1 where x_i is 0): the relative loss change of a small relative change in one parameter.
+        It is a scale-free first-order test: a point where it is large is no minimum, however short
+        the quasi-Newton step (on a badly scaled curve the model can think so)."""
+        scale = torch.where(self.x == 0, 1.0, self.x.abs())
+        change = (self.g.abs() * scale).amax(1)
+        f = self.f.abs()
+        return torch.where(f > 0, change / f.clamp_min(torch.finfo(torch.float64).tiny),
+                           torch.where(change > 0, math.inf, 0.0))
 
     def grad_norm(self) -> torch.Tensor:
         return torch.linalg.vector_norm(self.g[0])

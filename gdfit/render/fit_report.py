@@ -137,13 +137,17 @@ def correlation_lines(params: dict[str, Any], covariance: list[list[float]] | No
 def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableType:
     """The parameter table, the statistics and the correlations, under their headings."""
     specs = (config.get("model") or {}).get("params") or {}
+    fit = result.fit or {}
+    reason = fit.get("stderr_reason")
     return Group(
         Text("parameters", style="bold"),
         parameter_table(result.params or {}, specs),
+        *([Text(f"no standard errors: {reason}", style="yellow")] if reason else []),
         Text(""),
         Text("statistics", style="bold"),
-        statistics_table(result.fit or {}),
+        statistics_table(fit),
         Text(""),
         Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
-        correlation_lines(result.params or {}, result.covariance),
+        Text("none: no covariance without standard errors", style="dim") if reason
+        else correlation_lines(result.params or {}, result.covariance),
     )
