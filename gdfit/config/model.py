@@ -543,8 +543,8 @@ class FitConfig(_Frozen):
     @classmethod
     def _fit_defaults(cls, data: Any) -> Any:
         """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off and it
-        stops by least_squares' rules. A curve fit with lm or lbfgs takes TOLERANCE_DEFAULTS (lbfgs's
-        gtol where torch's LBFGS itself stops moving); its first-order methods take none (on ill-scaled curves one of their
+        stops by least_squares' rules. A curve fit with lm or lbfgs takes TOLERANCE_DEFAULTS (lbfgs
+        without gtol, which is absolute); its first-order methods take none (on ill-scaled curves one of their
         updates may lower the loss by 1e-12 relative long before the end). lowrank and linear take
         ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
@@ -623,11 +623,9 @@ def _optimizer_name(value: Any) -> Any:
 
 
 FIT_TOLERANCE = 1.0e-10  # least_squares' 1e-8 leaves ENSO's weakest parameters at 3 digits
-LBFGS_GTOL = 1.0e-7  # torch.optim.LBFGS's tolerance_grad: below it torch's step makes no move
-# lbfgs's first step is scaled to 1/|g|_1 by design, so a relative loss reduction says nothing yet
 TOLERANCE_DEFAULTS = {
     "lm": {"ftol": FIT_TOLERANCE, "xtol": FIT_TOLERANCE, "gtol": FIT_TOLERANCE},
-    "lbfgs": {"xtol": FIT_TOLERANCE, "gtol": LBFGS_GTOL},
+    "lbfgs": {"ftol": FIT_TOLERANCE, "xtol": FIT_TOLERANCE},  # gtol is absolute: off unless asked
 }
 MATRIX_TOLERANCE = 1.0e-8  # lowrank and linear, with every optimizer
 TOLERANCES = ("ftol", "xtol", "gtol")

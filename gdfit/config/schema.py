@@ -36,11 +36,11 @@ VALUES = {
     "absolute_sigma": "false: scale the covariance by the reduced chi^2 (curve_fit's default); true: do not",
     "allow_underdetermined": "false: refuse a curve fit with fewer data points than free parameters (exit 2); "
                              "true: fit it anyway (its optimum is not unique)",
-    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for lm and "
+    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for lm and lbfgs "
     "curve fits, 1e-8 for lowrank and linear)",
     "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for lm and lbfgs "
     "curve fits, 1e-8 for lowrank and linear)",
-    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm and lbfgs "
+    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm "
     "curve fits, 1e-8 for linear; off for lowrank, whose small start has a small gradient)",
     "mask": "null, or a tensor of the target's shape (inline, {file: PATH}): 1 observed, 0 missing; lowrank and "
     "linear only (NaN target entries are missing too)",

@@ -12,7 +12,9 @@ from a small start ends at a loss twice the SVD's): it drops a curvature pair wh
 in absolute terms, so on a problem whose gradients are small every pair is dropped; and once its
 line search returns t = 0 it repeats the same direction for ever. Here a pair is kept when
 y.s > eps |y|^2 (scale free, as L-BFGS-B), and a line search that finds nothing lower forgets the
-history and searches again along -g; only when that fails too is the run stuck (`stalled`).
+history and searches again along -g; only when that fails too is the run stuck: `stalled`, unless
+the model promised no more than ftol from there (then nothing lower is to be had at working
+precision, and ftol says `converged`, as for any update that lowers the loss by less).
 
 What the stop rules read is honest about what the method knows: ftol's relative reduction counts
 only where the quasi-Newton model also promises little more (-g.d / 2f, as lm's Gauss-Newton
@@ -36,7 +38,7 @@ from gdfit.fitting.models import Model, Params
 from gdfit.fitting.steppers import objective
 
 C1, C2 = 1e-4, 0.9  # the strong Wolfe conditions' constants for quasi-Newton methods (Nocedal and Wright)
-MAX_EVALS = 25  # loss evaluations one line search may make (torch's max_ls)
+MAX_EVALS = 40  # loss evaluations one line search may make (torch's max_ls is 25)
 EXTRAPOLATE = 10.0  # the largest growth of t per evaluation while bracketing
 EPS = float(np.finfo(float).eps)
 # the largest relative gradient at which a run may claim convergence by ftol or xtol (`_relative_gradient`)
@@ -162,7 +164,7 @@ class LBFGSStepper:
         self.x = x
         self.f, self.g = self._evaluate(x)
         self.directions: list[torch.Tensor | None] = [None] * self.runs  # each run's next d, once known
-        self.first = [True] * self.runs  # no step taken yet: the first trial is scaled to the gradient
+        self.promise = [math.inf] * self.runs  # each update's promise from its start (`_promise`)
         self.motion, self.stuck, self.promised = None, None, None
 
     def _evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,6 +189,7 @@ class LBFGSStepper:
         or None when no step along d, nor along -g, lowers the loss."""
         f0, g0, history = float(self.f[i]), self.g[i], self.histories[i]
         d = self._direction(i)
+        self.promise[i] = self._promise(i, d) if history.pairs else math.inf
         for attempt in range(2):
             gtd = float(g0 @ d)
             if not (gtd < 0) or not math.isfinite(gtd):  # not a descent direction: start afresh along -g
@@ -263,14 +266,21 @@ class LBFGSStepper:
         unsure = self._relative_gradient() > RELATIVE_GRADIENT
         step[unsure] = math.nan
         for i in range(self.runs):
-            if self.histories[i].pairs and not stuck[i] and not unsure[i]:
+            if unsure[i]:
+                continue
+            if stuck[i]:  # nothing lower found: what the model promised from here, before the search
+                promised[i] = self.promise[i]
+            elif self.histories[i].pairs:
                 d = self.histories[i].direction(self.g[i])
                 self.directions[i] = d
-                f = float(self.f[i])
-                reduction = -0.5 * float(self.g[i] @ d)
-                promised[i] = reduction / abs(f) if f != 0 else (0.0 if reduction == 0 else math.inf)
+                promised[i] = self._promise(i, d)
         self.motion = (step, torch.linalg.vector_norm(self.x, dim=1), self.g.abs().amax(1))
         self.promised, self.stuck = promised, stuck
+
+    def _promise(self, i: int, d: torch.Tensor) -> float:
+        """The relative reduction the quasi-Newton model expects along d: -g.d / 2 |f|."""
+        f, reduction = float(self.f[i]), -0.5 * float(self.g[i] @ d)
+        return reduction / abs(f) if f != 0 else (0.0 if reduction == 0 else math.inf)
 
     def _relative_gradient(self) -> torch.Tensor:
         """Each run's max_i |g_i| |x_i| / |f| (Dennis and Schnabel's relative gradient, |x_i| taken
