@@ -418,13 +418,48 @@ class L1(_Frozen):
 
 
 class Huber(_Frozen):
+    """torch's huber_loss with `delta`; with lm, scipy's least_squares(loss="huber", f_scale=delta),
+    the same function doubled. `f_scale` may name delta for lm's robust losses (not both)."""
+
     name: Literal["huber"]
     delta: PositiveNumber = 1.0
+    f_scale: PositiveNumber | None = None
+
+    @model_validator(mode="after")
+    def _one_scale(self) -> "Huber":
+        if self.f_scale is not None and "delta" in self.model_fields_set and self.f_scale != self.delta:
+            raise ValueError("give delta or f_scale (the same scale), not both")
+        return self
+
+    @property
+    def scale(self) -> float:
+        return self.f_scale if self.f_scale is not None else self.delta
 
 
 class SmoothL1(_Frozen):
     name: Literal["smooth_l1"]
     beta: PositiveNumber = 1.0
+
+
+class SoftL1(_Frozen):
+    """scipy's soft_l1 for lm: rho(z) = 2 (sqrt(1 + z) - 1), z = (r / f_scale)^2."""
+
+    name: Literal["soft_l1"]
+    f_scale: PositiveNumber = 1.0
+
+
+class Cauchy(_Frozen):
+    """scipy's cauchy for lm: rho(z) = ln(1 + z)."""
+
+    name: Literal["cauchy"]
+    f_scale: PositiveNumber = 1.0
+
+
+class Arctan(_Frozen):
+    """scipy's arctan for lm: rho(z) = arctan(z)."""
+
+    name: Literal["arctan"]
+    f_scale: PositiveNumber = 1.0
 
 
 # ---------------------------------------------------------------- schedules
@@ -472,7 +507,8 @@ class LM(_Frozen):
 
 
 OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop, LBFGS, LM)
-LOSS_MODELS = (MSE, L1, Huber, SmoothL1)
+LOSS_MODELS = (MSE, L1, Huber, SmoothL1, SoftL1, Cauchy, Arctan)
+ROBUST_LOSSES = ("soft_l1", "huber", "cauchy", "arctan")  # lm's, as scipy's least_squares
 SCHEDULE_MODELS = (Constant, StepLR, ExponentialLR, CosineLR)
 OPTIMIZERS = names_of(OPTIMIZER_MODELS)
 LOSSES = names_of(LOSS_MODELS)

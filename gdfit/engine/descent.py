@@ -16,7 +16,7 @@ from gdfit import records
 from gdfit.engine.advisor import advise, shown
 from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.engine.checkpoint import versions
-from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
+from gdfit.config import GD, LBFGS, LM, MSE, ROBUST_LOSSES, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.files.devices import describe, resolve_device, resolve_dtype
 from gdfit.fitting.losses import Loss, MeanSquared, make_loss
 from gdfit.engine.loop import Loop, sync_interval
@@ -86,7 +86,8 @@ def prepare(resolved: Resolved) -> Problem:
 
         model, target, x0 = build_expression_fit(resolved, dtype, device)
         check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
-        return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
+        loss = make_loss(config.loss, target.numel(), for_lm=isinstance(config.optimizer, LM))
+        return Problem(resolved, device, dtype, target, x0, model, loss, engine)
     if isinstance(config.model, (LowRankModel, LinearModel)):
         from gdfit.fitting.matrix import build_matrix_problem
 
@@ -112,9 +113,16 @@ def _check_optimizer(resolved: Resolved) -> None:
             raise ConfigError(f"lbfgs does not keep bounds (parameter {bounded[0]!r} has min or max): use optimizer "
                               "lm, which keeps them, or leave out min and max", source=resolved.source,
                               key=f"model.params.{bounded[0]}")
-    if isinstance(config.optimizer, LM) and not isinstance(config.loss, MSE):
-        raise ConfigError(f"lm minimises squared residuals: use loss: mse (not {config.loss.name}), or another optimizer",
-                          source=resolved.source, key="optimizer")
+    robust = config.loss.name in ROBUST_LOSSES
+    if isinstance(config.optimizer, LM) and not (isinstance(config.loss, MSE) or robust):
+        raise ConfigError(f"lm minimises squared residuals: use loss: mse or one of {', '.join(ROBUST_LOSSES)} "
+                          f"(not {config.loss.name}), or another optimizer", source=resolved.source, key="optimizer")
+    if robust and isinstance(config.optimizer, LM) and not isinstance(config.model, ExpressionModel):
+        raise ConfigError(f"loss {config.loss.name} with lm is for curve fits (model: {{expr: ..}})",
+                          source=resolved.source, key="loss")
+    if config.loss.name in ("soft_l1", "cauchy", "arctan") and not isinstance(config.optimizer, LM):
+        raise ConfigError(f"loss {config.loss.name} is one of lm's robust losses: use optimizer: lm",
+                          source=resolved.source, key="loss")
 
 
 def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None,
@@ -391,7 +399,8 @@ class Descent:
         if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
                                      holdout)
-        fitted = withhold(self._statistics(final), status)
+        robust = getattr(self.problem.loss, "robust", None)
+        fitted = withhold(self._statistics(final), status, robust.describe() if robust is not None else None)
         self.result = records.FitResult(
             status=status,
             iters=iters,

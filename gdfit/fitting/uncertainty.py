@@ -18,23 +18,29 @@ from gdfit.words import plural
 UNCERTAIN = ("stderr", "ci")  # a parameter's entries that describe the minimum's curvature
 
 
-def stderr_reason(status: str) -> str | None:
+def stderr_reason(status: str, robust: dict[str, Any] | None = None) -> str | None:
     """Why a fit reports no standard errors (None when it reports them)."""
     if status != records.CONVERGED:
         return (f"the fit did not converge (status {status}): standard errors describe chi-square's curvature "
                 "at its minimum, which this point is not")
+    if robust is not None:
+        return (f"a robust loss ({robust['name']}) down-weights points by their residuals: chi-square's covariance "
+                "does not describe its estimate")
     return None
 
 
-def withhold(statistics: dict[str, Any], status: str) -> dict[str, Any]:
+def withhold(statistics: dict[str, Any], status: str, robust: dict[str, Any] | None = None) -> dict[str, Any]:
     """A curve fit's statistics, with stderr, covariance (and intervals) null and the reason
-    given in `fit.stderr_reason` when the fit did not converge."""
+    given in `fit.stderr_reason` when the fit did not converge or minimised a robust loss (which
+    `fit.loss` then names)."""
     fit = statistics.get("fit")
     if fit is None:
         return statistics
-    reason = stderr_reason(status)
+    if robust is not None:
+        fit = {**fit, "loss": robust}
+    reason = stderr_reason(status, robust)
     if reason is None:
-        return statistics
+        return {**statistics, "fit": fit}
     params = {name: {key: (None if key in UNCERTAIN else value) for key, value in entry.items()}
               for name, entry in statistics["params"].items()}
     return {**statistics, "params": params, "covariance": None, "fit": {**fit, "stderr_reason": reason}}

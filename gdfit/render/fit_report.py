@@ -146,6 +146,8 @@ def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableT
         Text(""),
         Text("statistics", style="bold"),
         statistics_table(fit),
+        *([Text(f"loss: {fit['loss']['name']} (f_scale {fit['loss']['f_scale']:g}), as least_squares")]
+          if fit.get("loss") else []),
         Text(""),
         Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
         Text("none: no covariance without standard errors", style="dim") if reason
