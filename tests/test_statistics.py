@@ -93,7 +93,7 @@ def minpack_delta(delta, fnorm, fnorm1, pnorm, jp_norm, par):
 
 
 @settings(max_examples=300, deadline=None)
-@given(delta=st.floats(1e-3, 1e3), fnorm=st.floats(0.1, 10), change=st.floats(-3.0, 0.999),
+@given(delta=st.floats(1e-3, 1e3), fnorm=st.floats(0.1, 10), change=st.floats(-200.0, 0.999),
        pnorm=st.floats(1e-3, 1e3), jp=st.floats(0.01, 10), par=st.sampled_from([0.0, 1e-3, 0.5, 3.0]))
 def test_the_radius_follows_minpack(delta, fnorm, change, pnorm, jp, par):
     fnorm1 = fnorm * math.sqrt(1 - change)  # change = 1 - (fnorm1 / fnorm)^2
@@ -126,11 +126,10 @@ def test_a_step_is_taken_when_rho_reaches_minpacks_threshold():
     assert ACCEPT == 1e-4  # lmder's p0001
 
 
-@pytest.mark.parametrize("shape", [(20, 4), (5, 5), (3, 8)])
+@pytest.mark.parametrize("shape", [(20, 4), (5, 5), (8, 3)])  # lm's J: at least as many rows as columns
 def test_the_rank_cutoff_is_numpys_matrix_rank_tolerance(shape):
     rng = np.random.default_rng(1)
-    A = rng.standard_normal(shape) @ np.diag([1.0] * (min(shape) - 1) + [0.0])[: shape[1], : shape[1]] \
-        if shape[1] <= shape[0] else rng.standard_normal(shape)
+    A = rng.standard_normal(shape) @ np.diag([1.0] * (shape[1] - 1) + [0.0])  # rank one short
     s = np.linalg.svd(A, compute_uv=False)
     assert int((s > cutoff(s, shape[0])).sum()) == np.linalg.matrix_rank(A)
-    assert cutoff(s, shape[0]) == pytest.approx(s.max() * max(shape) * np.finfo(float).eps, rel=1e-15)
+    assert cutoff(s, shape[0]) == pytest.approx(s.max() * max(shape) * np.finfo(float).eps, rel=1e-15, abs=0)
