@@ -48,6 +48,23 @@ def test_lm_fits_least_squares_robust_minimizer(tmp_path, loss, f_scale):
     assert result.fit["loss"] == {"name": loss, "f_scale": f_scale}
 
 
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_a_robust_fits_stderr_is_curve_fits(tmp_path, loss):
+    # curve_fit with a robust loss takes the covariance from least_squares' scaled Jacobian and
+    # s^2 = 2 cost / (n - p)
+    t, y = outlying_decay()
+    data = write_data(tmp_path, {"t": list(t), "y": list(y)})
+    _, result = run_fit(tmp_path, optimizer="lm", data={"file": data}, loss={"name": loss, "f_scale": 0.3},
+                        model={"expr": EXPR, "params": {"a": 4, "tau": 2, "c": 0}},
+                        ftol=1e-15, xtol=1e-15, gtol=1e-15, max_iters=2000)
+    popt, pcov = scipy_optimize.curve_fit(lambda t, a, tau, c: a * np.exp(-t / tau) + c, t, y, p0=[4, 2, 0],
+                                          loss=loss, f_scale=0.3, method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                          max_nfev=10000)
+    np.testing.assert_allclose([result.params[n]["stderr"] for n in ("a", "tau", "c")], np.sqrt(np.diag(pcov)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(result.covariance, pcov, rtol=1e-6)
+
+
 def test_a_weighted_robust_fit_is_scipys_on_the_weighted_residuals(tmp_path):
     t, y = outlying_decay(7)
     sigma = 0.05 + 0.02 * t

@@ -399,8 +399,7 @@ class Descent:
         if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
                                      holdout)
-        robust = getattr(self.problem.loss, "robust", None)
-        fitted = withhold(self._statistics(final), status, robust.describe() if robust is not None else None)
+        fitted = withhold(self._statistics(final), status)
         self.result = records.FitResult(
             status=status,
             iters=iters,
@@ -430,7 +429,15 @@ class Descent:
             return {}
         from gdfit.fitting.curvefit import statistics
 
-        return statistics(model, final["theta"], self.problem.target, self.problem.config.absolute_sigma)
+        config = self.problem.config
+        found = statistics(model, final["theta"], self.problem.target, config.absolute_sigma)
+        robust = getattr(self.problem.loss, "robust", None)
+        if robust is None:
+            return found
+        from gdfit.fitting.uncertainty import robust_covariance
+
+        found = robust_covariance(found, model, final["theta"], self.problem.target, robust, config.absolute_sigma)
+        return {**found, "fit": {**found["fit"], "loss": robust.describe()}}
 
 
 class LossHistory:

@@ -146,7 +146,8 @@ def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableT
         Text(""),
         Text("statistics", style="bold"),
         statistics_table(fit),
-        *([Text(f"loss: {fit['loss']['name']} (f_scale {fit['loss']['f_scale']:g}), as least_squares")]
+        *([Text(f"loss: {fit['loss']['name']} (f_scale {fit['loss']['f_scale']:g}), as least_squares; "
+                "stderr from its scaled Jacobian, as curve_fit")]
           if fit.get("loss") else []),
         Text(""),
         Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
