@@ -144,7 +144,8 @@ class LevenbergMarquardt:
     def losses(self) -> torch.Tensor:
         if self.curve:  # as advance reports them
             r = self._rows(self.packing.host(self.params))
-            return self._mse(self._cost(r), r.shape[1])
+            with np.errstate(all="ignore"):  # a start far out overflows: the loop says so, as `diverged`
+                return self._mse(self._cost(r), r.shape[1])
         return self.loss.value(self.model.predict(self.params), self.target)
 
     def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
