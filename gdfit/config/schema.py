@@ -13,7 +13,8 @@ VALUES = {
     "init": f"{', '.join(INIT_NAMES)} (normal takes mean, std: {{name: normal, std: 0.1}}); "
     "an explicit matrix of the target's shape; {file: PATH}; {random: {...}}",
     "seed": "integer; the same config and seed give the same numbers",
-    "loss": "mse, l1, {name: huber, delta: 1.0}, {name: smooth_l1, beta: 1.0} (mean reduction)",
+    "loss": "mse, l1, {name: huber, delta: 1.0}, {name: smooth_l1, beta: 1.0} (mean reduction); with lm, "
+    "least_squares' robust losses {name: soft_l1 | huber | cauchy | arctan, f_scale: 1.0}",
     "optimizer": "gd; {name: momentum, momentum: 0.9, dampening: 0}; {name: nesterov, momentum: 0.9}; "
     "{name: adam, betas: [0.9, 0.999], eps: 1e-8}; {name: rmsprop, alpha: 0.99, eps: 1e-8}; "
     "{name: lbfgs, history_size: 100}; {name: lm, damping: 1e-3}",
