@@ -234,3 +234,41 @@ def test_a_run_whose_line_search_finds_nothing_lower_is_stalled_not_converged(tm
     assert abs(result.params["b1"]["value"] - 238.94212918) > 1  # short of the optimum: no convergence claimed
     assert [entry["stderr"] for entry in result.params.values()] == [None, None]
     assert result.covariance is None and "status stalled" in result.fit["stderr_reason"]
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1.0, 1e12])
+def test_a_pair_with_positive_curvature_is_kept_in_any_scale(scale):
+    # torch's LBFGS drops pairs with y.s <= 1e-10 in absolute terms, which is every pair of a
+    # problem whose gradients are small; the curvature y.s / s.s = 2 is the same in each scale
+    history = History(3)
+    s = torch.tensor([1.0, -2.0], dtype=torch.float64) * scale
+    history.remember(s, 2 * s)
+    assert len(history.pairs) == 1
+    g = torch.tensor([4.0, 2.0], dtype=torch.float64) * scale
+    assert torch.allclose(history.direction(g), -g / 2, rtol=1e-14, atol=0)  # H0 = s.y / y.y = 1/2
+
+
+def test_a_steepest_descent_step_claims_nothing_for_xtol():
+    # the first update has no curvature pairs: its step is a line search along -g, whose length
+    # says nothing about the distance to the minimum (NaN: no claim); later whole steps do
+    from gdfit.engine.descent import make_stepper, prepare
+    from helpers import resolved
+
+    target = torch.randn(12, 9, generator=torch.Generator().manual_seed(5), dtype=torch.float64).tolist()
+    problem = prepare(resolved(target=target, model={"name": "lowrank", "rank": 2}, dtype="float64",
+                               optimizer="lbfgs"))
+    stepper = make_stepper(problem, torch.stack([problem.model.start(0, torch.float64, torch.device("cpu"))]))
+    stepper.advance(1, 1.0, None)
+    assert math.isnan(float(stepper.motion[0][0]))
+    # next to the optimum (the truncated SVD, nudged), where the relative gradient is small too
+    U, S, Vh = torch.linalg.svd(torch.tensor(target, dtype=torch.float64))
+    near = torch.cat([(U[:, :2] * S[:2].sqrt()).flatten(), (Vh[:2].T * S[:2].sqrt()).flatten()])
+    near = near + 1e-9 * torch.randn(near.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fresh = make_stepper(problem, near.unsqueeze(0))
+    fresh.advance(1, 1.0, None)
+    assert float(fresh._relative_gradient()[0]) < 1e-6 and math.isnan(float(fresh.motion[0][0]))
+    steps = []
+    for k in range(2, 200):
+        stepper.advance(k, 1.0, None)
+        steps.append(float(stepper.motion[0][0]))
+    assert any(math.isfinite(step) and step > 0 for step in steps)
