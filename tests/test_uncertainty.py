@@ -55,3 +55,12 @@ def test_a_converged_fit_keeps_its_stderr_and_gives_no_reason(cli, tmp_path):
     end = cli("run", config(tmp_path, optimizer="lm"), "--json").lines[-1]
     assert end["status"] == "converged" and "stderr_reason" not in end["fit"]
     assert all(p["stderr"] > 0 for p in end["params"].values()) and end["covariance"] is not None
+
+
+def test_one_point_short_is_refused_too(cli, tmp_path):
+    data = write_data(tmp_path, {"x": [1.0, 2.0], "y": [2.0, 3.0]}, "two.csv")
+    path = tmp_path / "short.yaml"
+    path.write_text(f"data: {{file: {data}}}\ntarget: {{column: y}}\noptimizer: lm\n"
+                    "model: {expr: 'a + b * x + c * x * x', params: {a: 1, b: 1, c: 1}}\n")
+    result = cli("run", str(path))
+    assert result.exit_status == 2 and "2 data points cannot determine 3 free parameters" in result.stderr
