@@ -248,6 +248,8 @@ def lre(value: float, certified: float, digits: float = 11.0) -> float:
     The absolute error where certified is 0. `digits` caps it: NIST certifies 11 digits, so more
     agreement than that cannot be measured. 0 for a non-finite value or no correct digit.
     """
+    if value is None:  # a fit that did not converge reports no stderr: no correct digit
+        return 0.0
     value, certified = float(value), float(certified)
     if not math.isfinite(value):
         return 0.0

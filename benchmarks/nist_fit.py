@@ -1,6 +1,6 @@
 """gdfit on the NIST StRD suite: each problem from both starts, through the engine in one process.
 
-    python -m benchmarks.nist_fit [--optimizer lm] [--only Misra1a,...] [--verbose]
+    python -m benchmarks.nist_fit [--optimizer lm] [--only Misra1a,...] [--brief] [--torch-lbfgs]
 
 Prints, per fit, the LRE (correct significant digits) of the values, standard errors and RSS, and
 a summary: fits with at least 4 digits in all of them, and the median LRE.
@@ -43,6 +43,49 @@ def gdfit_fit(problem: nist.NistProblem, start: int, folder: Path, **overrides: 
     }
 
 
+def torch_lbfgs_fit(problem: nist.NistProblem, start: int, folder: Path, max_steps: int = 1000,
+                    options: dict[str, float] | None = None) -> dict[str, Any]:
+    """torch.optim.LBFGS itself (strong-Wolfe line search, torch's defaults: max_iter 20 per step,
+    history 100, tolerance_grad 1e-7, tolerance_change 1e-9) on the mean squared residual, its
+    step() called until the loss stops changing or max_steps; standard errors from the Jacobian
+    at the end, as for scipy's fits (nist.standard_errors). The model is gdfit's torch form of the
+    problem's expression; the optimizer and its stopping are torch's own."""
+    import numpy as np
+    import torch
+
+    from gdfit.config import build_config
+    from gdfit.engine.descent import prepare
+
+    csv_path = folder / f"{problem.name}.csv"
+    if not csv_path.exists():
+        nist.write_csv(problem, csv_path)
+    raw = nist.config_for(problem, start, csv_path.name)
+    prepared = prepare(build_config(raw, source=str(folder / f"{problem.name}.yaml"), base_dir=folder))
+    model, target = prepared.model, prepared.target
+    theta = prepared.x0.clone().unsqueeze(0).requires_grad_(True)
+    optimizer = torch.optim.LBFGS([theta], line_search_fn="strong_wolfe", history_size=100, **(options or {}))
+
+    def closure():
+        optimizer.zero_grad()
+        value = torch.nn.functional.mse_loss(model.curve(theta)[0], target)
+        value.backward()
+        return value
+
+    previous, steps = None, 0
+    for steps in range(1, max_steps + 1):
+        loss = float(optimizer.step(closure))
+        if previous is not None and (loss == previous or not np.isfinite(loss)):
+            break
+        previous = loss
+    final = theta.detach()[0].numpy().copy()
+    residuals = problem.residuals(final)
+    rss = float(residuals @ residuals)
+    _, J = model.host(torch.float64).predict_and_jacobian(final[None])
+    stderr = nist.standard_errors(np.asarray(J[0]), rss, problem.dof)
+    return {"values": [float(v) for v in final], "stderr": [float(e) for e in stderr], "rss": rss,
+            "status": "ended", "iters": steps, "stop_rule": "torch.optim.LBFGS: the loss stopped changing"}
+
+
 def suite_time(fit_one, problems) -> float:
     began = time.perf_counter()
     for problem in problems:
@@ -77,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--brief", action="store_true", help="one line per fit, without the values beside NIST's")
     parser.add_argument("--set", action="append", default=[], help="KEY=NUMBER, e.g. ftol=1e-12")
     parser.add_argument("--time", type=int, default=0, metavar="ROUNDS", help="time the suite against scipy instead")
+    parser.add_argument("--torch-lbfgs", action="store_true",
+                        help="fit with torch.optim.LBFGS itself (strong Wolfe, torch's defaults), not through gdfit")
     args = parser.parse_args(argv)
     problems = [p for p in nist.load_all() if not args.only or p.name in args.only.split(",")]
     if args.time:
@@ -93,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for problem in problems:
             for start in (1, 2):
-                fit = gdfit_fit(problem, start, Path(tmp), **overrides)
+                fit = (torch_lbfgs_fit(problem, start, Path(tmp)) if args.torch_lbfgs
+                       else gdfit_fit(problem, start, Path(tmp), **overrides))
                 s = nist.score(fit["values"], fit["stderr"], fit["rss"], problem)
                 lres.append(s["min"])
                 good += s["ok4"]

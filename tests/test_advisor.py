@@ -40,13 +40,31 @@ def test_l1_has_no_curvature():
 
 @pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm"])
 def test_the_advisor_speaks_of_gd_only_for_gd(optimizer):
+    from gdfit.engine.advisor import advise
     from gdfit.engine.descent import Descent, prepare
     from tests.helpers import resolved
 
     target = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
     gd = Descent(prepare(resolved(target=target)), report=lambda k: False).advice
-    other = Descent(prepare(resolved(target=target, optimizer=optimizer)), report=lambda k: False).advice
+    problem = prepare(resolved(target=target, optimizer=optimizer))
+    other = advise(problem.loss, problem.x0, problem.target, problem.model, optimizer)  # as `config --advise`
     assert gd["max_stable_lr"] == 9.0 and "gd is stable" in gd["note"]
     assert other["curvature"] == gd["curvature"] == 2 / 9
     assert other["max_stable_lr"] is None and other["suggested_lr"] is None
     assert "gd is stable" not in other["note"] and optimizer in other["note"]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lm"])
+def test_a_run_of_an_optimizer_that_chooses_its_steps_computes_no_advice(optimizer, monkeypatch):
+    from gdfit.engine import descent
+    from tests.helpers import resolved
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the advisor ran")
+
+    monkeypatch.setattr(descent, "advise", refuse)
+    run = descent.Descent(descent.prepare(resolved(target=[[1.0, 2.0], [3.0, 4.0]], optimizer=optimizer)),
+                          report=lambda k: False)
+    assert run.advice is None and run.start.advice is None
+    with pytest.raises(AssertionError, match="the advisor ran"):  # gd's run still asks it
+        descent.Descent(descent.prepare(resolved(target=[[1.0, 2.0], [3.0, 4.0]])), report=lambda k: False)

@@ -15,7 +15,7 @@ from gdfit.errors import ConfigError
 SEED = "configs/seed.yaml"
 TOP_KEYS = (
     "target, init, seed, loss, optimizer, learning_rate, schedule, threshold, max_iters, timeout_s, patience, "
-    "min_rel_improvement, divergence_factor, device, dtype, engine, data, model, sigma, absolute_sigma, ftol, xtol, gtol, mask, holdout, sweep"
+    "min_rel_improvement, divergence_factor, device, dtype, engine, data, model, sigma, absolute_sigma, allow_underdetermined, ftol, xtol, gtol, mask, holdout, sweep"
 )
 
 # (--set items applied to configs/seed.yaml, the exact message after "gdfit: error: --set: ")
@@ -39,7 +39,7 @@ UNKNOWN_KEYS = [
     (["loss=l1", "loss.delta=1"],
      "loss.delta: unknown key 'delta' (allowed: name)"),
     (["loss=huber", "loss.delt=1"],
-     "loss.delt: unknown key 'delt'; did you mean 'delta'? (allowed: name, delta)"),
+     "loss.delt: unknown key 'delt'; did you mean 'delta'? (allowed: name, delta, f_scale)"),
     (["loss=smooth_l1", "loss.delta=1"],
      "loss.delta: unknown key 'delta'; did you mean 'beta'? (allowed: name, beta)"),
     (["schedule=constant", "schedule.gamma=1"],
@@ -171,7 +171,7 @@ def test_nesterov_momentum_1_says_the_range(write_config):
 
 def test_names_are_the_readme_lists():
     assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm")
-    assert LOSSES == ("mse", "l1", "huber", "smooth_l1")
+    assert LOSSES == ("mse", "l1", "huber", "smooth_l1", "soft_l1", "cauchy", "arctan")
     assert SCHEDULES == ("constant", "step", "exponential", "cosine")
     assert INIT_NAMES == ("random", "zeros", "ones", "normal")
     assert DTYPES == ("float32", "float64", "float16", "bfloat16")

@@ -156,7 +156,6 @@ OPTIMIZERS = {
     "gd": {"optimizer": "gd", "learning_rate": 1e-9, "max_iters": 300},
     "momentum": {"optimizer": "momentum", "learning_rate": 1e-9, "max_iters": 300},
     "adam": {"optimizer": "adam", "learning_rate": 1.0, "max_iters": 300},
-    "lbfgs": {"optimizer": "lbfgs", "max_iters": 50},
     "lm": {"optimizer": "lm", "max_iters": 50},
 }
 
@@ -170,7 +169,7 @@ def test_no_optimizer_leaves_the_bounds(tmp_path, name):
     seen = [s.params["b2"] for s in steps] + [result.params["b2"]["value"]]
     assert all(low <= b2 <= high for b2 in seen)
     assert all(150 <= s.params["b1"] <= 400 for s in steps)
-    if name == "lm":  # lbfgs's curvature pairs do not survive projection: it keeps the bounds only
+    if name == "lm":
         # the bounded optimum: b2 at its upper bound, b1 the linear least-squares fit there
         g = 1 - np.exp(-high * np.array(X))
         assert result.params["b2"]["value"] == high
@@ -214,42 +213,6 @@ def torch_problem():
     x = torch.tensor(X, dtype=torch.float64)
     y = torch.tensor(Y, dtype=torch.float64)
     return x, y
-
-
-def test_lbfgs_updates_equal_torch_optim_lbfgs(tmp_path):
-    import shutil
-
-    shutil.copy(Path(__file__).parent.parent / "configs" / "decay.csv", tmp_path / "decay.csv")
-    model = {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}
-    steps, result = run_fit(tmp_path, every=1, optimizer={"name": "lbfgs", "history_size": 7}, learning_rate=0.5,
-                            max_iters=60, ftol=0, xtol=0, gtol=0, data={"file": "decay.csv"}, model=model)
-    table = np.loadtxt(tmp_path / "decay.csv", delimiter=",", skiprows=1)
-    t, y = torch.tensor(table[:, 0]), torch.tensor(table[:, 1])
-    a, tau, c = (torch.tensor([v], dtype=torch.float64, requires_grad=True) for v in (1.0, 1.0, 0.0))
-    opt = torch.optim.LBFGS([a, tau, c], lr=0.5, max_iter=1, history_size=7, line_search_fn="strong_wolfe")
-
-    def loss():
-        return torch.nn.functional.mse_loss(a * torch.exp(-t / tau) + c, y)
-
-    def closure():
-        opt.zero_grad()
-        value = loss()
-        value.backward()
-        return value
-
-    assert len(steps) >= 10 and steps[-1].loss < steps[0].loss / 10  # it moves: the comparison means something
-    for k, step in enumerate(steps):
-        opt.step(closure)
-        with torch.no_grad():
-            expected = float(loss())
-        assert step.iter == k + 1
-        assert step.loss == pytest.approx(expected, rel=1e-12)
-        for name, value in (("a", a), ("tau", tau), ("c", c)):
-            assert step.params[name] == pytest.approx(float(value.detach()), rel=1e-12, abs=1e-300)
-    if result.status == "stalled":  # gdfit stopped where torch's LBFGS makes no further move
-        before = [float(v.detach()) for v in (a, tau, c)]
-        opt.step(closure)
-        assert [float(v.detach()) for v in (a, tau, c)] == before
 
 
 def test_gd_on_a_model_is_the_tutorial_loop_on_each_parameter(tmp_path):
@@ -399,9 +362,9 @@ def test_lbfgs_refuses_checkpoints_it_cannot_hold(cli, write_config, tmp_path):
     assert result.exit_status == 2 and "optimizer: lbfgs keeps its curvature history" in result.stderr
 
 
-def test_a_run_that_cannot_move_stops_as_stalled_not_at_max_iters(tmp_path):
-    # torch's LBFGS makes exactly zero steps once its line search finds nothing lower: gdfit stops
-    # there (at the loss lm reaches) instead of repeating the update until max_iters
+def test_lbfgs_on_a_weighted_decay_converges_where_lm_does(tmp_path):
+    # torch's LBFGS stopped here with a zero step; gdfit's own line search goes on to lm's optimum
+    # (a run that cannot move is stalled: tests/test_lbfgs.py)
     import shutil
 
     shutil.copy(Path(__file__).parent.parent / "configs" / "decay.csv", tmp_path / "decay.csv")
@@ -409,9 +372,10 @@ def test_a_run_that_cannot_move_stops_as_stalled_not_at_max_iters(tmp_path):
            "model": {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}}
     _, lm = run_fit(tmp_path, optimizer="lm", **fit)
     _, lbfgs = run_fit(tmp_path, optimizer="lbfgs", max_iters=5000, **fit)
-    assert lbfgs.status == "stalled" and lbfgs.iters < 100
-    assert "no move" in lbfgs.stop_rule
+    assert lbfgs.status == "converged" and lbfgs.iters < 200
     assert rel(lbfgs.loss, lm.loss) < 1e-9
+    for name, entry in lm.params.items():
+        assert rel(lbfgs.params[name]["value"], entry["value"]) < 1e-6
 
 
 def test_lm_with_every_tolerance_off_stops_as_stalled_at_the_least_squares_solution(tmp_path):

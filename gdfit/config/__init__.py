@@ -68,6 +68,10 @@ from gdfit.config.model import (
     RMSprop,
     Schedule,
     SmoothL1,
+    SoftL1,
+    Cauchy,
+    Arctan,
+    ROBUST_LOSSES,
     StepLR,
     TensorSpec,
 )
@@ -89,7 +93,7 @@ _inline_tensor = inline_tensor  # the name gdfit.expr.graddemo imports
 __all__ = [
     "DEVICE_HELP", "DTYPES", "ENGINES", "INIT_NAMES", "KEYS", "LOSSES", "MAX_INLINE_ELEMENTS", "MAX_RANK",
     "OPTIMIZERS", "SCHEDULES",
-    "FitConfig", "GD", "Momentum", "Nesterov", "Adam", "RMSprop", "MSE", "L1", "Huber", "SmoothL1",
+    "FitConfig", "GD", "Momentum", "Nesterov", "Adam", "RMSprop", "MSE", "L1", "Huber", "SmoothL1", "SoftL1", "Cauchy", "Arctan", "ROBUST_LOSSES",
     "FIT_TOLERANCE", "LBFGS", "LM", "MODEL_NAMES", "CURVE_MODELS", "BuiltinCurve", "ColumnSource", "DataSource", "ExpressionModel",
     "HoldoutSpec", "IdentityModel", "LinearModel", "MATRIX_MODELS", "LowRankModel", "ModelSpec", "ParamSpec", "TargetSpec",
     "Constant", "StepLR", "ExponentialLR", "CosineLR", "FileSource", "RandomSource", "RandomSpec", "NamedInit",

@@ -478,13 +478,48 @@ class L1(_Frozen):
 
 
 class Huber(_Frozen):
+    """torch's huber_loss with `delta`; with lm, scipy's least_squares(loss="huber", f_scale=delta),
+    the same function doubled. `f_scale` may name delta for lm's robust losses (not both)."""
+
     name: Literal["huber"]
     delta: PositiveNumber = 1.0
+    f_scale: PositiveNumber | None = None
+
+    @model_validator(mode="after")
+    def _one_scale(self) -> "Huber":
+        if self.f_scale is not None and "delta" in self.model_fields_set and self.f_scale != self.delta:
+            raise ValueError("give delta or f_scale (the same scale), not both")
+        return self
+
+    @property
+    def scale(self) -> float:
+        return self.f_scale if self.f_scale is not None else self.delta
 
 
 class SmoothL1(_Frozen):
     name: Literal["smooth_l1"]
     beta: PositiveNumber = 1.0
+
+
+class SoftL1(_Frozen):
+    """scipy's soft_l1 for lm: rho(z) = 2 (sqrt(1 + z) - 1), z = (r / f_scale)^2."""
+
+    name: Literal["soft_l1"]
+    f_scale: PositiveNumber = 1.0
+
+
+class Cauchy(_Frozen):
+    """scipy's cauchy for lm: rho(z) = ln(1 + z)."""
+
+    name: Literal["cauchy"]
+    f_scale: PositiveNumber = 1.0
+
+
+class Arctan(_Frozen):
+    """scipy's arctan for lm: rho(z) = arctan(z)."""
+
+    name: Literal["arctan"]
+    f_scale: PositiveNumber = 1.0
 
 
 # ---------------------------------------------------------------- schedules
@@ -532,7 +567,8 @@ class LM(_Frozen):
 
 
 OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop, LBFGS, LM)
-LOSS_MODELS = (MSE, L1, Huber, SmoothL1)
+LOSS_MODELS = (MSE, L1, Huber, SmoothL1, SoftL1, Cauchy, Arctan)
+ROBUST_LOSSES = ("soft_l1", "huber", "cauchy", "arctan")  # lm's, as scipy's least_squares
 SCHEDULE_MODELS = (Constant, StepLR, ExponentialLR, CosineLR)
 OPTIMIZERS = names_of(OPTIMIZER_MODELS)
 LOSSES = names_of(LOSS_MODELS)
@@ -591,6 +627,7 @@ class FitConfig(_Frozen):
     model: ModelSpec = IdentityModel()
     sigma: ColumnSource | None = None
     absolute_sigma: StrictBool = False
+    allow_underdetermined: StrictBool = False  # fit fewer data points than free parameters (gdfit.fitting.uncertainty)
     ftol: NonNegativeNumber | None = None
     xtol: NonNegativeNumber | None = None
     gtol: NonNegativeNumber | None = None
@@ -602,8 +639,8 @@ class FitConfig(_Frozen):
     @classmethod
     def _fit_defaults(cls, data: Any) -> Any:
         """A fit of model parameters rarely reaches loss 0: unless set, `threshold` is off and it
-        stops by least_squares' rules. A curve fit with lm or lbfgs takes TOLERANCE_DEFAULTS (lbfgs's
-        gtol where torch's LBFGS itself stops moving); its first-order methods take none (on ill-scaled curves one of their
+        stops by least_squares' rules. A curve fit with lm or lbfgs takes TOLERANCE_DEFAULTS (lbfgs
+        without gtol, which is absolute); its first-order methods take none (on ill-scaled curves one of their
         updates may lower the loss by 1e-12 relative long before the end). lowrank and linear take
         ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
         if isinstance(data, dict) and _fits_parameters(data.get("model")):
@@ -701,11 +738,9 @@ def _optimizer_name(value: Any) -> Any:
 
 
 FIT_TOLERANCE = 1.0e-10  # least_squares' 1e-8 leaves ENSO's weakest parameters at 3 digits
-LBFGS_GTOL = 1.0e-7  # torch.optim.LBFGS's tolerance_grad: below it torch's step makes no move
-# lbfgs's first step is scaled to 1/|g|_1 by design, so a relative loss reduction says nothing yet
 TOLERANCE_DEFAULTS = {
     "lm": {"ftol": FIT_TOLERANCE, "xtol": FIT_TOLERANCE, "gtol": FIT_TOLERANCE},
-    "lbfgs": {"xtol": FIT_TOLERANCE, "gtol": LBFGS_GTOL},
+    "lbfgs": {"ftol": FIT_TOLERANCE, "xtol": FIT_TOLERANCE},  # gtol is absolute: off unless asked
 }
 MATRIX_TOLERANCE = 1.0e-8  # lowrank and linear, with every optimizer
 TOLERANCES = ("ftol", "xtol", "gtol")

@@ -13,7 +13,8 @@ VALUES = {
     "init": f"{', '.join(INIT_NAMES)} (normal takes mean, std: {{name: normal, std: 0.1}}); "
     "an explicit matrix of the target's shape; {file: PATH}; {random: {...}}",
     "seed": "integer; the same config and seed give the same numbers",
-    "loss": "mse, l1, {name: huber, delta: 1.0}, {name: smooth_l1, beta: 1.0} (mean reduction)",
+    "loss": "mse, l1, {name: huber, delta: 1.0}, {name: smooth_l1, beta: 1.0} (mean reduction); with lm, "
+    "least_squares' robust losses {name: soft_l1 | huber | cauchy | arctan, f_scale: 1.0}",
     "optimizer": "gd; {name: momentum, momentum: 0.9, dampening: 0}; {name: nesterov, momentum: 0.9}; "
     "{name: adam, betas: [0.9, 0.999], eps: 1e-8}; {name: rmsprop, alpha: 0.99, eps: 1e-8}; "
     "{name: lbfgs, history_size: 100}; {name: lm, damping: 1e-3}",
@@ -34,13 +35,14 @@ VALUES = {
     "{name: lowrank, rank: R, l2: 0}; {name: linear, inputs: TENSOR, bias: false}",
     "sigma": "null, or {column: NAME}: per-point standard deviations (weights 1/sigma^2), as curve_fit",
     "absolute_sigma": "false: scale the covariance by the reduced chi^2 (curve_fit's default); true: do not",
-    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for lm and "
+    "allow_underdetermined": "false: refuse a curve fit with fewer data points than free parameters (exit 2); "
+                             "true: fit it anyway (its optimum is not unique)",
+    "ftol": "number >= 0 or null; converged when the relative loss reduction is <= ftol (1e-10 for lm and lbfgs "
     "curve fits, 1e-8 for lowrank and linear)",
     "xtol": "number >= 0 or null; converged when |step| <= xtol (xtol + |parameters|) (1e-10 for lm and lbfgs "
     "curve fits, 1e-8 for lowrank and linear)",
-    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm curve fits, "
-    "1e-7 for lbfgs ones (torch's tolerance_grad), 1e-8 for linear; off for lowrank, whose small start has a small "
-    "gradient)",
+    "gtol": "number >= 0 or null; converged when the largest gradient element is <= gtol (1e-10 for lm "
+    "curve fits, 1e-8 for linear; off for lowrank, whose small start has a small gradient)",
     "mask": "null, or a tensor of the target's shape (inline, {file: PATH}): 1 observed, 0 missing; lowrank and "
     "linear only (NaN target entries are missing too)",
     "holdout": "null, a fraction in (0, 1), or {fraction: F, seed: 0}: hide that share of the observed entries "

@@ -50,6 +50,16 @@ def largest_curvature(loss_fn, x0: torch.Tensor, target: torch.Tensor, iteration
     return estimate
 
 
+CHOOSES_ITS_STEPS = ("lm", "lbfgs")  # optimizers whose steps no learning rate sets
+
+
+def shown(optimizer: str) -> bool:
+    """Whether a run's start event carries advice: not for lm and lbfgs, which choose their own
+    steps (nothing reads it there, and on 100,000 rows it costs a sixth of an lm fit).
+    `gdfit config --advise` still gives their curvature on request."""
+    return optimizer not in CHOOSES_ITS_STEPS
+
+
 def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | None = None,
            optimizer: str = "gd") -> dict[str, Any]:
     """Curvature, gd's stable range and a suggested rate, for the start event and `config --advise`.
@@ -58,7 +68,7 @@ def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | No
     if optimizer == "gd":
         return advice
     curvature = advice["curvature"]
-    if optimizer in ("lm", "lbfgs"):
+    if optimizer in CHOOSES_ITS_STEPS:
         note = f"{optimizer} chooses its own steps (no learning-rate advice); largest curvature at the start {curvature:.6g}"
     else:
         note = (f"largest curvature at the start {curvature:.6g}; gd's stable-step rule (lr < 2 / curvature) "

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from gdfit import records
-from gdfit.engine.advisor import advise
+from gdfit.engine.advisor import advise, shown
 from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.engine.checkpoint import versions
-from gdfit.config import CURVE_MODELS, GD, LBFGS, LM, MSE, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
+from gdfit.config import CURVE_MODELS, GD, LBFGS, LM, MSE, ROBUST_LOSSES, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.files.devices import describe, resolve_device, resolve_dtype
 from gdfit.fitting.losses import Loss, MeanSquared, make_loss
 from gdfit.engine.loop import Loop, sync_interval
@@ -25,7 +25,8 @@ from gdfit.fitting.models import ExpressionFit, Identity, Model
 from gdfit.fitting.optimizers import Setting, make_optimizer
 from gdfit.engine.schedules import describe as describe_schedule
 from gdfit.engine.schedules import rate
-from gdfit.fitting.steppers import Autograd, ClosedForm, GdOnMse, LBFGSStepper
+from gdfit.fitting.steppers import Autograd, ClosedForm, GdOnMse
+from gdfit.fitting.uncertainty import check_determined, withhold
 from gdfit.engine.stopping import rule_text
 from gdfit.files.tensors import build_init, build_target
 
@@ -84,7 +85,9 @@ def prepare(resolved: Resolved) -> Problem:
         from gdfit.fitting.curvefit import build_expression_fit
 
         model, target, x0 = build_expression_fit(resolved, dtype, device)
-        return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
+        check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
+        loss = make_loss(config.loss, target.numel(), for_lm=isinstance(config.optimizer, LM))
+        return Problem(resolved, device, dtype, target, x0, model, loss, engine)
     if isinstance(config.model, (LowRankModel, LinearModel)):
         from gdfit.fitting.matrix import build_matrix_problem
 
@@ -104,9 +107,22 @@ LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold 
 def _check_optimizer(resolved: Resolved) -> None:
     """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper)."""
     config = resolved.config
-    if isinstance(config.optimizer, LM) and not isinstance(config.loss, MSE):
-        raise ConfigError(f"lm minimises squared residuals: use loss: mse (not {config.loss.name}), or another optimizer",
-                          source=resolved.source, key="optimizer")
+    if isinstance(config.optimizer, LBFGS) and isinstance(config.model, CURVE_MODELS):
+        bounded = [name for name, p in config.model.params.items() if p.vary and (p.min is not None or p.max is not None)]
+        if bounded:  # projecting an L-BFGS step breaks its curvature pairs: refuse rather than mislead
+            raise ConfigError(f"lbfgs does not keep bounds (parameter {bounded[0]!r} has min or max): use optimizer "
+                              "lm, which keeps them, or leave out min and max", source=resolved.source,
+                              key=f"model.params.{bounded[0]}")
+    robust = config.loss.name in ROBUST_LOSSES
+    if isinstance(config.optimizer, LM) and not (isinstance(config.loss, MSE) or robust):
+        raise ConfigError(f"lm minimises squared residuals: use loss: mse or one of {', '.join(ROBUST_LOSSES)} "
+                          f"(not {config.loss.name}), or another optimizer", source=resolved.source, key="optimizer")
+    if robust and isinstance(config.optimizer, LM) and not isinstance(config.model, CURVE_MODELS):
+        raise ConfigError(f"loss {config.loss.name} with lm is for curve fits (model: {{expr: ..}})",
+                          source=resolved.source, key="loss")
+    if config.loss.name in ("soft_l1", "cauchy", "arctan") and not isinstance(config.optimizer, LM):
+        raise ConfigError(f"loss {config.loss.name} is one of lm's robust losses: use optimizer: lm",
+                          source=resolved.source, key="loss")
 
 
 def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Setting] | None = None,
@@ -125,6 +141,8 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
                               f"{LM_LIMIT:,} fit: use lbfgs or adam", source=problem.resolved.source, key="optimizer")
         return LevenbergMarquardt(problem.model, problem.loss, problem.target, params, config.optimizer.damping)
     if isinstance(config.optimizer, LBFGS):
+        from gdfit.fitting.lbfgs import LBFGSStepper
+
         return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
                             config.learning_rate)
     optimizer = make_optimizer(config.optimizer, varying)
@@ -241,7 +259,7 @@ class Descent:
         )
         self.initial_loss = float(self.loop.initial[0])
         self.advice = (advise(problem.loss, problem.x0, problem.target, problem.model, config.optimizer.name)
-                       if advice else None)
+                       if advice and shown(config.optimizer.name) else None)
         self.start = records.StartRecord(
             config=config.model_dump(mode="json"),
             device=describe(problem.device),
@@ -382,7 +400,7 @@ class Descent:
         if iters > first and self.report_last and last_reported != iters:  # a finished run resumed adds none
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
                                      holdout)
-        fitted = self._statistics(final)
+        fitted = withhold(self._statistics(final), status)
         self.result = records.FitResult(
             status=status,
             iters=iters,
@@ -412,7 +430,15 @@ class Descent:
             return {}
         from gdfit.fitting.curvefit import statistics
 
-        return statistics(model, final["theta"], self.problem.target, self.problem.config.absolute_sigma)
+        config = self.problem.config
+        found = statistics(model, final["theta"], self.problem.target, config.absolute_sigma)
+        robust = getattr(self.problem.loss, "robust", None)
+        if robust is None:
+            return found
+        from gdfit.fitting.uncertainty import robust_covariance
+
+        found = robust_covariance(found, model, final["theta"], self.problem.target, robust, config.absolute_sigma)
+        return {**found, "fit": {**found["fit"], "loss": robust.describe()}}
 
 
 class LossHistory:

@@ -111,6 +111,7 @@ class LevenbergMarquardt:
         self.resolution = float(torch.finfo(target.dtype).eps)
         self.native = target.dtype == torch.float64 and target.device.type == "cpu"  # numpy's own dtype and place
         self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
+        self.robust = getattr(loss, "robust", None)  # a robust loss's rho (robust.py), None for squares
         K, P = self.packing.pack(params).shape
         # delta 0: not set yet (the first update sets it from the start); par: the Levenberg
         # parameter of the last step, where the next search for it begins
@@ -143,7 +144,8 @@ class LevenbergMarquardt:
     def losses(self) -> torch.Tensor:
         if self.curve:  # as advance reports them
             r = self._rows(self.packing.host(self.params))
-            return self._mse(np.einsum("kn,kn->k", r, r), r.shape[1])
+            with np.errstate(all="ignore"):  # a start far out overflows: the loop says so, as `diverged`
+                return self._mse(self._cost(r), r.shape[1])
         return self.loss.value(self.model.predict(self.params), self.target)
 
     def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
@@ -162,6 +164,9 @@ class LevenbergMarquardt:
         K = len(x)
         with np.errstate(all="ignore"):  # a trial far out may overflow: its cost is inf, its step refused
             rn, Jn = self._residuals_and_jacobian(x)
+            cost = self._cost(rn)  # each run's sum of squares (or robust cost), at the step taken so far
+            if self.robust is not None:  # the subproblem of the robust cost (robust.py), as least_squares
+                rn, Jn = self.robust.scale(rn, Jn)
             g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
             if self.bounded:
                 Jn = Jn * self._free(x, g)[:, None, :]
@@ -170,7 +175,6 @@ class LevenbergMarquardt:
             D = np.where(scale > 0, scale, 1.0)
             going = [True] * K if moving is None else moving.flatten().tolist()
             delta, par = state["delta"].tolist(), state["par"].tolist()  # plain floats in the inner loop
-            cost = np.vecdot(rn, rn)  # each run's sum of squares, at the step taken so far
             updates = [_Update(Jn[i], rn[i], D[i], x[i], delta[i] == 0, float(cost[i])) if going[i] else None
                        for i in range(K)]
             for i, update in enumerate(updates):
@@ -183,7 +187,10 @@ class LevenbergMarquardt:
                 velocity, trials = np.zeros_like(x), {}
                 for i in trying:
                     par[i], velocity[i], trials[i] = updates[i].step(delta[i], par[i])
-                trial = self._inside(self._accelerate(x, velocity, rn, Jn, updates, par, trying))
+                # geodesic acceleration reads the residuals' curvature, which a robust loss's scaling changes
+                moved = x + velocity if self.robust is not None else self._accelerate(x, velocity, rn, Jn, updates,
+                                                                                         par, trying)
+                trial = self._inside(moved)
                 new_cost = self._costs(trial).tolist()
                 left = []
                 for i in trying:
@@ -257,8 +264,11 @@ class LevenbergMarquardt:
     def _costs(self, x: np.ndarray) -> np.ndarray:
         """The sum of squared residuals of each run's parameters (inf or NaN where not finite:
         such a step fails the ratio test)."""
-        r = self._rows(x)
-        return np.vecdot(r, r)
+        return self._cost(self._rows(x))
+
+    def _cost(self, r: np.ndarray) -> np.ndarray:
+        """Each run's sum of squared residuals, or its robust cost sum f_scale^2 rho((r / f_scale)^2)."""
+        return np.vecdot(r, r) if self.robust is None else self.robust.cost(r)
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
         """The residuals at x [K, P], float64."""

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gdfit.config import L1, MSE, Huber, SmoothL1
+from gdfit.config import L1, MSE, Huber, SmoothL1, SoftL1, Cauchy, Arctan
 
 Functional = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -116,10 +116,29 @@ class SmoothL1Loss(Loss):
         return lambda x, t: F.smooth_l1_loss(x, t, reduction=reduction, beta=self.beta)
 
 
-def make_loss(spec: MSE | L1 | Huber | SmoothL1, numel: int) -> Loss:
-    """The Loss for a config's `loss:` entry."""
+class Robust(Loss):
+    """One of scipy's robust losses (soft_l1, cauchy, arctan; huber with f_scale), for lm only:
+    lm minimises its cost through scaled residuals (gdfit.fitting.robust). The value is the
+    cost's mean, sum f_scale^2 rho((r / f_scale)^2) / n, which is mse's for rho(z) = z."""
+
+    def __init__(self, numel: int, spec) -> None:
+        super().__init__(numel)
+        from gdfit.fitting.robust import robust_loss
+
+        self.robust = robust_loss(spec)
+        self.name = spec.name
+
+    def value(self, pred, target):
+        r = torch.sub(pred, target).flatten(1).detach().to("cpu", torch.float64).numpy()
+        return torch.from_numpy(self.robust.cost(r) / self.numel).to(dtype=pred.dtype, device=pred.device)
+
+
+def make_loss(spec: MSE | L1 | Huber | SmoothL1 | SoftL1 | Cauchy | Arctan, numel: int, for_lm: bool = False) -> Loss:
+    """The Loss for a config's `loss:` entry (with `for_lm`, huber is scipy's robust huber)."""
+    if isinstance(spec, (SoftL1, Cauchy, Arctan)) or (for_lm and isinstance(spec, Huber)):
+        return Robust(numel, spec)
     if isinstance(spec, Huber):
-        return HuberLoss(numel, spec.delta)
+        return HuberLoss(numel, spec.scale)
     if isinstance(spec, SmoothL1):
         return SmoothL1Loss(numel, spec.beta)
     if isinstance(spec, L1):

@@ -153,14 +153,21 @@ def fit_report(result: records.FitResult, config: dict[str, Any], guess: dict[st
     specs = dict((config.get("model") or {}).get("params") or {})
     for name, value in (guess or {}).items():
         specs[name] = {**specs.get(name, {}), "value": value, "guessed": True}
+    fit = result.fit or {}
+    reason = fit.get("stderr_reason")
     return Group(
         Text("parameters", style="bold"),
         parameter_table(result.params or {}, specs),
         *derived_lines(result.params or {}, specs),
+        *([Text(f"no standard errors: {reason}", style="yellow")] if reason else []),
         Text(""),
         Text("statistics", style="bold"),
-        statistics_table(result.fit or {}),
+        statistics_table(fit),
+        *([Text(f"loss: {fit['loss']['name']} (f_scale {fit['loss']['f_scale']:g}), as least_squares; "
+                "stderr from its scaled Jacobian, as curve_fit")]
+          if fit.get("loss") else []),
         Text(""),
         Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
-        correlation_lines(result.params or {}, result.covariance),
+        Text("none: no covariance without standard errors", style="dim") if reason
+        else correlation_lines(result.params or {}, result.covariance),
     )

@@ -62,7 +62,7 @@ def announce(plan: SweepPlan, config: dict[str, Any], grid: dict[str, list], jso
         return
     console = Console()
     console.print(plan_line(plan))
-    if plan.advice.get("max_stable_lr") is not None:
+    if (plan.advice or {}).get("max_stable_lr") is not None:
         console.print(f"advisor (at the first run's start): curvature {plan.advice['curvature']:.6g}; "
                       f"{plan.advice['note']}")
 

@@ -224,7 +224,7 @@ def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = f
 
 def _execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int], on_batch, backend: str,
              address: str | None) -> Iterator[Any]:
-    from gdfit.engine.advisor import advise
+    from gdfit.engine.advisor import advise, shown
     from gdfit.files.devices import describe
     from gdfit.engine.descent import prepare, working_copies
     from gdfit.files.tensors import MEMORY_HEADROOM, available_bytes, guard_memory
@@ -242,7 +242,8 @@ def _execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int], o
         return max(1, int(available_bytes(problem.device) * MEMORY_HEADROOM // max(numel * size * copies, 1)))
 
     batches, why = plan_batches(runs, fit)
-    advice = advise(first.loss, first.x0, target, first.model, first.config.optimizer.name)
+    advice = (advise(first.loss, first.x0, target, first.model, first.config.optimizer.name)
+              if shown(first.config.optimizer.name) else None)
     yield records.SweepPlan(describe(device), str(dtype).removeprefix("torch."), list(target.shape), len(runs),
                             max(len(b) for b in batches), len(batches), advice, why)
     results: dict[int, records.RunRecord] = {}

@@ -1,0 +1,297 @@
+"""L-BFGS with a strong-Wolfe line search (Nocedal and Wright, Numerical Optimization, 2nd ed.,
+algorithms 7.4, 3.5 and 3.6), for K runs at once.
+
+One update is one L-BFGS iteration: a direction from the two-loop recursion over the last
+`history_size` curvature pairs, then a line search for a step t satisfying the strong Wolfe
+conditions (f(x + t d) <= f + c1 t g.d and |g(x + t d).d| <= c2 |g.d|). Each run's update is a
+generator that asks for the loss and gradient at the points it wants; the runs' requests are
+evaluated together, in one batched call of the model and the loss's closed-form gradient.
+
+What torch.optim.LBFGS does differently, and why it stops short (a 60 x 40 low-rank factorization
+from a small start ends at a loss twice the SVD's): it drops a curvature pair when y.s <= 1e-10
+in absolute terms, so on a problem whose gradients are small every pair is dropped; and once its
+line search returns t = 0 it repeats the same direction for ever. Here a pair is kept when
+y.s > eps |y|^2 (scale free, as L-BFGS-B), and a line search that finds nothing lower forgets the
+history and searches again along -g; only when that fails too is the run stuck: `stalled`, unless
+the model promised no more than ftol from there (then nothing lower is to be had at working
+precision, and ftol says `converged`, as for any update that lowers the loss by less).
+
+What the stop rules read is honest about what the method knows: ftol's relative reduction counts
+only where the quasi-Newton model also promises little more (-g.d / 2f, as lm's Gauss-Newton
+promise), and xtol's step only where the line search took the whole quasi-Newton step (t = lr);
+a steepest-descent step's length says nothing about the distance to the minimum. Neither counts
+while the relative gradient is above RELATIVE_GRADIENT: on a badly scaled curve (Misra1a from
+b1 = 500, b2 = 1e-4) the model learns b2's curvature first and takes b1 for settled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Generator
+
+import numpy as np
+import torch
+
+from gdfit.fitting.lm import Packing
+from gdfit.fitting.losses import Loss
+from gdfit.fitting.models import Model, Params
+from gdfit.fitting.steppers import objective
+
+C1, C2 = 1e-4, 0.9  # the strong Wolfe conditions' constants for quasi-Newton methods (Nocedal and Wright)
+MAX_EVALS = 40  # loss evaluations one line search may make (torch's max_ls is 25)
+EXTRAPOLATE = 10.0  # the largest growth of t per evaluation while bracketing
+EPS = float(np.finfo(float).eps)
+# the largest relative gradient at which a run may claim convergence by ftol or xtol (`_relative_gradient`)
+RELATIVE_GRADIENT = 1e-6
+
+Request = tuple[float, torch.Tensor]  # what an update yields: t, and the direction d
+Answer = tuple[float, torch.Tensor]  # what it is sent back: f(x + t d) and the gradient there
+
+
+def cubic_minimum(t1: float, f1: float, g1: float, t2: float, f2: float, g2: float, low: float, high: float) -> float:
+    """The minimiser of the cubic through (t1, f1, g1) and (t2, f2, g2) within [low, high]
+    (Nocedal and Wright, eq. 3.59); the interval's middle where the cubic has none."""
+    d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
+    square = d1 * d1 - g1 * g2
+    if not (square >= 0 and math.isfinite(square)):
+        return (low + high) / 2
+    d2 = math.copysign(math.sqrt(square), t2 - t1)
+    t = t2 - (t2 - t1) * (g2 + d2 - d1) / (g2 - g1 + 2 * d2)
+    return min(max(t, low), high) if math.isfinite(t) else (low + high) / 2
+
+
+def line_search(f0: float, gtd0: float, t: float, d: torch.Tensor
+                ) -> Generator[Request, Answer, tuple[float, float, torch.Tensor] | None]:
+    """A step along d satisfying the strong Wolfe conditions, from the first trial t: yields each
+    trial (t, d), is sent (f, gradient) there, and returns (t, f, gradient) of the step taken: the
+    Wolfe point, or else the lowest point found below f0; None when none lies below f0.
+    A non-finite loss counts as too high (the step went too far)."""
+    d_norm = float(torch.linalg.vector_norm(d))
+    previous = (0.0, f0, gtd0, None)  # (t, f, g.d, gradient)
+    best = None  # the lowest point below f0 met so far
+    evals = 0
+    low = high = None
+    while evals < MAX_EVALS:  # bracketing: grow t until a bracket holds a Wolfe point
+        f, g = yield t, d
+        evals += 1
+        gtd = float(g @ d) if math.isfinite(f) else math.nan
+        point = (t, f, gtd, g)
+        if math.isfinite(f) and f < f0 and (best is None or f < best[1]):
+            best = point
+        if not math.isfinite(f) or f > f0 + C1 * t * gtd0 or (evals > 1 and f >= previous[1]):
+            low, high = previous, point
+            break
+        if abs(gtd) <= -C2 * gtd0:
+            return t, f, g
+        if gtd >= 0:
+            low, high = point, previous
+            break
+        step = cubic_minimum(previous[0], previous[1], previous[2], t, f, gtd, t + 0.01 * (t - previous[0]),
+                             t * EXTRAPOLATE)
+        previous, t = point, step
+    while low is not None and evals < MAX_EVALS:  # zoom: shrink the bracket [low, high] onto a Wolfe point
+        width = abs(high[0] - low[0])
+        if width * d_norm <= EPS * max(1.0, low[0] * d_norm):  # the bracket is below x's resolution
+            break
+        left, right = min(low[0], high[0]), max(low[0], high[0])
+        if math.isfinite(high[1]) and math.isfinite(high[2]):
+            t = cubic_minimum(low[0], low[1], low[2], high[0], high[1], high[2], left, right)
+        else:
+            t = (left + right) / 2
+        if min(t - left, right - t) < 0.1 * width:  # safeguard: stay off the bracket's ends
+            t = (left + right) / 2
+        f, g = yield t, d
+        evals += 1
+        gtd = float(g @ d) if math.isfinite(f) else math.nan
+        point = (t, f, gtd, g)
+        if math.isfinite(f) and f < f0 and (best is None or f < best[1]):
+            best = point
+        if not math.isfinite(f) or f > f0 + C1 * t * gtd0 or f >= low[1]:
+            high = point
+        else:
+            if abs(gtd) <= -C2 * gtd0:
+                return t, f, g
+            if gtd * (high[0] - low[0]) >= 0:
+                high = low
+            low = point
+    return (best[0], best[1], best[3]) if best is not None else None
+
+
+class History:
+    """One run's curvature pairs (s, y), the newest last, at most `size` of them."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.pairs = size, []
+
+    def remember(self, s: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the pair when y.s > eps |y|^2 (positive curvature that is not rounding, in any scale)."""
+        ys, yy = float(y @ s), float(y @ y)
+        if ys > EPS * yy and yy > 0:
+            self.pairs.append((s, y, 1.0 / ys))
+            if len(self.pairs) > self.size:
+                self.pairs.pop(0)
+
+    def forget(self) -> None:
+        self.pairs = []
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        """-H g by the two-loop recursion, with H0 = (s.y / y.y) I from the newest pair."""
+        q = g.clone()
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            alpha = rho * float(s @ q)
+            q.sub_(y, alpha=alpha)
+            alphas.append(alpha)
+        if self.pairs:
+            s, y, rho = self.pairs[-1]
+            q.mul_(1.0 / (rho * float(y @ y)))
+        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
+            beta = rho * float(y @ q)
+            q.add_(s, alpha=alpha - beta)
+        return q.neg_()
+
+
+class LBFGSStepper:
+    """The stepper for `optimizer: lbfgs`: every run's iteration, its evaluations batched."""
+
+    def __init__(self, model: Model, loss: Loss, target: torch.Tensor, params: Params, history_size: int,
+                 lr: float) -> None:
+        self.model, self.loss, self.target, self.params = model, loss, target, params
+        self.packing = Packing(params)
+        x = self.packing.pack(params).detach().to(torch.float64)
+        self.runs = x.shape[0]
+        self.histories = [History(history_size) for _ in range(self.runs)]
+        self.x = x
+        self.f, self.g = self._evaluate(x)
+        self.directions: list[torch.Tensor | None] = [None] * self.runs  # each run's next d, once known
+        self.promise = [math.inf] * self.runs  # each update's promise from its start (`_promise`)
+        self.motion, self.stuck, self.promised = None, None, None
+
+    def _evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every run's loss [K] and gradient [K, P] at x [K, P] (float64), in the model's dtype."""
+        flat = x.to(self.target.dtype)
+        params = self.packing.unpack(flat)
+        prediction = self.model.predict(params)
+        f = objective(self.model, self.loss.value(prediction, self.target), params)
+        grads = self.model.parameter_grads(params, self.loss.grad(prediction, self.target))
+        g = self.packing.pack(grads)
+        return f.detach().to(torch.float64), g.detach().to(torch.float64)
+
+    def losses(self) -> torch.Tensor:
+        return self.f.to(self.target.dtype, copy=True)  # a copy: the loop keeps it, self.f changes in place
+
+    def _direction(self, i: int) -> torch.Tensor:
+        d = self.directions[i]
+        return d if d is not None else self.histories[i].direction(self.g[i])
+
+    def _update(self, i: int, lr: float) -> Generator[Request, Answer, tuple | None]:
+        """Run i's iteration: (t, f, gradient, whether the step was the whole quasi-Newton step, d),
+        or None when no step along d, nor along -g, lowers the loss."""
+        f0, g0, history = float(self.f[i]), self.g[i], self.histories[i]
+        d = self._direction(i)
+        self.promise[i] = self._promise(i, d) if history.pairs else math.inf
+        for attempt in range(2):
+            gtd = float(g0 @ d)
+            if not (gtd < 0) or not math.isfinite(gtd):  # not a descent direction: start afresh along -g
+                history.forget()
+                d = g0.neg()
+                gtd = float(g0 @ d)
+                if gtd == 0:
+                    return None  # the gradient is exactly 0: nowhere to go
+            fresh = not history.pairs
+            # a fresh start has no curvature to scale its step: a first trial of length lr (scipy's
+            # L-BFGS-B takes unit length), which the line search grows or shrinks
+            t = lr / math.sqrt(-gtd) if fresh else lr
+            found = yield from line_search(f0, gtd, t, d)
+            if found is not None:
+                t, f, g = found
+                history.remember(t * d, g - g0)
+                return t, f, g, (not fresh and t == lr), d
+            if fresh:
+                return None
+            history.forget()  # the history misled the search: try once more along -g
+            d = g0.neg()
+        return None
+
+    def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
+        going = [True] * self.runs if moving is None else moving.flatten().tolist()
+        rates = self._rates(lr)
+        updates = {i: self._update(i, rates[i]) for i in range(self.runs) if going[i]}
+        requests: dict[int, Request] = {}
+        results: dict[int, tuple | None] = {}
+        for i, update in updates.items():
+            self._ask(i, update, None, requests, results)
+        while requests:
+            trial = self.x.clone()
+            for i, (t, d) in requests.items():
+                trial[i] = self.x[i] + t * d
+            f, g = self._evaluate(trial)
+            asked, requests = requests, {}
+            for i in asked:
+                self._ask(i, updates[i], (float(f[i]), g[i]), requests, results)
+        step = torch.full((self.runs,), math.nan, dtype=torch.float64)
+        stuck = torch.zeros(self.runs, dtype=torch.bool)
+        for i, found in results.items():
+            if found is None:
+                stuck[i] = True
+                continue
+            t, f, g, whole, d = found
+            self.x[i] = self.x[i] + t * d
+            self.f[i], self.g[i] = f, g
+            self.directions[i] = None
+            if whole:  # the step the quasi-Newton model proposed: its length measures the distance left
+                step[i] = t * float(torch.linalg.vector_norm(d))
+        self.packing.store(self.params, self.x.cpu().numpy())
+        self._report(step, stuck)
+        return self.losses()
+
+    def _ask(self, i, update, answer, requests, results) -> None:
+        """Send run i's update its answer (None to start it) and file what it asks for next."""
+        try:
+            requests[i] = update.send(answer)
+        except StopIteration as done:
+            results[i] = done.value
+
+    def _rates(self, lr) -> list[float]:
+        if isinstance(lr, torch.Tensor):
+            values = lr.flatten().tolist()
+            return values if len(values) == self.runs else values[:1] * self.runs
+        return [float(lr)] * self.runs
+
+    def _report(self, step: torch.Tensor, stuck: torch.Tensor) -> None:
+        """What the stop rules read: the quasi-Newton step's length (NaN, no claim, where the step
+        was not one), |x| and max |g|; the relative reduction the model still promises, -g.d / 2f
+        at the new point (inf where there is no history to promise anything); and who is stuck."""
+        promised = torch.full((self.runs,), math.inf, dtype=torch.float64)
+        unsure = self._relative_gradient() > RELATIVE_GRADIENT
+        step[unsure] = math.nan
+        for i in range(self.runs):
+            if unsure[i]:
+                continue
+            if stuck[i]:  # nothing lower found: what the model promised from here, before the search
+                promised[i] = self.promise[i]
+            elif self.histories[i].pairs:
+                d = self.histories[i].direction(self.g[i])
+                self.directions[i] = d
+                promised[i] = self._promise(i, d)
+        self.motion = (step, torch.linalg.vector_norm(self.x, dim=1), self.g.abs().amax(1))
+        self.promised, self.stuck = promised, stuck
+
+    def _promise(self, i: int, d: torch.Tensor) -> float:
+        """The relative reduction the quasi-Newton model expects along d: -g.d / 2 |f|."""
+        f, reduction = float(self.f[i]), -0.5 * float(self.g[i] @ d)
+        return reduction / abs(f) if f != 0 else (0.0 if reduction == 0 else math.inf)
+
+    def _relative_gradient(self) -> torch.Tensor:
+        """Each run's max_i |g_i| |x_i| / |f| (Dennis and Schnabel's relative gradient, |x_i| taken
+        as 1 where x_i is 0): the relative loss change of a small relative change in one parameter.
+        It is a scale-free first-order test: a point where it is large is no minimum, however short
+        the quasi-Newton step (on a badly scaled curve the model can think so)."""
+        scale = torch.where(self.x == 0, 1.0, self.x.abs())
+        change = (self.g.abs() * scale).amax(1)
+        f = self.f.abs()
+        return torch.where(f > 0, change / f.clamp_min(torch.finfo(torch.float64).tiny),
+                           torch.where(change > 0, math.inf, 0.0))
+
+    def grad_norm(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.g[0])

@@ -1,0 +1,77 @@
+"""When a fit's uncertainties may be reported, and when a fit may be made at all.
+
+Standard errors, the covariance and intervals describe the curvature of chi-square at its
+minimum. A run that stopped anywhere else (stalled, max_iters, diverged, timeout, interrupted)
+reports them as null, with the reason in `fit.stderr_reason`, rather than numbers that look like
+a fit's and are not. A fit with fewer data points than free parameters has no unique optimum: it is
+refused unless `allow_underdetermined: true` says the user knows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gdfit import records
+from gdfit.errors import ConfigError
+from gdfit.words import plural
+
+UNCERTAIN = ("stderr", "ci")  # a parameter's entries that describe the minimum's curvature
+
+
+def stderr_reason(status: str) -> str | None:
+    """Why a fit reports no standard errors (None when it reports them)."""
+    if status != records.CONVERGED:
+        return (f"the fit did not converge (status {status}): standard errors describe chi-square's curvature "
+                "at its minimum, which this point is not")
+    return None
+
+
+def robust_covariance(statistics: dict[str, Any], model, theta, target, robust, absolute_sigma: bool
+                      ) -> dict[str, Any]:
+    """stderr and covariance of a robust fit as scipy's curve_fit gives them: from the Jacobian
+    scaled for the loss (J~ = sqrt(rho' + 2 rho'' r^2) J, robust.py), with s^2 the robust cost
+    sum f_scale^2 rho((r / f_scale)^2) over n - p."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from gdfit.fitting.curvefit import _covariance
+
+    host = model.host(torch.float64)
+    x = theta.detach().cpu().to(torch.float64).numpy()[None]
+    prediction, J = host.predict_and_jacobian(x)
+    r = prediction - host.array(target)[None]
+    cost = float(robust.cost(r)[0])
+    _, scaled = robust.scale(r, np.asarray(J))
+    dof = r.shape[1] - x.shape[1]
+    with np.errstate(all="ignore"):
+        covariance = _covariance(scaled[0], cost / dof if dof > 0 else math.nan, absolute_sigma)
+    stderr = ([math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None
+              else [math.nan] * x.shape[1])
+    of = dict(zip(model.names, stderr))
+    params = {name: ({**entry, "stderr": of[name]} if name in of else entry)
+              for name, entry in statistics["params"].items()}
+    return {**statistics, "params": params, "covariance": covariance.tolist() if covariance is not None else None}
+
+
+def withhold(statistics: dict[str, Any], status: str) -> dict[str, Any]:
+    """A curve fit's statistics, with stderr, covariance (and intervals) null and the reason
+    given in `fit.stderr_reason` when the fit did not converge."""
+    fit = statistics.get("fit")
+    if fit is None:
+        return statistics
+    reason = stderr_reason(status)
+    if reason is None:
+        return statistics
+    params = {name: {key: (None if key in UNCERTAIN else value) for key, value in entry.items()}
+              for name, entry in statistics["params"].items()}
+    return {**statistics, "params": params, "covariance": None, "fit": {**fit, "stderr_reason": reason}}
+
+
+def check_determined(points: int, free: int, allowed: bool, source: str | None) -> None:
+    """Refuse a fit with fewer data points than free parameters, unless it is allowed."""
+    if points < free and not allowed:
+        raise ConfigError(f"{plural(points, 'data point')} cannot determine {plural(free, 'free parameter')}: "
+                          "give more data, fix parameters with vary: false, or set allow_underdetermined: true",
+                          source=source, key="model.params")
