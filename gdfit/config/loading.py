@@ -86,18 +86,45 @@ def parse_assignment(item: str, flag: str = "--set") -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    """Set a dotted key; a named option given as text (`adam`) grows into `{name: adam}`."""
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
+def apply_override(data: dict[str, Any], parts: list[str], value: Any, flag: str = "--set") -> None:
+    """Set a dotted key; a named option given as text (`adam`) grows into `{name: adam}`. A number
+    reaches into a list that is already there (`datasets.0.model.expr`). The mappings and lists on
+    the way are copied, so that the document the key came from is never changed."""
+    node: dict[str, Any] | list[Any] = data
+    for depth, part in enumerate(parts[:-1]):
+        child = _child(node, part, parts[: depth + 1], flag)
         if isinstance(child, str):
             child = {"name": child}
-        elif not isinstance(child, dict):
+        elif isinstance(child, (dict, list)):
+            child = type(child)(child)
+        else:
             child = {}
-        node[part] = child
+        _put(node, part, child, parts, flag)
         node = child
-    node[parts[-1]] = value
+    _put(node, parts[-1], value, parts, flag)
+
+
+def _index(node: list[Any], part: str, path: list[str], flag: str) -> int:
+    """A list's position from a key part: 0 up to its length - 1."""
+    key = ".".join(path)
+    if not part.isdigit():
+        raise ConfigError(f"{'.'.join(path[:-1])} is a list; expected a position 0..{len(node) - 1}, got {part!r}",
+                          source=flag, key=key)
+    if int(part) >= len(node):
+        raise ConfigError(f"{'.'.join(path[:-1])} has {len(node)} entries (positions 0..{len(node) - 1})",
+                          source=flag, key=key)
+    return int(part)
+
+
+def _child(node: dict[str, Any] | list[Any], part: str, path: list[str], flag: str) -> Any:
+    return node[_index(node, part, path, flag)] if isinstance(node, list) else node.get(part)
+
+
+def _put(node: dict[str, Any] | list[Any], part: str, value: Any, path: list[str], flag: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, part, path, flag)] = value
+    else:
+        node[part] = value
 
 
 def merge_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> RawConfig:

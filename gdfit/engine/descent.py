@@ -80,6 +80,11 @@ def prepare(resolved: Resolved) -> Problem:
     dtype = resolve_dtype(config.dtype, device)
     _check_optimizer(resolved)
     engine = "fused" if config.engine == "auto" else config.engine
+    if config.datasets is not None:
+        from gdfit.fitting.datasets import build_global_fit
+
+        model, target, x0 = build_global_fit(resolved, dtype, device)
+        return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
     if isinstance(config.model, ExpressionModel):
         from gdfit.fitting.curvefit import build_expression_fit
 

@@ -120,6 +120,19 @@ def statistics_table(fit: dict[str, Any]) -> Table:
     return table
 
 
+def dataset_lines(datasets: list[dict[str, Any]] | None) -> list[RenderableType]:
+    """A global fit's points, RSS and chi-square per dataset, under their heading; none otherwise."""
+    if not datasets:
+        return []
+    table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
+    for heading, justify in (("dataset", "left"), ("data", "left"), ("n", "right"), ("RSS", "right"),
+                             ("chi-square", "right")):
+        table.add_column(heading, justify=justify)
+    for i, entry in enumerate(datasets):
+        table.add_row(str(i), entry["data"], str(entry["n"]), _number(entry["rss"], ".6g"), _number(entry["chi2"], ".6g"))
+    return [Text("datasets", style="bold"), table, Text("")]
+
+
 def correlation_lines(params: dict[str, Any], covariance: list[list[float]] | None) -> Text:
     """C(a, b) = +0.9876 for the strongest pairs, or why there are none."""
     names = fitted_names(params)
@@ -136,7 +149,7 @@ def correlation_lines(params: dict[str, Any], covariance: list[list[float]] | No
 
 def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableType:
     """The parameter table, the statistics and the correlations, under their headings."""
-    specs = (config.get("model") or {}).get("params") or {}
+    specs = (config.get("model") or {}).get("params") or config.get("params") or {}
     return Group(
         Text("parameters", style="bold"),
         parameter_table(result.params or {}, specs),
@@ -144,6 +157,7 @@ def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableT
         Text("statistics", style="bold"),
         statistics_table(result.fit or {}),
         Text(""),
+        *dataset_lines((result.fit or {}).get("datasets")),
         Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
         correlation_lines(result.params or {}, result.covariance),
     )

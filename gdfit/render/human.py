@@ -100,7 +100,7 @@ class HumanRenderer:
         if advice.get("max_stable_lr") is not None:
             lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
         if fitted:
-            lines.append(f"model {cfg['model']['expr']}, fitting {', '.join(fitted)}")
+            lines.extend(model_lines(cfg, fitted))
         if rec.matrix is not None:
             lines.append(entries_line(rec.matrix))
             self.holdout = rec.matrix["held_out"] > 0
@@ -224,10 +224,25 @@ def param_columns_that_fit(width: int) -> int:
 
 def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
     """The parameters a curve fit varies, in the config's order; none for other models."""
+    specs = parameter_specs(config)
+    return [name for name, spec in specs.items() if spec.get("vary", True)]
+
+
+def parameter_specs(config: dict[str, Any]) -> dict[str, Any]:
+    """A curve fit's parameters as the config gives them (a global fit's at the top level)."""
+    if config.get("datasets"):
+        return config.get("params") or {}
     model = config.get("model") or {}
-    if "expr" not in model:
-        return []
-    return [name for name, spec in model["params"].items() if spec.get("vary", True)]
+    return model.get("params") or {} if "expr" in model else {}
+
+
+def model_lines(config: dict[str, Any], fitted: list[str]) -> list[str]:
+    """What a curve fit fits: its expression, or each dataset's of a global fit."""
+    fitting = f"fitting {', '.join(fitted)}"
+    if not config.get("datasets"):
+        return [f"model {config['model']['expr']}, {fitting}"]
+    return [f"dataset {i} ({d['data']['file']}): {d['model']['expr']}" for i, d in enumerate(config["datasets"])] + \
+        [f"shared parameters: {fitting}"]
 
 
 def entries_line(matrix: dict[str, Any]) -> str:

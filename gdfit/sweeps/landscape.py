@@ -323,7 +323,7 @@ def _title(problem, resolved: Resolved) -> str:
     config = resolved.config
     model = problem.model
     if isinstance(model, ExpressionFit):
-        what = f"{config.model.expr}"
+        what = "; ".join(d.model.expr for d in config.datasets) if config.datasets else f"{config.model.expr}"
     elif isinstance(model, Identity):
         what = f"x fitted to a {'x'.join(map(str, problem.target.shape)) or 'scalar'} target"
     else:
