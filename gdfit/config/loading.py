@@ -161,7 +161,14 @@ def build_config(
     return Resolved(config=config, source=source, base_dir=base_dir)
 
 
-def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Resolved:
-    """Defaults < file < --set < explicit flags, validated once."""
+DEFAULT_CONFIDENCE = [1, 2]  # `--ci` on a config without `confidence`: 1 and 2 sigma
+
+
+def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None,
+                confidence: bool = False) -> Resolved:
+    """Defaults < file < --set < explicit flags, validated once. `confidence` (--ci): intervals at
+    the config's levels, or at DEFAULT_CONFIDENCE when it gives none."""
     raw = merge_config(path, overrides, flags)
+    if confidence and raw.data.get("confidence") is None:
+        raw.data["confidence"], raw.origins["confidence"] = list(DEFAULT_CONFIDENCE), "--ci"
     return build_config(raw.data, source=raw.source, base_dir=raw.base_dir, doc=raw.doc, origins=raw.origins)

@@ -228,6 +228,8 @@ class Descent:
         self.x_limit = x_limit
         self.result: records.FitResult | None = None
         self.final_params: dict[str, torch.Tensor] | None = None  # run 0's parameters at the end (for --save)
+        self.profiles: list = []  # with `confidence`: each parameter's profile (for --ci-plot)
+        self.should_stop = should_stop
         config = problem.config
         if sync_every is None:
             sync_every = sync_interval(problem.device, 1, problem.target.numel())
@@ -387,6 +389,11 @@ class Descent:
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
                                      holdout)
         fitted = self._statistics(final)
+        if self.problem.config.confidence and fitted.get("fit") is not None:
+            from gdfit.engine.profile import confidence_intervals
+
+            fitted["confidence"], self.profiles = confidence_intervals(
+                self.problem, final["theta"], fitted, status, self.problem.config.confidence, self.should_stop)
         self.result = records.FitResult(
             status=status,
             iters=iters,
