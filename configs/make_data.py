@@ -1,4 +1,5 @@
-"""Write the curve-fit examples' data (decay.csv, peaks.csv, oscillation.csv) from known parameters.
+"""Write the curve-fit examples' data (decay.csv, peaks.csv, oscillation.csv, global-a.csv and
+global-b.csv) from known parameters.
 
 Run it from anywhere: `python configs/make_data.py [FOLDER]` (default: this file's folder). The
 output is the same on every machine: numpy's PCG64 generator with a fixed seed, and every number
@@ -18,7 +19,9 @@ TRUTH = {
     "decay": {"a": 5.0, "tau": 2.5, "c": 0.5},
     "peaks": {"a1": 3.0, "m1": 4.0, "s1": 0.6, "a2": 2.0, "m2": 6.2, "s2": 0.9, "c": 0.2},
     "oscillation": {"a": 2.0, "tau": 4.0, "w": 3.0, "phi": 0.5, "c": 1.0},
+    "global": {"amp": 4.0, "tau1": 1.2, "tau2": 4.5, "c": 0.3},
 }
+GLOBAL_SEED = 2  # the global fit's datasets have a stream of their own, so the others stay as they were
 
 
 def decay(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -48,6 +51,19 @@ def oscillation(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"t": t, "y": f + rng.normal(0.0, 0.1, t.size)}
 
 
+def global_decays(rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """Two decays sharing amplitude and offset, with their own time constants (configs/global-decay.yaml):
+    global-a.csv, 40 points with noise 0.04 and no sigma column; global-b.csv, 30 points whose own
+    standard deviations (2% + 0.02) are its `dy` column."""
+    p = TRUTH["global"]
+    t_a, t_b = np.linspace(0.0, 8.0, 40), np.linspace(0.0, 20.0, 30)
+    f_a = p["amp"] * np.exp(-t_a / p["tau1"]) + p["c"]
+    f_b = p["amp"] * np.exp(-t_b / p["tau2"]) + p["c"]
+    dy = 0.02 + 0.02 * f_b
+    return {"global-a": {"t": t_a, "y": f_a + rng.normal(0.0, 0.04, t_a.size)},
+            "global-b": {"t": t_b, "y": f_b + rng.normal(0.0, dy), "dy": dy}}
+
+
 def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
     # 17 significant digits: a float64 read back is the float64 written
     rows = zip(*columns.values())
@@ -59,6 +75,8 @@ def main(folder: Path) -> None:
     rng = np.random.default_rng(SEED)  # one stream, drawn in this order: decay, peaks, oscillation
     for name, make in (("decay", decay), ("peaks", peaks), ("oscillation", oscillation)):
         write_csv(folder / f"{name}.csv", make(rng))
+    for name, columns in global_decays(np.random.default_rng(GLOBAL_SEED)).items():
+        write_csv(folder / f"{name}.csv", columns)
 
 
 if __name__ == "__main__":

@@ -226,3 +226,37 @@ def test_plot_draws_a_panel_per_dataset(cli, tmp_path):
     png = tmp_path / "fit.png"
     ran = cli("run", str(path), "--every", "0", "--json", "--plot", str(png))
     assert ran.exit_status == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_global_fits_intervals_are_lmfits_on_the_stacked_residuals(tmp_path):
+    """lmfit's conf_interval on the stacked residuals of the same datasets (no bounds: lmfit's
+    bound transform is its own problem)."""
+    lmfit = pytest.importorskip("lmfit", reason="lmfit is the test-only oracle of intervals (extra `test`)")
+    import warnings
+
+    sets = write_datasets(tmp_path)
+    t_a, y_a, _ = sets["a"]
+    t_b, y_b, dy = sets["b"]
+    t_c, y_c, _ = sets["c"]
+    keep = ~np.isnan(y_c)
+
+    def residual(p):
+        amp, tau1, tau2, c = (p[n].value for n in NAMES)
+        return np.concatenate([amp * np.exp(-t_a / tau1) + c - y_a, (amp * np.exp(-t_b / tau2) + c - y_b) / dy,
+                               amp * t_c[keep] / (t_c[keep] + tau2) - y_c[keep]])
+
+    params = lmfit.Parameters()
+    for name, value in zip(NAMES, (1, 1, 5, 0)):
+        params.add(name, value)
+    minimizer = lmfit.Minimizer(residual, params, xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    best = minimizer.leastsq()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = lmfit.conf_interval(minimizer, best, sigmas=[1, 2])
+    data = config(confidence=[1, 2])
+    data["params"]["c"] = 0
+    result, _ = fit(tmp_path, data)
+    for name in NAMES:
+        ci = result.params[name]["ci"]
+        ours = [ci["2"][0], ci["1"][0], result.params[name]["value"], ci["1"][1], ci["2"][1]]
+        assert ours == pytest.approx([bound for _, bound in expected[name]], rel=5e-5)

@@ -180,14 +180,15 @@ def test_ci_flag_report_document_and_plot(cli, tmp_path):
 
     result, descent = run(tmp_path, {**data, "confidence": [1, 2]})
     text = render_human(140, [], result, descent)
-    row = next(line for line in text.splitlines() if line.strip("│ ").startswith("t2 "))
+    section = text[text.index("confidence intervals"):]
+    row = next(line for line in section.splitlines() if line.strip("│ ").startswith("t2 "))
     t2 = result.params["t2"]  # 1 and 2 sigma above lie past its max
     offsets = [format(t2["ci"][level][0] - t2["value"], "+.3g") for level in ("1", "2")]
-    assert f"{offsets[0]}/none" in row and f"{offsets[1]}/none" in row
+    assert f"{offsets[0]} / none" in row and f"{offsets[1]} / none" in row
     a1 = result.params["a1"]
-    row = next(line for line in text.splitlines() if line.strip("│ ").startswith("a1 "))
-    assert "/".join(format(b - a1["value"], "+.3g") for b in a1["ci"]["2"]) in row
-    assert "1σ profile" in text and "2σ profile" in text and "F-test (1σ = 68.2689%, 2σ = 95.4500%)" in text
+    row = next(line for line in section.splitlines() if line.strip("│ ").startswith("a1 "))
+    assert " / ".join(format(b - a1["value"], "+.3g") for b in a1["ci"]["2"]) in row
+    assert "1σ (68.27%)" in section and "2σ (95.45%)" in section and "F-test" in section
 
 
 @pytest.mark.parametrize("args, words", [

@@ -13,17 +13,17 @@ ROOT_RTOL, so it agrees with lmfit to lmfit's tolerance and with the F-test to f
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from gdfit import records
+from gdfit.engine.loop import Loop
 from gdfit.fitting.ftest import f_compare, probability
+from gdfit.fitting.lm import LevenbergMarquardt
 
 MAX_STEPS = 200  # lmfit's maxiter: steps of the search for a value past the highest level
 MIN_REL_CHANGE = 1e-5  # lmfit's min_rel_change: a probability growing slower has levelled off
@@ -166,12 +166,10 @@ def _refit(problem, model, start: torch.Tensor, should_stop: Callable[[], bool])
     """lm on `model` from `start`, through the one loop and the run's stop rules."""
     if not model.names:  # the only fitted parameter is the one held: nothing to refit
         return start, records.CONVERGED
-    from gdfit.engine.descent import make_stepper
-    from gdfit.engine.loop import Loop
-
-    sub = dataclasses.replace(problem, model=model, x0=start)
-    loop = Loop(problem.config, make_stepper(sub, start.unsqueeze(0).to(problem.device)),
-                problem.config.learning_rate, should_stop=should_stop)
+    config = problem.config  # lm's, as the best fit's (FitConfig refuses confidence with another optimizer)
+    stepper = LevenbergMarquardt(model, problem.loss, problem.target, model.parameters(start.unsqueeze(0).clone()),
+                                 config.optimizer.damping)
+    loop = Loop(config, stepper, config.learning_rate, should_stop=should_stop)
     for _ in loop.chunks():
         pass
     outcome = loop.outcome

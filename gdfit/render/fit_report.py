@@ -90,9 +90,7 @@ def _note(entry: dict[str, Any], spec: dict[str, Any]) -> str:
 def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Table:
     """Name, value ± stderr, relative error, start, bounds, and a note (fixed, at a bound)."""
     table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
-    levels = interval_levels(params)
     for heading, justify in (("parameter", "left"), ("value", "right"), ("± stderr", "right"),
-                             *((f"{level}σ profile", "right") for level in levels),
                              ("rel. err", "right"), ("start", "right"), ("min", "right"), ("max", "right"),
                              ("", "left")):
         table.add_column(heading, justify=justify)
@@ -102,17 +100,11 @@ def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Table:
         table.add_row(
             name, _number(entry.get("value")),
             "" if entry.get("fixed") else "± " + _number(entry.get("stderr"), ".3g"),
-            *(interval_cell(entry, level) for level in levels),
             "" if rel is None else f"{rel:.2f}%",
             _number(spec.get("value"), "g"), _bound(spec.get("min"), "-inf"), _bound(spec.get("max"), "inf"),
             _note(entry, spec),
         )
     return table
-
-
-def interval_levels(params: dict[str, Any]) -> list[str]:
-    """The sigma levels of the parameters' profile intervals (`ci`), none without --ci."""
-    return next((list(entry["ci"]) for entry in params.values() if entry.get("ci")), [])
 
 
 def interval_cell(entry: dict[str, Any], level: str) -> str:
@@ -123,17 +115,24 @@ def interval_cell(entry: dict[str, Any], level: str) -> str:
         return "" if entry.get("fixed") else "-"
     value = entry["value"]
     low, high = (None if b is None else b - value for b in bounds)
-    return f"{'none' if low is None else format(low, '+.3g')}/{'none' if high is None else format(high, '+.3g')}"
+    return f"{'none' if low is None else format(low, '+.3g')} / {'none' if high is None else format(high, '+.3g')}"
 
 
-def confidence_lines(confidence: dict[str, Any] | None) -> list[RenderableType]:
-    """How the intervals were found, and why any is missing."""
+def interval_table(params: dict[str, Any], confidence: dict[str, Any] | None) -> list[RenderableType]:
+    """The profile intervals beside ± stderr, as offsets from the value, under their heading, with
+    how they were found and why any is missing; nothing without --ci."""
     if confidence is None:
         return []
-    levels = ", ".join(f"{level}σ = {p:.4%}" for level, p in confidence["probabilities"].items())
-    lines = [f"profile likelihood, F-test ({levels}); {confidence['refits']} refits with lm; "
-             "none: the bound is not reached within the parameter's range"]
-    return [Text("\n".join(lines + confidence["notes"]), style="dim"), Text("")]
+    levels = list(confidence["probabilities"])
+    table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
+    for heading in ("parameter", "± stderr", *(f"{level}σ ({confidence['probabilities'][level]:.2%})" for level in levels)):
+        table.add_column(heading, justify="left" if heading == "parameter" else "right")
+    for name, entry in params.items():
+        if not entry.get("fixed"):
+            table.add_row(name, "± " + _number(entry.get("stderr"), ".3g"), *(interval_cell(entry, l) for l in levels))
+    notes = [f"profile likelihood, F-test, {confidence['refits']} refits with lm; none: not reached within the "
+             "parameter's range"] + confidence["notes"]
+    return [Text("confidence intervals", style="bold"), table, Text("\n".join(notes), style="dim"), Text("")]
 
 
 def statistics_table(fit: dict[str, Any]) -> Table:
@@ -183,7 +182,7 @@ def fit_report(result: records.FitResult, config: dict[str, Any]) -> RenderableT
         Text("parameters", style="bold"),
         parameter_table(result.params or {}, specs),
         Text(""),
-        *confidence_lines(result.confidence),
+        *interval_table(result.params or {}, result.confidence),
         Text("statistics", style="bold"),
         statistics_table(result.fit or {}),
         Text(""),

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
 from gdfit.render.plotting import _pyplot, _save, check_format, require_matplotlib
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
@@ -75,8 +73,3 @@ def _panel(ax, profile, probabilities: dict[str, float]) -> None:
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
 
-
-def profile_series(profile) -> dict[str, Any]:
-    """A profile's points as plain lists (value, chi-square, probability), sorted by value."""
-    return {"value": [x for x, _, _ in profile.points], "chi2": [c for _, c, _ in profile.points],
-            "probability": [p for _, _, p in profile.points]}
