@@ -200,3 +200,16 @@ def test_ci_flag_report_document_and_plot(cli, tmp_path):
 def test_ci_is_refused_where_it_does_not_apply(cli, args, words):
     result = cli("run", *args)
     assert result.exit_status == 2 and words in result.stderr, result.stderr
+
+
+def test_a_stop_request_leaves_the_remaining_intervals_null(tmp_path):
+    from gdfit.engine.profile import confidence_intervals
+
+    double_exponential(tmp_path)
+    result, descent = run(tmp_path, gdfit_config(confidence=None))
+    fitted = {"params": {n: dict(e) for n, e in result.params.items()}, "fit": result.fit}
+    asked = iter([False] * 30 + [True] * 10_000)  # Ctrl-C during the first parameter's refits
+    summary, profiles = confidence_intervals(descent.problem, descent.final_params["theta"], fitted, result.status,
+                                             [1.0], should_stop=lambda: next(asked))
+    assert [fitted["params"][n]["ci"] for n in NAMES] == [None] * 4 and profiles == []
+    assert summary["notes"] == ["interrupted: no intervals for a1, t1, a2, t2"]

@@ -47,6 +47,10 @@ class RefitFailed(Exception):
     """A refit did not end at a minimum: the interval beyond it cannot be trusted."""
 
 
+class Stopped(Exception):
+    """The run was asked to stop (Ctrl-C) while its intervals were being found."""
+
+
 def confidence_intervals(problem, theta: torch.Tensor, fitted: dict[str, Any], status: str, sigmas: list[float],
                          should_stop: Callable[[], bool] = lambda: False) -> tuple[dict[str, Any], list[Profile]]:
     """Adds `ci` to each fitted parameter in `fitted["params"]`; returns the run's `confidence`
@@ -63,11 +67,17 @@ def confidence_intervals(problem, theta: torch.Tensor, fitted: dict[str, Any], s
             params[name]["ci"] = None
         return summary, profiles
     search = _Search(problem, theta, fit["chi2"], fit["dof"], sigmas, should_stop)
-    for index, name in enumerate(problem.model.names):
-        profile = Profile(name, float(theta[index]), params[name].get("stderr"))
-        profile.ci = search.interval(index, profile, summary["notes"])
-        params[name]["ci"] = profile.ci
-        profiles.append(profile)
+    try:
+        for index, name in enumerate(problem.model.names):
+            profile = Profile(name, float(theta[index]), params[name].get("stderr"))
+            profile.ci = search.interval(index, profile, summary["notes"])
+            params[name]["ci"] = profile.ci
+            profiles.append(profile)
+    except Stopped:
+        left = [name for name in problem.model.names if "ci" not in params[name]]
+        summary["notes"].append(f"interrupted: no intervals for {', '.join(left)}")
+        for name in left:
+            params[name]["ci"] = None
     summary["refits"] = search.refits
     summary["elapsed_s"] = time.perf_counter() - started
     return summary, profiles
@@ -155,6 +165,8 @@ class _Search:
         model = self.problem.model.fixing(name, value)
         start = torch.cat([self.theta[:index], self.theta[index + 1:]])
         theta, status = _refit(self.problem, model, start, self.should_stop)
+        if status == records.INTERRUPTED or self.should_stop():
+            raise Stopped
         if status not in FINISHED:
             raise RefitFailed(f"the refit at {name} = {value:.8g} ended {status}")
         host = model.host(torch.float64)

@@ -36,7 +36,7 @@ def build_global_fit(resolved: Resolved, dtype: torch.dtype, device: torch.devic
             part, target, start = build_expression_fit(resolved.model_copy(update={"config": single}), dtype, device,
                                                        every_used=False)
         except GdfitError as err:
-            raise _in_dataset(err, i) from None
+            raise _in_dataset(err, i, resolved.source) from None
         parts.append(part)
         targets.append(target)
     used = set().union(*(names_in(part.tree) for part in parts))
@@ -48,9 +48,10 @@ def build_global_fit(resolved: Resolved, dtype: torch.dtype, device: torch.devic
     return GlobalFit(parts, labels), torch.cat(targets), start
 
 
-def _in_dataset(err: GdfitError, index: int) -> GdfitError:
+def _in_dataset(err: GdfitError, index: int, source: str) -> GdfitError:
     """An error about one dataset's keys, at that dataset's place in the config (the shared
     parameters are the top-level params)."""
+    err.source = err.source or source
     key = err.key or ""
     if key.startswith("model.params"):
         err.key = key.removeprefix("model.")
