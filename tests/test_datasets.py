@@ -165,7 +165,7 @@ def test_set_reaches_list_entries_without_changing_the_document():
     assert data["datasets"][1]["model"]["expr"] == "c"
     assert document["datasets"][1]["model"]["expr"] == "b"  # the file's own mapping is untouched
     for key, words in ((["datasets", "2", "model"], "datasets has 2 entries"),
-                       (["datasets", "x", "model"], "expected a position 0..1, got 'x'")):
+                       (["datasets", "5", "model", "expr"], "datasets has 2 entries")):
         with pytest.raises(ConfigError, match=words):
             apply_override(dict(document), key, "c")
 

@@ -88,36 +88,36 @@ def parse_assignment(item: str, flag: str = "--set") -> tuple[list[str], Any]:
 
 def apply_override(data: dict[str, Any], parts: list[str], value: Any, flag: str = "--set") -> None:
     """Set a dotted key; a named option given as text (`adam`) grows into `{name: adam}`. A number
-    reaches into a list that is already there (`datasets.0.model.expr`). The mappings and lists on
+    reaches into a list that is already there (`datasets.0.model.expr`); any other key replaces a
+    list with a mapping (`target.file` where the target was a matrix). The mappings and lists on
     the way are copied, so that the document the key came from is never changed."""
     node: dict[str, Any] | list[Any] = data
     for depth, part in enumerate(parts[:-1]):
-        child = _child(node, part, parts[: depth + 1], flag)
-        if isinstance(child, str):
-            child = {"name": child}
-        elif isinstance(child, (dict, list)):
-            child = type(child)(child)
-        else:
-            child = {}
-        _put(node, part, child, parts, flag)
-        node = child
+        node = _child(node, part, parts[: depth + 1], parts[depth + 1].isdigit(), flag)
     _put(node, parts[-1], value, parts, flag)
+
+
+def _child(node: dict[str, Any] | list[Any], part: str, path: list[str], into_list: bool, flag: str
+           ) -> dict[str, Any] | list[Any]:
+    """node[part] as a fresh mapping, or a fresh list when the next key is a position in it, put in
+    its place (text grows into {name: text})."""
+    child = node[_index(node, part, path, flag)] if isinstance(node, list) else node.get(part)
+    if isinstance(child, list) and into_list:
+        child = list(child)
+    elif isinstance(child, dict):
+        child = dict(child)
+    else:
+        child = {"name": child} if isinstance(child, str) else {}
+    _put(node, part, child, path, flag)
+    return child
 
 
 def _index(node: list[Any], part: str, path: list[str], flag: str) -> int:
     """A list's position from a key part: 0 up to its length - 1."""
-    key = ".".join(path)
-    if not part.isdigit():
-        raise ConfigError(f"{'.'.join(path[:-1])} is a list; expected a position 0..{len(node) - 1}, got {part!r}",
-                          source=flag, key=key)
     if int(part) >= len(node):
         raise ConfigError(f"{'.'.join(path[:-1])} has {len(node)} entries (positions 0..{len(node) - 1})",
-                          source=flag, key=key)
+                          source=flag, key=".".join(path))
     return int(part)
-
-
-def _child(node: dict[str, Any] | list[Any], part: str, path: list[str], flag: str) -> Any:
-    return node[_index(node, part, path, flag)] if isinstance(node, list) else node.get(part)
 
 
 def _put(node: dict[str, Any] | list[Any], part: str, value: Any, path: list[str], flag: str) -> None:
