@@ -194,6 +194,7 @@ def test_config_errors_name_the_key(cli, tmp_path, change, key, words):
     ("datasets.2.model.expr=amp * x", "datasets.2.model.expr", "unknown name 'x'"),
     ("params.tau1={value: 1.5, vary: false}", None, None),  # fine: tau1 held, the others fitted
     ("params.d=1", "params.d", "parameter 'd' is not used by any dataset's expression"),
+    ("params.t=1", "params.t", "parameter 't' has the name of a data column; rename the parameter"),
     ("datasets.2.data.file=nothere.csv", "datasets.2.data.file", ""),
 ])
 def test_dataset_errors_name_the_dataset(cli, tmp_path, edit, key, words):
@@ -260,3 +261,19 @@ def test_a_global_fits_intervals_are_lmfits_on_the_stacked_residuals(tmp_path):
         ci = result.params[name]["ci"]
         ours = [ci["2"][0], ci["1"][0], result.params[name]["value"], ci["1"][1], ci["2"][1]]
         assert ours == pytest.approx([bound for _, bound in expected[name]], rel=5e-5)
+
+
+def test_the_torch_form_weighs_each_dataset_by_its_own_sigma(tmp_path):
+    """What every optimizer but lm reads: the model's prediction over the joined points, divided
+    by sigma where a dataset has one (by 1 where it has none), against numpy's closed forms."""
+    import torch
+
+    sets = write_datasets(tmp_path)
+    problem = prepare(build_config(config(), source="g.yaml", base_dir=tmp_path))
+    theta = torch.tensor([[2.5, 1.3, 5.5, 0.4]], dtype=torch.float64)
+    amp, tau1, tau2, c = theta[0].tolist()
+    t_a, t_b, dy, t_c = sets["a"][0], sets["b"][0], sets["b"][2], sets["c"][0][~np.isnan(sets["c"][1])]
+    expected = np.concatenate([amp * np.exp(-t_a / tau1) + c, (amp * np.exp(-t_b / tau2) + c) / dy,
+                               amp * t_c / (t_c + tau2)])
+    assert problem.model.predict({"theta": theta})[0].numpy() == pytest.approx(expected, rel=1e-14)
+    assert problem.model.curve(theta)[0].numpy()[40:70] == pytest.approx(expected[40:70] * dy, rel=1e-14)
