@@ -213,3 +213,35 @@ def test_a_stop_request_leaves_the_remaining_intervals_null(tmp_path):
                                              [1.0], should_stop=lambda: next(asked))
     assert [fitted["params"][n]["ci"] for n in NAMES] == [None] * 4 and profiles == []
     assert summary["notes"] == ["interrupted: no intervals for a1, t1, a2, t2"]
+
+
+def test_a_parameter_near_zero_with_a_large_stderr_gets_the_linear_models_exact_interval(tmp_path):
+    """A straight line whose slope is 1e-4 with a stderr of about 1.7: lmfit steps by 0.001 and its
+    200 steps end short of every level (inf); stepping by the stderr finds them. For a linear model
+    the profile is exact: value ± stderr sqrt(F^-1(1, n - p; level))."""
+    rng = np.random.default_rng(5)
+    x = np.linspace(0, 1, 20)
+    noise = rng.normal(0, 2, x.size)
+    noise -= np.polyval(np.polyfit(x, noise, 1), x)  # orthogonal to 1 and x: the fit is exactly 5 + 1e-4 x
+    y = 5 + 1e-4 * x + noise
+    (tmp_path / "line.csv").write_text("x,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(x, y)))
+    data = {"data": {"file": "line.csv"}, "target": {"column": "y"}, "device": "cpu", "optimizer": "lm",
+            "dtype": "float64", "model": {"expr": "a + b * x", "params": {"a": 1, "b": 1}}, "confidence": [1, 2]}
+    result, _ = run(tmp_path, data)
+    b = result.params["b"]
+    assert b["value"] == pytest.approx(1e-4, abs=1e-9) and b["stderr"] > 1
+    for level in (1, 2):
+        half = b["stderr"] * math.sqrt(special.fdtri(1, result.fit["dof"], probability(level)))
+        assert b["ci"][str(level)] == pytest.approx([b["value"] - half, b["value"] + half], rel=1e-7)
+
+    def residual(p):
+        return p["a"].value + p["b"].value * x - y
+
+    params = lmfit.Parameters()
+    params.add("a", 1)
+    params.add("b", 1)
+    minimizer = lmfit.Minimizer(residual, params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lmfit_ci = lmfit.conf_interval(minimizer, minimizer.leastsq(), sigmas=[1, 2])
+    assert [bound for _, bound in lmfit_ci["b"]][0] == -np.inf  # where lmfit's search gives up

@@ -6,7 +6,8 @@ best one gives the F-test probability (ftest.py). Each side's bound for sigma le
 that probability reaches erf(s / sqrt(2)). As lmfit does: step away from the best value (by the
 stderr, or 20% of the value) until the probability passes the highest level, the parameter's
 bound is met, or the probability stops growing; then find each level's crossing between the
-best value (or the last crossing) and there. A level the search did not reach is unreachable
+best value (or the last crossing) and there. Unlike lmfit, it steps by the stderr wherever that
+is finite (see `_limit`). A level the search did not reach is unreachable
 (`null`). lmfit stops its root search at a relative tolerance of 5e-5; this one goes on to
 ROOT_RTOL, so it agrees with lmfit to lmfit's tolerance and with the F-test to far better.
 """
@@ -140,7 +141,11 @@ class _Search:
         """lmfit's `find_limit`: a value whose probability passes the highest level, or where the
         search stopped, and the probability there."""
         best, stderr = profile.best, profile.stderr
-        step = stderr if stderr is not None and 0 < stderr < abs(best) else max(abs(best) * 0.2, 0.001)
+        # lmfit steps by the stderr only where it is below |value|, else by 20% of the value or
+        # 0.001, which on a parameter near 0 with a large stderr ends its 200 steps short of a bound
+        # that is there. The step only brackets the crossing: where lmfit's search reaches a level,
+        # both find the same bound.
+        step = stderr if stderr is not None and 0 < stderr < math.inf else max(abs(best) * 0.2, 0.001)
         low, high = float(self.problem.model.low[index]), float(self.problem.model.high[index])
         top = self.levels[-1][1]
         limit, old, new = best, 0.0, 0.0
