@@ -206,7 +206,7 @@ def test_dataset_errors_name_the_dataset(cli, tmp_path, edit, key, words):
         assert result.exit_status == 0
         return
     assert result.exit_status == 2, result.stderr
-    assert f"{key}: {words}" in result.stderr
+    assert f": {key}: {words}" in result.stderr
 
 
 def test_plot_draws_a_panel_per_dataset(cli, tmp_path):
