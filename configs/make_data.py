@@ -1,5 +1,5 @@
 """Write the curve-fit examples' data (decay.csv, peaks.csv, oscillation.csv, gaussian.csv, dose.csv,
-edge.csv) from known parameters.
+edge.csv, global-a.csv, global-b.csv and double-decay.csv) from known parameters.
 
 Run it from anywhere: `python configs/make_data.py [FOLDER]` (default: this file's folder). The
 output is the same on every machine: numpy's PCG64 generator with a fixed seed, and every number
@@ -22,7 +22,11 @@ TRUTH = {
     "gaussian": {"amplitude": 12.0, "center": 1.3, "sigma": 0.7},
     "dose": {"bottom": 5.0, "top": 95.0, "ec50": 0.8, "hill": 1.4},
     "edge": {"a": 3.0, "x0": 2.0, "w": 0.4, "c": 0.5},
+    "global": {"amp": 4.0, "tau1": 1.2, "tau2": 4.5, "c": 0.3},
+    "double-decay": {"a1": 3.0, "t1": 1.0, "a2": 2.0, "t2": 3.0},
 }
+# the later examples have streams of their own, so the earlier files stay as they were
+GLOBAL_SEED, DOUBLE_DECAY_SEED = 2, 3
 
 
 def decay(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -81,6 +85,28 @@ def edge(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"x": x, "y": f + rng.normal(0.0, 0.05, x.size)}
 
 
+def global_decays(rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """Two decays sharing amplitude and offset, with their own time constants (configs/global-decay.yaml):
+    global-a.csv, 40 points with noise 0.04; global-b.csv, 30 points with noise 2% + 0.02. Each
+    point's standard deviation is its file's `dy` column."""
+    p = TRUTH["global"]
+    t_a, t_b = np.linspace(0.0, 8.0, 40), np.linspace(0.0, 20.0, 30)
+    f_a = p["amp"] * np.exp(-t_a / p["tau1"]) + p["c"]
+    f_b = p["amp"] * np.exp(-t_b / p["tau2"]) + p["c"]
+    dy = 0.02 + 0.02 * f_b
+    return {"global-a": {"t": t_a, "y": f_a + rng.normal(0.0, 0.04, t_a.size), "dy": np.full(t_a.size, 0.04)},
+            "global-b": {"t": t_b, "y": f_b + rng.normal(0.0, dy), "dy": dy}}
+
+
+def double_decay(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """a1 exp(-x / t1) + a2 exp(-x / t2), 60 points, noise 0.05: two time constants the data barely
+    tell apart, whose profile intervals are lopsided (configs/double-decay.yaml)."""
+    p = TRUTH["double-decay"]
+    x = np.linspace(0.0, 10.0, 60)
+    f = p["a1"] * np.exp(-x / p["t1"]) + p["a2"] * np.exp(-x / p["t2"])
+    return {"x": x, "y": f + rng.normal(0.0, 0.05, x.size)}
+
+
 def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
     # 17 significant digits: a float64 read back is the float64 written
     rows = zip(*columns.values())
@@ -93,6 +119,9 @@ def main(folder: Path) -> None:
     for name, make in (("decay", decay), ("peaks", peaks), ("oscillation", oscillation), ("gaussian", gaussian),
                        ("dose", dose), ("edge", edge)):
         write_csv(folder / f"{name}.csv", make(rng))
+    for name, columns in global_decays(np.random.default_rng(GLOBAL_SEED)).items():
+        write_csv(folder / f"{name}.csv", columns)
+    write_csv(folder / "double-decay.csv", double_decay(np.random.default_rng(DOUBLE_DECAY_SEED)))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ class FitResult:
     params: dict[str, Any] | None = None
     covariance: list[list[float]] | None = None
     fit: dict[str, Any] | None = None
+    # with `confidence`: the levels and their probabilities, the refits made, and why any interval is null
+    confidence: dict[str, Any] | None = None
     # a matrix model's results: its entries (as StartRecord.matrix), holdout_rmse, and for lowrank
     # on a complete target singular_values {fitted, target, method}
     matrix: dict[str, Any] | None = None

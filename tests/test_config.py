@@ -15,7 +15,8 @@ from gdfit.errors import ConfigError
 SEED = "configs/seed.yaml"
 TOP_KEYS = (
     "target, init, seed, loss, optimizer, learning_rate, schedule, threshold, max_iters, timeout_s, patience, "
-    "min_rel_improvement, divergence_factor, device, dtype, engine, data, model, sigma, absolute_sigma, allow_underdetermined, ftol, xtol, gtol, mask, holdout, sweep"
+    "min_rel_improvement, divergence_factor, device, dtype, engine, data, model, sigma, absolute_sigma, allow_underdetermined, ftol, xtol, gtol, mask, holdout, sweep, "
+    "datasets, params, confidence"
 )
 
 # (--set items applied to configs/seed.yaml, the exact message after "gdfit: error: --set: ")

@@ -189,6 +189,8 @@ def run(
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
     holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
+    ci: bool = typer.Option(False, "--ci", help="Curve fits with lm: profile-likelihood confidence intervals of each fitted parameter, at the config's `confidence` levels (default 1 and 2 sigma), by lmfit's F-test."),
+    ci_plot: Optional[Path] = typer.Option(None, "--ci-plot", metavar="PATH", help="Draw each parameter's profile (F-test probability against its value, intervals marked) to PATH (.png, .svg, .pdf); implies --ci."),
 ) -> None:
     """Run a config: fit x, a curve or a matrix model to its target, streaming each update.
 
@@ -199,6 +201,7 @@ def run(
       gdfit run configs/seed.yaml --json --every 1 | jq -c 'select(.event=="step") | [.iter, .loss]'
       cat configs/seed.yaml | gdfit run - --output result.json
       gdfit run configs/decay.yaml --plot decay.png   (a curve fit: parameters, stderr, fit report)
+      gdfit run configs/decay.yaml --ci --ci-plot profiles.png   (profile-likelihood intervals)
       gdfit run big.yaml --checkpoint run.ckpt   (after a crash: gdfit run big.yaml --resume run.ckpt --checkpoint run.ckpt)
 
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
@@ -211,9 +214,9 @@ def run(
 
         pause_point("config")
         flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
-        resolved = load_config(config, set_ or [], flags)
+        resolved = load_config(config, set_ or [], flags, confidence=ci or ci_plot is not None)
         options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
-                             save)
+                             save, ci_plot)
         status = run_command(resolved, options)
     raise typer.Exit(int(STATUS_EXIT[status]))
 

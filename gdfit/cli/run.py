@@ -25,11 +25,16 @@ class RunOptions:
     resume: Path | None = None
     tensorboard: Path | None = None
     save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
+    ci_plot: Path | None = None  # each parameter's profile, with its confidence intervals
 
 
 def run(resolved: Resolved, options: RunOptions) -> str:
     """Run to the end; returns the status."""
     check_outputs(options.output, options.plot)
+    if options.ci_plot is not None:
+        from gdfit.render.profile_plot import check_ci_plot
+
+        check_ci_plot(options.ci_plot)
     if options.save is not None:
         from gdfit.files.saving import check_save_path
 
@@ -75,7 +80,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         warn(f"diverged after {plural(result.iters, 'update')} ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED and not stdout_gone():
         warn(f"interrupted after {plural(result.iters, 'update')}")
-    _save(result, descent.start.config, options, problem, holdout)
+    _save(result, descent.start.config, options, problem, holdout, descent.profiles)
     if options.save is not None:
         from gdfit.files.saving import save_parameters
 
@@ -126,7 +131,8 @@ def _screen(resolved: Resolved, options: RunOptions) -> tuple[records.Renderer, 
     return renderer, report
 
 
-def _save(result: records.FitResult, config: dict, options: RunOptions, problem, holdout: list | None = None) -> None:
+def _save(result: records.FitResult, config: dict, options: RunOptions, problem, holdout: list | None = None,
+          profiles: list | None = None) -> None:
     if options.output is not None:
         from gdfit.render.document import write_document
 
@@ -137,6 +143,10 @@ def _save(result: records.FitResult, config: dict, options: RunOptions, problem,
         note = plot_run(options.plot, result, config, problem, holdout)  # a curve fit draws its data from the problem
         if note:
             warn(note)
+    if options.ci_plot is not None:
+        from gdfit.render.profile_plot import plot_profiles
+
+        plot_profiles(options.ci_plot, profiles, result)
 
 
 def divergence_hint(descent) -> str:

@@ -86,18 +86,45 @@ def parse_assignment(item: str, flag: str = "--set") -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    """Set a dotted key; a named option given as text (`adam`) grows into `{name: adam}`."""
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if isinstance(child, str):
-            child = {"name": child}
-        elif not isinstance(child, dict):
-            child = {}
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
+def apply_override(data: dict[str, Any], parts: list[str], value: Any, flag: str = "--set") -> None:
+    """Set a dotted key; a named option given as text (`adam`) grows into `{name: adam}`. A number
+    reaches into a list that is already there (`datasets.0.model.expr`); any other key replaces a
+    list with a mapping (`target.file` where the target was a matrix). The mappings and lists on
+    the way are copied, so that the document the key came from is never changed."""
+    node: dict[str, Any] | list[Any] = data
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, parts[: depth + 1], parts[depth + 1].isdigit(), flag)
+    _put(node, parts[-1], value, parts, flag)
+
+
+def _child(node: dict[str, Any] | list[Any], part: str, path: list[str], into_list: bool, flag: str
+           ) -> dict[str, Any] | list[Any]:
+    """node[part] as a fresh mapping, or a fresh list when the next key is a position in it, put in
+    its place (text grows into {name: text})."""
+    child = node[_index(node, part, path, flag)] if isinstance(node, list) else node.get(part)
+    if isinstance(child, list) and into_list:
+        child = list(child)
+    elif isinstance(child, dict):
+        child = dict(child)
+    else:
+        child = {"name": child} if isinstance(child, str) else {}
+    _put(node, part, child, path, flag)
+    return child
+
+
+def _index(node: list[Any], part: str, path: list[str], flag: str) -> int:
+    """A list's position from a key part: 0 up to its length - 1."""
+    if int(part) >= len(node):
+        raise ConfigError(f"{'.'.join(path[:-1])} has {len(node)} entries (positions 0..{len(node) - 1})",
+                          source=flag, key=".".join(path))
+    return int(part)
+
+
+def _put(node: dict[str, Any] | list[Any], part: str, value: Any, path: list[str], flag: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, part, path, flag)] = value
+    else:
+        node[part] = value
 
 
 def merge_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> RawConfig:
@@ -156,7 +183,14 @@ def build_config(
     return Resolved(config=config, source=source, base_dir=base_dir)
 
 
-def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Resolved:
-    """Defaults < file < --set < explicit flags, validated once."""
+DEFAULT_CONFIDENCE = [1, 2]  # `--ci` on a config without `confidence`: 1 and 2 sigma
+
+
+def load_config(path: str, overrides: list[str] = (), flags: dict[str, Any] | None = None,
+                confidence: bool = False) -> Resolved:
+    """Defaults < file < --set < explicit flags, validated once. `confidence` (--ci): intervals at
+    the config's levels, or at DEFAULT_CONFIDENCE when it gives none."""
     raw = merge_config(path, overrides, flags)
+    if confidence and raw.data.get("confidence") is None:
+        raw.data["confidence"], raw.origins["confidence"] = list(DEFAULT_CONFIDENCE), "--ci"
     return build_config(raw.data, source=raw.source, base_dir=raw.base_dir, doc=raw.doc, origins=raw.origins)

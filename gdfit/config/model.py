@@ -36,6 +36,7 @@ from gdfit.config.values import (
     finite,
     first_missing,
     greater_than_one,
+    positive,
     inline_target,
     inline_tensor,
     shape_list,
@@ -321,6 +322,52 @@ def _expr_text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected the expression as text, got {type_name(value)}")
     return value
+
+
+# ---------------------------------------------------------------- global fits
+
+
+def _dataset_model(value: Any) -> Any:
+    if isinstance(value, dict) and "params" in value:
+        raise ValueError("a global fit's parameters are shared by name: give them once, in the top-level params")
+    if not isinstance(value, dict):
+        raise ValueError(f"expected {{expr: TEXT}}, got {type_name(value)}")
+    return value
+
+
+class DatasetModel(_Frozen):
+    """A dataset's `model: {expr: TEXT}`: its prediction, from the shared parameters and its columns."""
+
+    expr: Annotated[str, BeforeValidator(lambda v: _expr_text(v))]
+
+
+class Dataset(_Frozen):
+    """One dataset of a global fit: its own data file, target, expression and optional sigma."""
+
+    data: DataSource
+    target: TargetSpec
+    model: Annotated[DatasetModel, BeforeValidator(_dataset_model)]
+    sigma: ColumnSource | None = None
+
+
+def _dataset_list(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of datasets ({{data: .., target: .., model: {{expr: ..}}}}), got {type_name(value)}")
+    if not value:
+        raise ValueError("the list is empty; a global fit needs at least one dataset")
+    return value
+
+
+Params = dict[Annotated[str, BeforeValidator(_param_name)], Annotated[ParamSpec, BeforeValidator(_param_spec)]]
+_FROM_DATASETS = object()  # `target` of a global fit: each dataset has its own
+
+
+def _confidence(value: Any) -> list[float]:
+    """`confidence: [1, 2]` (or one number): sigma levels, sorted; below 1, a probability (as lmfit)."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("expected sigma levels like [1, 2], got an empty list")
+    return sorted({positive(v) for v in values})
 
 
 class IdentityModel(_Frozen):
@@ -634,6 +681,9 @@ class FitConfig(_Frozen):
     mask: TensorSpec | None = None
     holdout: Annotated[HoldoutSpec, BeforeValidator(_holdout_spec)] | None = None
     sweep: Annotated[dict[str, Any], BeforeValidator(_sweep_section)] | None = None
+    datasets: Annotated[list[Dataset], BeforeValidator(_dataset_list)] | None = None
+    params: Params | None = Field(default=None, validate_default=True)  # checked against datasets when absent
+    confidence: Annotated[list[float], BeforeValidator(_confidence)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -643,7 +693,9 @@ class FitConfig(_Frozen):
         without gtol, which is absolute); its first-order methods take none (on ill-scaled curves one of their
         updates may lower the loss by 1e-12 relative long before the end). lowrank and linear take
         ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
-        if isinstance(data, dict) and _fits_parameters(data.get("model")):
+        if isinstance(data, dict) and data.get("datasets") is not None:
+            data = _global_fit_defaults(data)
+        if isinstance(data, dict) and (_fits_parameters(data.get("model")) or data.get("datasets") is not None):
             data = dict(data)
             _curve_defaults(data)
             model_name = _model_name(data.get("model"))
@@ -659,6 +711,14 @@ class FitConfig(_Frozen):
             data.setdefault("threshold", 0.0)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _global_target(cls, data: Any) -> Any:
+        """A global fit has no top-level target: each dataset has its own."""
+        if isinstance(data, dict) and data.get("datasets") is not None and "target" not in data:
+            return {**data, "target": _FROM_DATASETS}
+        return data
+
     @model_validator(mode="after")
     def _columns_need_data(self) -> FitConfig:
         for key in ("target", "sigma"):
@@ -672,7 +732,62 @@ class FitConfig(_Frozen):
         if self.sigma is not None and not isinstance(self.model, CURVE_MODELS):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
         self._check_matrix_keys()
+        self._check_global_fit()
         return self
+
+    @field_validator("target", mode="wrap")
+    @classmethod
+    def _target_of_datasets(cls, value: Any, handler: Any) -> Any:
+        return None if value is _FROM_DATASETS else handler(value)
+
+    @field_validator("datasets", mode="after")
+    @classmethod
+    def _datasets_alone(cls, datasets: list[Dataset] | None, info: ValidationInfo) -> list[Dataset] | None:
+        """A global fit takes data, target, model and sigma from each dataset, none from the top level."""
+        if datasets is not None:
+            given = [key for key in GLOBAL_CLASHES
+                     if info.data.get(key) is not None and info.data[key] != FitConfig.model_fields[key].default]
+            if given:
+                raise ValueError(f"top-level {' and '.join(given)} do{'es' if len(given) == 1 else ''} not go with datasets: "
+                                 "each dataset has its own data, target, model and optional sigma; "
+                                 "move them into the datasets")
+        return datasets
+
+    @field_validator("params", mode="after")
+    @classmethod
+    def _params_for_datasets(cls, params: dict[str, ParamSpec] | None, info: ValidationInfo) -> Any:
+        if params is not None and "datasets" in info.data and info.data["datasets"] is None:  # not when it failed
+            raise ValueError("top-level params are the shared parameters of a global fit (datasets); "
+                             "a single fit gives them under model.params")
+        if params is None and info.data.get("datasets") is not None:
+            raise ValueError("datasets need top-level params: the shared parameters, {NAME: start} or "
+                             "{NAME: {value, min, max, vary}}")
+        if params is not None and not params:
+            raise ValueError("a global fit needs at least one parameter")
+        return params
+
+    @field_validator("confidence", mode="after")
+    @classmethod
+    def _confidence_applies(cls, levels: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        """Profile intervals refit scalar parameters with lm on the sum of squares (engine/profile.py)."""
+        if levels is None:
+            return levels
+        model, optimizer, loss = (info.data.get(key) for key in ("model", "optimizer", "loss"))
+        if info.data.get("datasets") is None and isinstance(model, (IdentityModel, LowRankModel, LinearModel)):
+            raise ValueError(f"intervals are for models with scalar parameters (model: {{expr: ..}} or datasets); "
+                             f"model {model.name} has none")
+        if optimizer is not None and optimizer.name != "lm":
+            raise ValueError(f"profile intervals refit with lm, so the best fit must be lm's too: set optimizer: lm "
+                             f"(not {optimizer.name})")
+        if loss is not None and loss.name != "mse":
+            raise ValueError(f"profile intervals compare chi-squares (loss: mse), not a {loss.name} loss")
+        return levels
+
+    def _check_global_fit(self) -> None:
+        if self.datasets is None:
+            return
+        if "init" in self.model_fields_set:
+            raise ValueError("init does not apply to a global fit: its params give the start values")
 
     def _check_matrix_keys(self) -> None:
         """Missing entries, masks and held-out entries are for the matrix models; they start from
@@ -731,6 +846,16 @@ def _fits_parameters(model: Any) -> bool:
     if isinstance(model, str):
         return model != "identity"
     return isinstance(model, dict) and model.get("name", "expr") != "identity"
+
+
+GLOBAL_CLASHES = ("target", "data", "model", "sigma")  # keys a global fit takes from each dataset
+
+
+def _global_fit_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A global fit is a curve fit: unless the config sets optimizer or dtype, lm in float64."""
+    if "optimizer" in data or "dtype" in data:
+        return data
+    return {**data, "optimizer": "lm", "dtype": "float64"}
 
 
 def _optimizer_name(value: Any) -> Any:

@@ -9,7 +9,7 @@ from gdfit.config import DEVICE_HELP, DTYPES, INIT_NAMES, MAX_INLINE_ELEMENTS, F
 VALUES = {
     "target": f"matrix / vector / scalar inline (<= {MAX_INLINE_ELEMENTS:,} numbers); "
     "{file: PATH} (.csv .txt .npy .pt); {random: {shape: [..], seed: N, low: 0, high: 1}}; files and random take dtype; "
-    "{column: NAME} of the data file",
+    "{column: NAME} of the data file; none with datasets (each has its own)",
     "init": f"{', '.join(INIT_NAMES)} (normal takes mean, std: {{name: normal, std: 0.1}}); "
     "an explicit matrix of the target's shape; {file: PATH}; {random: {...}}",
     "seed": "integer; the same config and seed give the same numbers",
@@ -49,6 +49,12 @@ VALUES = {
     "and report the held-out RMSE; lowrank and linear only",
     "sweep": "mapping KEY: values for `gdfit sweep` (a list, a..b, logspace(a,b,n) or linspace(a,b,n)); "
     "`gdfit run` ignores it",
+    "datasets": "null, or a list of {data: {file: PATH}, target: {column: NAME}, model: {expr: TEXT}, sigma: "
+    "{column: NAME}}: a global fit of them all, parameters shared by name (then no top-level target, data, "
+    "model, sigma)",
+    "params": "null, or {NAME: start or {value, min, max, vary}}: a global fit's shared parameters (with datasets)",
+    "confidence": "null, or sigma levels like [1, 2] (one number for one level; below 1, a probability): "
+    "profile-likelihood intervals of each fitted parameter, by lmfit's F-test; lm and mse only (--ci: [1, 2])",
 }
 
 

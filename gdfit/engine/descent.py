@@ -81,6 +81,11 @@ def prepare(resolved: Resolved) -> Problem:
     dtype = resolve_dtype(config.dtype, device)
     _check_optimizer(resolved)
     engine = "fused" if config.engine == "auto" else config.engine
+    if config.datasets is not None:
+        from gdfit.fitting.datasets import build_global_fit
+
+        model, target, x0 = build_global_fit(resolved, dtype, device)
+        return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
     if isinstance(config.model, CURVE_MODELS):
         from gdfit.fitting.curvefit import build_expression_fit
 
@@ -241,6 +246,8 @@ class Descent:
         self.x_limit = x_limit
         self.result: records.FitResult | None = None
         self.final_params: dict[str, torch.Tensor] | None = None  # run 0's parameters at the end (for --save)
+        self.profiles: list = []  # with `confidence`: each parameter's profile (for --ci-plot)
+        self.should_stop = should_stop
         config = problem.config
         if sync_every is None:
             sync_every = sync_interval(problem.device, 1, problem.target.numel())
@@ -401,6 +408,11 @@ class Descent:
             yield records.StepRecord(iters, outcome.losses[0], self._lr(iters), outcome.last_grad_norm, shown, named,
                                      holdout)
         fitted = withhold(self._statistics(final), status)
+        if self.problem.config.confidence and fitted.get("fit") is not None:
+            from gdfit.engine.profile import confidence_intervals
+
+            fitted["confidence"], self.profiles = confidence_intervals(
+                self.problem, final["theta"], fitted, status, self.problem.config.confidence, self.should_stop)
         self.result = records.FitResult(
             status=status,
             iters=iters,

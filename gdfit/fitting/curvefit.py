@@ -25,9 +25,10 @@ from gdfit.files.tensors import build_target, guard_memory
 from gdfit.words import plural
 
 
-def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.device
+def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.device, every_used: bool = True
                          ) -> tuple[ExpressionFit, torch.Tensor, torch.Tensor]:
-    """The model, the (weighted) target over the observed points, and the fitted parameters' start."""
+    """The model, the (weighted) target over the observed points, and the fitted parameters' start.
+    `every_used`: each parameter must appear in the expression (a global fit's dataset uses some)."""
     config = resolved.config
     spec: ExpressionModel | BuiltinCurve = config.model
     columns = _columns(resolved, dtype, device)
@@ -50,7 +51,7 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     tree = derived_params.substitute(tree, derived)
     used = names_in(tree) | {name for t in derived.values() for name in names_in(t)} | set(derived)
     unused = [name for name in params if name not in used]
-    if unused:
+    if unused and every_used:
         raise ConfigError(f"parameter {unused[0]!r} is not used by the expression {spec.expr!r}",
                           source=resolved.source, key=f"model.params.{unused[0]}")
     y = _target(resolved, columns, dtype, device)
@@ -172,6 +173,9 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
         "bic": n * math.log(rss / n) + p * math.log(n) if rss > 0 else None,
         "missing": model.missing,
     }
+    breakdown = getattr(model, "breakdown", None)  # a global fit's statistics per dataset
+    if breakdown is not None:
+        fit["datasets"] = breakdown(residuals, y - f)
     return {"params": params, "covariance": covariance.tolist() if covariance is not None else None, "fit": fit}
 
 

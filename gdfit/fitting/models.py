@@ -145,6 +145,15 @@ class ExpressionFit:
         named = {name: torch.tensor(value, dtype=torch.float64) for name, value in self.named(theta.cpu()).items()}
         return {**named, "prediction": self.curve(theta.unsqueeze(0))[0].detach()}
 
+    def fixing(self, name: str, value: float) -> ExpressionFit:
+        """The same fit with the fitted parameter `name` held at `value` (a profile's refits)."""
+        keep = [i for i, other in enumerate(self.names) if other != name]
+        model = ExpressionFit(self.tree, self.columns, self.order, tuple(self.names[i] for i in keep),
+                              {**self.fixed, name: float(value)}, self.low[keep], self.high[keep], self.sigma,
+                              self.points)
+        model.missing, model.pointwise = self.missing, self.pointwise
+        return model
+
     def named(self, theta: torch.Tensor) -> dict[str, float]:
         """One run's parameters by name, fixed ones included, in the config's order."""
         values = dict(zip(self.names, theta.tolist()))

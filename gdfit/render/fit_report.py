@@ -119,6 +119,34 @@ def derived_lines(params: dict[str, Any], specs: dict[str, Any]) -> list[Text]:
             for name, entry in params.items() if entry.get("derived")]
 
 
+def interval_cell(entry: dict[str, Any], level: str) -> str:
+    """A profile interval beside value ± stderr, as offsets from the value: `-0.174 / +0.203`;
+    `none` where the bound is unreachable, `-` where the parameter has no interval."""
+    bounds = (entry.get("ci") or {}).get(level)
+    if bounds is None:
+        return "" if entry.get("fixed") else "-"
+    value = entry["value"]
+    low, high = (None if b is None else b - value for b in bounds)
+    return f"{'none' if low is None else format(low, '+.3g')} / {'none' if high is None else format(high, '+.3g')}"
+
+
+def interval_table(params: dict[str, Any], confidence: dict[str, Any] | None) -> list[RenderableType]:
+    """The profile intervals beside ± stderr, as offsets from the value, under their heading, with
+    how they were found and why any is missing; nothing without --ci."""
+    if confidence is None:
+        return []
+    levels = list(confidence["probabilities"])
+    table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
+    for heading in ("parameter", "± stderr", *(f"{level}σ ({confidence['probabilities'][level]:.2%})" for level in levels)):
+        table.add_column(heading, justify="left" if heading == "parameter" else "right")
+    for name, entry in params.items():
+        if not entry.get("fixed"):
+            table.add_row(name, "± " + _number(entry.get("stderr"), ".3g"), *(interval_cell(entry, l) for l in levels))
+    notes = [f"profile likelihood, F-test, {confidence['refits']} refits with lm; none: not reached within the "
+             "parameter's range"] + confidence["notes"]
+    return [Text("confidence intervals", style="bold"), table, Text("\n".join(notes), style="dim"), Text("")]
+
+
 def statistics_table(fit: dict[str, Any]) -> Table:
     """The fit statistics in two label/value column pairs, to keep the panel short."""
     table = Table.grid(padding=(0, 2))
@@ -130,6 +158,19 @@ def statistics_table(fit: dict[str, Any]) -> Table:
     for left, right in zip(cells[:half], cells[half:] + [("", "")]):
         table.add_row(*left, *right)
     return table
+
+
+def dataset_lines(datasets: list[dict[str, Any]] | None) -> list[RenderableType]:
+    """A global fit's points, RSS and chi-square per dataset, under their heading; none otherwise."""
+    if not datasets:
+        return []
+    table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
+    for heading, justify in (("dataset", "left"), ("data", "left"), ("n", "right"), ("RSS", "right"),
+                             ("chi-square", "right")):
+        table.add_column(heading, justify=justify)
+    for i, entry in enumerate(datasets):
+        table.add_row(str(i), entry["data"], str(entry["n"]), _number(entry["rss"], ".6g"), _number(entry["chi2"], ".6g"))
+    return [Text("datasets", style="bold"), table, Text("")]
 
 
 def correlation_lines(params: dict[str, Any], covariance: list[list[float]] | None) -> Text:
@@ -150,7 +191,7 @@ def fit_report(result: records.FitResult, config: dict[str, Any], guess: dict[st
                ) -> RenderableType:
     """The parameter table, the statistics and the correlations, under their headings. `guess`:
     a built-in curve's starts guessed from the data (the start column shows them)."""
-    specs = dict((config.get("model") or {}).get("params") or {})
+    specs = dict((config.get("model") or {}).get("params") or config.get("params") or {})
     for name, value in (guess or {}).items():
         specs[name] = {**specs.get(name, {}), "value": value, "guessed": True}
     fit = result.fit or {}
@@ -161,12 +202,14 @@ def fit_report(result: records.FitResult, config: dict[str, Any], guess: dict[st
         *derived_lines(result.params or {}, specs),
         *([Text(f"no standard errors: {reason}", style="yellow")] if reason else []),
         Text(""),
+        *interval_table(result.params or {}, result.confidence),
         Text("statistics", style="bold"),
         statistics_table(fit),
         *([Text(f"loss: {fit['loss']['name']} (f_scale {fit['loss']['f_scale']:g}), as least_squares; "
                 "stderr from its scaled Jacobian, as curve_fit")]
           if fit.get("loss") else []),
         Text(""),
+        *dataset_lines((result.fit or {}).get("datasets")),
         Text(f"correlations (|C| > {MIN_CORRELATION:g})", style="bold"),
         Text("none: no covariance without standard errors", style="dim") if reason
         else correlation_lines(result.params or {}, result.covariance),

@@ -102,7 +102,7 @@ class HumanRenderer:
         if advice.get("max_stable_lr") is not None:
             lines.append(f"advisor: curvature {advice['curvature']:.6g}; {advice['note']}")
         if fitted:
-            lines.append(f"model {curve_text(cfg['model'])}, fitting {', '.join(fitted)}")
+            lines.extend(model_lines(cfg, fitted))
         if rec.guess:
             self.guess = rec.guess
             lines.append("guessed from the data: " + ", ".join(f"{n} = {v:.6g}" for n, v in rec.guess.items()))
@@ -235,11 +235,11 @@ def param_columns_that_fit(width: int) -> int:
 
 
 def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
-    """The parameters a curve fit varies, in the config's order (a built-in curve's in its own);
-    none for other models."""
+    """The parameters a curve fit varies, in the config's order (a built-in curve's in its own, a
+    global fit's at the top level); none for other models."""
+    params = parameter_specs(config)
     model = config.get("model") or {}
-    params = model.get("params") or {}
-    if "expr" in model:
+    if config.get("datasets") or "expr" in model:
         names = list(params)
     elif model.get("name") in CURVES and "x" in model:
         names = list(CURVES[model["name"]][1])
@@ -247,6 +247,21 @@ def curve_fit_parameters(config: dict[str, Any]) -> list[str]:
         return []
     return [n for n in names if params.get(n, {}).get("vary", True) and params.get(n, {}).get("expr") is None]
 
+
+def parameter_specs(config: dict[str, Any]) -> dict[str, Any]:
+    """A curve fit's parameters as the config gives them (a global fit's at the top level)."""
+    if config.get("datasets"):
+        return config.get("params") or {}
+    return (config.get("model") or {}).get("params") or {}
+
+
+def model_lines(config: dict[str, Any], fitted: list[str]) -> list[str]:
+    """What a curve fit fits: its expression (or built-in curve), or each dataset's of a global fit."""
+    fitting = f"fitting {', '.join(fitted)}"
+    if not config.get("datasets"):
+        return [f"model {curve_text(config['model'])}, {fitting}"]
+    return [f"dataset {i} ({d['data']['file']}): {d['model']['expr']}" for i, d in enumerate(config["datasets"])] + \
+        [f"shared parameters: {fitting}"]
 
 
 def entries_line(matrix: dict[str, Any]) -> str:

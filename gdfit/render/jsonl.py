@@ -111,7 +111,8 @@ def fit_fields(result: records.FitResult) -> dict[str, Any]:
         return {}
     if result.fit is None:  # a matrix model: tensor parameters, no covariance
         return {"params": result.params}
-    return {"params": result.params, "covariance": result.covariance, "fit": result.fit}
+    fields = {"params": result.params, "covariance": result.covariance, "fit": result.fit}
+    return fields if result.confidence is None else {**fields, "confidence": result.confidence}
 
 
 def end_fields(result: records.FitResult) -> dict[str, Any]:

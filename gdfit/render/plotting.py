@@ -156,6 +156,8 @@ def plot_run(path: Path, result, config: dict[str, Any], problem: Any = None,
     if columns is None or result.fit is None:
         plot_runs(path, [run])
         return None
+    if hasattr(model, "parts"):  # a global fit: a panel per dataset
+        return _plot_global(path, model, problem.target, result, run)
     if len(columns) != 1:
         plot_runs(path, [run])
         used = ", ".join(columns) or "none"
@@ -224,6 +226,47 @@ def plot_curve_fit(path: Path, series: dict[str, Any], run: dict[str, Any]) -> N
     config = run["config"]
     fig.text(0.01, -0.01, f"{series['column']} -> {curve_text(config['model'])}, optimizer {config['optimizer']['name']}",
              fontsize=9, color="dimgrey")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _plot_global(path: Path, model: Any, target: Any, result, run: dict[str, Any]) -> str | None:
+    wide = [i for i, part in enumerate(model.parts) if len(part.columns) != 1]
+    if wide:
+        plot_runs(path, [run])
+        return (f"--plot draws each dataset's data and fitted curve for one-variable data only; dataset {wide[0]} "
+                f"uses {len(model.parts[wide[0]].columns)} data columns, so {path} holds the loss curve")
+    series = [curve_series(part, part_target, result.params) for part, part_target in
+              zip(model.parts, model.split(target))]
+    plot_global_fit(path, series, run)
+    return None
+
+
+def plot_global_fit(path: Path, panels: list[dict[str, Any]], run: dict[str, Any]) -> None:
+    """A global fit: one panel per dataset (its data and fitted curve, as `curve_series` gives
+    them), then the loss curve."""
+    plt = _pyplot()
+    datasets = run["config"]["datasets"]
+    fig, axes = plt.subplots(len(panels) + 1, 1, figsize=(7, 3.0 * len(panels) + 2.4),
+                             gridspec_kw={"height_ratios": [3] * len(panels) + [2]})
+    marker = {"fmt": "o", "markersize": 3.5, "color": "tab:blue", "ecolor": "lightsteelblue", "elinewidth": 1}
+    for i, (ax, series, dataset) in enumerate(zip(axes, panels, datasets)):
+        errors = series["sigma"]
+        ax.errorbar(series["x"], series["y"], yerr=errors, label="data" + (" ± sigma" if errors else ""), **marker)
+        ax.plot(series["curve_x"], series["curve_y"], color="tab:red", linewidth=1.6, label="fit", zorder=3)
+        ax.set_title(f"dataset {i} ({dataset['data']['file']}): {dataset['model']['expr']}", fontsize=9)
+        ax.set_xlabel(series["column"])
+        ax.set_ylabel("target")
+        ax.legend(fontsize=8)
+    axes[0].figure.suptitle(f"gdfit: global fit, {run['status']} after {plural(run['iters'], 'update')}")
+    iters, losses = loss_series(run["history"])
+    axes[-1].plot(iters, losses, marker="." if len(iters) <= 60 else None, color="tab:grey")
+    axes[-1].set_yscale("log")
+    axes[-1].set_xlabel("update")
+    axes[-1].set_ylabel("loss")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

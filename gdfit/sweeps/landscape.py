@@ -324,7 +324,7 @@ def _title(problem, resolved: Resolved) -> str:
     config = resolved.config
     model = problem.model
     if isinstance(model, ExpressionFit):
-        what = curve_text(config.model.model_dump(mode="json"))
+        what = "; ".join(d.model.expr for d in config.datasets) if config.datasets else curve_text(config.model.model_dump(mode="json"))
     elif isinstance(model, Identity):
         what = f"x fitted to a {'x'.join(map(str, problem.target.shape)) or 'scalar'} target"
     else:
