@@ -254,15 +254,17 @@ def _label(value: Any) -> Any:
 # ---------------------------------------------------------------- writing
 
 
-def table_bytes(path: Path, columns: dict[str, list]) -> Callable:
-    """A writer of `columns` (name -> values, one per row) as .csv or .parquet, for write_atomic."""
+def table_bytes(path: Path, columns: dict[str, list], metadata: dict[str, str] | None = None) -> Callable:
+    """A writer of `columns` (name -> values, one per row) as .csv or .parquet (with `metadata` in
+    its schema), for write_atomic."""
     if path.suffix.lower() == ".parquet":
         pa = require_pyarrow("writing .parquet")
 
         def write_parquet(handle) -> None:
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.table({name: pa.array(values) for name, values in columns.items()}), handle)
+            table = pa.table({name: pa.array(values) for name, values in columns.items()})
+            pq.write_table(table.replace_schema_metadata(metadata or {}), handle)
 
         return write_parquet
 

@@ -20,9 +20,9 @@ FIT_FIELDS = ("n", "p", "dof", "rss", "residual_std", "chi2", "reduced_chi2", "r
 
 
 def group_statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
-                     ) -> tuple[np.ndarray, list[dict]]:
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each group's standard errors [K, p] (inf where the data do not determine a direction, NaN
-    where they are not finite) and its `fit` figures."""
+    where they are not finite) and its `fit` figures as columns [K] (NaN where undefined)."""
     with np.errstate(all="ignore"):  # a diverged fit's statistics are inf or NaN, and say so
         host = model.host(torch.float64)
         x = theta.detach().cpu().to(torch.float64).numpy()
@@ -34,7 +34,7 @@ def group_statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Te
         y = target * host.sigma if host.sigma is not None else target
         f = host.curve(x)
         stderr = np.full((K, p), math.nan)
-        fits = []
+        fits = {name: np.full(K, math.nan) for name in FIT_FIELDS}
         for i in range(K):
             r = residuals[i]
             rss = float(r @ r)  # weighted: chi^2 when sigma is given
@@ -43,5 +43,7 @@ def group_statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Te
                 stderr[i] = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)]
             plain = float(np.square(y[i] - f[i]).sum())  # unweighted RSS, for R^2
             total = float(np.square(y[i] - y[i].mean()).sum())
-            fits.append(fit_figures(n, p, plain, rss, total))
+            for name, value in fit_figures(n, p, plain, rss, total).items():
+                if value is not None:
+                    fits[name][i] = value
         return stderr, fits

@@ -84,7 +84,7 @@ class GroupResults:
     loss: list[float]
     values: np.ndarray  # [K, len(order)], NaN where not fitted
     stderr: np.ndarray  # [K, len(order)], NaN where none
-    fit: list[dict | None]
+    fit: dict[str, np.ndarray]  # FIT_FIELDS, [K] each, NaN where undefined
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -200,9 +200,16 @@ def _batches(groups: np.ndarray, sizes: np.ndarray, spec: GroupSpec, max_batch: 
 def _unfitted(spec: GroupSpec, indices: np.ndarray, status: list[str], counts: np.ndarray) -> GroupResults:
     K, width = len(indices), len(spec.order)
     p = len(spec.varying)
-    fits = [{"n": int(n), "p": p, "dof": int(n) - p} for n in counts]
+    fits = _no_fit(K)
+    fits["n"], fits["p"], fits["dof"] = counts.astype(np.float64), np.full(K, float(p)), (counts - p).astype(np.float64)
     return GroupResults(indices.tolist(), status, [0] * K, [math.nan] * K, np.full((K, width), math.nan),
                         np.full((K, width), math.nan), fits)
+
+
+def _no_fit(K: int) -> dict[str, np.ndarray]:
+    from gdfit.fitting.groupstats import FIT_FIELDS
+
+    return {name: np.full(K, math.nan) for name in FIT_FIELDS}
 
 
 def batch_of(plan_: GroupPlan, indices: np.ndarray) -> GroupBatch:
@@ -279,7 +286,7 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
     values = np.full((K, len(spec.order)), math.nan)
     errors = np.full((K, len(spec.order)), math.nan)
     columns = [where[name] for name in spec.varying]
-    values[:, columns] = theta.to(dtype=__import__("torch").float64).numpy()
+    values[:, columns] = theta.double().numpy()
     for name, value in model.fixed.items():
         values[:, where[name]] = value
     status = list(outcome.statuses)
@@ -325,28 +332,34 @@ def execute(plan_: GroupPlan, should_stop: Callable[[], bool], done: frozenset[i
 
 
 def _execute_dask(plan_: GroupPlan, batches: list[np.ndarray], address: str | None, should_stop) -> Iterator[Any]:
-    from gdfit.sweeps.backends import run_tasks
+    """The batches as Dask tasks (the sweep backend's `run_tasks`), cut so that every worker gets
+    several: a task ends with its slowest group."""
+    from gdfit.sweeps.backends import TASKS_PER_WORKER, require_dask, run_tasks
 
+    require_dask()
     spec = plan_.spec
-    tasks = [(spec, batch_of(plan_, indices)) for indices in batches]
-    for position, result in run_tasks(tasks, run_batch_whole, address, should_stop,
-                                      gpu=spec.config.device != "cpu"):
-        if isinstance(result, BaseException):
-            yield _errors(spec, tasks[position][1], result)
-        else:
-            yield result
+    total = sum(len(b) for b in batches)
+
+    def tasks_for(workers: int) -> list[np.ndarray]:
+        size = max(1, math.ceil(total / (workers * TASKS_PER_WORKER)))
+        return [b[i : i + size] for b in batches for i in range(0, len(b), size)]
+
+    for indices, result in run_tasks(run_batch_whole, tasks_for, lambda indices: (spec, batch_of(plan_, indices)),
+                                     address, should_stop, wants_gpu=lambda task: spec.config.device != "cpu"):
+        yield _errors(spec, indices) if isinstance(result, BaseException) else result
 
 
-def _errors(spec: GroupSpec, batch: GroupBatch, exc: BaseException) -> GroupResults:
-    K, width = len(batch), len(spec.order)
-    return GroupResults(batch.indices.tolist(), [records.ERROR] * K, [0] * K, [math.nan] * K,
-                        np.full((K, width), math.nan), np.full((K, width), math.nan), [None] * K)
+def _errors(spec: GroupSpec, indices: np.ndarray) -> GroupResults:
+    """The results of groups whose task failed (a worker lost too often): status `error`."""
+    K, width = len(indices), len(spec.order)
+    return GroupResults(indices.tolist(), [records.ERROR] * K, [0] * K, [math.nan] * K,
+                        np.full((K, width), math.nan), np.full((K, width), math.nan), _no_fit(K))
 
 
 def _subset(results: GroupResults, keep: list[int]) -> GroupResults:
     return GroupResults([results.indices[i] for i in keep], [results.status[i] for i in keep],
                         [results.iters[i] for i in keep], [results.loss[i] for i in keep], results.values[keep],
-                        results.stderr[keep], [results.fit[i] for i in keep])
+                        results.stderr[keep], {name: column[keep] for name, column in results.fit.items()})
 
 
 def load_job(resolved: Resolved, max_batch: int = MAX_BATCH) -> GroupPlan:
@@ -363,3 +376,55 @@ def load_job(resolved: Resolved, max_batch: int = MAX_BATCH) -> GroupPlan:
                          lambda n: guard_memory(n, torch.float64, torch.device("cpu"), 4, "data file"))
     spec = make_spec(resolved, list(table.columns))
     return plan(spec, table, max_batch)
+
+
+def merge(parts: list[GroupResults]) -> GroupResults:
+    """Results from several batches (and a journal) as one, in the table's order."""
+    if not parts:
+        return GroupResults([], [], [], [], np.zeros((0, 0)), np.zeros((0, 0)), {})
+    indices = np.array([g for part in parts for g in part.indices], dtype=np.int64)
+    order = np.argsort(indices, kind="stable")
+    pick = lambda values: [values[i] for i in order]  # noqa: E731
+    return GroupResults(indices[order].tolist(), pick([s for part in parts for s in part.status]),
+                        pick([k for part in parts for k in part.iters]), pick([v for part in parts for v in part.loss]),
+                        np.concatenate([part.values for part in parts])[order],
+                        np.concatenate([part.stderr for part in parts])[order],
+                        {name: np.concatenate([part.fit[name] for part in parts])[order] for name in parts[0].fit})
+
+
+# ---------------------------------------------------------------- the journal's lines
+
+
+def _exact(value: float) -> float | str:
+    """A float as JSON keeps it exactly: a number, or its text where JSON has none (inf, nan)."""
+    return value if math.isfinite(value) else repr(value)
+
+
+def journal_lines(results: GroupResults, label_of: Callable[[int], Any]) -> str:
+    """One line per finished group (an interrupted one is left to the resume): its position in the
+    table, its value, and every figure exactly."""
+    from gdfit.render.jsonl import dumps
+
+    lines = []
+    for i, g in enumerate(results.indices):
+        if results.status[i] == records.INTERRUPTED:
+            continue
+        lines.append(dumps({"index": g, "group": label_of(g), "status": results.status[i],
+                            "iters": int(results.iters[i]), "loss": _exact(float(results.loss[i])),
+                            "values": [_exact(v) for v in results.values[i].tolist()],
+                            "stderr": [_exact(v) for v in results.stderr[i].tolist()],
+                            "fit": {name: _exact(float(column[i])) for name, column in results.fit.items()}}) + "\n")
+    return "".join(lines)
+
+
+def from_journal(lines: dict[int, dict[str, Any]]) -> GroupResults | None:
+    """The groups a journal holds (its lines by table position), as results."""
+    if not lines:
+        return None
+    events = [lines[g] for g in sorted(lines)]
+    number = lambda v: float(v)  # noqa: E731  (text for inf and nan)
+    return GroupResults(sorted(lines), [e["status"] for e in events], [int(e["iters"]) for e in events],
+                        [number(e["loss"]) for e in events],
+                        np.array([[number(v) for v in e["values"]] for e in events], dtype=np.float64),
+                        np.array([[number(v) for v in e["stderr"]] for e in events], dtype=np.float64),
+                        {name: np.array([number(e["fit"][name]) for e in events]) for name in events[0]["fit"]})
