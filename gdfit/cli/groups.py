@@ -143,7 +143,6 @@ def _run(job, earlier, folder: Path | None, options: GroupOptions) -> int:
         with StopRequest() as stop, appender:
             for item in execute(job, stop, done_before, options.backend, options.address):
                 if isinstance(item, int):
-                    pause_point("groups")
                     renderer.progress(finished + item, job.total)
                     continue
                 parts.append(item)
@@ -151,6 +150,7 @@ def _run(job, earlier, folder: Path | None, options: GroupOptions) -> int:
                 fitted += sum(s not in _UNFITTED for s in item.status)
                 if folder is not None:
                     appender.write(journal_lines(item, lambda g: table.labels[g]))
+                pause_point("groups")  # tests: a kill between two journaled batches
                 renderer.groups(table.labels, spec.order, item)
                 renderer.progress(finished, job.total)
             interrupted = stop()
