@@ -303,3 +303,103 @@ def test_the_summary_counts_statuses_and_gives_medians_and_quartiles():
     assert "│ converged │      4 │ 80.0% │" in text and "│ max_iters │      1 │ 20.0% │" in text
     assert "│ a         │    2.5 │ 1.75 │ 3.25 │ 1.5 │" in text and "│ b         │     25 │ 17.5 │ 32.5 │  15 │" in text
     assert "not converged: last (max_iters)" in text
+
+
+# ---------------------------------------------------------------- resume and Dask
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    columns, _ = screen(64, seed=4)  # five sizes: five batches
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    whole = cli("run", str(config), "--output", str(tmp_path / "whole.csv"))
+    assert whole.exit_status == 1
+    folder = tmp_path / "job"
+    env = {**os.environ, "GDFIT_PAUSE_AT": "groups", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", str(config), "--output-dir", str(folder), "--json"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "paused at groups" in proc.stderr.readline()  # the first batch is journaled
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    lines = (folder / "runs.jsonl").read_text().splitlines()
+    assert 0 < len(lines) < 64 and not (folder / "summary.json").exists()
+    with open(folder / "runs.jsonl", "a") as handle:
+        handle.write('{"index": 5, "group": 5, "sta')  # a line cut short by the kill
+    resumed = cli("run", "--resume", str(folder), "--output", str(tmp_path / "resumed.csv"), "--json")
+    assert resumed.exit_status == 1, resumed.stderr
+    assert len([e for e in resumed.lines if e["event"] == "group"]) == 64 - len(lines)
+    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    journaled = [json.loads(line)["index"] for line in (folder / "runs.jsonl").read_text().splitlines()]
+    assert sorted(journaled) == list(range(64))  # each group exactly once
+    assert json.loads((folder / "summary.json").read_text())["end"]["groups"] == 64
+    again = cli("run", str(config), "--output-dir", str(folder))
+    assert again.exit_status == 2 and "gdfit run --resume" in again.stderr
+
+
+def test_a_resume_refuses_a_changed_data_file(cli, tmp_path):
+    data = varied_screen(tmp_path, 4)
+    folder = tmp_path / "job"
+    assert cli("run", str(job_config(tmp_path, data.name)), "--output-dir", str(folder)).exit_status in (0, 1)
+    data.write_text(data.read_text() + "C0,1.0,50.0\n")
+    result = cli("run", "--resume", str(folder))
+    assert result.exit_status == 2 and "the data file has changed" in result.stderr
+
+
+def _sockets_off_loopback(pids: set[int]) -> list[str]:
+    import ipaddress
+
+    import psutil
+
+    bad = []
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for conn in connections:
+            for address in (conn.laddr, conn.raddr):
+                if address and ipaddress.ip_address(address.ip) not in ipaddress.ip_network("127.0.0.0/8"):
+                    bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr}")
+    return bad
+
+
+@pytest.mark.slow
+def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    pytest.importorskip("distributed")
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    columns, _ = screen(80, seed=6, failures=True)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    assert cli("run", str(config), "--output", str(tmp_path / "local.csv")).exit_status == 1
+    me, seen, bad, done = psutil.Process(), set(), [], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            pids = {me.pid} | {child.pid for child in me.children(recursive=True)}
+            seen.update(pids)
+            bad.extend(_sockets_off_loopback(pids))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = cli("run", str(config), "--backend", "dask", "--output", str(tmp_path / "dask.csv"))
+    finally:
+        done.set()
+        watcher.join()
+    assert result.exit_status == 1, result.stderr
+    assert not bad, "\n".join(sorted(set(bad)))
+    assert len(seen) > 3, "the watcher never saw the cluster's processes"
+    assert (tmp_path / "dask.csv").read_text() == (tmp_path / "local.csv").read_text()

@@ -73,7 +73,7 @@ def run_groups(resolved: Resolved | None, options: GroupOptions) -> int:
             raise InputFileError("the data file has changed since the job started", source=digest["file"],
                                  key="data.file", hint=f"start a new job instead of resuming {folder}")
     elif folder is not None:
-        config = resolved.config.model_dump(mode="json")
+        config = resolved.config.model_dump(mode="json", exclude_unset=True)  # validates again as it is
         journals.create(folder, config, resolved.source, resolved.base_dir, {}, {"data": digest}, 0, job.total,
                         kind="groups", key="--output-dir")
     earlier = from_journal(journal.done) if journal is not None else None
@@ -103,7 +103,7 @@ def _resumed_config(journal, given: Resolved | None) -> Resolved:
 
     resolved = build_config(journal.raw, source=journal.source, base_dir=journal.base_dir)
     if given is not None:
-        refuse_differences(journal, given.config.model_dump(mode="json"), {})
+        refuse_differences(journal, given.config.model_dump(mode="json", exclude_unset=True), {})
     return resolved
 
 
