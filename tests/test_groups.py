@@ -403,3 +403,28 @@ def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch)
     assert not bad, "\n".join(sorted(set(bad)))
     assert len(seen) > 3, "the watcher never saw the cluster's processes"
     assert (tmp_path / "dask.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+
+# ---------------------------------------------------------------- plot
+
+
+def test_plot_draws_histograms_and_one_group_from_each_format(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    from gdfit.render.groups_plot import parameter_names, read_results
+
+    columns, _ = screen(30, seed=9, failures=True)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    for suffix in (".csv", ".json", ".parquet"):
+        results = tmp_path / f"r{suffix}"
+        assert cli("run", str(config), "--output", str(results)).exit_status == 1
+        rows, document = read_results(results)
+        assert parameter_names(rows) == list(ORDER) and len(rows) == 34
+        assert document["data"] == str((tmp_path / "plates.csv").resolve())
+        for extra, image in (((), "hist.png"), (("--group", "7"), "g7.svg")):
+            drawn = cli("plot", str(results), *extra, "-o", str(tmp_path / image))
+            assert drawn.exit_status == 0, drawn.stderr
+            assert (tmp_path / image).stat().st_size > 1000
+            (tmp_path / image).unlink()
+    missing = cli("plot", str(tmp_path / "r.csv"), "--group", "nope", "-o", str(tmp_path / "x.png"))
+    assert missing.exit_status == 2 and "no group 'nope'" in missing.stderr and not (tmp_path / "x.png").exists()

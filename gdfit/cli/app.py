@@ -304,19 +304,22 @@ def sweep(
 def plot(
     files: List[Path] = typer.Argument(..., metavar="FILE...", help="--output documents (run or sweep) or captured --json output."),
     out: Path = typer.Option(..., "--output", "-o", metavar="PATH", help="The image to write: .png, .svg or .pdf."),
+    group: Optional[str] = typer.Option(None, "--group", metavar="G", help="Many fits: draw group G's data and fitted curve (default: a histogram of each parameter)."),
 ) -> None:
-    """Draw saved results: loss curves overlaid with a legend, or a sweep's updates-to-converge.
+    """Draw saved results: loss curves overlaid with a legend, a sweep's updates-to-converge, or a
+    many-fits results table (histograms of the parameters, or one group's fit).
 
     \b
     Examples:
       gdfit run configs/seed.yaml --output a.json && gdfit plot a.json -o a.png
       gdfit run configs/seed.yaml --json > b.jsonl && gdfit plot a.json b.jsonl -o both.svg
       gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)" -o s.json && gdfit plot s.json -o s.png
+      gdfit run configs/dose-response.yaml -o r.csv; gdfit plot r.csv -o hist.png; gdfit plot r.csv --group 7 -o g7.png
     """
     with edge():
         from gdfit.cli.plot import plot_files
 
-        plot_files(files, out)
+        plot_files(files, out, group)
 
 
 @app.command(cls=_Command)
