@@ -263,7 +263,8 @@ def table_bytes(path: Path, columns: dict[str, list], metadata: dict[str, str] |
         def write_parquet(handle) -> None:
             import pyarrow.parquet as pq
 
-            table = pa.table({name: pa.array(values) for name, values in columns.items()})
+            table = pa.table({name: pa.array(values, from_pandas=True) if isinstance(values, np.ndarray)
+                              else pa.array(values) for name, values in columns.items()})
             pq.write_table(table.replace_schema_metadata(metadata or {}), handle)
 
         return write_parquet
@@ -281,7 +282,9 @@ def table_bytes(path: Path, columns: dict[str, list], metadata: dict[str, str] |
     return write_csv
 
 
-def _cells(values: list) -> list:
-    """CSV cells: a missing number is empty, a float keeps every digit (repr)."""
-    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v) if isinstance(v, float) else v
-            for v in values]
+def _cells(values) -> list:
+    """CSV cells: a missing number (None, NaN, an infinity) is empty, a float keeps every digit (repr)."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    return ["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(v) if isinstance(v, float)
+            else v for v in values]

@@ -51,20 +51,36 @@ def end_event(by_status: dict[str, int], groups: int, elapsed_s: float, fitted: 
             "elapsed_s": elapsed_s, "fits_per_s": fitted / elapsed_s if elapsed_s > 0 else None}
 
 
-def results_columns(labels: list[Any], order: tuple[str, ...], results) -> dict[str, list]:
-    """The results table as columns (results merged and in the table's order)."""
-    columns: dict[str, list] = {
+def results_columns(labels: list[Any], order: tuple[str, ...], results) -> dict[str, Any]:
+    """The results table as columns (results merged and in the table's order): lists for the
+    group, status and counts, float64 arrays (NaN where missing) for the figures, so that a
+    million groups do not become twenty million Python floats."""
+    columns: dict[str, Any] = {
         "group": [labels[g] for g in results.indices],
         "status": list(results.status),
         "iters": [int(k) for k in results.iters],
-        "loss": [_number(v) for v in results.loss],
+        "loss": _finite(np.asarray(results.loss, dtype=np.float64)),
     }
     for j, name in enumerate(order):
-        columns[name] = [_number(v) for v in results.values[:, j].tolist()]
-        columns[f"{name}_stderr"] = [_number(v) for v in results.stderr[:, j].tolist()]
+        columns[name] = _finite(results.values[:, j])
+        columns[f"{name}_stderr"] = _finite(results.stderr[:, j])
     for name in TABLE_FIT:
-        columns[name] = [_fit_value(name, v) for v in results.fit[name].tolist()]
+        values = results.fit[name]
+        columns[name] = [None if not math.isfinite(v) else int(v) for v in values.tolist()] if name in INTEGERS \
+            else _finite(values)
     return columns
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """Non-finite numbers as NaN: missing in every format (JSON has no infinities)."""
+    return np.where(np.isfinite(values), values, math.nan)
+
+
+def _plain(values: Any) -> list:
+    """A column as JSON values: NaN and infinities are null."""
+    if isinstance(values, np.ndarray):
+        return [v if math.isfinite(v) else None for v in values.tolist()]
+    return list(values)
 
 
 def write_results(path: Path, columns: dict[str, list], document: dict[str, Any]) -> None:
@@ -76,7 +92,7 @@ def write_results(path: Path, columns: dict[str, list], document: dict[str, Any]
 
     suffix = path.suffix.lower()
     if suffix == ".json":
-        rows = [dict(zip(columns, row)) for row in zip(*columns.values())]
+        rows = [dict(zip(columns, row)) for row in zip(*(_plain(values) for values in columns.values()))]
         write_atomic(path, dumps({**document, "groups": rows}) + "\n")
         return
     write_atomic(path, table_bytes(path, columns, {"gdfit": dumps(document)}))
