@@ -428,3 +428,36 @@ def test_plot_draws_histograms_and_one_group_from_each_format(cli, tmp_path):
             (tmp_path / image).unlink()
     missing = cli("plot", str(tmp_path / "r.csv"), "--group", "nope", "-o", str(tmp_path / "x.png"))
     assert missing.exit_status == 2 and "no group 'nope'" in missing.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_without_pyarrow_csvs_read_the_same_with_the_csv_module(monkeypatch, tmp_path):
+    pytest.importorskip("pyarrow")
+    from gdfit.files import tables
+
+    data = varied_screen(tmp_path, 12)
+    text = data.read_text().replace("C3,", "007,").replace("C4,", "12,").replace("C5,", "+5,")
+    lines = text.splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0] + ","  # an empty cell: missing
+    data.write_text("\n".join(lines) + "\n")
+    read = lambda: tables.read_grouped(data, "compound", lambda n: None)  # noqa: E731
+    fast = read()
+    monkeypatch.setattr(tables, "_has_pyarrow", lambda: False)
+    slow = read()
+    assert fast.labels == slow.labels and fast.labels[3:6] == ["007", 12, "+5"]
+    assert fast.bounds.tolist() == slow.bounds.tolist()
+    for name in ("dose", "response"):
+        assert np.array_equal(fast.columns[name], slow.columns[name], equal_nan=True)
+    assert np.isnan(fast.columns["response"][3]) and np.isnan(slow.columns["response"][3])
+    lines[9] = lines[9].rsplit(",", 1)[0] + ",oops"
+    data.write_text("\n".join(lines) + "\n")
+    group = lines[9].split(",")[0]
+    for reader in (True, False):
+        monkeypatch.setattr(tables, "_has_pyarrow", lambda: reader)
+        with pytest.raises(tables.InputFileError, match=rf"line 10, column 'response' \(group '{group}'\): 'oops'"):
+            read()
+
+
+def test_other_commands_refuse_a_grouped_config(cli, tmp_path):
+    data = varied_screen(tmp_path, 3)
+    result = cli("sweep", str(job_config(tmp_path, data.name)), "--grid", "max_iters=5,10")
+    assert result.exit_status == 2 and "data.group makes one fit per group: run the config with gdfit run" in result.stderr

@@ -248,7 +248,8 @@ def _label(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return int(value) if float(value).is_integer() else float(value)
     text = str(value)
-    return int(text) if _INTEGER.match(text) and len(text) < 19 else text
+    # "42" is the integer 42; "007" and "+7" stay text, as written
+    return int(text) if _INTEGER.match(text) and len(text) < 19 and str(int(text)) == text else text
 
 
 # ---------------------------------------------------------------- writing
