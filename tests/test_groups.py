@@ -164,20 +164,22 @@ def test_failed_groups_get_their_status_and_the_others_go_on(cli, tmp_path):
     write(tmp_path / "plates.csv", columns)
     with open(tmp_path / "plates.csv", "a") as handle:  # a missing dose at an observed point
         handle.write("34,0.1,5\n34,nan,7\n34,1,9\n34,10,50\n34,100,90\n34,3,70\n")
+        handle.write("35,0.1,5\n35,1,9\n35,10,50\n35,100,90\n35,3,nan\n")  # as many points as parameters
     result = cli("run", str(job_config(tmp_path, "plates.csv")), "--json", "--output", str(tmp_path / "r.json"))
     assert result.exit_status == 1
     events = {e["group"]: e for e in result.lines if e["event"] == "group"}
-    expected = {30: "flat", 31: "too_few_points", 32: "no_data", 33: "degenerate", 34: "bad_data"}
+    expected = {30: "flat", 31: "too_few_points", 32: "no_data", 33: "degenerate", 34: "bad_data",
+                35: "too_few_points"}
     assert {g: events[g]["status"] for g in expected} == expected
     for g in expected:
         assert all(p["stderr"] is None for p in events[g]["params"].values())
     assert events[31]["fit"]["n"] == 3 and events[32]["fit"]["n"] == 0
     assert sum(events[g]["status"] == "converged" for g in range(30)) >= 28
     end = result.lines[-1]
-    assert end["event"] == "end" and end["groups"] == 35
-    assert sum(end["by_status"].values()) == 35 and end["by_status"]["flat"] == 1
+    assert end["event"] == "end" and end["groups"] == 36
+    assert sum(end["by_status"].values()) == 36 and end["by_status"]["flat"] == 1
     document = json.loads((tmp_path / "r.json").read_text())
-    assert len(document["groups"]) == 35 and document["end"]["by_status"] == end["by_status"]
+    assert len(document["groups"]) == 36 and document["end"]["by_status"] == end["by_status"]
 
 
 def test_every_group_converged_exits_0_and_json_is_strict(cli, tmp_path):
@@ -231,11 +233,11 @@ def test_csv_npz_and_parquet_inputs_and_outputs_agree(cli, tmp_path):
 
 def test_text_group_values_stay_text_and_keep_their_order(cli, tmp_path):
     data = varied_screen(tmp_path, 6)
-    text = data.read_text().replace("C5,", "Z5,").replace("C0,", "A0,")
+    text = data.read_text().replace("C5,", "A5,").replace("C0,", "Z0,")
     data.write_text(text)
     out = tmp_path / "r.csv"
     cli("run", str(job_config(tmp_path, data.name)), "--output", str(out))
-    assert [r["group"] for r in read_rows(out)] == ["A0", "C1", "C2", "C3", "C4", "Z5"]
+    assert [r["group"] for r in read_rows(out)] == ["Z0", "C1", "C2", "C3", "C4", "A5"]  # as first seen
     assert json.loads(Path(str(out) + ".json").read_text())["data"] == str(data.resolve())
 
 
