@@ -237,7 +237,10 @@ def test_text_group_values_stay_text_and_keep_their_order(cli, tmp_path):
     data.write_text(text)
     out = tmp_path / "r.csv"
     cli("run", str(job_config(tmp_path, data.name)), "--output", str(out))
-    assert [r["group"] for r in read_rows(out)] == ["Z0", "C1", "C2", "C3", "C4", "A5"]  # as first seen
+    rows = read_rows(out)
+    assert [r["group"] for r in rows] == ["Z0", "C1", "C2", "C3", "C4", "A5"]  # as first seen
+    counts = [line.split(",")[0] for line in text.splitlines()[1:]]
+    assert [int(r["n"]) for r in rows] == [counts.count(r["group"]) for r in rows]  # each its own rows
     assert json.loads(Path(str(out) + ".json").read_text())["data"] == str(data.resolve())
 
 
