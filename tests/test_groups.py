@@ -338,7 +338,7 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
     assert 0 < len(lines) < 64 and not (folder / "summary.json").exists()
     with open(folder / "runs.jsonl", "a") as handle:
         handle.write('{"index": 5, "group": 5, "sta')  # a line cut short by the kill
-    resumed = cli("run", "--resume", str(folder), "--output", str(tmp_path / "resumed.csv"), "--json")
+    resumed = cli("run", str(config), "--resume", str(folder), "--output", str(tmp_path / "resumed.csv"), "--json")
     assert resumed.exit_status == 1, resumed.stderr
     assert len([e for e in resumed.lines if e["event"] == "group"]) == 64 - len(lines)
     assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "whole.csv").read_text()
@@ -346,15 +346,17 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
     assert sorted(journaled) == list(range(64))  # each group exactly once
     assert json.loads((folder / "summary.json").read_text())["end"]["groups"] == 64
     again = cli("run", str(config), "--output-dir", str(folder))
-    assert again.exit_status == 2 and "gdfit run --resume" in again.stderr
+    assert again.exit_status == 2 and "gdfit run CONFIG --resume" in again.stderr
 
 
-def test_a_resume_refuses_a_changed_data_file(cli, tmp_path):
+def test_a_resume_refuses_a_changed_config_or_data_file(cli, tmp_path):
     data = varied_screen(tmp_path, 4)
-    folder = tmp_path / "job"
-    assert cli("run", str(job_config(tmp_path, data.name)), "--output-dir", str(folder)).exit_status in (0, 1)
+    folder, config = tmp_path / "job", job_config(tmp_path, data.name)
+    assert cli("run", str(config), "--output-dir", str(folder)).exit_status in (0, 1)
+    other = cli("run", str(config), "--resume", str(folder), "--set", "max_iters=50")
+    assert other.exit_status == 2 and "config max_iters: the journal has 200, now 50" in other.stderr
     data.write_text(data.read_text() + "C0,1.0,50.0\n")
-    result = cli("run", "--resume", str(folder))
+    result = cli("run", str(config), "--resume", str(folder))
     assert result.exit_status == 2 and "the data file has changed" in result.stderr
 
 

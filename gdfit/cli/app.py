@@ -167,7 +167,7 @@ SET_HELP = "Override a config key: KEY=VALUE, VALUE read as YAML; dotted keys re
 
 @app.command(cls=_Command)
 def run(
-    config: Optional[str] = typer.Argument(None, metavar="CONFIG", help="YAML config file, or - to read it from standard input. Not needed with --resume DIR."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="YAML config file, or - to read it from standard input."),
     json_mode: bool = typer.Option(False, "--json", help="Write JSON Lines events (start, step, end, error) to stdout."),
     every: Optional[int] = typer.Option(
         None, "--every", min=0, metavar="N", help="Report every N-th update (and always the last); 0: start and end only. "
@@ -182,11 +182,11 @@ def run(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end."),
     checkpoint_every: float = typer.Option(60.0, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would. Many fits: the job folder of --output-dir."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
     holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR", help="Many fits (data.group): journal each finished group in DIR, so that --resume DIR finishes a killed job."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR", help="Many fits (data.group): journal each finished group in DIR, so that CONFIG --resume DIR finishes a killed job."),
     backend: str = typer.Option("local", "--backend", metavar="NAME", help="Many fits: local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
 ) -> None:
@@ -201,7 +201,7 @@ def run(
       gdfit run configs/decay.yaml --plot decay.png   (a curve fit: parameters, stderr, fit report)
       gdfit run big.yaml --checkpoint run.ckpt   (after a crash: gdfit run big.yaml --resume run.ckpt --checkpoint run.ckpt)
       gdfit run configs/dose-response.yaml --output results.csv   (data.group: one fit per group)
-      gdfit run screen.yaml --output-dir job   (after a kill: gdfit run --resume job)
+      gdfit run screen.yaml --output-dir job   (after a kill: gdfit run screen.yaml --resume job)
 
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
     Many fits (data.group): 0 when every group converged, 1 when some did not.
@@ -216,14 +216,11 @@ def run(
 
         pause_point("config")
         flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
-        resolved = load_config(config, set_ or [], flags) if config is not None else None
-        many = resolved is None or output_dir is not None or (resume is not None and resume.is_dir())
-        if many or is_grouped(resolved):
+        resolved = load_config(config, set_ or [], flags)
+        if is_grouped(resolved) or output_dir is not None or (resume is not None and resume.is_dir()):
             refuse_flags({"--every": every, "--plot": plot, "--checkpoint": checkpoint, "--tensorboard": tensorboard,
                           "--save": save, "--holdout": holdout})
-            if resolved is None and resume is None:
-                raise UsageError("missing CONFIG (a YAML config file, or -)", key="CONFIG")
-            if resolved is not None and not is_grouped(resolved):
+            if not is_grouped(resolved):
                 raise UsageError("--output-dir and --resume DIR are for many fits: a config with data.group",
                                  key="--output-dir" if output_dir is not None else "--resume")
             raise typer.Exit(run_groups(resolved, GroupOptions(json_mode, output, output_dir, resume, backend, address)))

@@ -46,7 +46,7 @@ def refuse_flags(flags: dict[str, Any]) -> None:
                              hint="write the results with --output results.csv and draw them with gdfit plot")
 
 
-def run_groups(resolved: Resolved | None, options: GroupOptions) -> int:
+def run_groups(resolved: Resolved, options: GroupOptions) -> int:
     """Fit every group (or those a resumed folder lacks); returns the exit status."""
     from gdfit.sweeps import journal as journals
     from gdfit.sweeps.groups import from_journal, load_job
@@ -55,10 +55,10 @@ def run_groups(resolved: Resolved | None, options: GroupOptions) -> int:
     journal = None
     if options.resume is not None:
         journal = journals.load(options.resume, kind="groups")
-        resolved = _resumed_config(journal, resolved)
+        _same_config(journal, resolved)
     elif options.output_dir is not None and (options.output_dir / journals.CONFIG_FILE).exists():
         raise OutputError("already holds a many-fits job", source=str(options.output_dir), key="--output-dir",
-                          hint=f"continue it with `gdfit run --resume {options.output_dir}`, or choose another folder")
+                          hint=f"continue it with `gdfit run CONFIG --resume {options.output_dir}`, or choose another folder")
     if options.backend not in ("local", "dask"):
         raise UsageError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
     if options.backend == "dask":
@@ -96,15 +96,11 @@ def _check_output(options: GroupOptions) -> None:
         require_pyarrow("writing .parquet")
 
 
-def _resumed_config(journal, given: Resolved | None) -> Resolved:
-    """The journal's config; a CONFIG given as well must be the same."""
-    from gdfit.config import build_config
+def _same_config(journal, given: Resolved) -> None:
+    """A resumed job goes on with the config it started with, key by key."""
     from gdfit.sweeps.journal import refuse_differences
 
-    resolved = build_config(journal.raw, source=journal.source, base_dir=journal.base_dir)
-    if given is not None:
-        refuse_differences(journal, given.config.model_dump(mode="json", exclude_unset=True), {})
-    return resolved
+    refuse_differences(journal, given.config.model_dump(mode="json", exclude_unset=True), {})
 
 
 def _digest(resolved: Resolved) -> dict[str, Any]:

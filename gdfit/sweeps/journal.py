@@ -61,7 +61,7 @@ class Journal:
         return self.summary() if not self.missing else None
 
 
-RESUME = {"sweep": "gdfit sweep --resume", "groups": "gdfit run --resume"}
+RESUME = {"sweep": "gdfit sweep --resume", "groups": "gdfit run CONFIG --resume"}
 
 
 def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid: dict[str, list[Any]],
