@@ -64,10 +64,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 # ---------------------------------------------------------------- equality with single fits
 
 
-def test_each_group_equals_its_single_fit_bit_for_bit(cli, tmp_path):
+@pytest.mark.parametrize("compact", [False, True], ids=["whole batches", "running groups go on alone"])
+def test_each_group_equals_its_single_fit_bit_for_bit(cli, tmp_path, monkeypatch, compact):
     from gdfit.config import load_config
     from gdfit.engine.descent import Descent, prepare
+    from gdfit.sweeps import groups
 
+    # compacting: every batch of 2 or more goes on with its running groups alone at the first look
+    # where a quarter or fewer still run (here, with a fifth of the groups run to max_iters 25)
+    monkeypatch.setattr(groups, "COMPACT_MIN", 2 if compact else 10**9)
+    resumed = []
+    state_rows = groups._state_rows
+    monkeypatch.setattr(groups, "_state_rows", lambda state, keep: resumed.append(len(keep)) or state_rows(state, keep))
     data = varied_screen(tmp_path, 50)
     result = cli("run", str(job_config(tmp_path, data.name)), "--json")
     assert result.exit_status in (0, 1), result.stderr
@@ -99,6 +107,7 @@ def test_each_group_equals_its_single_fit_bit_for_bit(cli, tmp_path):
         for name, value in event["fit"].items():
             assert value == alone.fit[name], (group, name)
     assert len(sizes) >= 8  # groups of many sizes: each size its own batch
+    assert (len(resumed) >= 3) if compact else not resumed, resumed
     assert sum(e["status"] == "converged" for e in events.values()) >= 40
 
 
