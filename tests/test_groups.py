@@ -477,3 +477,27 @@ def test_other_commands_refuse_a_grouped_config(cli, tmp_path):
     data = varied_screen(tmp_path, 3)
     result = cli("sweep", str(job_config(tmp_path, data.name)), "--grid", "max_iters=5,10")
     assert result.exit_status == 2 and "data.group makes one fit per group: run the config with gdfit run" in result.stderr
+
+
+def test_running_groups_going_on_alone_again_and_again_change_no_bit(cli, tmp_path, monkeypatch):
+    """An equivalence check of the compaction: a batch of 200 groups cut down at several looks
+    gives the table of the batch run whole (each cut is a Loop resumed from the last one's state)."""
+    from gdfit.sweeps import groups
+
+    columns = well_posed(200, seed=21)
+    keep = np.isin(np.arange(12), [0, 2, 4, 5, 6, 7, 9, 11])  # one size (8 points): one batch
+    columns = {name: column.reshape(200, 12)[:, keep].ravel() for name, column in columns.items()}
+    columns["response"] = columns["response"] + np.repeat(np.linspace(0, 40, 200), 8) * np.tile(
+        np.sin(np.arange(8)), 200)  # some groups far harder than others: they stop at many updates
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    tables, cuts = {}, []
+    state_rows = groups._state_rows
+    monkeypatch.setattr(groups, "_state_rows", lambda state, rows: cuts.append(len(rows)) or state_rows(state, rows))
+    monkeypatch.setattr(groups, "COMPACT_SHARE", 0.6)
+    for minimum in (10**9, 2):
+        monkeypatch.setattr(groups, "COMPACT_MIN", minimum)
+        cli("run", str(config), "--output", str(tmp_path / f"r{minimum}.csv"))
+        tables[minimum] = (tmp_path / f"r{minimum}.csv").read_text()
+    assert len(cuts) >= 2 and cuts == sorted(cuts, reverse=True), cuts  # cut, and cut again
+    assert tables[2] == tables[10**9]
