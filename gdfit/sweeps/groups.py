@@ -288,7 +288,7 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
     rows = np.arange(K)  # the batch's groups that the current loop holds
     status: list[str] = [records.INTERRUPTED] * K
     iters, losses = [0] * K, [math.nan] * K
-    theta = torch_zeros_like_rows(loop)
+    theta = _parameters_of(loop)  # each group's final parameters, filled in as it finishes
     finished = 0
     while True:
         compact: list = []  # the loop's state at the look where the running groups go on alone
@@ -337,8 +337,8 @@ COMPACT_SHARE = 0.25  # a batch goes on with its running groups alone once no mo
 COMPACT_MIN = 64  # groups a loop holds for it to be worth compacting
 
 
-def torch_zeros_like_rows(loop):
-    """Each group's final parameters, filled in as they finish ([K, p], as the loop holds them)."""
+def _parameters_of(loop):
+    """A CPU copy of the parameters a loop holds ([K, p])."""
     return next(iter(loop.stepper.params.values())).detach().cpu().clone()
 
 
