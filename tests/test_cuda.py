@@ -56,3 +56,27 @@ def test_cuda_sweep_equals_cpu_sweep():
     assert [(r.status, r.iters) for r in gpu] == [(r.status, r.iters) for r in cpu]
     # CUDA and the CPU may sum the 9 squared errors in different orders: the last bit may differ
     assert [r.loss for r in gpu] == pytest.approx([r.loss for r in cpu], rel=1e-5, nan_ok=True)
+
+
+def test_many_fits_on_cuda_give_the_cpu_table(tmp_path):
+    """device: cuda places a many-fits job's tensors and stop rules on the GPU; lm's algebra is
+    on the host either way, so every group's result is the CPU's."""
+    import sys
+
+    from conftest import ROOT, run_cli
+
+    sys.path.insert(0, str(ROOT / "configs"))
+    from make_screen import screen, write
+
+    columns, _ = screen(300, seed=3, failures=True)
+    write(tmp_path / "plates.npz", columns)
+    base = (f"data: {{file: plates.npz, group: compound}}\ntarget: {{column: response}}\n"
+            "model: {expr: 'bottom + (top - bottom) / (1 + (ec50 / dose) ** hill)', "
+            "params: {bottom: 0, top: 100, ec50: 1, hill: 1}}\noptimizer: lm\ndtype: float64\nmax_iters: 200\n")
+    tables = {}
+    for device in ("cpu", "cuda"):
+        (tmp_path / f"{device}.yaml").write_text(base + f"device: {device}\n")
+        result = run_cli("run", str(tmp_path / f"{device}.yaml"), "--output", str(tmp_path / f"{device}.csv"))
+        assert result.exit_status == 1, result.stderr
+        tables[device] = (tmp_path / f"{device}.csv").read_text()
+    assert tables["cuda"] == tables["cpu"]

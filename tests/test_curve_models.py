@@ -208,7 +208,7 @@ def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, deca
 
 
 @pytest.mark.parametrize("config,truth", [
-    ("gaussian", "gaussian"), ("dose-response", "dose"), ("edge", "edge"), ("tied-peaks", "peaks")])
+    ("gaussian", "gaussian"), ("dose", "dose"), ("edge", "edge"), ("tied-peaks", "peaks")])
 def test_the_example_configs_recover_their_true_parameters(cli, config, truth):
     import importlib.util
 

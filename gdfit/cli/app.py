@@ -185,12 +185,15 @@ def run(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end."),
     checkpoint_every: float = typer.Option(60.0, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would. Many fits: the job folder of --output-dir."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
     holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
     ci: bool = typer.Option(False, "--ci", help="Curve fits with lm: profile-likelihood confidence intervals of each fitted parameter, at the config's `confidence` levels (default 1 and 2 sigma), by lmfit's F-test."),
     ci_plot: Optional[Path] = typer.Option(None, "--ci-plot", metavar="PATH", help="Draw each parameter's profile (F-test probability against its value, intervals marked) to PATH (.png, .svg, .pdf); implies --ci."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR", help="Many fits (data.group): journal each finished group in DIR, so that CONFIG --resume DIR finishes a killed job."),
+    backend: str = typer.Option("local", "--backend", metavar="NAME", help="Many fits: local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
 ) -> None:
     """Run a config: fit x, a curve or a matrix model to its target, streaming each update.
 
@@ -203,18 +206,30 @@ def run(
       gdfit run configs/decay.yaml --plot decay.png   (a curve fit: parameters, stderr, fit report)
       gdfit run configs/decay.yaml --ci --ci-plot profiles.png   (profile-likelihood intervals)
       gdfit run big.yaml --checkpoint run.ckpt   (after a crash: gdfit run big.yaml --resume run.ckpt --checkpoint run.ckpt)
+      gdfit run configs/dose-response.yaml --output results.csv   (data.group: one fit per group)
+      gdfit run screen.yaml --output-dir job   (after a kill: gdfit run screen.yaml --resume job)
 
     Exit status: 0 converged, 1 stopped by a limit, 2 bad input, 3 diverged, 130 interrupted.
+    Many fits (data.group): 0 when every group converged, 1 when some did not.
     """
     with edge(json_mode):
+        from gdfit.cli.groups import GroupOptions, is_grouped, refuse_flags, run_groups
         from gdfit.cli.run import RunOptions
         from gdfit.cli.run import run as run_command
+        from gdfit.errors import UsageError
         from gdfit.config import load_config
         from gdfit.engine.interrupts import pause_point
 
         pause_point("config")
         flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
         resolved = load_config(config, set_ or [], flags, confidence=ci or ci_plot is not None)
+        if is_grouped(resolved) or output_dir is not None or (resume is not None and resume.is_dir()):
+            refuse_flags({"--ci": ci or None, "--ci-plot": ci_plot, "--every": every, "--plot": plot, "--checkpoint": checkpoint, "--tensorboard": tensorboard,
+                          "--save": save, "--holdout": holdout})
+            if not is_grouped(resolved):
+                raise UsageError("--output-dir and --resume DIR are for many fits: a config with data.group",
+                                 key="--output-dir" if output_dir is not None else "--resume")
+            raise typer.Exit(run_groups(resolved, GroupOptions(json_mode, output, output_dir, resume, backend, address)))
         options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
                              save, ci_plot)
         status = run_command(resolved, options)
@@ -292,19 +307,22 @@ def sweep(
 def plot(
     files: List[Path] = typer.Argument(..., metavar="FILE...", help="--output documents (run or sweep) or captured --json output."),
     out: Path = typer.Option(..., "--output", "-o", metavar="PATH", help="The image to write: .png, .svg or .pdf."),
+    group: Optional[str] = typer.Option(None, "--group", metavar="G", help="Many fits: draw group G's data and fitted curve (default: a histogram of each parameter)."),
 ) -> None:
-    """Draw saved results: loss curves overlaid with a legend, or a sweep's updates-to-converge.
+    """Draw saved results: loss curves overlaid with a legend, a sweep's updates-to-converge, or a
+    many-fits results table (histograms of the parameters, or one group's fit).
 
     \b
     Examples:
       gdfit run configs/seed.yaml --output a.json && gdfit plot a.json -o a.png
       gdfit run configs/seed.yaml --json > b.jsonl && gdfit plot a.json b.jsonl -o both.svg
       gdfit sweep configs/seed.yaml --grid "learning_rate=logspace(1e-2,10,16)" -o s.json && gdfit plot s.json -o s.png
+      gdfit run configs/dose-response.yaml -o r.csv; gdfit plot r.csv -o hist.png; gdfit plot r.csv --group 7 -o g7.png
     """
     with edge():
         from gdfit.cli.plot import plot_files
 
-        plot_files(files, out)
+        plot_files(files, out, group)
 
 
 @app.command(cls=_Command)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from gdfit.cli.common import warn
-from gdfit.errors import OutputError
+from gdfit.errors import OutputError, UsageError
 
 
-def plot_files(files: list[Path], out: Path) -> None:
+def plot_files(files: list[Path], out: Path, group: str | None = None) -> None:
+    from gdfit.render.groups_plot import is_results_table
     from gdfit.render.plotting import check_format, plot_saved, require_matplotlib
     from gdfit.files.writing import check_writable
 
@@ -16,8 +17,25 @@ def plot_files(files: list[Path], out: Path) -> None:
         check_writable(out)
         check_format(out)
         require_matplotlib()
-        plot_saved(files, out)
+        if len(files) == 1 and is_results_table(files[0]):
+            _plot_results(files[0], out, group)
+        elif group is not None:
+            raise UsageError("--group draws one group of a many-fits results table (.csv, .parquet, .json)",
+                             key="--group")
+        else:
+            plot_saved(files, out)
     except OutputError as err:  # the drawing code speaks of run's --plot; here the flag is --output
         err.key = "--output"
         raise
     warn(f"wrote {out}")
+
+
+def _plot_results(path: Path, out: Path, group: str | None) -> None:
+    """A many-fits results table: each parameter's histogram, or one group's data and curve."""
+    from gdfit.render.groups_plot import plot_group, plot_histograms, read_results
+
+    rows, document = read_results(path)
+    if group is None:
+        plot_histograms(out, rows, str(path))
+    else:
+        plot_group(out, rows, document, group, str(path))

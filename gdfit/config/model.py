@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StringConstraints,
     Tag,
     ValidationInfo,
     field_validator,
@@ -211,9 +212,12 @@ def _is_inline(spec: Any) -> bool:
 
 
 class DataSource(_Frozen):
-    """`{file: PATH}`: named 1-D columns, from a CSV with a header row or an .npz of named arrays."""
+    """`{file: PATH}`: named 1-D columns, from a CSV with a header row or an .npz of named arrays.
+    With `group: COLUMN` each distinct value of that column is one independent fit (many fits at
+    once); then the file may also be .parquet."""
 
     file: str
+    group: Annotated[str, StringConstraints(min_length=1)] | None = None
 
 
 # ---------------------------------------------------------------- models

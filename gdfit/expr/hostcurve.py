@@ -83,5 +83,5 @@ class HostCurve:
             J = J.transpose(0, 2, 1)
             value = self._shaped(value, runs)
             if self.sigma is not None:
-                return value / self.sigma, J / self.sigma[:, None]
+                return value / self.sigma, J / self.sigma[..., None]  # sigma [n], or [K, n] per run
             return value, J

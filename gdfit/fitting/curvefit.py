@@ -72,7 +72,21 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
             raise InputFileError(f"column {name!r} has a missing or infinite value at an observed point "
                                  f"(data row {int(observed.nonzero()[int(bad[0])]) + 1})",
                                  source=resolved.source, key="data.file")
-    varying = tuple(name for name in params if spec.params[name].vary and name not in derived)
+    varying, fixed, low, high, start = parameter_parts(spec, resolved, dtype, device, derived)
+    model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
+    model.derived, model.guess = derived_params.Derived(derived), guess
+    model.missing = y.numel() - points
+    model.pointwise = not ({"sum", "mean"} & functions_in(tree))
+    target = y[observed]
+    return model, (target / sigma if sigma is not None else target), start
+
+
+def parameter_parts(spec: ExpressionModel, resolved: Resolved, dtype: torch.dtype, device: torch.device,
+                    derived: dict | None = None):
+    """An expression model's fitted parameters (those with `vary`, not derived), its fixed ones by
+    value, and the fitted ones' bounds and start values as tensors."""
+    derived = derived or {}
+    varying = tuple(name for name in spec.params if spec.params[name].vary and name not in derived)
     if not varying:
         raise ConfigError("every parameter has vary: false; nothing is left to fit", source=resolved.source,
                           key="model.params")
@@ -80,12 +94,7 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
     high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
     start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
-    model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
-    model.derived, model.guess = derived_params.Derived(derived), guess
-    model.missing = y.numel() - points
-    model.pointwise = not ({"sum", "mean"} & functions_in(tree))
-    target = y[observed]
-    return model, (target / sigma if sigma is not None else target), start
+    return varying, fixed, low, high, start
 
 
 def _or(value: float | None, default: float) -> float:
@@ -96,6 +105,9 @@ def _columns(resolved: Resolved, dtype: torch.dtype, device: torch.device) -> di
     config = resolved.config
     if config.data is None:
         return {}
+    if config.data.group is not None:  # one fit per group: gdfit run's many-fits job (sweeps/groups.py)
+        raise ConfigError("data.group makes one fit per group: run the config with gdfit run", source=resolved.source,
+                          key="data.group")
     path = resolved.resolve_path(config.data.file)
     raw = read_columns(path, lambda n: guard_memory(n, dtype, device, 8, "data file"))
     lengths = {len(c) for c in raw.values()}
@@ -145,7 +157,7 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
     n, p = residuals.size, theta.numel()
     rss = float(residuals @ residuals)  # weighted: chi^2 when sigma is given
     dof = n - p
-    covariance = _covariance(J[0], rss / dof if dof > 0 else math.nan, absolute_sigma)
+    covariance = covariance_of(J[0], rss / dof if dof > 0 else math.nan, absolute_sigma)
     stderr = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None \
         else [math.nan] * p
     y = target * host.sigma if host.sigma is not None else target
@@ -164,22 +176,28 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
         if name not in stderr_of:
             entry["fixed"] = True
         params[name] = entry
-    fit = {
-        "n": n, "p": p, "dof": dof, "rss": plain,
-        "residual_std": math.sqrt(plain / dof) if dof > 0 else None,
-        "chi2": rss, "reduced_chi2": rss / dof if dof > 0 else None,
-        "r2": 1 - plain / total if total > 0 else None,
-        "aic": n * math.log(rss / n) + 2 * p if rss > 0 else None,
-        "bic": n * math.log(rss / n) + p * math.log(n) if rss > 0 else None,
-        "missing": model.missing,
-    }
+    fit = {**fit_figures(n, p, plain, rss, total), "missing": model.missing}
     breakdown = getattr(model, "breakdown", None)  # a global fit's statistics per dataset
     if breakdown is not None:
         fit["datasets"] = breakdown(residuals, y - f)
     return {"params": params, "covariance": covariance.tolist() if covariance is not None else None, "fit": fit}
 
 
-def _covariance(J: np.ndarray, s2: float, absolute_sigma: bool) -> np.ndarray | None:
+def fit_figures(n: int, p: int, plain: float, rss: float, total: float) -> dict[str, Any]:
+    """`fit`'s figures from the points, the parameters, the unweighted and weighted residual sums
+    of squares and the total sum of squares about the mean (None where undefined)."""
+    dof = n - p
+    return {
+        "n": n, "p": p, "dof": dof, "rss": plain,
+        "residual_std": math.sqrt(plain / dof) if dof > 0 else None,
+        "chi2": rss, "reduced_chi2": rss / dof if dof > 0 else None,
+        "r2": 1 - plain / total if total > 0 else None,
+        "aic": n * math.log(rss / n) + 2 * p if rss > 0 else None,
+        "bic": n * math.log(rss / n) + p * math.log(n) if rss > 0 else None,
+    }
+
+
+def covariance_of(J: np.ndarray, s2: float, absolute_sigma: bool) -> np.ndarray | None:
     """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
     if not np.isfinite(J).all():
         return None  # a diverged fit: no covariance

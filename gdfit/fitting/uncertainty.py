@@ -36,7 +36,7 @@ def robust_covariance(statistics: dict[str, Any], model, theta, target, robust, 
     import numpy as np
     import torch
 
-    from gdfit.fitting.curvefit import _covariance
+    from gdfit.fitting.curvefit import covariance_of
 
     host = model.host(torch.float64)
     x = theta.detach().cpu().to(torch.float64).numpy()[None]
@@ -46,7 +46,7 @@ def robust_covariance(statistics: dict[str, Any], model, theta, target, robust, 
     _, scaled = robust.scale(r, np.asarray(J))
     dof = r.shape[1] - x.shape[1]
     with np.errstate(all="ignore"):
-        covariance = _covariance(scaled[0], cost / dof if dof > 0 else math.nan, absolute_sigma)
+        covariance = covariance_of(scaled[0], cost / dof if dof > 0 else math.nan, absolute_sigma)
     stderr = ([math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None
               else [math.nan] * x.shape[1])
     of = dict(zip(model.names, stderr))

@@ -128,21 +128,40 @@ def require_dask() -> None:
 
 def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: str | None,
               should_stop) -> Results:
+    def shipped(task: list[int]) -> tuple:
+        with collector_paused():  # beside a sweep's runs, each collection walks them all
+            return batch_runs([runs[i] for i in task]), x_limit
+
+    for task, result in run_tasks(_packed_task, lambda workers: split_batches(batches, workers, run_seconds(runs[0])),
+                                  shipped, address, should_stop,
+                                  wants_gpu=lambda task: runs[task[0]].resolved.config.device != "cpu"):
+        group = [runs[i] for i in task]
+        with collector_paused():
+            columns = error_columns(len(group), result) if isinstance(result, BaseException) else result
+            done = records.run_records([run.params for run in group], columns)
+        yield task, done
+
+
+def run_tasks(work: Callable, tasks_for: Callable[[int], list], arguments: Callable[[Any], tuple],
+              address: str | None, should_stop: Callable[[], bool] = lambda: False,
+              wants_gpu: Callable[[Any], bool] = lambda task: False) -> Iterator[tuple[Any, Any]]:
+    """`work(*arguments(task))` for each of `tasks_for(number of workers)` as Dask tasks, on the
+    cluster at `address` (or a LocalCluster on 127.0.0.1, closed at the end). Yields `(task,
+    result)` as each ends; a task that failed outside `work` (a worker killed more often than
+    `distributed.scheduler.allowed-failures`, or unpicklable input) has its exception as result.
+    Stops early, cancelling what is left, when `should_stop()` turns true or on KeyboardInterrupt."""
     from distributed import Client, as_completed
 
+    address = address or os.environ.get(ADDRESS_ENV) or None
     cluster = None if address else start_local_cluster()
     client = Client(address or cluster, set_as_default=False)
     futures: dict = {}
     try:
-        workers = max(1, len(client.nthreads()))
-        tasks = split_batches(batches, workers, run_seconds(runs[0]))
+        tasks = tasks_for(max(1, len(client.nthreads())))
         gpu = _has_gpu_workers(client)
         for task in tasks:
-            group = [runs[i] for i in task]
-            resources = {"GPU": 1} if gpu and group[0].resolved.config.device != "cpu" else None
-            with collector_paused():  # beside a sweep's runs, each collection walks them all
-                shipped = batch_runs(group)
-            futures[client.submit(_packed_task, shipped, x_limit, pure=False, resources=resources)] = task
+            resources = {"GPU": 1} if gpu and wants_gpu(task) else None
+            futures[client.submit(work, *arguments(task), pure=False, resources=resources)] = task
         # each task's result fetched as it ends, on the client's event loop, not one at a time here
         finished = as_completed(list(futures), loop=client.loop, with_results=True, raise_errors=False)
         while not finished.is_empty():
@@ -153,23 +172,13 @@ def _run_dask(runs: list[Run], batches: list[list[int]], x_limit: int, address: 
                 continue
             for future, result in finished.next_batch(block=False):
                 task = futures.pop(future)
-                with collector_paused():
-                    done = _result(future, result, [runs[i] for i in task])
-                yield task, done
+                yield task, future.exception() if future.status == "error" else result
     finally:  # also on KeyboardInterrupt and when the caller closes the generator early
         if futures:
             client.cancel(list(futures), force=True)
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def _result(future, result, group: list[Run]) -> list[records.RunRecord]:
-    """A task's records from its future and what as_completed fetched; a task that failed outside
-    run_task (a worker killed more often than `distributed.scheduler.allowed-failures`, or
-    unpicklable input) becomes error records."""
-    columns = error_columns(len(group), future.exception()) if future.status == "error" else result
-    return records.run_records([run.params for run in group], columns)
 
 
 def _packed_task(batch: BatchRuns, x_limit: int) -> dict[str, list]:

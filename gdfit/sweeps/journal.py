@@ -44,7 +44,8 @@ class Journal:
     config: dict[str, Any]  # the first run's resolved config
     x_limit: int
     total: int
-    done: dict[int, records.RunRecord]  # grid index -> finished run
+    done: dict[int, Any]  # grid index -> finished run (a RunRecord; a many-fits folder's: the group event)
+    kind: str = "sweep"  # or "groups": a many-fits job (`gdfit run` with data.group), one line per group
 
     @property
     def missing(self) -> int:
@@ -60,35 +61,43 @@ class Journal:
         return self.summary() if not self.missing else None
 
 
+RESUME = {"sweep": "gdfit sweep --resume", "groups": "gdfit run CONFIG --resume"}
+
+
 def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid: dict[str, list[Any]],
-           config: dict[str, Any], x_limit: int, total: int) -> None:
-    """A new sweep folder with its config.json and an empty runs.jsonl; refuses one in use."""
+           config: dict[str, Any], x_limit: int, total: int, kind: str = "sweep", key: str = "--output") -> None:
+    """A new sweep folder with its config.json and an empty runs.jsonl; refuses one in use. A
+    many-fits job (`kind` "groups") journals its groups the same way."""
     if (folder / CONFIG_FILE).exists():
-        raise OutputError("already holds a sweep", source=str(folder), key="--output",
-                          hint=f"continue it with `gdfit sweep --resume {folder}`, or choose another folder")
+        raise OutputError("already holds a " + ("sweep" if kind == "sweep" else "many-fits job"), source=str(folder), key=key,
+                          hint=f"continue it with `{RESUME[kind]} {folder}`, or choose another folder")
     if folder.exists() and not folder.is_dir():
         raise OutputError("is a file, not a sweep folder (a name ending in .json writes one document)",
-                          source=str(folder), key="--output")
+                          source=str(folder), key=key)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot make the folder: {err.strerror or err}", source=str(folder),
-                          key="--output") from None
+                          key=key) from None
     saved = {"format": FORMAT, "source": source, "base_dir": str(Path(base_dir).resolve()), "raw": raw,
-             "grid": grid, "runs": total, "x_limit": x_limit, "config": config}
+             "grid": grid, "runs": total, "x_limit": x_limit, "config": config, "kind": kind}
     write_atomic(folder / RUNS_FILE, "")
     write_atomic(folder / CONFIG_FILE, dumps(saved) + "\n")
 
 
-def load(folder: Path) -> Journal:
-    """Read a sweep folder; a last line cut short is left out."""
+def load(folder: Path, kind: str = "sweep") -> Journal:
+    """Read a sweep folder (or a many-fits job's, `kind` "groups"); a last line cut short is left out."""
     if not (folder / CONFIG_FILE).is_file():
         raise InputFileError(f"not a sweep folder (no {CONFIG_FILE})", source=str(folder))
     saved = _read_json(folder / CONFIG_FILE)
+    found = saved.get("kind", "sweep") if isinstance(saved, dict) else "sweep"
+    if found != kind:
+        raise InputFileError(f"is the folder of a {'many-fits job' if found == 'groups' else 'sweep'}",
+                             source=str(folder), hint=f"continue it with `{RESUME.get(found, RESUME['sweep'])} {folder}`")
     try:
         total = int(saved["runs"])
         journal = Journal(folder, saved["raw"], saved["source"], Path(saved["base_dir"]), saved["grid"],
-                          saved["config"], int(saved["x_limit"]), total, {})
+                          saved["config"], int(saved["x_limit"]), total, {}, kind)
     except (KeyError, TypeError, ValueError) as err:
         raise InputFileError(f"{CONFIG_FILE} is missing {err}", source=str(folder)) from None
     for number, line in enumerate(_complete_lines(folder / RUNS_FILE), start=1):
@@ -100,7 +109,7 @@ def load(folder: Path) -> Journal:
         if not 0 <= index < total:
             raise InputFileError(f"run index {index} is outside the grid's {plural(total, 'run')}",
                                  source=str(folder / RUNS_FILE), line=number)
-        journal.done[index] = run_record(event)
+        journal.done[index] = run_record(event) if kind == "sweep" else event
     return journal
 
 
@@ -133,7 +142,10 @@ class Appender:
 
     def add(self, indices: list[int], results: list[records.RunRecord]) -> None:
         """Write the finished runs of one batch; runs cut short by Ctrl-C are left to a resume."""
-        text = "".join(line(i, r) for i, r in zip(indices, results) if r.status != records.INTERRUPTED)
+        self.write("".join(line(i, r) for i, r in zip(indices, results) if r.status != records.INTERRUPTED))
+
+    def write(self, text: str) -> None:
+        """Append finished lines (whole lines), flushed and fsynced."""
         try:
             self._handle.write(text)
             self._handle.flush()

@@ -1,0 +1,490 @@
+"""Many fits at once: one independent curve fit per group of a table, run in batches.
+
+A group's rows whose target is missing (NaN) are left out, as one fit leaves them out. Groups that
+cannot be fitted get their own status and no fit: `no_data` (no observed point), `too_few_points`
+(no more points than fitted parameters), `flat` (every observed response equal: nothing to
+determine the curve's shape), `bad_data` (a missing or infinite data value, or a sigma that is
+not positive, at an observed point). The others run as the runs of a sweep batch do: K groups of
+one size in one `Loop` with lm (their data and targets [K, n], each group its own row), each
+stopping on its own rules. Groups of one size share a batch, so no row is padded and each group's
+arithmetic is its single fit's, bit for bit; memory decides how many share it. A fit that ends
+`converged` but whose data leave a parameter undetermined (an infinite stderr) is `degenerate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Iterator
+
+import numpy as np
+
+from gdfit import records
+from gdfit.config import ColumnSource, ExpressionModel, Resolved
+from gdfit.errors import ConfigError
+from gdfit.files.tables import GroupedTable
+
+NO_DATA, TOO_FEW, FLAT, BAD_DATA, DEGENERATE = "no_data", "too_few_points", "flat", "bad_data", "degenerate"
+UNFITTED = (NO_DATA, TOO_FEW, FLAT, BAD_DATA)
+MAX_BATCH = 4096  # groups per batch: lm's per-group work dominates beyond a few hundred, and a batch is
+# what a resume repeats and a Dask task carries
+GROUP_BYTES = 6000  # lm's per-group objects beside its arrays (a decomposition and its closed forms)
+
+
+# ---------------------------------------------------------------- the start hook
+
+
+def group_start(model: ExpressionModel, x: np.ndarray | None, y: np.ndarray) -> dict[str, float]:
+    """Each group's start values, from its x (the first data column the expression uses) and
+    its observed responses y. HOOK: the config's `params` values; where a built-in model has a
+    guess (`guess(name, x, y)`), a start the config leaves out comes from it."""
+    return {name: float(spec.value) for name, spec in model.params.items()}
+
+
+# ---------------------------------------------------------------- the job
+
+
+@dataclass
+class GroupSpec:
+    """What every batch of a job shares: the config, and the names the expression reads."""
+
+    resolved: Resolved
+    order: tuple[str, ...]  # every parameter, in the config's order
+    varying: tuple[str, ...]  # the fitted ones
+    data_names: tuple[str, ...]  # the data columns the expression uses
+    target: str
+    sigma: str | None
+
+    @property
+    def config(self):
+        return self.resolved.config
+
+
+@dataclass
+class GroupBatch:
+    """K groups of one size: what a batch's Loop reads (and a Dask task carries)."""
+
+    indices: np.ndarray  # the groups' positions in the table
+    data: dict[str, np.ndarray]  # [K, n] each
+    target: np.ndarray  # [K, n]
+    sigma: np.ndarray | None
+    starts: np.ndarray  # [K, p] the fitted parameters' starts
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class GroupResults:
+    """Finished groups as columns (a million groups as a few arrays, not a million objects)."""
+
+    indices: list[int]
+    status: list[str]
+    iters: list[int]
+    loss: list[float]
+    values: np.ndarray  # [K, len(order)], NaN where not fitted
+    stderr: np.ndarray  # [K, len(order)], NaN where none
+    fit: dict[str, np.ndarray]  # FIT_FIELDS, [K] each, NaN where undefined
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class GroupPlan:
+    """The job: which groups are fitted in which batches, and the statuses of those that are not."""
+
+    spec: GroupSpec
+    table: GroupedTable
+    batches: list[np.ndarray]  # group positions, one size each
+    unfitted: GroupResults
+    observed: np.ndarray = field(repr=False)  # rows with an observed target, sorted by group
+    observed_bounds: np.ndarray = field(repr=False)
+
+    @property
+    def total(self) -> int:
+        return len(self.table)
+
+
+def make_spec(resolved: Resolved, columns: Collection[str]) -> GroupSpec:
+    """What a grouped config fits, checked against the config and the table's `columns`."""
+    from gdfit.config import LM
+    from gdfit.expr.language import names_in, parse
+
+    config = resolved.config
+    if not isinstance(config.model, ExpressionModel):
+        raise ConfigError("many fits (data.group) need an expression model: model: {expr: .., params: ..}",
+                          source=resolved.source, key="model")
+    if not isinstance(config.target, ColumnSource):
+        raise ConfigError("many fits (data.group) need the target as a data column: target: {column: NAME}",
+                          source=resolved.source, key="target")
+    if not isinstance(config.optimizer, LM):
+        raise ConfigError(f"many fits run with optimizer lm, not {config.optimizer.name}", source=resolved.source,
+                          key="optimizer", hint="add optimizer: lm (and dtype: float64) to the config")
+    order = tuple(config.model.params)
+    clash = [name for name in order if name in columns]
+    if clash:
+        raise ConfigError(f"parameter {clash[0]!r} has the name of a data column; rename the parameter",
+                          source=resolved.source, key=f"model.params.{clash[0]}")
+    for key, name in (("target", config.target.column), ("sigma", config.sigma.column if config.sigma else None)):
+        if name is not None and name not in columns:
+            raise ConfigError(f"no column {name!r} in the data; it has {', '.join(columns)}", source=resolved.source,
+                              key=f"{key}.column")
+    tree = parse(config.model.expr, key="model.expr", names=set(order) | set(columns),
+                 unknown=f"parameters are {', '.join(order)}; data columns are {', '.join(columns)}")
+    used = names_in(tree)
+    unused = [name for name in order if name not in used]
+    if unused:
+        raise ConfigError(f"parameter {unused[0]!r} is not used by the expression {config.model.expr!r}",
+                          source=resolved.source, key=f"model.params.{unused[0]}")
+    varying = tuple(name for name in order if config.model.params[name].vary)
+    if not varying:
+        raise ConfigError("every parameter has vary: false; nothing is left to fit", source=resolved.source,
+                          key="model.params")
+    data_names = tuple(name for name in columns if name in used)
+    sigma = config.sigma.column if config.sigma is not None else None
+    return GroupSpec(resolved, order, varying, data_names, config.target.column, sigma)
+
+
+def plan(spec: GroupSpec, table: GroupedTable, max_batch: int = MAX_BATCH) -> GroupPlan:
+    """Each group's observed points, the statuses of those that cannot be fitted, and the batches
+    of the others: groups of one size, as many as memory allows."""
+    y = table.columns[spec.target]
+    observed = ~np.isnan(y)
+    starts = table.bounds[:-1]
+    counts = np.add.reduceat(observed.astype(np.int64), starts) if len(y) else np.zeros(0, np.int64)
+    bad = np.zeros(len(y), dtype=bool)
+    for name in spec.data_names:
+        bad |= ~np.isfinite(table.columns[name])
+    if spec.sigma:
+        s = table.columns[spec.sigma]
+        bad |= ~(np.isfinite(s) & (s > 0))
+    bad &= observed
+    bad_groups = np.add.reduceat(bad.astype(np.int64), starts) > 0
+    with np.errstate(invalid="ignore"):
+        high = np.fmax.reduceat(y, starts)
+        low = np.fmin.reduceat(y, starts)
+    p = len(spec.varying)
+    status = np.full(len(table), "", dtype=object)
+    status[high == low] = FLAT
+    status[counts <= p] = TOO_FEW
+    status[bad_groups] = BAD_DATA
+    status[counts == 0] = NO_DATA
+    fitted = np.flatnonzero(status == "")
+    batches = _batches(fitted, counts[fitted], spec, max_batch)
+    skipped = np.flatnonzero(status != "")
+    unfitted = _unfitted(spec, skipped, [status[i] for i in skipped], counts[skipped])
+    rows = np.flatnonzero(observed)
+    observed_bounds = np.zeros(len(table) + 1, dtype=np.int64)
+    np.cumsum(counts, out=observed_bounds[1:])
+    return GroupPlan(spec, table, batches, unfitted, rows, observed_bounds)
+
+
+def _batches(groups: np.ndarray, sizes: np.ndarray, spec: GroupSpec, max_batch: int) -> list[np.ndarray]:
+    from gdfit.files.devices import resolve_device
+    from gdfit.files.tensors import MEMORY_HEADROOM, available_bytes
+
+    device = resolve_device(spec.config.device)
+    free = available_bytes(device) * MEMORY_HEADROOM
+    p = len(spec.varying)
+    batches = []
+    for size in np.unique(sizes):
+        members = groups[sizes == size]
+        # lm's arrays of a group: its Jacobian and a dozen rows of n
+        per_group = 8 * int(size) * (p + 12) * 4 + GROUP_BYTES
+        limit = max(1, min(max_batch, int(free // per_group)))
+        batches.extend(members[i : i + limit] for i in range(0, len(members), limit))
+    return batches
+
+
+def _unfitted(spec: GroupSpec, indices: np.ndarray, status: list[str], counts: np.ndarray) -> GroupResults:
+    K, width = len(indices), len(spec.order)
+    p = len(spec.varying)
+    fits = _no_fit(K)
+    fits["n"], fits["p"], fits["dof"] = counts.astype(np.float64), np.full(K, float(p)), (counts - p).astype(np.float64)
+    return GroupResults(indices.tolist(), status, [0] * K, [math.nan] * K, np.full((K, width), math.nan),
+                        np.full((K, width), math.nan), fits)
+
+
+def _no_fit(K: int) -> dict[str, np.ndarray]:
+    from gdfit.fitting.groupstats import FIT_FIELDS
+
+    return {name: np.full(K, math.nan) for name in FIT_FIELDS}
+
+
+def batch_of(plan_: GroupPlan, indices: np.ndarray) -> GroupBatch:
+    """The groups' observed rows as [K, n] arrays, and their starts (`group_start`)."""
+    spec, table = plan_.spec, plan_.table
+    first = plan_.observed_bounds[indices]
+    n = int(plan_.observed_bounds[indices[0] + 1] - first[0])
+    rows = plan_.observed[first[:, None] + np.arange(n)]
+    data = {name: table.columns[name][rows] for name in spec.data_names}
+    target = table.columns[spec.target][rows]
+    sigma = table.columns[spec.sigma][rows] if spec.sigma else None
+    model = spec.config.model
+    x = data[spec.data_names[0]] if spec.data_names else None
+    starts = np.empty((len(indices), len(spec.varying)))
+    for i in range(len(indices)):
+        guess = group_start(model, x[i] if x is not None else None, target[i])
+        starts[i] = [_inside(model.params[name], guess[name]) for name in spec.varying]
+    return GroupBatch(np.asarray(indices), data, target, sigma, starts)
+
+
+def _inside(param, value: float) -> float:
+    low = -math.inf if param.min is None else param.min
+    high = math.inf if param.max is None else param.max
+    return min(max(value, low), high)
+
+
+# ---------------------------------------------------------------- one batch
+
+
+def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], bool] = lambda: False, resume=None):
+    """The batch's model, target and `Loop` (lm over K groups, each its own data row); with
+    `resume` (a `LoopState` of these groups), the Loop goes on from there."""
+    import torch
+
+    from gdfit.engine.loop import SWEEP_SYNC_EVERY, Loop, sync_interval
+    from gdfit.expr.language import parse
+    from gdfit.files.devices import resolve_device, resolve_dtype
+    from gdfit.fitting.curvefit import parameter_parts
+    from gdfit.fitting.lm import LevenbergMarquardt
+    from gdfit.fitting.losses import make_loss
+    from gdfit.fitting.models import ExpressionFit
+
+    resolved, config = spec.resolved, spec.config
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731
+    tree = parse(config.model.expr, key="model.expr", names=set(spec.order) | set(spec.data_names))
+    varying, fixed, low, high, _ = parameter_parts(resolved.config.model, resolved, dtype, device)
+    K, n = batch.target.shape
+    sigma = tensor(batch.sigma) if batch.sigma is not None else None
+    model = ExpressionFit(tree, {name: tensor(column) for name, column in batch.data.items()}, spec.order, varying,
+                          fixed, low, high, sigma, n)
+    y = tensor(batch.target)
+    target = y / sigma if sigma is not None else y
+    starts = tensor(batch.starts) if resume is None else resume.params["theta"].to(device=device, dtype=dtype)
+    params = model.parameters(starts)
+    stepper = LevenbergMarquardt(model, make_loss(config.loss, n), target, params, config.optimizer.damping)
+    sync_every = sync_interval(device, K, target[0].numel())
+    if resume is not None:
+        stepper.optimizer.state = resume.optimizer
+        sync_every = max(sync_every, SWEEP_SYNC_EVERY)  # the rules of many runs, as the loop it goes on from
+    loop = Loop(config, stepper, config.learning_rate, sync_every=sync_every, should_stop=should_stop, resume=resume)
+    return model, target, loop
+
+
+def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], bool] = lambda: False
+                    ) -> Iterator[int | GroupResults]:
+    """One batch to the end: yields its groups done at each look, then its results. Once no more
+    than COMPACT_SHARE of a large batch's groups still run, they go on alone in a Loop resumed
+    from that look (`_compacted`): the groups that stopped cost no more work. Each group's
+    arithmetic is its own row's either way."""
+    from gdfit.fitting.groupstats import group_statistics
+
+    model, target, loop = batch_loop(spec, batch, should_stop)
+    K = len(batch)
+    rows = np.arange(K)  # the batch's groups that the current loop holds
+    status: list[str] = [records.INTERRUPTED] * K
+    iters, losses = [0] * K, [math.nan] * K
+    theta = _parameters_of(loop)  # each group's final parameters, filled in as it finishes
+    finished = 0
+    while True:
+        compact: list = []  # the loop's state at the look where the running groups go on alone
+
+        def stop() -> bool:
+            return bool(compact) or should_stop()
+
+        loop.should_stop = stop
+        for chunk in loop.chunks():
+            yield finished + chunk.done
+            running = len(rows) - chunk.done
+            if len(rows) >= COMPACT_MIN and 0 < running <= COMPACT_SHARE * len(rows) and not should_stop():
+                compact.append(loop.state())  # the loop ends at this look: nothing changes it any more
+        outcome = loop.outcome
+        going_on = [j for j, s in enumerate(outcome.statuses) if s == records.INTERRUPTED] \
+            if compact and not should_stop() else []
+        for j, row in enumerate(rows.tolist()):
+            if j not in going_on:
+                status[row], iters[row], losses[row] = outcome.statuses[j], outcome.iters[j], outcome.losses[j]
+                theta[row] = outcome.params["theta"][j]
+        if not going_on:
+            break
+        keep = np.array(going_on)
+        finished += len(rows) - len(keep)
+        rows = rows[keep]
+        _, _, loop = batch_loop(spec, _rows_of(batch, rows), should_stop, resume=_state_rows(compact[0], keep))
+    stderr, fits = group_statistics(model, theta, target, spec.config.absolute_sigma)
+    where = {name: i for i, name in enumerate(spec.order)}
+    values = np.full((K, len(spec.order)), math.nan)
+    errors = np.full((K, len(spec.order)), math.nan)
+    columns = [where[name] for name in spec.varying]
+    values[:, columns] = theta.double().numpy()
+    for name, value in model.fixed.items():
+        values[:, where[name]] = value
+    for i in range(K):
+        if status[i] != records.CONVERGED:
+            continue  # a fit that did not converge reports no stderr as if it had
+        if np.isinf(stderr[i]).any():
+            status[i] = DEGENERATE
+        else:
+            errors[i, columns] = stderr[i]
+    yield GroupResults(batch.indices.tolist(), status, iters, losses, values, errors, fits)
+
+
+COMPACT_SHARE = 0.25  # a batch goes on with its running groups alone once no more than this share runs
+COMPACT_MIN = 64  # groups a loop holds for it to be worth compacting
+
+
+def _parameters_of(loop):
+    """A CPU copy of the parameters a loop holds ([K, p])."""
+    return next(iter(loop.stepper.params.values())).detach().cpu().clone()
+
+
+def _rows_of(batch: GroupBatch, rows: np.ndarray) -> GroupBatch:
+    return GroupBatch(batch.indices[rows], {name: column[rows] for name, column in batch.data.items()},
+                      batch.target[rows], batch.sigma[rows] if batch.sigma is not None else None, batch.starts[rows])
+
+
+def _state_rows(state, keep: np.ndarray):
+    """A loop's state for some of its runs only (every tensor of it is one row per run)."""
+    from dataclasses import replace
+
+    import torch
+
+    index = torch.from_numpy(keep)
+    pick = lambda t: t.index_select(0, index.to(t.device)).clone()  # noqa: E731
+    return replace(state, params={n: pick(t) for n, t in state.params.items()},
+                   optimizer={n: {k: pick(t) for k, t in st.items()} for n, st in state.optimizer.items()},
+                   rules={n: pick(t) for n, t in state.rules.items()}, initial=pick(state.initial))
+
+
+def run_batch_whole(spec: GroupSpec, batch: GroupBatch) -> GroupResults:
+    """One batch, self-contained: what a Dask task runs."""
+    *_, results = run_group_batch(spec, batch)
+    return results
+
+
+# ---------------------------------------------------------------- the whole job
+
+
+def execute(plan_: GroupPlan, should_stop: Callable[[], bool], done: frozenset[int] = frozenset(),
+            backend: str = "local", address: str | None = None) -> Iterator[int | GroupResults]:
+    """Every group not in `done`: yields GroupResults as groups finish (the unfitted ones first),
+    and between them the number of groups finished so far in the batch that runs (local)."""
+    unfitted = plan_.unfitted
+    keep = [i for i, g in enumerate(unfitted.indices) if g not in done]
+    if keep:
+        yield _subset(unfitted, keep)
+    batches = [b for b in (np.array([g for g in batch if g not in done], dtype=np.int64) if done else batch
+                           for batch in plan_.batches) if len(b)]
+    if backend == "dask":
+        yield from _execute_dask(plan_, batches, address, should_stop)
+        return
+    for indices in batches:
+        if should_stop():
+            return
+        for item in run_group_batch(plan_.spec, batch_of(plan_, indices), should_stop):
+            yield item
+        if should_stop():
+            return
+
+
+def _execute_dask(plan_: GroupPlan, batches: list[np.ndarray], address: str | None, should_stop) -> Iterator[Any]:
+    """The batches as Dask tasks (the sweep backend's `run_tasks`), cut so that every worker gets
+    several: a task ends with its slowest group."""
+    from gdfit.sweeps.backends import TASKS_PER_WORKER, require_dask, run_tasks
+
+    require_dask()
+    spec = plan_.spec
+    total = sum(len(b) for b in batches)
+
+    def tasks_for(workers: int) -> list[np.ndarray]:
+        size = max(1, math.ceil(total / (workers * TASKS_PER_WORKER)))
+        return [b[i : i + size] for b in batches for i in range(0, len(b), size)]
+
+    for indices, result in run_tasks(run_batch_whole, tasks_for, lambda indices: (spec, batch_of(plan_, indices)),
+                                     address, should_stop, wants_gpu=lambda task: spec.config.device != "cpu"):
+        yield _errors(spec, indices) if isinstance(result, BaseException) else result
+
+
+def _errors(spec: GroupSpec, indices: np.ndarray) -> GroupResults:
+    """The results of groups whose task failed (a worker lost too often): status `error`."""
+    K, width = len(indices), len(spec.order)
+    return GroupResults(indices.tolist(), [records.ERROR] * K, [0] * K, [math.nan] * K,
+                        np.full((K, width), math.nan), np.full((K, width), math.nan), _no_fit(K))
+
+
+def _subset(results: GroupResults, keep: list[int]) -> GroupResults:
+    return GroupResults([results.indices[i] for i in keep], [results.status[i] for i in keep],
+                        [results.iters[i] for i in keep], [results.loss[i] for i in keep], results.values[keep],
+                        results.stderr[keep], {name: column[keep] for name, column in results.fit.items()})
+
+
+def load_job(resolved: Resolved, max_batch: int = MAX_BATCH) -> GroupPlan:
+    """Read a grouped config's table and plan its fits (every input error before any work)."""
+    import torch
+
+    from gdfit.files.tables import read_grouped
+    from gdfit.files.tensors import guard_memory
+
+    config = resolved.config
+    path = resolved.resolve_path(config.data.file)
+    # the rows are held a few times over while they are read and sorted
+    table = read_grouped(path, config.data.group,
+                         lambda n: guard_memory(n, torch.float64, torch.device("cpu"), 4, "data file"))
+    spec = make_spec(resolved, list(table.columns))
+    return plan(spec, table, max_batch)
+
+
+def merge(parts: list[GroupResults]) -> GroupResults:
+    """Results from several batches (and a journal) as one, in the table's order."""
+    if not parts:
+        return GroupResults([], [], [], [], np.zeros((0, 0)), np.zeros((0, 0)), {})
+    indices = np.array([g for part in parts for g in part.indices], dtype=np.int64)
+    order = np.argsort(indices, kind="stable")
+    pick = lambda values: [values[i] for i in order]  # noqa: E731
+    return GroupResults(indices[order].tolist(), pick([s for part in parts for s in part.status]),
+                        pick([k for part in parts for k in part.iters]), pick([v for part in parts for v in part.loss]),
+                        np.concatenate([part.values for part in parts])[order],
+                        np.concatenate([part.stderr for part in parts])[order],
+                        {name: np.concatenate([part.fit[name] for part in parts])[order] for name in parts[0].fit})
+
+
+# ---------------------------------------------------------------- the journal's lines
+
+
+def _exact(value: float) -> float | str:
+    """A float as JSON keeps it exactly: a number, or its text where JSON has none (inf, nan)."""
+    return value if math.isfinite(value) else repr(value)
+
+
+def journal_lines(results: GroupResults, label_of: Callable[[int], Any]) -> str:
+    """One line per finished group (an interrupted one is left to the resume): its position in the
+    table, its value, and every figure exactly."""
+    from gdfit.render.jsonl import dumps
+
+    lines = []
+    for i, g in enumerate(results.indices):
+        if results.status[i] == records.INTERRUPTED:
+            continue
+        lines.append(dumps({"index": g, "group": label_of(g), "status": results.status[i],
+                            "iters": int(results.iters[i]), "loss": _exact(float(results.loss[i])),
+                            "values": [_exact(v) for v in results.values[i].tolist()],
+                            "stderr": [_exact(v) for v in results.stderr[i].tolist()],
+                            "fit": {name: _exact(float(column[i])) for name, column in results.fit.items()}}) + "\n")
+    return "".join(lines)
+
+
+def from_journal(lines: dict[int, dict[str, Any]]) -> GroupResults | None:
+    """The groups a journal holds (its lines by table position), as results."""
+    if not lines:
+        return None
+    events = [lines[g] for g in sorted(lines)]
+    number = lambda v: float(v)  # noqa: E731  (text for inf and nan)
+    return GroupResults(sorted(lines), [e["status"] for e in events], [int(e["iters"]) for e in events],
+                        [number(e["loss"]) for e in events],
+                        np.array([[number(v) for v in e["values"]] for e in events], dtype=np.float64),
+                        np.array([[number(v) for v in e["stderr"]] for e in events], dtype=np.float64),
+                        {name: np.array([number(e["fit"][name]) for e in events]) for name in events[0]["fit"]})

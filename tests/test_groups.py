@@ -1,0 +1,504 @@
+"""Many fits at once (`gdfit run` with data.group): each group equals its fit run alone, bit for
+bit; fits agree with scipy's least_squares; failed groups get their status and the others go on;
+bad input exits 2 with nothing written; the output formats agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "configs"))
+from make_screen import screen, write  # noqa: E402
+
+EXPR = "bottom + (top - bottom) / (1 + (ec50 / dose) ** hill)"
+PARAMS = {"bottom": 0, "top": 100, "ec50": 1, "hill": 1}
+ORDER = tuple(PARAMS)
+
+
+def job_config(folder: Path, data: str, **extra) -> Path:
+    config = {"data": {"file": data, "group": "compound"}, "target": {"column": "response"},
+              "model": {"expr": EXPR, "params": PARAMS}, "optimizer": "lm", "dtype": "float64", "max_iters": 200,
+              **extra}
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def varied_screen(folder: Path, groups: int, seed: int = 3, name: str = "plates.csv") -> Path:
+    """`groups` compounds of 5 to 14 points (varied sizes), written with every digit."""
+    rng = np.random.default_rng(seed)
+    lines = ["compound,dose,response"]
+    for g in range(groups):
+        n = int(rng.integers(5, 15))
+        dose = np.sort(10 ** rng.uniform(-3, 2, n))
+        b, t, e, h = rng.uniform(0, 10), rng.uniform(90, 110), 10 ** rng.uniform(-2, 1), rng.uniform(0.5, 2)
+        y = b + (t - b) / (1 + (e / dose) ** h) + rng.normal(0, 2, n)
+        lines += [f"C{g},{d!r},{v!r}" for d, v in zip(dose.tolist(), y.tolist())]
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_exact(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """A screen as CSV with every digit (make_screen's CSV keeps 6), so that scipy sees the same numbers."""
+    lines = ["compound,dose,response"] + [f"{c},{d!r},{r!r}" for c, d, r in
+                                          zip(*(columns[k].tolist() for k in ("compound", "dose", "response")))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------- equality with single fits
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["whole batches", "running groups go on alone"])
+def test_each_group_equals_its_single_fit_bit_for_bit(cli, tmp_path, monkeypatch, compact):
+    from gdfit.config import load_config
+    from gdfit.engine.descent import Descent, prepare
+    from gdfit.sweeps import groups
+
+    # compacting: every batch of 2 or more goes on with its running groups alone at the first look
+    # where a quarter or fewer still run (here, with a fifth of the groups run to max_iters 25)
+    monkeypatch.setattr(groups, "COMPACT_MIN", 2 if compact else 10**9)
+    resumed = []
+    state_rows = groups._state_rows
+    monkeypatch.setattr(groups, "_state_rows", lambda state, keep: resumed.append(len(keep)) or state_rows(state, keep))
+    data = varied_screen(tmp_path, 50)
+    result = cli("run", str(job_config(tmp_path, data.name)), "--json")
+    assert result.exit_status in (0, 1), result.stderr
+    events = {e["group"]: e for e in result.lines if e["event"] == "group"}
+    assert len(events) == 50
+    sizes = set()
+    rows: dict[str, list[str]] = {}
+    for line in data.read_text().splitlines()[1:]:
+        group, rest = line.split(",", 1)
+        rows.setdefault(group, []).append(rest)
+    for group, lines in rows.items():
+        sizes.add(len(lines))
+        single = tmp_path / "single.csv"
+        single.write_text("dose,response\n" + "\n".join(lines) + "\n")
+        config = yaml.safe_load(job_config(tmp_path, single.name).read_text())
+        config["data"] = {"file": single.name}
+        (tmp_path / "single.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
+        for _ in descent.steps():
+            pass
+        alone, event = descent.result, events[group]
+        # a converged fit whose data leave a direction undetermined is `degenerate` among many
+        assert event["status"] == alone.status or (event["status"] == "degenerate" and alone.status == "converged")
+        assert (event["iters"], event["loss"]) == (alone.iters, alone.loss), group
+        for name in ORDER:
+            assert event["params"][name]["value"] == alone.params[name]["value"], (group, name)
+            if event["status"] == "converged":
+                assert event["params"][name]["stderr"] == alone.params[name]["stderr"], (group, name)
+        for name, value in event["fit"].items():
+            assert value == alone.fit[name], (group, name)
+    assert len(sizes) >= 8  # groups of many sizes: each size its own batch
+    assert (len(resumed) >= 3) if compact else not resumed, resumed
+    assert sum(e["status"] == "converged" for e in events.values()) >= 40
+
+
+# ---------------------------------------------------------------- accuracy against scipy
+
+
+def well_posed(groups: int, seed: int) -> dict[str, np.ndarray]:
+    """Compounds at all 12 doses, their ec50 well inside the doses, moderate slopes and noise."""
+    rng = np.random.default_rng(seed)
+    dose = np.logspace(-3, 2, 12)
+    b, t = rng.uniform(0, 10, groups), rng.uniform(90, 110, groups)
+    e, h = 10 ** rng.uniform(-1.5, 0.5, groups), rng.uniform(0.8, 1.6, groups)
+    f = b[:, None] + (t - b)[:, None] / (1 + (e[:, None] / dose) ** h[:, None])
+    y = f + rng.normal(0, 2, f.shape)
+    return {"compound": np.repeat(np.arange(groups), 12), "dose": np.tile(dose, groups), "response": y.ravel()}
+
+
+def four_pl(x: np.ndarray, y: np.ndarray):
+    """The residuals and their exact Jacobian, for scipy."""
+    def residuals(p):
+        with np.errstate(invalid="ignore"):  # scipy's trial steps may take ec50 below 0
+            return p[0] + (p[1] - p[0]) / (1 + (p[2] / x) ** p[3]) - y
+
+    def jacobian(p):
+        u = (p[2] / x) ** p[3]
+        share = 1 / (1 + u)
+        slope = -(p[1] - p[0]) * share ** 2 * u
+        return np.stack([1 - share, share, slope * p[3] / p[2], slope * np.log(p[2] / x)], axis=1)
+
+    return residuals, jacobian
+
+
+def test_five_hundred_groups_agree_with_least_squares(cli, tmp_path):
+    from scipy.optimize import least_squares
+
+    columns = well_posed(500, seed=11)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv", ftol=1e-13, xtol=1e-13, gtol=1e-13)
+    result = cli("run", str(config), "--json", "--output", str(tmp_path / "results.csv"))
+    assert result.exit_status == 0, result.lines[-1]
+    events = {e["group"]: e for e in result.lines if e["event"] == "group"}
+    x, y = columns["dose"].reshape(500, 12), columns["response"].reshape(500, 12)
+    for g in range(500):
+        residuals, jacobian = four_pl(x[g], y[g])
+        fit = least_squares(residuals, [0, 100, 1, 1], jac=jacobian, method="lm", ftol=1e-15, xtol=1e-15,
+                            gtol=1e-15)
+        J = jacobian(fit.x)
+        stderr = np.sqrt(np.diag(np.linalg.inv(J.T @ J)) * (2 * fit.cost / (12 - 4)))
+        event = events[g]
+        for j, name in enumerate(ORDER):
+            assert event["params"][name]["value"] == pytest.approx(fit.x[j], rel=1e-6), (g, name)
+            assert event["params"][name]["stderr"] == pytest.approx(stderr[j], rel=1e-5), (g, name)
+        assert event["fit"]["chi2"] == pytest.approx(2 * fit.cost, rel=1e-12)
+    rows = read_rows(tmp_path / "results.csv")
+    assert [int(r["group"]) for r in rows] == list(range(500))
+    assert float(rows[7]["hill_stderr"]) == events[7]["params"]["hill"]["stderr"]
+
+
+# ---------------------------------------------------------------- failed groups
+
+
+def test_failed_groups_get_their_status_and_the_others_go_on(cli, tmp_path):
+    columns, _ = screen(30, seed=5, failures=True)  # groups 30..33: flat, 3 points, all NaN, one dose
+    write(tmp_path / "plates.csv", columns)
+    with open(tmp_path / "plates.csv", "a") as handle:  # a missing dose at an observed point
+        handle.write("34,0.1,5\n34,nan,7\n34,1,9\n34,10,50\n34,100,90\n34,3,70\n")
+        handle.write("35,0.1,5\n35,1,9\n35,10,50\n35,100,90\n35,3,nan\n")  # as many points as parameters
+    result = cli("run", str(job_config(tmp_path, "plates.csv")), "--json", "--output", str(tmp_path / "r.json"))
+    assert result.exit_status == 1
+    events = {e["group"]: e for e in result.lines if e["event"] == "group"}
+    expected = {30: "flat", 31: "too_few_points", 32: "no_data", 33: "degenerate", 34: "bad_data",
+                35: "too_few_points"}
+    assert {g: events[g]["status"] for g in expected} == expected
+    for g in expected:
+        assert all(p["stderr"] is None for p in events[g]["params"].values())
+    assert events[31]["fit"]["n"] == 3 and events[32]["fit"]["n"] == 0
+    assert sum(events[g]["status"] == "converged" for g in range(30)) >= 28
+    end = result.lines[-1]
+    assert end["event"] == "end" and end["groups"] == 36
+    assert sum(end["by_status"].values()) == 36 and end["by_status"]["flat"] == 1
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert len(document["groups"]) == 36 and document["end"]["by_status"] == end["by_status"]
+
+
+def test_every_group_converged_exits_0_and_json_is_strict(cli, tmp_path):
+    columns, _ = screen(20, seed=2)
+    write(tmp_path / "plates.csv", columns)
+    result = cli("run", str(job_config(tmp_path, "plates.csv")), "--json")
+    kinds = [e["event"] for e in result.lines]  # strict JSON: no NaN tokens
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("group") == 20
+    if all(e["status"] == "converged" for e in result.lines if e["event"] == "group"):
+        assert result.exit_status == 0
+    else:
+        assert result.exit_status == 1
+    assert result.lines[-1]["fits_per_s"] > 0
+
+
+# ---------------------------------------------------------------- formats
+
+
+def test_csv_npz_and_parquet_inputs_and_outputs_agree(cli, tmp_path):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    columns, _ = screen(40, seed=8, failures=True)
+    tables = {}
+    for suffix in (".csv", ".npz", ".parquet"):
+        name = f"plates{suffix}"
+        if suffix == ".csv":  # every digit, so that the three hold the same numbers
+            write_exact(tmp_path / name, columns)
+        else:
+            write(tmp_path / name, columns)
+        out = tmp_path / f"from{suffix}.parquet"
+        result = cli("run", str(job_config(tmp_path, name)), "--output", str(out))
+        assert result.exit_status == 1, result.stderr
+        tables[suffix] = pq.read_table(out).to_pylist()
+    assert tables[".csv"] == tables[".npz"] == tables[".parquet"]
+    rows = tables[".csv"]
+    header = list(rows[0])
+    assert header == ["group", "status", "iters", "loss", "bottom", "bottom_stderr", "top", "top_stderr", "ec50",
+                      "ec50_stderr", "hill", "hill_stderr", "n", "dof", "chi2", "reduced_chi2", "r2", "aic", "bic"]
+    for out in ("r.csv", "r.json"):
+        assert cli("run", str(job_config(tmp_path, "plates.csv")), "--output", str(tmp_path / out)).exit_status == 1
+    as_json = json.loads((tmp_path / "r.json").read_text())["groups"]
+    assert as_json == rows
+    for row, other in zip(read_rows(tmp_path / "r.csv"), rows):
+        for key in header:
+            value = other[key]
+            assert row[key] == ("" if value is None else repr(value) if isinstance(value, float) else str(value)), key
+    metadata = pq.read_schema(tmp_path / "from.csv.parquet").metadata
+    assert json.loads(metadata[b"gdfit"])["end"]["groups"] == 44
+
+
+def test_text_group_values_stay_text_and_keep_their_order(cli, tmp_path):
+    data = varied_screen(tmp_path, 6)
+    text = data.read_text().replace("C5,", "A5,").replace("C0,", "Z0,")
+    data.write_text(text)
+    out = tmp_path / "r.csv"
+    cli("run", str(job_config(tmp_path, data.name)), "--output", str(out))
+    rows = read_rows(out)
+    assert [r["group"] for r in rows] == ["Z0", "C1", "C2", "C3", "C4", "A5"]  # as first seen
+    counts = [line.split(",")[0] for line in text.splitlines()[1:]]
+    assert [int(r["n"]) for r in rows] == [counts.count(r["group"]) for r in rows]  # each its own rows
+    assert json.loads(Path(str(out) + ".json").read_text())["data"] == str(data.resolve())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _nothing_written(tmp_path: Path, before: set[str]) -> None:
+    assert {p.name for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("case", ["missing group column", "text in a number column", "parquet without pyarrow",
+                                  "unknown column in the expression"])
+def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
+    data = varied_screen(tmp_path, 5)
+    config = job_config(tmp_path, data.name)
+    if case == "missing group column":
+        config.write_text(config.read_text().replace("group: compound", "group: plate"))
+        expect = "no group column 'plate'; the columns are compound, dose, response"
+    elif case == "text in a number column":
+        lines = data.read_text().splitlines()
+        lines[7] = lines[7].rsplit(",", 1)[0] + ",n/a?"
+        data.write_text("\n".join(lines) + "\n")
+        expect = f"line 8, column 'response' (group '{lines[7].split(',')[0]}'): 'n/a?' is not a number"
+    elif case == "parquet without pyarrow":
+        config.write_text(config.read_text().replace(data.name, "plates.parquet"))
+        (tmp_path / "plates.parquet").write_bytes(b"PAR1")
+        monkeypatch.setitem(sys.modules, "pyarrow", None)
+        expect = "reading .parquet needs pyarrow"
+    else:
+        config.write_text(config.read_text().replace("/ dose)", "/ conc)"))
+        expect = "conc"
+    before = {p.name for p in tmp_path.iterdir()}
+    result = cli("run", str(config), "--output", str(tmp_path / "r.csv"), "--output-dir", str(tmp_path / "job"))
+    assert result.exit_status == 2
+    assert expect in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+    _nothing_written(tmp_path, before)
+
+
+def test_options_of_one_fit_are_refused(cli, tmp_path):
+    data = varied_screen(tmp_path, 3)
+    result = cli("run", str(job_config(tmp_path, data.name)), "--plot", str(tmp_path / "p.png"))
+    assert result.exit_status == 2 and "--plot applies to one fit" in result.stderr
+
+
+# ---------------------------------------------------------------- human view
+
+
+def test_the_summary_counts_statuses_and_gives_medians_and_quartiles():
+    from rich.console import Console
+
+    from gdfit.render.groups_view import GroupHuman, parameter_summary
+    from gdfit.sweeps.groups import GroupResults
+
+    values = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0], [100.0, 1000.0]])
+    results = GroupResults([0, 1, 2, 3, 4], ["converged"] * 4 + ["max_iters"], [3] * 5, [0.1] * 5, values,
+                           np.ones_like(values), {})
+    summary = {"params": parameter_summary(("a", "b"), results)}
+    assert summary["params"]["a"] == {"median": 2.5, "q1": 1.75, "q3": 3.25}  # the max_iters group left out
+    out = io.StringIO()
+    view = GroupHuman(Console(file=out, width=100), clock=iter(range(100)).__next__)
+    view.groups(["w", "x", "y", "z", "last"], ("a", "b"), results)
+    view.end({"groups": 5, "by_status": {"converged": 4, "max_iters": 1}, "elapsed_s": 2.0, "fits_per_s": 2.5}, summary)
+    text = out.getvalue()
+    assert "│ converged │      4 │ 80.0% │" in text and "│ max_iters │      1 │ 20.0% │" in text
+    assert "│ a         │    2.5 │ 1.75 │ 3.25 │ 1.5 │" in text and "│ b         │     25 │ 17.5 │ 32.5 │  15 │" in text
+    assert "not converged: last (max_iters)" in text
+
+
+# ---------------------------------------------------------------- resume and Dask
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    columns, _ = screen(64, seed=4)  # five sizes: five batches
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    whole = cli("run", str(config), "--output", str(tmp_path / "whole.csv"))
+    assert whole.exit_status == 1
+    folder = tmp_path / "job"
+    env = {**os.environ, "GDFIT_PAUSE_AT": "groups", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", str(config), "--output-dir", str(folder), "--json"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "paused at groups" in proc.stderr.readline()  # the first batch is journaled
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    lines = (folder / "runs.jsonl").read_text().splitlines()
+    assert 0 < len(lines) < 64 and not (folder / "summary.json").exists()
+    with open(folder / "runs.jsonl", "a") as handle:
+        handle.write('{"index": 5, "group": 5, "sta')  # a line cut short by the kill
+    resumed = cli("run", str(config), "--resume", str(folder), "--output", str(tmp_path / "resumed.csv"), "--json")
+    assert resumed.exit_status == 1, resumed.stderr
+    assert len([e for e in resumed.lines if e["event"] == "group"]) == 64 - len(lines)
+    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    journaled = [json.loads(line)["index"] for line in (folder / "runs.jsonl").read_text().splitlines()]
+    assert sorted(journaled) == list(range(64))  # each group exactly once
+    assert json.loads((folder / "summary.json").read_text())["end"]["groups"] == 64
+    again = cli("run", str(config), "--output-dir", str(folder))
+    assert again.exit_status == 2 and "gdfit run CONFIG --resume" in again.stderr
+
+
+def test_a_resume_refuses_a_changed_config_or_data_file(cli, tmp_path):
+    data = varied_screen(tmp_path, 4)
+    folder, config = tmp_path / "job", job_config(tmp_path, data.name)
+    assert cli("run", str(config), "--output-dir", str(folder)).exit_status in (0, 1)
+    other = cli("run", str(config), "--resume", str(folder), "--set", "max_iters=50")
+    assert other.exit_status == 2 and "config max_iters: the journal has 200, now 50" in other.stderr
+    data.write_text(data.read_text() + "C0,1.0,50.0\n")
+    result = cli("run", str(config), "--resume", str(folder))
+    assert result.exit_status == 2 and "the data file has changed" in result.stderr
+
+
+def _sockets_off_loopback(pids: set[int]) -> list[str]:
+    import ipaddress
+
+    import psutil
+
+    bad = []
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for conn in connections:
+            for address in (conn.laddr, conn.raddr):
+                if address and ipaddress.ip_address(address.ip) not in ipaddress.ip_network("127.0.0.0/8"):
+                    bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr}")
+    return bad
+
+
+@pytest.mark.slow
+def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    pytest.importorskip("distributed")
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    columns, _ = screen(80, seed=6, failures=True)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    assert cli("run", str(config), "--output", str(tmp_path / "local.csv")).exit_status == 1
+    me, seen, bad, done = psutil.Process(), set(), [], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            pids = {me.pid} | {child.pid for child in me.children(recursive=True)}
+            seen.update(pids)
+            bad.extend(_sockets_off_loopback(pids))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = cli("run", str(config), "--backend", "dask", "--output", str(tmp_path / "dask.csv"))
+    finally:
+        done.set()
+        watcher.join()
+    assert result.exit_status == 1, result.stderr
+    assert not bad, "\n".join(sorted(set(bad)))
+    assert len(seen) > 3, "the watcher never saw the cluster's processes"
+    assert (tmp_path / "dask.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+
+# ---------------------------------------------------------------- plot
+
+
+def test_plot_draws_histograms_and_one_group_from_each_format(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    from gdfit.render.groups_plot import parameter_names, read_results
+
+    columns, _ = screen(30, seed=9, failures=True)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    for suffix in (".csv", ".json", ".parquet"):
+        results = tmp_path / f"r{suffix}"
+        assert cli("run", str(config), "--output", str(results)).exit_status == 1
+        rows, document = read_results(results)
+        assert parameter_names(rows) == list(ORDER) and len(rows) == 34
+        assert document["data"] == str((tmp_path / "plates.csv").resolve())
+        for extra, image in (((), "hist.png"), (("--group", "7"), "g7.svg")):
+            drawn = cli("plot", str(results), *extra, "-o", str(tmp_path / image))
+            assert drawn.exit_status == 0, drawn.stderr
+            assert (tmp_path / image).stat().st_size > 1000
+            (tmp_path / image).unlink()
+    missing = cli("plot", str(tmp_path / "r.csv"), "--group", "nope", "-o", str(tmp_path / "x.png"))
+    assert missing.exit_status == 2 and "no group 'nope'" in missing.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_without_pyarrow_csvs_read_the_same_with_the_csv_module(monkeypatch, tmp_path):
+    pytest.importorskip("pyarrow")
+    from gdfit.files import tables
+
+    data = varied_screen(tmp_path, 12)
+    text = data.read_text().replace("C3,", "007,").replace("C4,", "12,").replace("C5,", "+5,")
+    lines = text.splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0] + ","  # an empty cell: missing
+    data.write_text("\n".join(lines) + "\n")
+    read = lambda: tables.read_grouped(data, "compound", lambda n: None)  # noqa: E731
+    fast = read()
+    monkeypatch.setattr(tables, "_has_pyarrow", lambda: False)
+    slow = read()
+    assert fast.labels == slow.labels and fast.labels[3:6] == ["007", 12, "+5"]
+    assert fast.bounds.tolist() == slow.bounds.tolist()
+    for name in ("dose", "response"):
+        assert np.array_equal(fast.columns[name], slow.columns[name], equal_nan=True)
+    assert np.isnan(fast.columns["response"][3]) and np.isnan(slow.columns["response"][3])
+    lines[9] = lines[9].rsplit(",", 1)[0] + ",oops"
+    data.write_text("\n".join(lines) + "\n")
+    group = lines[9].split(",")[0]
+    for reader in (True, False):
+        monkeypatch.setattr(tables, "_has_pyarrow", lambda: reader)
+        with pytest.raises(tables.InputFileError, match=rf"line 10, column 'response' \(group '{group}'\): 'oops'"):
+            read()
+
+
+def test_other_commands_refuse_a_grouped_config(cli, tmp_path):
+    data = varied_screen(tmp_path, 3)
+    result = cli("sweep", str(job_config(tmp_path, data.name)), "--grid", "max_iters=5,10")
+    assert result.exit_status == 2 and "data.group makes one fit per group: run the config with gdfit run" in result.stderr
+
+
+def test_running_groups_going_on_alone_again_and_again_change_no_bit(cli, tmp_path, monkeypatch):
+    """An equivalence check of the compaction: a batch of 200 groups cut down at several looks
+    gives the table of the batch run whole (each cut is a Loop resumed from the last one's state)."""
+    from gdfit.sweeps import groups
+
+    columns = well_posed(200, seed=21)
+    keep = np.isin(np.arange(12), [0, 2, 4, 5, 6, 7, 9, 11])  # one size (8 points): one batch
+    columns = {name: column.reshape(200, 12)[:, keep].ravel() for name, column in columns.items()}
+    columns["response"] = columns["response"] + np.repeat(np.linspace(0, 40, 200), 8) * np.tile(
+        np.sin(np.arange(8)), 200)  # some groups far harder than others: they stop at many updates
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    tables, cuts = {}, []
+    state_rows = groups._state_rows
+    monkeypatch.setattr(groups, "_state_rows", lambda state, rows: cuts.append(len(rows)) or state_rows(state, rows))
+    monkeypatch.setattr(groups, "COMPACT_SHARE", 0.6)
+    for minimum in (10**9, 2):
+        monkeypatch.setattr(groups, "COMPACT_MIN", minimum)
+        cli("run", str(config), "--output", str(tmp_path / f"r{minimum}.csv"))
+        tables[minimum] = (tmp_path / f"r{minimum}.csv").read_text()
+    assert len(cuts) >= 2 and cuts == sorted(cuts, reverse=True), cuts  # cut, and cut again
+    assert tables[2] == tables[10**9]
