@@ -93,7 +93,7 @@ def parameter_parts(spec: ExpressionModel, resolved: Resolved, dtype: torch.dtyp
     fixed = {name: float(p.value) for name, p in spec.params.items() if not p.vary and name not in derived}
     low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
     high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
-    start = torch.tensor([spec.params[n].value for n in varying], dtype=dtype, device=device)
+    start = torch.tensor([_or(spec.params[n].value, math.nan) for n in varying], dtype=dtype, device=device)
     return varying, fixed, low, high, start
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Collection, Iterator
 import numpy as np
 
 from gdfit import records
-from gdfit.config import ColumnSource, ExpressionModel, Resolved
+from gdfit.config import BuiltinCurve, ColumnSource, ExpressionModel, Resolved
 from gdfit.errors import ConfigError
 from gdfit.files.tables import GroupedTable
 
@@ -34,11 +34,39 @@ GROUP_BYTES = 6000  # lm's per-group objects beside its arrays (a decomposition 
 # ---------------------------------------------------------------- the start hook
 
 
-def group_start(model: ExpressionModel, x: np.ndarray | None, y: np.ndarray) -> dict[str, float]:
-    """Each group's start values, from its x (the first data column the expression uses) and
-    its observed responses y. HOOK: the config's `params` values; where a built-in model has a
-    guess (`guess(name, x, y)`), a start the config leaves out comes from it."""
-    return {name: float(spec.value) for name, spec in model.params.items()}
+def group_start(model: ExpressionModel, x: np.ndarray | None, y: np.ndarray, curve: str | None = None
+                ) -> dict[str, float]:
+    """Each group's start values, from its x (the first data column the expression uses) and its
+    observed responses y: the config's `params` values, and for a built-in curve (`curve`) each
+    start the config leaves out guessed from the group's own data (gdfit.fitting.guesses)."""
+    starts = {name: float(spec.value) for name, spec in model.params.items() if spec.value is not None}
+    missing = [name for name in model.params if name not in starts]
+    if missing:
+        from gdfit.fitting.guesses import guess
+
+        keep = np.isfinite(x) & np.isfinite(y)
+        with np.errstate(all="ignore"):
+            guessed = guess(curve, x[keep], y[keep]) if keep.sum() >= 2 else {}
+        # a group whose data give no start starts at NaN, and ends as diverged on its own
+        starts.update((name, float(guessed.get(name, math.nan))) for name in missing)
+    return starts
+
+
+def builtin_as_expression(resolved: Resolved) -> Resolved:
+    """A grouped config of a built-in curve as the expression model it stands for, every start the
+    config leaves out left to `group_start` (it guesses them group by group)."""
+    from gdfit.config import ParamSpec
+    from gdfit.config.curves import CURVES, DEFAULT_BOUNDS, curve_expression
+
+    spec = resolved.config.model
+    params = {}
+    for name in CURVES[spec.name][1]:
+        fields = dict(DEFAULT_BOUNDS.get((spec.name, name), {}))
+        if name in spec.params:
+            fields.update(spec.params[name].model_dump(exclude_unset=True))
+        params[name] = ParamSpec(**fields)
+    model = ExpressionModel.model_construct(expr=curve_expression(spec.name, spec.x), params=params)
+    return resolved.model_copy(update={"config": resolved.config.model_copy(update={"model": model})})
 
 
 # ---------------------------------------------------------------- the job
@@ -54,6 +82,7 @@ class GroupSpec:
     data_names: tuple[str, ...]  # the data columns the expression uses
     target: str
     sigma: str | None
+    curve: str | None = None  # a built-in curve's name: its starts are guessed per group
 
     @property
     def config(self):
@@ -112,6 +141,14 @@ def make_spec(resolved: Resolved, columns: Collection[str]) -> GroupSpec:
     from gdfit.expr.language import names_in, parse
 
     config = resolved.config
+    curve = None
+    if isinstance(config.model, BuiltinCurve):
+        curve = config.model.name
+        if any(p.expr is not None for p in config.model.params.values()):
+            raise ConfigError("many fits (data.group) fit no derived parameters (expr:)", source=resolved.source,
+                              key="model.params")
+        resolved = builtin_as_expression(resolved)
+        config = resolved.config
     if not isinstance(config.model, ExpressionModel):
         raise ConfigError("many fits (data.group) need an expression model: model: {expr: .., params: ..}",
                           source=resolved.source, key="model")
@@ -143,7 +180,7 @@ def make_spec(resolved: Resolved, columns: Collection[str]) -> GroupSpec:
                           key="model.params")
     data_names = tuple(name for name in columns if name in used)
     sigma = config.sigma.column if config.sigma is not None else None
-    return GroupSpec(resolved, order, varying, data_names, config.target.column, sigma)
+    return GroupSpec(resolved, order, varying, data_names, config.target.column, sigma, curve)
 
 
 def plan(spec: GroupSpec, table: GroupedTable, max_batch: int = MAX_BATCH) -> GroupPlan:
@@ -225,7 +262,7 @@ def batch_of(plan_: GroupPlan, indices: np.ndarray) -> GroupBatch:
     x = data[spec.data_names[0]] if spec.data_names else None
     starts = np.empty((len(indices), len(spec.varying)))
     for i in range(len(indices)):
-        guess = group_start(model, x[i] if x is not None else None, target[i])
+        guess = group_start(model, x[i] if x is not None else None, target[i], spec.curve)
         starts[i] = [_inside(model.params[name], guess[name]) for name in spec.varying]
     return GroupBatch(np.asarray(indices), data, target, sigma, starts)
 
