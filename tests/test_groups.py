@@ -502,3 +502,36 @@ def test_running_groups_going_on_alone_again_and_again_change_no_bit(cli, tmp_pa
         tables[minimum] = (tmp_path / f"r{minimum}.csv").read_text()
     assert len(cuts) >= 2 and cuts == sorted(cuts, reverse=True), cuts  # cut, and cut again
     assert tables[2] == tables[10**9]
+
+
+def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli, tmp_path):
+    """`model: {name: logistic4, x: dose}` with no values: each group starts from the guess made
+    from its own data, so each group equals the single fit of the same built-in curve on that
+    group alone (which guesses from the same points), bit for bit."""
+    from gdfit.config import load_config
+    from gdfit.engine.descent import Descent, prepare
+
+    model = {"name": "logistic4", "x": "dose", "params": {"ec50": {"min": 1e-6}, "hill": {"min": 0.1, "max": 10}}}
+    data = varied_screen(tmp_path, 12, seed=5)
+    job = {"data": {"file": data.name, "group": "compound"}, "target": {"column": "response"}, "model": model,
+           "max_iters": 200}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    result = cli("run", str(tmp_path / "job.yaml"), "--json")
+    assert result.exit_status in (0, 1), result.stderr
+    events = {e["group"]: e for e in result.lines if e["event"] == "group"}
+    rows: dict[str, list[str]] = {}
+    for line in data.read_text().splitlines()[1:]:
+        group, rest = line.split(",", 1)
+        rows.setdefault(group, []).append(rest)
+    assert len(events) == len(rows) == 12
+    for group, lines in rows.items():
+        (tmp_path / "single.csv").write_text("dose,response\n" + "\n".join(lines) + "\n")
+        single = {**job, "data": {"file": "single.csv"}}
+        (tmp_path / "single.yaml").write_text(yaml.safe_dump(single, sort_keys=False))
+        descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
+        for _ in descent.steps():
+            pass
+        alone, event = descent.result, events[group]
+        assert (event["iters"], event["loss"]) == (alone.iters, alone.loss), group
+        for name in ORDER:
+            assert event["params"][name]["value"] == alone.params[name]["value"], (group, name)
