@@ -32,7 +32,7 @@ GDFIT = [sys.executable, "-m", "gdfit"]
 SEED = str(ROOT / "configs" / "seed.yaml")
 TUTORIAL = [sys.executable, str(ROOT / "benchmarks" / "tutorial_loop.py")]
 SEED_TARGET = "[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]"
-FIGURES = ("startup", "small", "render", "large", "sweep", "checkpoint", "floor", "process", "memory")
+FIGURES = ("startup", "curvefit", "small", "render", "large", "sweep", "checkpoint", "floor", "process", "memory")
 
 Timer = Callable[[], float]
 
@@ -133,6 +133,44 @@ def startup(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str
     rows = [row(times, f"start-up: `gdfit {name}`", name, "torch", torch_label, "<= 0.3x", unit="ms")
             for name in ("--help", "--version", "config")]
     return rows, []
+
+
+DECAY = str(ROOT / "configs" / "decay.yaml")
+LMFIT = [sys.executable, str(ROOT / "benchmarks" / "lmfit_decay.py")]
+CURVE_FIT_RSS_MB = 200  # the goal for a curve fit's whole process
+
+
+def curvefit(folder: Path, rounds: int, quick: bool) -> tuple[list[Row], list[str]]:
+    """configs/decay.yaml as a whole `gdfit run` process against the same fit as an lmfit script
+    (benchmarks/lmfit_decay.py): time, and peak resident memory (the kernel's count for each child)."""
+    peaks: dict[str, list[float]] = {"lmfit": [], "gdfit": []}
+    times = interleave({
+        "lmfit": process_peak(LMFIT, peaks["lmfit"]),
+        "gdfit": process_peak(GDFIT + ["run", DECAY, "--every", "0"], peaks["gdfit"]),
+    }, rounds)
+    rss = {name: statistics.median(values) for name, values in peaks.items()}
+    rss_row = Row("curve fit: peak RSS", f"{rss['gdfit']:.0f} MB", "lmfit", f"{rss['lmfit']:.0f} MB",
+                  rss["gdfit"] / rss["lmfit"], 0.0, "(context)")
+    note = (f"curvefit: peak RSS of the whole `gdfit run` process {rss['gdfit']:.0f} MB (median; goal <= "
+            f"{CURVE_FIT_RSS_MB} MB: {'met' if rss['gdfit'] <= CURVE_FIT_RSS_MB else 'not met'}), lmfit's {rss['lmfit']:.0f} MB")
+    return [row(times, "curve fit: `gdfit run configs/decay.yaml`, whole process", "gdfit", "lmfit",
+                "lmfit script (`benchmarks/lmfit_decay.py`)", "<= 0.7x"), rss_row], [note]
+
+
+def process_peak(cmd: list[str], peaks: list[float]) -> Timer:
+    """`process` under GNU time, also keeping each run's peak resident memory in MB (the warm-up's
+    too). The kernel's count for a child of this process would start from this process's own
+    size (it carries over fork and exec); `time` is small, so its child's count is the command's."""
+
+    def timer() -> float:
+        started = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, check=False)
+        elapsed = time.perf_counter() - started
+        peaks.append(int(done.stderr.split()[-1]) / 1024)  # KiB
+        return elapsed
+
+    return timer
 
 
 SMALL = f"target: {SEED_TARGET}\nlearning_rate: 1.0e-4\nthreshold: 0\nmax_iters: {{updates}}\ndevice: cpu\n"
@@ -474,7 +512,8 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 7)
     chosen = [f for f in FIGURES if f in (args.only or FIGURES)]
     measure = {"startup": startup, "small": small, "render": render, "large": large, "sweep": sweep,
-               "checkpoint": checkpoint, "floor": floor, "process": whole_process, "memory": memory}
+               "checkpoint": checkpoint, "floor": floor, "process": whole_process, "memory": memory,
+               "curvefit": curvefit}
 
     before = machine()
     rows: list[Row] = []

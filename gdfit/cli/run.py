@@ -46,11 +46,11 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
-    from gdfit.engine.descent import Descent, prepare
+    from gdfit.engine.descent import Descent, computes_on_host, prepare
     from gdfit.engine.interrupts import StopRequest, pause_point
 
-    pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
-    problem = prepare(resolved)
+    pause_point("prepare")  # the engine is imported (torch too, where the run needs it)
+    problem = prepare(resolved, on_host=computes_on_host(resolved.config) and not needs_torch(options))
     resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)
     with StopRequest() as stop:
@@ -81,6 +81,12 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         save_parameters(options.save, descent.problem.model, descent.final_params)
     return result.status
+
+
+def needs_torch(options: RunOptions) -> bool:
+    """Whether the outputs asked for are torch's (checkpoints, TensorBoard, a .pt file)."""
+    pt = options.save is not None and options.save.suffix.lower() == ".pt"
+    return pt or options.checkpoint is not None or options.resume is not None or options.tensorboard is not None
 
 
 def _checkpoints(options: RunOptions):

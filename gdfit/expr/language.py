@@ -14,7 +14,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, Collection, Mapping
 
-import torch
+from gdfit.lazy import torch
 
 from gdfit.errors import ExpressionError
 from gdfit.words import plural
@@ -23,21 +23,22 @@ MAX_LENGTH = 400
 MAX_DEPTH = 40
 MAX_NODES = 200
 
+# each a lambda: reading torch's functions here would load torch when the module is imported
 FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sum": torch.sum,
-    "mean": torch.mean,
-    "exp": torch.exp,
-    "log": torch.log,
-    "sqrt": torch.sqrt,
-    "abs": torch.abs,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "square": torch.square,
-    "tan": torch.tan,
-    "atan": torch.atan,
+    "sum": lambda t: torch.sum(t),
+    "mean": lambda t: torch.mean(t),
+    "exp": lambda t: torch.exp(t),
+    "log": lambda t: torch.log(t),
+    "sqrt": lambda t: torch.sqrt(t),
+    "abs": lambda t: torch.abs(t),
+    "sin": lambda t: torch.sin(t),
+    "cos": lambda t: torch.cos(t),
+    "tanh": lambda t: torch.tanh(t),
+    "sigmoid": lambda t: torch.sigmoid(t),
+    "relu": lambda t: torch.relu(t),
+    "square": lambda t: torch.square(t),
+    "tan": lambda t: torch.tan(t),
+    "atan": lambda t: torch.atan(t),
 }
 CONSTANTS = {"pi": math.pi}
 BINARY = {ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub), ast.Mult: ("*", operator.mul),
@@ -230,7 +231,7 @@ def function_of(tree: ast.Expression) -> Callable[[torch.Tensor], torch.Tensor]:
 
 # ---------------------------------------------------------------- models: compiled once
 
-Compiled = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+Compiled = Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"]
 # Reductions in a model run over the data points (the last dimension), one value per run.
 MODEL_FUNCTIONS = {**FUNCTIONS, "sum": lambda t: t.sum(-1, keepdim=True), "mean": lambda t: t.mean(-1, keepdim=True)}
 
