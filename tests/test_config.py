@@ -170,7 +170,7 @@ def test_nesterov_momentum_1_says_the_range(write_config):
 
 
 def test_names_are_the_readme_lists():
-    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm")
+    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm", "als")
     assert LOSSES == ("mse", "l1", "huber", "smooth_l1")
     assert SCHEDULES == ("constant", "step", "exponential", "cosine")
     assert INIT_NAMES == ("random", "zeros", "ones", "normal")

@@ -64,7 +64,7 @@ def advise(loss: Loss, x0: torch.Tensor, target: torch.Tensor, model: Model | No
     if optimizer == "gd":
         return advice
     curvature = advice["curvature"]
-    if optimizer in ("lm", "lbfgs"):
+    if optimizer in ("lm", "lbfgs", "als"):
         note = f"{optimizer} chooses its own steps (no learning-rate advice); largest curvature at the start {curvature:.6g}"
     else:
         note = (f"largest curvature at the start {curvature:.6g}; gd's stable-step rule (lr < 2 / curvature) "

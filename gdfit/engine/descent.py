@@ -19,7 +19,7 @@ from gdfit import records
 from gdfit.engine.advisor import advise
 from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.engine.checkpoint import versions
-from gdfit.config import GD, LBFGS, LM, MSE, ColumnSource, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
+from gdfit.config import ALS, GD, LBFGS, LM, MSE, ColumnSource, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.files.devices import HOST, describe, resolve_device, resolve_dtype
 from gdfit.fitting.losses import Loss, MeanSquared, make_loss
 from gdfit.engine.loop import Loop, sync_interval
@@ -124,11 +124,18 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
 
 
 LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold per run
+# residuals x parameters^2: the work of the SVD of lm's Jacobian at every update. 60 x 40 at rank 5
+# (2,400 x 500) is 6e8, and took 10 s an update on a shared 2-core machine.
+LM_WORK_LIMIT = 100_000_000
 
 
 def _check_optimizer(resolved: Resolved) -> None:
-    """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper)."""
+    """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper);
+    als solves lowrank's two halves exactly, which only lowrank on mse has."""
     config = resolved.config
+    if isinstance(config.optimizer, ALS) and not (isinstance(config.model, LowRankModel) and isinstance(config.loss, MSE)):
+        raise ConfigError("als alternates exact least-squares solves for U and V: it fits model: {name: lowrank} "
+                          "with loss: mse; use lm, lbfgs or adam for this problem", source=resolved.source, key="optimizer")
     if isinstance(config.optimizer, LM) and not isinstance(config.loss, MSE):
         raise ConfigError(f"lm minimises squared residuals: use loss: mse (not {config.loss.name}), or another optimizer",
                           source=resolved.source, key="optimizer")
@@ -144,11 +151,22 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
     if isinstance(config.optimizer, LM):
         from gdfit.fitting.lm import LevenbergMarquardt
 
-        elements = math.prod(problem.target.shape) * sum(math.prod(p.shape[1:]) for p in params.values())
+        count = sum(math.prod(p.shape[1:]) for p in params.values())
+        elements = math.prod(problem.target.shape) * count
+        instead = "als (alternating least squares), lbfgs or adam" if type(problem.model).__name__ == "LowRank" \
+            else "lbfgs or adam"
         if elements > LM_LIMIT:
             raise ConfigError(f"lm needs a Jacobian of {elements:,} elements (residuals x parameters); at most "
-                              f"{LM_LIMIT:,} fit: use lbfgs or adam", source=problem.resolved.source, key="optimizer")
+                              f"{LM_LIMIT:,} fit: use {instead}", source=problem.resolved.source, key="optimizer")
+        if elements * count > LM_WORK_LIMIT:
+            raise ConfigError(f"lm solves for all {count:,} parameters together at every update (an SVD of a "
+                              f"{elements // count:,} x {count:,} Jacobian): too slow for this problem; use {instead}",
+                              source=problem.resolved.source, key="optimizer")
         return LevenbergMarquardt(problem.model, problem.loss, problem.target, params, config.optimizer.damping)
+    if isinstance(config.optimizer, ALS):
+        from gdfit.fitting.matrix import AlternatingLeastSquares
+
+        return AlternatingLeastSquares(problem.model, problem.loss, problem.target, params, bool(config.xtol or config.gtol))
     if isinstance(config.optimizer, LBFGS):
         return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
                             config.learning_rate)

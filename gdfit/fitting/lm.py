@@ -141,7 +141,23 @@ class LevenbergMarquardt:
             prediction, J = self.host.predict_and_jacobian(x)
             return _float64(prediction - self.host_target), _float64(J)
         flat = self._on_device(x)
-        return _float64(self._residuals(flat)), _float64(jacobian(self._residuals, flat))
+        return _float64(self._residuals(flat)), _float64(self._jacobian(flat))
+
+    def _jacobian(self, flat: torch.Tensor) -> torch.Tensor:
+        """d residuals / d flat: from the model's own formula where it has one (lowrank's, from U
+        and V), else by forward-mode autograd (which evaluates the model once per parameter)."""
+        formula = getattr(self.model, "prediction_jacobian", None)
+        if formula is None:
+            return jacobian(self._residuals, flat)
+        J = formula(flat)
+        if self.kept is not None:
+            J = J.index_select(1, self.kept)
+        if self.penalty is not None:  # sqrt(l2) x the parameters: linear, its Jacobian is itself at I
+            K, P = flat.shape
+            extra = self.penalty(torch.eye(P, dtype=flat.dtype, device=flat.device))
+            if extra is not None:
+                J = torch.cat([J, extra.expand(K, P, P)], 1)
+        return J
 
     def _on_device(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
