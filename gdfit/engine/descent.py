@@ -360,7 +360,7 @@ class Descent:
 
     def _snapshot(self, x: torch.Tensor) -> Any:
         if x.numel() <= self.x_limit:  # a copy: the run goes on changing x
-            return x.detach().clone() if x.device.type == "cpu" else x.detach().to("cpu")
+            return x.detach().clone() if x.is_cpu else x.detach().to("cpu")
         return summarize(x.detach(), self.problem.target)
 
     def _entries(self) -> dict[str, Any] | None:
@@ -402,6 +402,8 @@ class Descent:
 
     def _lr(self, k: int) -> float:
         config = self.problem.config
+        if config.schedule.name == "constant":  # read at every reported update: no call
+            return config.learning_rate
         return rate(config.schedule, config.learning_rate, k, config.max_iters)
 
     def steps(self) -> Iterator[records.StepRecord]:
