@@ -32,6 +32,7 @@ class StartRecord:
     warnings: list[str] = field(default_factory=list)
     resumed_from: int | None = None  # the checkpoint's update count, when the run goes on from one
     matrix: dict[str, Any] | None = None  # a matrix model's entries: entries, observed, missing, held_out, fitted
+    threads: dict[str, Any] | None = None  # torch's intra-op threads, {count, why}; None where torch is not used
 
 
 @dataclass(frozen=True)

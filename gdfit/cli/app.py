@@ -186,6 +186,7 @@ def run(
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
     holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="torch's threads per operation (default: chosen for the problem and the usable CPUs; OMP_NUM_THREADS also sets it); the start event shows the choice."),
 ) -> None:
     """Fit x to the config's target by gradient descent and stream each update.
 
@@ -210,7 +211,7 @@ def run(
         flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
         resolved = load_config(config, set_ or [], flags)
         options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
-                             save)
+                             save, threads)
         status = run_command(resolved, options)
     raise typer.Exit(int(STATUS_EXIT[status]))
 

@@ -25,6 +25,7 @@ class RunOptions:
     resume: Path | None = None
     tensorboard: Path | None = None
     save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
+    threads: int | None = None  # torch's intra-op threads; None: chosen for the problem (engine/threads.py)
 
 
 def run(resolved: Resolved, options: RunOptions) -> str:
@@ -51,12 +52,14 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
     pause_point("prepare")  # the engine is imported (torch too, where the run needs it)
     problem = prepare(resolved, on_host=computes_on_host(resolved.config) and not needs_torch(options))
+    threads = _threads(problem, options)
     resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)
-    with StopRequest() as stop:
+    with StopRequest() as stop, _using(threads):
         descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
                           should_stop=stop, resume=resume, checkpointer=checkpointer,
-                          keep_history=options.output is not None or options.plot is not None)
+                          keep_history=options.output is not None or options.plot is not None,
+                          threads=threads.describe() if threads is not None else None)
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")
         renderer.start(descent.start)
@@ -81,6 +84,28 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         save_parameters(options.save, descent.problem.model, descent.final_params)
     return result.status
+
+
+def _threads(problem, options: RunOptions):
+    """torch's threads for the problem (engine/threads.py), or None for a run computed in numpy."""
+    import numpy as np
+
+    if isinstance(problem.target, np.ndarray):
+        return None
+    from gdfit.engine import threads
+
+    return threads.choose(problem.model, options.threads)
+
+
+def _using(threads):
+    """The block under the chosen threads (nothing to set for a run computed in numpy)."""
+    import contextlib
+
+    if threads is None:
+        return contextlib.nullcontext()
+    from gdfit.engine.threads import using
+
+    return using(threads)
 
 
 def needs_torch(options: RunOptions) -> bool:

@@ -269,6 +269,7 @@ class Descent:
         resume: Checkpoint | None = None,
         checkpointer: Checkpointer | None = None,
         keep_history: bool = True,
+        threads: dict[str, Any] | None = None,
     ) -> None:
         self.problem = problem
         self.report = report or every_n(1)
@@ -308,6 +309,7 @@ class Descent:
             advice=self.advice,
             warnings=self._warnings(),
             resumed_from=resume.state.iters if resume else None,
+            threads=threads,
         )
 
     def _stepper(self, resume: Checkpoint | None):

@@ -60,6 +60,8 @@ def start_event(rec: records.StartRecord) -> dict[str, Any]:
     }
     if rec.matrix is not None:
         event["matrix"] = rec.matrix
+    if rec.threads is not None:
+        event["threads"] = rec.threads
     return {**event, **tensor_field(rec.x)}
 
 
