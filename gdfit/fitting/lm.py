@@ -63,12 +63,12 @@ class Packing:
         # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is a numpy view of it,
         # read and written without a torch call (they cost microseconds each, a few per update)
         self.params, self.view = params, None
-        self.numpy = all(isinstance(p, np.ndarray) for p in params.values())  # a problem computed on the host
+        self.on_host = all(isinstance(p, np.ndarray) for p in params.values())  # a problem computed on the host
         if len(params) == 1:
             (p,) = params.values()
-            if self.numpy and p.ndim == 2 and p.dtype == np.float64:
+            if self.on_host and p.ndim == 2 and p.dtype == np.float64:
                 self.view = p
-            elif not self.numpy and p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
+            elif not self.on_host and p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
                 self.view = p.detach().numpy()
 
     def pack(self, params: Params) -> torch.Tensor:
@@ -86,7 +86,7 @@ class Packing:
         if self.view is not None and params is self.params:
             self.view[...] = x
             return
-        if self.numpy:  # numpy's cast rounds to nearest, as copy_ does
+        if self.on_host:  # numpy's cast rounds to nearest, as copy_ does
             for p, part in zip(params.values(), np.split(x, np.cumsum(self.sizes)[:-1], 1)):
                 p[...] = part.reshape(p.shape)
             return
