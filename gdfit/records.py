@@ -33,6 +33,7 @@ class StartRecord:
     resumed_from: int | None = None  # the checkpoint's update count, when the run goes on from one
     matrix: dict[str, Any] | None = None  # a matrix model's entries: entries, observed, missing, held_out, fitted
     guess: dict[str, float] | None = None  # a built-in curve's starts guessed from the data
+    threads: dict[str, Any] | None = None  # torch's intra-op threads, {count, why}; None where torch is not used
 
 
 @dataclass(frozen=True)

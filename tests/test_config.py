@@ -171,7 +171,7 @@ def test_nesterov_momentum_1_says_the_range(write_config):
 
 
 def test_names_are_the_readme_lists():
-    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm")
+    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "adam", "rmsprop", "lbfgs", "lm", "als")
     assert LOSSES == ("mse", "l1", "huber", "smooth_l1", "soft_l1", "cauchy", "arctan")
     assert SCHEDULES == ("constant", "step", "exponential", "cosine")
     assert INIT_NAMES == ("random", "zeros", "ones", "normal")
@@ -180,10 +180,11 @@ def test_names_are_the_readme_lists():
 
 
 def test_devices_maps_each_config_dtype_to_torch():
-    from gdfit.files.devices import DTYPES as TORCH_DTYPES
+    from gdfit.files.devices import torch_dtype
 
-    assert tuple(TORCH_DTYPES) == DTYPES
-    assert [TORCH_DTYPES[name] for name in DTYPES] == [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+    assert [torch_dtype(name) for name in DTYPES] == [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+    with pytest.raises(KeyError):
+        torch_dtype("int8")  # only the config's names
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

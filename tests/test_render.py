@@ -114,8 +114,8 @@ _numbers = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e-5, 1e-4, 1e16, 
        shape=st.sampled_from([None, "summary", (), (0,), (3,), (3, 3), (2, 0), (2, 3, 2), (1, 1, 1, 2)]),
        dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]), data=st.data(),
        params=st.none() | st.dictionaries(st.sampled_from(["a", "tau"]), _numbers, min_size=1),
-       holdout=st.none() | _numbers)
-def test_step_lines_are_the_events_bytes(k, loss, lr, norm, shape, dtype, data, params, holdout):
+       holdout=st.none() | _numbers, numpy=st.booleans())
+def test_step_lines_are_the_events_bytes(k, loss, lr, norm, shape, dtype, data, params, holdout, numpy):
     if shape == "summary":
         x = {"shape": [20, 20], "min": data.draw(_numbers), "max": 2.0, "max_abs_error": 0.5}
     elif shape is None:
@@ -123,6 +123,8 @@ def test_step_lines_are_the_events_bytes(k, loss, lr, norm, shape, dtype, data, 
     else:
         x = torch.tensor(data.draw(st.lists(_numbers, min_size=math.prod(shape), max_size=math.prod(shape))),
                          dtype=torch.float64).to(dtype).reshape(shape)
+        if numpy:  # a fit computed on the host reports numpy arrays
+            x = x.numpy()
     rec = records.StepRecord(k, loss, lr, norm, x, params, holdout)
     line = step_line(rec)
     assert line == _spec_line(rec) == dumps(step_event(rec))

@@ -5,9 +5,9 @@ CLI would print and its exit code.
 """
 
 from gdfit.api.result import Param, Result, SweepResult
-from gdfit.api.run import descend, fit, steps
+from gdfit.api.run import descending, fit, steps
 from gdfit.api.source import ConfigLike, SetLike, resolve
 from gdfit.api.sweep import sweep
 
-__all__ = ["ConfigLike", "Param", "Result", "SetLike", "SweepResult", "descend", "fit", "resolve",
+__all__ = ["ConfigLike", "Param", "Result", "SetLike", "SweepResult", "descending", "fit", "resolve",
            "steps", "sweep"]

@@ -1,12 +1,15 @@
 """`fit` and `steps`: one run of a config, as `gdfit run` makes it, without printing.
 
-`descend` is the one place a run is started: `gdfit run` calls it too, so the API's results and
+`descending` is the one place a run is started: `gdfit run` calls it too, so the API's results and
 the CLI's output come from the same descent.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
 
 from gdfit import records
 from gdfit.api.result import Result
@@ -18,7 +21,8 @@ if TYPE_CHECKING:  # the engine imports torch: loaded when a run starts, not wit
     from gdfit.engine.descent import Descent
 
 
-def descend(
+@contextmanager
+def descending(
     resolved: Resolved,
     *,
     report: Callable[[int], bool] | None = None,
@@ -28,15 +32,36 @@ def descend(
     resume: Checkpoint | None = None,
     checkpointer: Checkpointer | None = None,
     keep_history: bool = True,
-) -> Descent:
-    """The prepared problem (device, dtype, tensors) and its `Descent`, ready to iterate."""
-    from gdfit.engine.descent import Descent, prepare
+    torch_outputs: bool = False,
+    threads: int | None = None,
+) -> Iterator[Descent]:
+    """The prepared problem (device, dtype, tensors) and its `Descent`, ready to iterate inside the
+    block, under the torch threads chosen for it (engine/threads.py; `threads` overrides). A curve
+    fit by lm on the CPU computes in numpy and never loads torch, unless `torch_outputs` (a
+    checkpoint, TensorBoard, a .pt file) needs it."""
+    from gdfit.engine.descent import Descent, computes_on_host, prepare
     from gdfit.engine.interrupts import pause_point
 
-    pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
-    problem = prepare(resolved)
-    return Descent(problem, report=report, report_last=report_last, x_limit=x_limit, should_stop=should_stop,
-                   resume=resume, checkpointer=checkpointer, keep_history=keep_history)
+    pause_point("prepare")  # the engine is imported (torch too, where the run needs it)
+    problem = prepare(resolved, on_host=computes_on_host(resolved.config) and not torch_outputs)
+    choice = None
+    if not isinstance(problem.target, np.ndarray):  # a run computed in numpy has no torch threads
+        from gdfit.engine import threads as torch_threads
+
+        choice = torch_threads.choose(problem.model, threads)
+    with _using(choice):
+        yield Descent(problem, report=report, report_last=report_last, x_limit=x_limit, should_stop=should_stop,
+                      resume=resume, checkpointer=checkpointer, keep_history=keep_history,
+                      threads=choice.describe() if choice is not None else None)
+
+
+def _using(choice):
+    """The block under the chosen threads (nothing to set for a run computed in numpy)."""
+    if choice is None:
+        return nullcontext()
+    from gdfit.engine.threads import using
+
+    return using(choice)
 
 
 def fit(config: ConfigLike, *, set: SetLike = None, **overrides: Any) -> Result:
@@ -58,9 +83,9 @@ def fit(config: ConfigLike, *, set: SetLike = None, **overrides: Any) -> Result:
     """
     from gdfit.engine.descent import every_n
 
-    descent = descend(resolve(config, set, overrides), report=every_n(0), report_last=False)
-    for _ in descent.steps():
-        pass
+    with descending(resolve(config, set, overrides), report=every_n(0), report_last=False) as descent:
+        for _ in descent.steps():
+            pass
     return Result(descent)
 
 
@@ -71,5 +96,5 @@ def steps(config: ConfigLike, *, set: SetLike = None, every: int = 1, **override
     Arguments as for `fit`."""
     from gdfit.engine.descent import every_n
 
-    descent = descend(resolve(config, set, overrides), report=every_n(every), keep_history=False)
-    yield from descent.steps()
+    with descending(resolve(config, set, overrides), report=every_n(every), keep_history=False) as descent:
+        yield from descent.steps()

@@ -194,6 +194,7 @@ def run(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR", help="Many fits (data.group): journal each finished group in DIR, so that CONFIG --resume DIR finishes a killed job."),
     backend: str = typer.Option("local", "--backend", metavar="NAME", help="Many fits: local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="torch's threads per operation (default: chosen for the problem and the usable CPUs; OMP_NUM_THREADS also sets it); the start event shows the choice."),
 ) -> None:
     """Run a config: fit x, a curve or a matrix model to its target, streaming each update.
 
@@ -231,7 +232,7 @@ def run(
                                  key="--output-dir" if output_dir is not None else "--resume")
             raise typer.Exit(run_groups(resolved, GroupOptions(json_mode, output, output_dir, resume, backend, address)))
         options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
-                             save, ci_plot)
+                             save, ci_plot, threads)
         status = run_command(resolved, options)
     raise typer.Exit(int(STATUS_EXIT[status]))
 

@@ -26,6 +26,7 @@ class RunOptions:
     tensorboard: Path | None = None
     save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
     ci_plot: Path | None = None  # each parameter's profile, with its confidence intervals
+    threads: int | None = None  # torch's intra-op threads; None: chosen for the problem (engine/threads.py)
 
 
 def run(resolved: Resolved, options: RunOptions) -> str:
@@ -51,17 +52,17 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
-    from gdfit.api.run import descend  # the Python API's fit starts its runs here too
+    from gdfit.api.run import descending  # the Python API's fit starts its runs here too
     from gdfit.engine.interrupts import StopRequest
 
     resume, checkpointer = _checkpoints(options)
     renderer, report = _view(resolved, options)
-    stop = StopRequest()  # listens for Ctrl-C from the first update; before it, Ctrl-C ends at the edge
-    descent = descend(resolved, report=report, report_last=options.every != 0, x_limit=options.x_limit,
-                      should_stop=stop, resume=resume, checkpointer=checkpointer,
-                      keep_history=options.output is not None or options.plot is not None)
-    problem = descent.problem
-    with stop:
+    with StopRequest() as stop, descending(resolved, report=report, report_last=options.every != 0,
+                                           x_limit=options.x_limit, should_stop=stop, resume=resume,
+                                           checkpointer=checkpointer, torch_outputs=needs_torch(options),
+                                           keep_history=options.output is not None or options.plot is not None,
+                                           threads=options.threads) as descent:
+        problem = descent.problem
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")
         renderer.start(descent.start)
@@ -86,6 +87,34 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         save_parameters(options.save, descent.problem.model, descent.final_params)
     return result.status
+
+
+def _threads(problem, options: RunOptions):
+    """torch's threads for the problem (engine/threads.py), or None for a run computed in numpy."""
+    import numpy as np
+
+    if isinstance(problem.target, np.ndarray):
+        return None
+    from gdfit.engine import threads
+
+    return threads.choose(problem.model, options.threads)
+
+
+def _using(threads):
+    """The block under the chosen threads (nothing to set for a run computed in numpy)."""
+    import contextlib
+
+    if threads is None:
+        return contextlib.nullcontext()
+    from gdfit.engine.threads import using
+
+    return using(threads)
+
+
+def needs_torch(options: RunOptions) -> bool:
+    """Whether the outputs asked for are torch's (checkpoints, TensorBoard, a .pt file)."""
+    pt = options.save is not None and options.save.suffix.lower() == ".pt"
+    return pt or options.checkpoint is not None or options.resume is not None or options.tensorboard is not None
 
 
 def _checkpoints(options: RunOptions):

@@ -617,7 +617,14 @@ class LM(_Frozen):
     damping: PositiveNumber = 1.0e-3  # the Levenberg parameter the first step's search starts from (scaled curvature)
 
 
-OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop, LBFGS, LM)
+class ALS(_Frozen):
+    """Alternating least squares for lowrank (as Spark MLlib's ALS): each update solves for U with V
+    fixed, then for V with U fixed, each an exact least-squares solve; no learning rate."""
+
+    name: Literal["als"]
+
+
+OPTIMIZER_MODELS = (GD, Momentum, Nesterov, Adam, RMSprop, LBFGS, LM, ALS)
 LOSS_MODELS = (MSE, L1, Huber, SmoothL1, SoftL1, Cauchy, Arctan)
 ROBUST_LOSSES = ("soft_l1", "huber", "cauchy", "arctan")  # lm's, as scipy's least_squares
 SCHEDULE_MODELS = (Constant, StepLR, ExponentialLR, CosineLR)

@@ -17,7 +17,7 @@ VALUES = {
     "least_squares' robust losses {name: soft_l1 | huber | cauchy | arctan, f_scale: 1.0}",
     "optimizer": "gd; {name: momentum, momentum: 0.9, dampening: 0}; {name: nesterov, momentum: 0.9}; "
     "{name: adam, betas: [0.9, 0.999], eps: 1e-8}; {name: rmsprop, alpha: 0.99, eps: 1e-8}; "
-    "{name: lbfgs, history_size: 100}; {name: lm, damping: 1e-3}",
+    "{name: lbfgs, history_size: 100}; {name: lm, damping: 1e-3}; als (lowrank only)",
     "learning_rate": "number > 0",
     "schedule": "constant; {name: step, step_size: 100, gamma: 0.1}; {name: exponential, gamma: 0.99}; "
     "{name: cosine, t_max: max_iters, eta_min: 0}",

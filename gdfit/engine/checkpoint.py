@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+from gdfit.lazy import loaded, torch
 
 from gdfit import __version__
 from gdfit.errors import InputFileError
@@ -47,7 +47,27 @@ def target_digest(target: torch.Tensor) -> str:
 
 
 def versions() -> dict[str, str]:
-    return {"gdfit": __version__, "torch": str(torch.__version__)}  # a plain str: torch's class would not load
+    return {"gdfit": __version__, "torch": torch_version()}
+
+
+def torch_version() -> str:
+    """torch.__version__ (a plain str: torch's class would not load), read from torch's version.py
+    when torch is not loaded: a run that computes in numpy reports the same versions unloaded."""
+    if loaded():
+        import torch as loaded_torch
+
+        return str(loaded_torch.__version__)
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")  # finds the package without importing it
+    source = Path(spec.origin).with_name("version.py").read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    import importlib.metadata
+
+    return importlib.metadata.version("torch")
 
 
 def _document(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -135,7 +155,7 @@ def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str
     problems = []
     if checkpoint.versions != versions():
         problems.append(f"written by gdfit {checkpoint.versions.get('gdfit')} with torch "
-                        f"{checkpoint.versions.get('torch')}; this is gdfit {__version__} with torch {torch.__version__}, "
+                        f"{checkpoint.versions.get('torch')}; this is gdfit {__version__} with torch {torch_version()}, "
                         "and exact resume needs the same arithmetic")
     changed = sorted(k for k in set(config) | set(checkpoint.config)
                      if k not in MAY_CHANGE and config.get(k) != checkpoint.config.get(k))

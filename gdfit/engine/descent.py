@@ -6,18 +6,21 @@ run (K = 1 of `loop.Loop`): it yields a `StepRecord` per reported update and lea
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-import torch
+import numpy as np
+
+from gdfit.lazy import torch
 
 from gdfit import records
 from gdfit.engine.advisor import advise, shown
 from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
 from gdfit.engine.checkpoint import versions
-from gdfit.config import CURVE_MODELS, GD, LBFGS, LM, MSE, ROBUST_LOSSES, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
-from gdfit.files.devices import describe, resolve_device, resolve_dtype
+from gdfit.config import ALS, CURVE_MODELS, GD, LBFGS, LM, MSE, ROBUST_LOSSES, ColumnSource, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
+from gdfit.files.devices import HOST, describe, resolve_device, resolve_dtype
 from gdfit.fitting.losses import Loss, MeanSquared, make_loss
 from gdfit.engine.loop import Loop, sync_interval
 from gdfit.errors import ConfigError
@@ -74,9 +77,33 @@ class Problem:
         return self.resolved.config
 
 
-def prepare(resolved: Resolved) -> Problem:
-    """Resolve device and dtype once, check memory, build the target, the model and the start."""
+HOST_DTYPES = ("float64", "float32")  # numpy's own, computed there as torch computes them
+
+
+def computes_on_host(config: FitConfig) -> bool:
+    """Whether a run can compute in numpy from data to report, never loading torch: a curve fit by
+    lm, whose algebra and evaluations are on the host anyway (lm.py, hostcurve.py), on the CPU
+    (`auto` included: such a fit gains nothing from a GPU), with its target a data column."""
+    return (isinstance(config.model, ExpressionModel) and isinstance(config.optimizer, LM)
+            and config.device in ("auto", "cpu") and config.dtype in HOST_DTYPES
+            and isinstance(config.target, ColumnSource)
+            and not config.confidence  # profile refits work on tensors (engine/profile.py)
+            and not any(p.expr is not None for p in config.model.params.values()))  # derived: fitting/derived.py
+
+
+def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
+    """Resolve device and dtype once, check memory, build the target, the model and the start.
+    With `on_host` (where `computes_on_host` allows it), the problem's arrays are numpy's and
+    torch is not imported."""
     config = resolved.config
+    if on_host:
+        from gdfit.fitting.curvefit import build_expression_fit
+
+        _check_optimizer(resolved)
+        dtype = np.dtype(config.dtype)
+        model, target, x0 = build_expression_fit(resolved, dtype, HOST)
+        engine = "fused" if config.engine == "auto" else config.engine
+        return Problem(resolved, HOST, dtype, target, x0, model, make_loss(config.loss, target.size), engine)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     _check_optimizer(resolved)
@@ -107,11 +134,18 @@ def prepare(resolved: Resolved) -> Problem:
 
 
 LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold per run
+# residuals x parameters^2: the work of the SVD of lm's Jacobian at every update. 60 x 40 at rank 5
+# (2,400 x 500) is 6e8, and took 10 s an update on a shared 2-core machine.
+LM_WORK_LIMIT = 100_000_000
 
 
 def _check_optimizer(resolved: Resolved) -> None:
-    """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper)."""
+    """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper);
+    als solves lowrank's two halves exactly, which only lowrank on mse has."""
     config = resolved.config
+    if isinstance(config.optimizer, ALS) and not (isinstance(config.model, LowRankModel) and isinstance(config.loss, MSE)):
+        raise ConfigError("als alternates exact least-squares solves for U and V: it fits model: {name: lowrank} "
+                          "with loss: mse; use lm, lbfgs or adam for this problem", source=resolved.source, key="optimizer")
     if isinstance(config.optimizer, LBFGS) and isinstance(config.model, CURVE_MODELS):
         bounded = [name for name, p in config.model.params.items() if p.vary and (p.min is not None or p.max is not None)]
         if bounded:  # projecting an L-BFGS step breaks its curvature pairs: refuse rather than mislead
@@ -136,15 +170,26 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
     optimizer of `config` (a sweep batch's; the problem's own by default). With `own`, the stepper
     updates `starts` itself instead of a copy."""
     config = config or problem.config
-    params = problem.model.parameters(starts if own else starts.clone())
+    params = problem.model.parameters(starts if own else _copy(starts))
     if isinstance(config.optimizer, LM):
         from gdfit.fitting.lm import LevenbergMarquardt
 
-        elements = problem.target.numel() * sum(p[0].numel() for p in params.values())
+        count = sum(math.prod(p.shape[1:]) for p in params.values())
+        elements = math.prod(problem.target.shape) * count
+        instead = "als (alternating least squares), lbfgs or adam" if type(problem.model).__name__ == "LowRank" \
+            else "lbfgs or adam"
         if elements > LM_LIMIT:
             raise ConfigError(f"lm needs a Jacobian of {elements:,} elements (residuals x parameters); at most "
-                              f"{LM_LIMIT:,} fit: use lbfgs or adam", source=problem.resolved.source, key="optimizer")
+                              f"{LM_LIMIT:,} fit: use {instead}", source=problem.resolved.source, key="optimizer")
+        if elements * count > LM_WORK_LIMIT:
+            raise ConfigError(f"lm solves for all {count:,} parameters together at every update (an SVD of a "
+                              f"{elements // count:,} x {count:,} Jacobian): too slow for this problem; use {instead}",
+                              source=problem.resolved.source, key="optimizer")
         return LevenbergMarquardt(problem.model, problem.loss, problem.target, params, config.optimizer.damping)
+    if isinstance(config.optimizer, ALS):
+        from gdfit.fitting.matrix import AlternatingLeastSquares
+
+        return AlternatingLeastSquares(problem.model, problem.loss, problem.target, params, bool(config.xtol or config.gtol))
     if isinstance(config.optimizer, LBFGS):
         from gdfit.fitting.lbfgs import LBFGSStepper
 
@@ -161,6 +206,16 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
 
         return LowRankOnMse(problem.model, problem.loss, problem.target, params, optimizer, track)
     return ClosedForm(problem.model, problem.loss, problem.target, params, optimizer, track)
+
+
+def _copy(array):
+    """A copy of a tensor, or of a numpy array (a problem computed on the host)."""
+    return array.copy() if isinstance(array, np.ndarray) else array.clone()
+
+
+def _on(device, array):
+    """A tensor moved to `device`; a numpy array (a problem computed on the host) as it is."""
+    return array if isinstance(array, np.ndarray) else array.to(device)
 
 
 def run_starts(problem: Problem, runs: list[Resolved]) -> torch.Tensor:
@@ -239,6 +294,7 @@ class Descent:
         resume: Checkpoint | None = None,
         checkpointer: Checkpointer | None = None,
         keep_history: bool = True,
+        threads: dict[str, Any] | None = None,
     ) -> None:
         self.problem = problem
         self.report = report or every_n(1)
@@ -250,7 +306,7 @@ class Descent:
         self.should_stop = should_stop
         config = problem.config
         if sync_every is None:
-            sync_every = sync_interval(problem.device, 1, problem.target.numel())
+            sync_every = sync_interval(problem.device, 1, math.prod(problem.target.shape))
         self.checkpointer, self.resumed = checkpointer, resume
         self.keep_history = keep_history  # False: only an even sample of the losses is kept (flat memory)
         if (resume or checkpointer) and isinstance(config.optimizer, LBFGS):
@@ -281,6 +337,7 @@ class Descent:
             advice=self.advice,
             warnings=self._warnings(),
             resumed_from=resume.state.iters if resume else None,
+            threads=threads,
         )
 
     def _stepper(self, resume: Checkpoint | None):
@@ -288,7 +345,7 @@ class Descent:
         problem = self.problem
         if resume is None:  # x itself is the problem's x0, updated in place: a copy would be a third
             own = isinstance(problem.model, Identity)  # target-sized tensor (a model's start is small)
-            return make_stepper(problem, problem.x0.unsqueeze(0), own=own)
+            return make_stepper(problem, problem.x0[None], own=own)
         starts = problem.x0.unsqueeze(0)
         check_compatible(resume, problem.config.model_dump(mode="json"), self.digest,
                          problem.model.parameters(starts), problem.resolved.source)
@@ -333,7 +390,7 @@ class Descent:
 
     def _snapshot(self, x: torch.Tensor) -> Any:
         if x.numel() <= self.x_limit:  # a copy: the run goes on changing x
-            return x.detach().clone() if x.device.type == "cpu" else x.detach().to("cpu")
+            return x.detach().clone() if x.is_cpu else x.detach().to("cpu")
         return summarize(x.detach(), self.problem.target)
 
     def _entries(self) -> dict[str, Any] | None:
@@ -358,11 +415,13 @@ class Descent:
     def _shown(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None]:
         model = self.problem.model
         if isinstance(model, ExpressionFit):
-            theta = params["theta"].detach().cpu()
+            theta = params["theta"]
             # on the host, where lm works (its numpy form is built once): a report needs no torch model
             host = model.host(theta.dtype)
-            curve = torch.tensor(host.curve(theta.to(host.torch_dtype).numpy()[None])[0]).to(theta.dtype)
-            if curve.numel() > self.x_limit:
+            curve = host.curve(host.array(theta)[None])[0]
+            if not isinstance(theta, np.ndarray):  # a problem in torch reports tensors
+                curve = torch.tensor(curve).to(theta.dtype)
+            if math.prod(curve.shape) > self.x_limit:
                 shown = {"shape": list(curve.shape), "min": float(curve.min()), "max": float(curve.max())}
             else:
                 shown = curve
@@ -373,6 +432,8 @@ class Descent:
 
     def _lr(self, k: int) -> float:
         config = self.problem.config
+        if config.schedule.name == "constant":  # read at every reported update: no call
+            return config.learning_rate
         return rate(config.schedule, config.learning_rate, k, config.max_iters)
 
     def steps(self) -> Iterator[records.StepRecord]:
@@ -396,7 +457,7 @@ class Descent:
         if self.checkpointer is not None:  # at the end, and after an interrupt
             self.checkpointer.save(self.checkpoint(history.losses))
         iters, status = outcome.iters[0], outcome.statuses[0]
-        final = {name: p[0].to(self.problem.device) for name, p in outcome.params.items()}
+        final = {name: _on(self.problem.device, p[0]) for name, p in outcome.params.items()}
         self.final_params = final
         for k, shot, norm in held:
             if k <= iters:

@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
-import torch
+import numpy as np
+
+from gdfit.lazy import torch
 
 from gdfit import records
 from gdfit.config import FitConfig
@@ -107,17 +109,18 @@ class Loop:
         self.watch = watch  # None: run 0's losses are not kept; else which updates to snapshot
         self.capture = capture  # run 0's parameters -> what a snapshot keeps (a CPU copy, or a summary)
         current = stepper.losses()  # also readies the stepper's own view of its parameters
-        device = current.device
-        self.initial = current if resume is None else resume.initial.to(device)
-        self.on_host = self.initial.shape[0] == 1 and device.type == "cpu" and self.sync_every == 1
+        numpy = isinstance(current, np.ndarray)  # a problem computed on the host, without torch
+        self.initial = current if resume is None else resume.initial.to(current.device)
+        on_cpu = numpy or current.device.type == "cpu"
+        self.on_host = self.initial.shape[0] == 1 and on_cpu and self.sync_every == 1
         self.rules = (HostStopRules if self.on_host else StopRules)(config, self.initial)
-        small = next(iter(stepper.params.values()))[0].numel() < LARGE_PROBLEM
+        small = math.prod(next(iter(stepper.params.values())).shape[1:]) < LARGE_PROBLEM
         # a chunk per update where each must be seen (a checkpoint saves the state of a look)
         self.chunk_every = chunk_every or (HOST_CHUNK if self.on_host and small else self.sync_every)
         self.k, self.spent = 0, 0.0
         self.resumed_at = resume.iters if resume is not None else 0
         if resume is not None:
-            self.rules.restore({name: t.to(device) for name, t in resume.rules.items()})
+            self.rules.restore({name: t.to(current.device) for name, t in resume.rules.items()})
             self.k, self.spent = resume.iters, resume.elapsed_s
         self.outcome: Outcome | None = None
 
@@ -140,7 +143,7 @@ class Loop:
         config, stepper, rules = self.config, self.stepper, self.rules
         runs = self.initial.shape[0]
         hold = runs > 1 or self.sync_every > 1  # else the loop ends as soon as the one run stops
-        column = (-1,) + (1,) * (next(iter(stepper.params.values())).dim() - 1)
+        column = (-1,) + (1,) * (len(next(iter(stepper.params.values())).shape) - 1)
         losses, pending, snapshots = stepper.losses() if self.k else self.initial, [], []
         self.started = self.clock() - self.spent  # a resumed run has used some of its time
         deadline = self.started + config.timeout_s if config.timeout_s else math.inf
@@ -193,13 +196,18 @@ class Loop:
             statuses=rules.outcome(final, active, limit),
             iters=rules.updates.tolist(),
             losses=final,
-            params={n: p.detach().cpu() for n, p in stepper.params.items()},
+            params={n: _on_cpu(p) for n, p in stepper.params.items()},
             elapsed_s=elapsed,
             last_grad_norm=float(last_norm) if last_norm is not None else None,
             fired=rules.fired_rules(),
         )
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:
-        losses = (pending[0] if len(pending) == 1 else torch.cat(pending)).tolist() if pending else []
+        join = np.concatenate if pending and isinstance(pending[0], np.ndarray) else torch.cat
+        losses = (pending[0] if len(pending) == 1 else join(pending)).tolist() if pending else []
         return Chunk(done, losses, [(k, shot, float(norm)) for k, shot, norm in snapshots])
 
+
+def _on_cpu(values):
+    """A parameter on the CPU: a tensor's CPU form (itself when there), a numpy array as it is."""
+    return values if isinstance(values, np.ndarray) else values.detach().cpu()

@@ -8,7 +8,11 @@ tutorial's `loss.item() <= threshold` does, not to the threshold's float32 round
 
 from __future__ import annotations
 
-import torch
+import math
+
+import numpy as np
+
+from gdfit.lazy import torch
 
 from gdfit import records
 from gdfit.config import FitConfig
@@ -16,6 +20,13 @@ from gdfit.words import plural
 
 
 TOLERANCES = ("ftol", "xtol", "gtol")  # codes 1, 2, 3 in `StopRules.fired`; 0 is none
+
+
+def _tolerances(config: FitConfig, eps: float) -> dict[str, float | None]:
+    """ftol, xtol and gtol. Tolerances finer than the runs' dtype can resolve (eps) act at its
+    resolution (MINPACK stops there too, with "no further improvement is possible")."""
+    return {name: max(value, eps) if value else value
+            for name, value in (("ftol", config.ftol), ("xtol", config.xtol), ("gtol", config.gtol))}
 STUCK = "stuck"  # code 4: the update made no move at all (lbfgs's line search found no lower loss)
 
 
@@ -45,11 +56,7 @@ class StopRules:
 
     def __init__(self, config: FitConfig, initial: torch.Tensor) -> None:
         self.config = config
-        # tolerances finer than the runs' dtype can resolve act at its resolution (MINPACK stops
-        # there too, with "no further improvement is possible")
-        eps = torch.finfo(initial.dtype).eps if initial.is_floating_point() else 0.0
-        self.tolerance = {name: max(value, eps) if value else value
-                          for name, value in (("ftol", config.ftol), ("xtol", config.xtol), ("gtol", config.gtol))}
+        self.tolerance = _tolerances(config, torch.finfo(initial.dtype).eps if initial.is_floating_point() else 0.0)
         initial = initial.to(torch.float64)
         self.ceiling = initial * config.divergence_factor
         # a start at or below the threshold has converged; a non-finite one has diverged
@@ -160,13 +167,21 @@ class HostStopRules(StopRules):
     problem the tensor rules were half of each update. tests/test_stopping.py holds both forms to
     the same decisions."""
 
-    def __init__(self, config: FitConfig, initial: torch.Tensor) -> None:
-        super().__init__(config, initial)  # the tolerances, and the state's tensor forms
+    def __init__(self, config: FitConfig, initial) -> None:
+        # the base's rules on Python floats, from a [1] tensor or numpy array (no torch call for numpy's)
+        self.config = config
+        floating = initial.dtype.kind == "f" if isinstance(initial, np.ndarray) else initial.is_floating_point()
+        finfo = np.finfo if isinstance(initial, np.ndarray) else torch.finfo
+        self.tolerance = _tolerances(config, finfo(initial.dtype).eps if floating else 0.0)
+        self.needs_motion = bool(config.xtol or config.gtol)
         self.tolerates = any(self.tolerance.values())
         start = float(initial.reshape(-1)[0])
-        self.scalars = {"ceiling": start * config.divergence_factor, "active": bool(self.active.item()),
+        # a start at or below the threshold has converged; a non-finite one has diverged
+        self.scalars = {"ceiling": start * config.divergence_factor,
+                        "active": math.isfinite(start) and start > config.threshold,
                         "updates": 0, "stalled": False, "best": start, "best_iter": 0, "previous": start,
                         "fired": 0}
+        self.settle()
 
     def state(self) -> dict[str, torch.Tensor]:
         kinds = {"ceiling": torch.float64, "active": torch.bool, "updates": torch.long, "stalled": torch.bool,
@@ -216,9 +231,13 @@ class HostStopRules(StopRules):
                 return True
         return False
 
+    KINDS = {"ceiling": np.float64, "active": np.bool_, "updates": np.int64, "stalled": np.bool_,
+             "best": np.float64, "best_iter": np.int64, "previous": np.float64, "fired": np.int64}
+
     def settle(self) -> None:
-        for name, tensor in self.state().items():
-            setattr(self, name, tensor)
+        """The base's fields, as [1] numpy arrays (what `outcome` and the loop's end read)."""
+        for name in self.FIELDS:
+            setattr(self, name, np.array([self.scalars[name]], dtype=self.KINDS[name]))
 
 
 def _float64(values, device: torch.device) -> torch.Tensor:

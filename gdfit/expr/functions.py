@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
+
+from gdfit.lazy import torch
 
 Partial = Callable[..., object] | None
 SQRT_2PI = math.sqrt(2 * math.pi)
@@ -57,10 +58,21 @@ def _pair(a, b):
     return _tensor(a, b), _tensor(b, a)
 
 
-def _torch_compare(op: Callable) -> Callable:
+def _late(path: str) -> Callable:
+    """torch's function at `path` (`exp`, `special.erf`), read at the call: reading it when this
+    table is built would load torch, which a fit computed in numpy never needs."""
+    def call(*args):
+        f = torch
+        for part in path.split("."):
+            f = getattr(f, part)
+        return f(*args)
+    return call
+
+
+def _torch_compare(name: str) -> Callable:
     def compare(a, b):
         a, b = _pair(a, b)
-        return op(a, b).to(torch.promote_types(a.dtype, b.dtype))
+        return getattr(torch, name)(a, b).to(torch.promote_types(a.dtype, b.dtype))
     return compare
 
 
@@ -181,28 +193,28 @@ TABLE: tuple[Function, ...] = (
              reduction=True),
     Function("mean", lambda t: t.mean(-1, keepdim=True), lambda t: np.mean(t, -1, keepdims=True), (), (ANY,),
              reduction=True),
-    Function("exp", torch.exp, np.exp, (lambda x, y: y,), (ANY,)),
-    Function("log", torch.log, np.log, (lambda x, y: 1 / x,), (POSITIVE,)),
-    Function("sqrt", torch.sqrt, np.sqrt, (lambda x, y: 0.5 / y,), (POSITIVE,)),
-    Function("abs", torch.abs, np.abs, (lambda x, y: np.sign(x),), (ANY,)),
-    Function("sin", torch.sin, np.sin, (lambda x, y: np.cos(x),), (ANY,)),
-    Function("cos", torch.cos, np.cos, (lambda x, y: -np.sin(x),), (ANY,)),
-    Function("tanh", torch.tanh, np.tanh, (lambda x, y: 1 - y * y,), (ANY,)),
-    Function("sigmoid", torch.sigmoid, _sigmoid, (lambda x, y: y * (1 - y),), (ANY,)),
-    Function("relu", torch.relu, lambda x: np.maximum(x, 0.0),
+    Function("exp", _late("exp"), np.exp, (lambda x, y: y,), (ANY,)),
+    Function("log", _late("log"), np.log, (lambda x, y: 1 / x,), (POSITIVE,)),
+    Function("sqrt", _late("sqrt"), np.sqrt, (lambda x, y: 0.5 / y,), (POSITIVE,)),
+    Function("abs", _late("abs"), np.abs, (lambda x, y: np.sign(x),), (ANY,)),
+    Function("sin", _late("sin"), np.sin, (lambda x, y: np.cos(x),), (ANY,)),
+    Function("cos", _late("cos"), np.cos, (lambda x, y: -np.sin(x),), (ANY,)),
+    Function("tanh", _late("tanh"), np.tanh, (lambda x, y: 1 - y * y,), (ANY,)),
+    Function("sigmoid", _late("sigmoid"), _sigmoid, (lambda x, y: y * (1 - y),), (ANY,)),
+    Function("relu", _late("relu"), lambda x: np.maximum(x, 0.0),
              (lambda x, y: np.asarray(x > 0, dtype=np.result_type(x)),), (ANY,)),
-    Function("square", torch.square, np.square, (lambda x, y: 2 * x,), (ANY,)),
-    Function("tan", torch.tan, np.tan, (lambda x, y: 1 + y * y,), (UNIT,)),
-    Function("atan", torch.atan, np.arctan, (lambda x, y: 1 / (1 + x * x),), (ANY,)),
-    Function("erf", torch.special.erf, _host_erf, (lambda x, y: TWO_OVER_SQRT_PI * np.exp(-x * x),), (ANY,)),
-    Function("erfc", torch.special.erfc, _host_erfc, (lambda x, y: -TWO_OVER_SQRT_PI * np.exp(-x * x),), (ANY,)),
-    Function("log10", torch.log10, np.log10, (lambda x, y: 1 / (x * math.log(10)),), (POSITIVE,)),
-    Function("log1p", torch.log1p, np.log1p, (lambda x, y: 1 / (1 + x),), ((-0.8, 3.0),)),
-    Function("expm1", torch.expm1, np.expm1, (lambda x, y: y + 1,), (ANY,)),
-    Function("sinh", torch.sinh, np.sinh, (lambda x, y: np.cosh(x),), (ANY,)),
-    Function("cosh", torch.cosh, np.cosh, (lambda x, y: np.sinh(x),), (ANY,)),
-    Function("asin", torch.asin, np.arcsin, (lambda x, y: 1 / np.sqrt(1 - x * x),), (UNIT,)),
-    Function("acos", torch.acos, np.arccos, (lambda x, y: -1 / np.sqrt(1 - x * x),), (UNIT,)),
+    Function("square", _late("square"), np.square, (lambda x, y: 2 * x,), (ANY,)),
+    Function("tan", _late("tan"), np.tan, (lambda x, y: 1 + y * y,), (UNIT,)),
+    Function("atan", _late("atan"), np.arctan, (lambda x, y: 1 / (1 + x * x),), (ANY,)),
+    Function("erf", _late("special.erf"), _host_erf, (lambda x, y: TWO_OVER_SQRT_PI * np.exp(-x * x),), (ANY,)),
+    Function("erfc", _late("special.erfc"), _host_erfc, (lambda x, y: -TWO_OVER_SQRT_PI * np.exp(-x * x),), (ANY,)),
+    Function("log10", _late("log10"), np.log10, (lambda x, y: 1 / (x * math.log(10)),), (POSITIVE,)),
+    Function("log1p", _late("log1p"), np.log1p, (lambda x, y: 1 / (1 + x),), ((-0.8, 3.0),)),
+    Function("expm1", _late("expm1"), np.expm1, (lambda x, y: y + 1,), (ANY,)),
+    Function("sinh", _late("sinh"), np.sinh, (lambda x, y: np.cosh(x),), (ANY,)),
+    Function("cosh", _late("cosh"), np.cosh, (lambda x, y: np.sinh(x),), (ANY,)),
+    Function("asin", _late("asin"), np.arcsin, (lambda x, y: 1 / np.sqrt(1 - x * x),), (UNIT,)),
+    Function("acos", _late("acos"), np.arccos, (lambda x, y: -1 / np.sqrt(1 - x * x),), (UNIT,)),
     Function("atan2", lambda a, b: torch.atan2(*_pair(a, b)), np.arctan2,
              (lambda a, b, y: b / (a * a + b * b), lambda a, b, y: -a / (a * a + b * b)), (ANY, POSITIVE)),
     Function("min", lambda a, b: torch.minimum(*_pair(a, b)), np.minimum,
@@ -213,10 +225,10 @@ TABLE: tuple[Function, ...] = (
              lambda c, a, b: np.where(np.not_equal(c, 0), a, b),
              (None, lambda c, a, b, y: np.not_equal(c, 0) * 1.0, lambda c, a, b, y: np.equal(c, 0) * 1.0),
              ((-1.0, 1.0), ANY, ANY)),
-    Function("<", _torch_compare(torch.lt), _numpy_compare(np.less), (None, None), (ANY, ANY), symbol="<"),
-    Function("<=", _torch_compare(torch.le), _numpy_compare(np.less_equal), (None, None), (ANY, ANY), symbol="<="),
-    Function(">", _torch_compare(torch.gt), _numpy_compare(np.greater), (None, None), (ANY, ANY), symbol=">"),
-    Function(">=", _torch_compare(torch.ge), _numpy_compare(np.greater_equal), (None, None), (ANY, ANY), symbol=">="),
+    Function("<", _torch_compare("lt"), _numpy_compare(np.less), (None, None), (ANY, ANY), symbol="<"),
+    Function("<=", _torch_compare("le"), _numpy_compare(np.less_equal), (None, None), (ANY, ANY), symbol="<="),
+    Function(">", _torch_compare("gt"), _numpy_compare(np.greater), (None, None), (ANY, ANY), symbol=">"),
+    Function(">=", _torch_compare("ge"), _numpy_compare(np.greater_equal), (None, None), (ANY, ANY), symbol=">="),
     Function("gaussian", _shape(_gaussian, torch), _shape(_gaussian, np),
              tuple(_gaussian_partial(k) for k in range(4)), PEAK),
     Function("lorentzian", _shape(_lorentzian, torch), _shape(_lorentzian, np),

@@ -12,7 +12,7 @@ sigma. Values are computed in the fit's dtype, as the model on the device comput
 from __future__ import annotations
 
 import numpy as np
-import torch
+from gdfit.lazy import torch
 
 from gdfit.expr.derivatives import SEED, compile_dual
 from gdfit.expr.language import NUMPY_FUNCTIONS, compile_model
@@ -23,7 +23,6 @@ class HostCurve:
 
     def __init__(self, model, dtype: np.dtype) -> None:
         self.dtype, self.names, self.points = np.dtype(dtype), model.names, model.points
-        self.torch_dtype = getattr(torch, dtype)
         host = self.array
         self.fn = compile_model(model.tree, NUMPY_FUNCTIONS)
         self.dual = compile_dual(model.tree)
@@ -33,9 +32,15 @@ class HostCurve:
         self.low, self.high, self.sigma = host(model.low), host(model.high), host(model.sigma)
         self.free = {name: {i: SEED} for i, name in enumerate(self.names)}  # each parameter's own tangent
 
-    def array(self, t: torch.Tensor | None) -> np.ndarray | None:
-        """A tensor (the data, a target) as a numpy array in this form's dtype, on the host."""
-        return None if t is None else t.detach().to("cpu", self.torch_dtype).numpy()
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype.name)
+
+    def array(self, t: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+        """A tensor or an array (the data, a target) as a numpy array in this form's dtype, on the host."""
+        if t is None or isinstance(t, np.ndarray):
+            return None if t is None else t.astype(self.dtype, copy=False)
+        return t.detach().to("cpu", self.torch_dtype).numpy()
 
     def inside(self, x: np.ndarray) -> np.ndarray:
         """Parameters projected into their bounds (the model's `constrain_`)."""
@@ -56,6 +61,16 @@ class HostCurve:
         theta = self.inside(x.astype(self.dtype, copy=False))
         with np.errstate(all="ignore"):  # overflow is inf and a bad log NaN, as in torch
             return self._shaped(self.fn(self._environment(theta)), len(x))
+
+    def curve_on(self, columns: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        """The unweighted prediction [K, m] on other values of the columns (a plot's fine grid)."""
+        theta = self.inside(x.astype(self.dtype, copy=False))
+        env = self._environment(theta)
+        env.update((name, self.array(column)) for name, column in columns.items())
+        points = len(next(iter(columns.values())))
+        with np.errstate(all="ignore"):
+            value = np.asarray(self.fn(env), dtype=self.dtype)
+        return np.broadcast_to(value, (len(x), points))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The weighted prediction f / sigma [K, n]."""

@@ -15,7 +15,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, Collection, Mapping
 
-import torch
+from gdfit.lazy import torch
 
 from gdfit.errors import ExpressionError
 from gdfit.expr.functions import BY_NAME, COMPARISONS, FUNCTION_NAMES
@@ -27,7 +27,7 @@ MAX_NODES = 200
 
 # grad-demo's forms: its sum and mean reduce the whole tensor (a model's, the data points)
 FUNCTIONS: dict[str, Callable] = {name: BY_NAME[name].torch for name in FUNCTION_NAMES}
-FUNCTIONS.update(sum=torch.sum, mean=torch.mean)
+FUNCTIONS.update(sum=lambda t: torch.sum(t), mean=lambda t: torch.mean(t))  # torch read at the call
 CONSTANTS = {"pi": math.pi}
 BINARY = {ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub), ast.Mult: ("*", operator.mul),
           ast.Div: ("/", operator.truediv), ast.Pow: ("**", operator.pow)}
@@ -248,7 +248,7 @@ def function_of(tree: ast.Expression) -> Callable[[torch.Tensor], torch.Tensor]:
 
 # ---------------------------------------------------------------- models: compiled once
 
-Compiled = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+Compiled = Callable[[Mapping[str, "torch.Tensor"]], "torch.Tensor"]
 # The table's torch and numpy forms; reductions in a model run over the data points (the last
 # dimension), one value per run.
 MODEL_FUNCTIONS: dict[str, Callable] = {f.name: f.torch for f in BY_NAME.values()}

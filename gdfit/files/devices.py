@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+
+from gdfit.lazy import torch
 
 from gdfit.config import DTYPES as DTYPE_NAMES
 from gdfit.errors import DeviceError
 
-# The config names each dtype once, spelled as torch spells it.
-DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a config's dtype name (the config spells each as torch spells it)."""
+    if name not in DTYPE_NAMES:
+        raise KeyError(name)
+    return getattr(torch, name)
+
+
+
+@dataclass(frozen=True)
+class HostDevice:
+    """The CPU, for a run that computes in numpy from start to end (a curve fit by lm): what is
+    read of a torch.device (`type`, `index`, its text), without importing torch."""
+
+    type: str = "cpu"
+    index: None = None
+
+    def __str__(self) -> str:
+        return self.type
+
+
+HOST = HostDevice()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,7 +81,7 @@ def _mps_available() -> bool:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The torch dtype for a config name; half precisions are refused where the device lacks them."""
-    dtype = DTYPES[name]
+    dtype = torch_dtype(name)
     if device.type == "mps" and dtype == torch.float64:
         raise DeviceError("dtype float64 is not supported on mps", key="dtype", hint="use dtype: float32")
     return dtype

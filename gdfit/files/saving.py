@@ -25,19 +25,27 @@ def check_save_path(path: Path) -> None:
 
 
 def save_parameters(path: Path, model, params) -> None:
-    """Write `model.named_tensors(params)` (one run's parameters, no run dimension) to `path`."""
-    import torch
+    """Write `model.named_tensors(params)` (one run's parameters, no run dimension) to `path`:
+    tensors, or numpy arrays from a fit computed on the host (.npz only; torch is not imported)."""
+    import numpy as np
 
     from gdfit.files.writing import write_atomic
 
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.named_tensors(params).items()}
+    named = model.named_tensors(params)
     if path.suffix.lower() == ".pt":
+        import torch
+
+        tensors = {name: t.detach().cpu().contiguous() for name, t in named.items()}
         write_atomic(path, lambda handle: torch.save(tensors, handle), key="--save")
         return
-    import numpy as np
-
     # numpy has no bfloat16: such tensors are saved as float32, which holds every bfloat16 exactly
-    arrays = {name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()}
+    arrays = {name: t if isinstance(t, np.ndarray) else _numpy(t) for name, t in named.items()}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomic(path, buffer.getvalue(), key="--save")
+
+
+def _numpy(t):
+    """A tensor as a numpy array on the host; bfloat16 (which numpy lacks) as float32."""
+    t = t.detach().cpu().contiguous()
+    return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()

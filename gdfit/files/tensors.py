@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from gdfit.lazy import torch
 
 from gdfit.config import FileSource, NamedInit, RandomSource, Resolved
-from gdfit.files.devices import DTYPES
+from gdfit.files.devices import torch_dtype
 from gdfit.errors import ConfigError, InputFileError, ResourceError
 from gdfit.reading import BINARY_FILE_BYTES, TEXT_FILE_BYTES, TooLarge, check_size, read_file
 from gdfit.words import article, plural
@@ -169,7 +169,7 @@ def _gen_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _spec_dtype(spec: Any, default: torch.dtype) -> torch.dtype:
-    return DTYPES[spec.dtype] if getattr(spec, "dtype", None) else default
+    return torch_dtype(spec.dtype) if getattr(spec, "dtype", None) else default
 
 
 def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.device, copies: float,
@@ -261,8 +261,7 @@ def _load_npy(path: Path, guard) -> torch.Tensor:
 
 
 # Dense tensors of these dtypes are data; anything else in a .pt file is refused by name.
-PT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16,
-             torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+PT_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8")
 
 
 def _load_pt(path: Path, guard) -> torch.Tensor:
@@ -288,7 +287,7 @@ def _unusual(data: torch.Tensor) -> str | None:
         return "meta (a shape with no values)"
     if data.is_quantized:
         return f"quantized ({_name(data.dtype)})"
-    if data.dtype not in PT_DTYPES:
+    if str(data.dtype).removeprefix("torch.") not in PT_DTYPES:
         return _name(data.dtype)
     return None
 

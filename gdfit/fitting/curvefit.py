@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
+from gdfit.lazy import torch
 
 from gdfit.config import BuiltinCurve, ColumnSource, ExpressionModel, Resolved
 from gdfit.files.data import read_columns
@@ -28,9 +28,11 @@ from gdfit.words import plural
 def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.device, every_used: bool = True
                          ) -> tuple[ExpressionFit, torch.Tensor, torch.Tensor]:
     """The model, the (weighted) target over the observed points, and the fitted parameters' start.
-    `every_used`: each parameter must appear in the expression (a global fit's dataset uses some)."""
+    `every_used`: each parameter must appear in the expression (a global fit's dataset uses some).
+    Tensors on `device`, or numpy arrays where `dtype` is numpy's (a fit computed on the host)."""
     config = resolved.config
     spec: ExpressionModel | BuiltinCurve = config.model
+    xp = np if isinstance(dtype, np.dtype) else torch  # the same operations, in numpy or in torch
     columns = _columns(resolved, dtype, device)
     guess: dict[str, float] = {}
     if isinstance(spec, BuiltinCurve):
@@ -55,7 +57,7 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
         raise ConfigError(f"parameter {unused[0]!r} is not used by the expression {spec.expr!r}",
                           source=resolved.source, key=f"model.params.{unused[0]}")
     y = _target(resolved, columns, dtype, device)
-    observed = ~torch.isnan(y)
+    observed = ~xp.isnan(y)
     if not bool(observed.any()):
         raise InputFileError("every target value is missing (NaN)", source=resolved.source, key="target")
     points = int(observed.sum())
@@ -63,19 +65,20 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     sigma = None
     if config.sigma is not None:
         sigma = _column(columns, config.sigma.column, "sigma", resolved)[observed]
-        if not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
+        if not bool((xp.isfinite(sigma) & (sigma > 0)).all()):
             raise InputFileError(f"column {config.sigma.column!r} must hold positive finite standard deviations",
                                  source=resolved.source, key="sigma")
     for name, column in data.items():
-        bad = (~torch.isfinite(column)).nonzero()
+        bad = np.flatnonzero(~np.isfinite(np.asarray(column.tolist())))
         if len(bad):
+            rows = np.flatnonzero(np.asarray(observed.tolist()))
             raise InputFileError(f"column {name!r} has a missing or infinite value at an observed point "
-                                 f"(data row {int(observed.nonzero()[int(bad[0])]) + 1})",
+                                 f"(data row {int(rows[bad[0]]) + 1})",
                                  source=resolved.source, key="data.file")
     varying, fixed, low, high, start = parameter_parts(spec, resolved, dtype, device, derived)
     model = ExpressionFit(tree, data, params, varying, fixed, low, high, sigma, points)
     model.derived, model.guess = derived_params.Derived(derived), guess
-    model.missing = y.numel() - points
+    model.missing = len(y) - points
     model.pointwise = not ({"sum", "mean"} & functions_in(tree))
     target = y[observed]
     return model, (target / sigma if sigma is not None else target), start
@@ -84,17 +87,27 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
 def parameter_parts(spec: ExpressionModel, resolved: Resolved, dtype: torch.dtype, device: torch.device,
                     derived: dict | None = None):
     """An expression model's fitted parameters (those with `vary`, not derived), its fixed ones by
-    value, and the fitted ones' bounds and start values as tensors."""
+    value, and the fitted ones' bounds and start values as tensors (numpy arrays on the host)."""
     derived = derived or {}
     varying = tuple(name for name in spec.params if spec.params[name].vary and name not in derived)
     if not varying:
         raise ConfigError("every parameter has vary: false; nothing is left to fit", source=resolved.source,
                           key="model.params")
     fixed = {name: float(p.value) for name, p in spec.params.items() if not p.vary and name not in derived}
-    low = torch.tensor([_or(spec.params[n].min, -math.inf) for n in varying], dtype=dtype, device=device)
-    high = torch.tensor([_or(spec.params[n].max, math.inf) for n in varying], dtype=dtype, device=device)
-    start = torch.tensor([_or(spec.params[n].value, math.nan) for n in varying], dtype=dtype, device=device)
+    low = _array([_or(spec.params[n].min, -math.inf) for n in varying], dtype, device)
+    high = _array([_or(spec.params[n].max, math.inf) for n in varying], dtype, device)
+    start = _array([_or(spec.params[n].value, math.nan) for n in varying], dtype, device)
     return varying, fixed, low, high, start
+
+
+def _array(values: list[float] | np.ndarray, dtype, device) -> torch.Tensor | np.ndarray:
+    """Numbers (a list, or a float64 column) in the fit's dtype: a numpy array for a fit on the
+    host (numpy's dtype), else a tensor on `device`. Both round float64 to nearest."""
+    if isinstance(dtype, np.dtype):
+        return np.asarray(values, dtype=dtype)
+    if isinstance(values, np.ndarray):
+        return torch.from_numpy(values).to(device=device, dtype=dtype)
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _or(value: float | None, default: float) -> float:
@@ -113,7 +126,7 @@ def _columns(resolved: Resolved, dtype: torch.dtype, device: torch.device) -> di
     lengths = {len(c) for c in raw.values()}
     if len(lengths) > 1:
         raise InputFileError("columns differ in length", source=str(path), key="data.file")
-    return {name: torch.from_numpy(column).to(device=device, dtype=dtype) for name, column in raw.items()}
+    return {name: _array(column, dtype, device) for name, column in raw.items()}
 
 
 def _column(columns: dict[str, torch.Tensor], name: str, key: str, resolved: Resolved) -> torch.Tensor:
@@ -148,13 +161,13 @@ def statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, 
 
 def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
                 ) -> dict[str, Any]:
-    host = model.host(torch.float64)
-    theta = theta.detach().cpu().to(torch.float64)
-    x = theta.numpy()[None]  # one run
+    host = model.host("float64")
+    theta = host.array(theta)
+    x = theta[None]  # one run
     target = host.array(target)
     prediction, J = host.predict_and_jacobian(x)
     residuals = target - prediction[0]
-    n, p = residuals.size, theta.numel()
+    n, p = residuals.size, theta.size
     rss = float(residuals @ residuals)  # weighted: chi^2 when sigma is given
     dof = n - p
     covariance = covariance_of(J[0], rss / dof if dof > 0 else math.nan, absolute_sigma)

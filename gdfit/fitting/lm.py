@@ -20,7 +20,7 @@ import math
 import warnings
 
 import numpy as np
-import torch
+from gdfit.lazy import torch
 
 from gdfit.fitting.models import Model, Params
 from gdfit.fitting.trust import ACCEPT, Subproblem, cutoff, new_radius
@@ -63,9 +63,12 @@ class Packing:
         # one [K, P] parameter (a curve fit's theta) in float64 on the CPU: x is a numpy view of it,
         # read and written without a torch call (they cost microseconds each, a few per update)
         self.params, self.view = params, None
+        self.on_host = all(isinstance(p, np.ndarray) for p in params.values())  # a problem computed on the host
         if len(params) == 1:
             (p,) = params.values()
-            if p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
+            if self.on_host and p.ndim == 2 and p.dtype == np.float64:
+                self.view = p
+            elif not self.on_host and p.dim() == 2 and p.dtype == torch.float64 and p.device.type == "cpu":
                 self.view = p.detach().numpy()
 
     def pack(self, params: Params) -> torch.Tensor:
@@ -82,6 +85,10 @@ class Packing:
         """x [K, P] (float64 numpy) into the parameters, in their dtype and on their device."""
         if self.view is not None and params is self.params:
             self.view[...] = x
+            return
+        if self.on_host:  # numpy's cast rounds to nearest, as copy_ does
+            for p, part in zip(params.values(), np.split(x, np.cumsum(self.sizes)[:-1], 1)):
+                p[...] = part.reshape(p.shape)
             return
         for (name, p), part in zip(params.items(), self.unpack(torch.from_numpy(x)).values()):
             p.copy_(part)
@@ -108,16 +115,15 @@ class LevenbergMarquardt:
             self.host = model.host(target.dtype)
             self.host_target = self.host.array(target)
         self.bounded = getattr(model, "bounded", True)
-        self.resolution = float(torch.finfo(target.dtype).eps)
-        self.native = target.dtype == torch.float64 and target.device.type == "cpu"  # numpy's own dtype and place
+        self.on_host = isinstance(target, np.ndarray)  # a problem computed on the host: losses as numpy arrays
+        self.resolution = float((np if self.on_host else torch).finfo(target.dtype).eps)
+        self.native = self.on_host or (target.dtype == torch.float64 and target.device.type == "cpu")
         self.penalty = getattr(model, "penalty_residuals", None)  # a matrix model's sqrt(l2) x parameters
         self.robust = getattr(loss, "robust", None)  # a robust loss's rho (robust.py), None for squares
-        K, P = self.packing.pack(params).shape
+        K, P = len(next(iter(params.values()))), sum(self.packing.sizes)
         # delta 0: not set yet (the first update sets it from the start); par: the Levenberg
         # parameter of the last step, where the next search for it begins
-        self.optimizer = _State({"delta": torch.zeros(K, dtype=torch.float64),
-                                 "par": torch.full((K,), damping, dtype=torch.float64),
-                                 "scale": torch.zeros(K, P, dtype=torch.float64)})
+        self.optimizer = _State({"delta": np.zeros(K), "par": np.full(K, float(damping)), "scale": np.zeros((K, P))})
         self.motion, self.stuck, self.gradient = None, None, None
 
     def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
@@ -136,7 +142,23 @@ class LevenbergMarquardt:
             prediction, J = self.host.predict_and_jacobian(x)
             return _float64(prediction - self.host_target), _float64(J)
         flat = self._on_device(x)
-        return _float64(self._residuals(flat)), _float64(jacobian(self._residuals, flat))
+        return _float64(self._residuals(flat)), _float64(self._jacobian(flat))
+
+    def _jacobian(self, flat: torch.Tensor) -> torch.Tensor:
+        """d residuals / d flat: from the model's own formula where it has one (lowrank's, from U
+        and V), else by forward-mode autograd (which evaluates the model once per parameter)."""
+        formula = getattr(self.model, "prediction_jacobian", None)
+        if formula is None:
+            return jacobian(self._residuals, flat)
+        J = formula(flat)
+        if self.kept is not None:
+            J = J.index_select(1, self.kept)
+        if self.penalty is not None:  # sqrt(l2) x the parameters: linear, its Jacobian is itself at I
+            K, P = flat.shape
+            extra = self.penalty(torch.eye(P, dtype=flat.dtype, device=flat.device))
+            if extra is not None:
+                J = torch.cat([J, extra.expand(K, P, P)], 1)
+        return J
 
     def _on_device(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(dtype=self.target.dtype, device=self.target.device)
@@ -150,7 +172,10 @@ class LevenbergMarquardt:
 
     def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
         """A curve fit's loss from each run's sum of squared residuals: mse is their mean."""
-        loss = torch.from_numpy(cost / n)
+        loss = cost / n
+        if self.on_host:  # in the target's dtype, as `to` rounds it
+            return loss.astype(self.target.dtype, copy=False)
+        loss = torch.from_numpy(loss)
         return loss if self.native else loss.to(dtype=self.target.dtype, device=self.target.device)
 
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
@@ -295,18 +320,18 @@ class LevenbergMarquardt:
         self.model.constrain_(params)
         return self.packing.pack(params).cpu().double().numpy()
 
-    def grad_norm(self) -> torch.Tensor:
+    def grad_norm(self) -> float:
         """Run 0's |d loss / d parameters| at the start of its last update."""
         if self.gradient is None:
-            return torch.tensor(math.nan, dtype=torch.float64)
+            return math.nan
         g, n = self.gradient
-        return torch.tensor(math.sqrt(float(g @ g)) * (2.0 / n), dtype=torch.float64)
+        return math.sqrt(float(g @ g)) * (2.0 / n)
 
 
 def _float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(values, torch.Tensor):  # any dtype (numpy has no bfloat16), any device
-        return values.detach().to("cpu", torch.float64).numpy()
-    return values.astype(np.float64, copy=False)
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return values.detach().to("cpu", torch.float64).numpy()  # any dtype (numpy has no bfloat16), any device
 
 
 class _Update:
@@ -351,21 +376,16 @@ class _Update:
 
 class _State:
     """Looks like an optimizer's state to checkpoints: the trust radius, the Levenberg parameter,
-    the scales. It lives on the host, where lm's algebra reads and writes it in place."""
+    the scales. It lives on the host in numpy, where lm's algebra reads and writes it in place;
+    `state` shows it as tensors sharing its memory."""
 
-    def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        self.state = {"theta": state}
+    def __init__(self, host: dict[str, np.ndarray]) -> None:
+        self.host = host
 
     @property
     def state(self) -> dict[str, dict[str, torch.Tensor]]:
-        return self._state
-
-    @property
-    def host(self) -> dict[str, np.ndarray]:
-        """The state's tensors as numpy views: lm's algebra reads and writes them without a torch call."""
-        return self._host
+        return {"theta": {key: torch.from_numpy(a) for key, a in self.host.items()}}
 
     @state.setter
     def state(self, value: dict[str, dict[str, torch.Tensor]]) -> None:  # a checkpoint's, on any device
-        self._state = {name: {key: t.cpu() for key, t in st.items()} for name, st in value.items()}
-        self._host = {key: t.numpy() for key, t in self._state["theta"].items()}
+        self.host = {key: t.cpu().numpy() for key, t in value["theta"].items()}

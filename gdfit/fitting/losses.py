@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-import torch.nn.functional as F
+from gdfit.lazy import torch
 
 from gdfit.config import L1, MSE, Huber, SmoothL1, SoftL1, Cauchy, Arctan
 
-Functional = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Functional = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 def _per_run_mean(elementwise: torch.Tensor) -> torch.Tensor:
@@ -70,6 +69,7 @@ class MeanSquared(Loss):
         return torch.sub(pred, target).mul_(rounded(2.0 / self.numel, pred.dtype))
 
     def functional(self, reduction="mean"):
+        F = torch.nn.functional
         return lambda x, t: F.mse_loss(x, t, reduction=reduction)
 
 
@@ -82,6 +82,7 @@ class Absolute(Loss):
         return torch.sub(pred, target).sgn_().mul_(rounded(1.0 / self.numel, pred.dtype))
 
     def functional(self, reduction="mean"):
+        F = torch.nn.functional
         return lambda x, t: F.l1_loss(x, t, reduction=reduction)
 
 
@@ -96,6 +97,7 @@ class HuberLoss(Loss):
         return _backward(torch.ops.aten.huber_loss_backward, pred, target, self.numel, self.delta)
 
     def functional(self, reduction="mean"):
+        F = torch.nn.functional
         return lambda x, t: F.huber_loss(x, t, reduction=reduction, delta=self.delta)
 
 
@@ -113,6 +115,7 @@ class SmoothL1Loss(Loss):
                          half_in_float=True)
 
     def functional(self, reduction="mean"):
+        F = torch.nn.functional
         return lambda x, t: F.smooth_l1_loss(x, t, reduction=reduction, beta=self.beta)
 
 

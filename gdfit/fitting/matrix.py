@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
+from gdfit.lazy import torch
 
 from gdfit.config import LinearModel, LowRankModel, Resolved
 from gdfit.errors import ConfigError, InputFileError
 from gdfit.fitting.losses import Loss, make_loss, rounded
 from gdfit.fitting.models import Params
-from gdfit.fitting.steppers import ClosedForm, objective
+from gdfit.fitting.optimizers import Setting
+from gdfit.fitting.steppers import ClosedForm, _norm, motion, objective
 from gdfit.fitting.observed import Entries, MaskedLoss, fill_missing, rms, split
 
 INIT_SHARE = 0.01  # U V^T starts with this share of the target's RMS
@@ -109,6 +110,17 @@ class LowRank(MatrixModel):
 
     def predict(self, params: Params) -> torch.Tensor:
         return torch.matmul(params["U"], params["V"].mT)
+
+    def prediction_jacobian(self, flat: torch.Tensor) -> torch.Tensor:
+        """d (U V^T).flatten() / d (U, V) packed, [K, m n, P], written from U and V: entry (i, j)
+        has V[j] in U[i]'s columns and U[i] in V[j]'s, and zeros elsewhere (what forward-mode
+        autograd finds one column at a time, at P products of U V^T)."""
+        params = self.parameters(flat)
+        U, V = params["U"], params["V"]
+        K, (m, n, r) = flat.shape[0], (self.m, self.n, self.rank)
+        by_U = torch.einsum("Kjk,il->Kijlk", V, torch.eye(m, dtype=flat.dtype, device=flat.device))
+        by_V = torch.einsum("Kik,jl->Kijlk", U, torch.eye(n, dtype=flat.dtype, device=flat.device))
+        return torch.cat([by_U.reshape(K, m * n, m * r), by_V.reshape(K, m * n, n * r)], 2)
 
     def parameter_grads(self, params: Params, grad_of_prediction: torch.Tensor) -> Params:
         # what autograd's matmul backward computes for U @ V.mT: G @ V, and (U^T G)^T for V
@@ -211,6 +223,60 @@ class LowRankOnMse(ClosedForm):
         return self.residual.mul_(self.scale)  # mse_loss_backward: (x - t) * 2/n
 
 
+class AlternatingLeastSquares(ClosedForm):
+    """`optimizer: als` for lowrank on mse: each update solves for U with V fixed, then for V with
+    U fixed (Spark MLlib's ALS). Each half-step is an exact least-squares solve
+    (torch.linalg.lstsq), over the fitted entries of each row (or column) only where some are
+    missing, with l2's lambda |U|^2 as r rows sqrt(lambda) I below the fixed factor. Neither half
+    can raise the objective, so the loss never rises. No learning rate; the gradient reported (and
+    read by gtol) is the one where the update ends."""
+
+    def __init__(self, model: LowRank, loss: Loss, target: torch.Tensor, params: Params, track: bool) -> None:
+        super().__init__(model, loss, target, params, optimizer=None, track=track)
+        self.fitted = model.entries.fitted  # bool [m, n] or None (every entry fitted)
+        self.ridge = math.sqrt(model.l2)
+
+    def advance(self, k: int, lr: Setting, moving: torch.Tensor | None) -> torch.Tensor:
+        U, V = self.params["U"], self.params["V"]
+        kept = {n: p.clone() for n, p in self.params.items()} if moving is not None else None
+        before = {n: p.clone() for n, p in self.params.items()} if self.track else None
+        U.copy_(self._solve(V, self.target, self.fitted))
+        V.copy_(self._solve(U, self.target.mT, None if self.fitted is None else self.fitted.mT))
+        if kept is not None:
+            for name, p in self.params.items():
+                p.copy_(torch.where(moving, p, kept[name]))
+        self.grads = {}
+        if before is not None:
+            self.motion = motion(before, self.params, self._gradient())
+        return self.losses()
+
+    def _solve(self, fixed: torch.Tensor, target: torch.Tensor, fitted: torch.Tensor | None) -> torch.Tensor:
+        """argmin_G sum over fitted (i, j) of (G[i] . F[j] - T[i, j])^2 + lambda |G|^2, for F = `fixed`
+        [K, b, r] and T = `target` [a, b]: G [K, a, r]."""
+        K, b, r = fixed.shape
+        a = target.shape[0]
+        if fitted is None:  # one design for every row: T^T = F G^T
+            design, rhs = fixed, target.mT.expand(K, b, a)
+        else:  # row i's own design: F with the rows of its missing entries zeroed
+            weight = fitted.to(fixed.dtype)
+            design = weight[None, :, :, None] * fixed[:, None]  # [K, a, b, r]
+            rhs = (weight * target).expand(K, a, b)[..., None]  # [K, a, b, 1]
+        if self.ridge:
+            eye = torch.eye(r, dtype=fixed.dtype, device=fixed.device) * self.ridge
+            design = torch.cat([design, eye.expand(*design.shape[:-2], r, r)], -2)
+            rhs = torch.cat([rhs, rhs.new_zeros(*rhs.shape[:-2], r, rhs.shape[-1])], -2)
+        solution = torch.linalg.lstsq(design, rhs).solution
+        return solution.mT if fitted is None else solution[..., 0]
+
+    def _gradient(self) -> Params:
+        if not self.grads:
+            self.grads = self.model.parameter_grads(self.params, self.loss.grad(self.model.predict(self.params), self.target))
+        return self.grads
+
+    def grad_norm(self) -> torch.Tensor:
+        return _norm(self._gradient())
+
+
 # ---------------------------------------------------------------- building
 
 
@@ -289,7 +355,7 @@ def working_copies(config, loss: Loss, numel: int, model: MatrixModel) -> float:
     gradient and the loss's temporaries; the autograd engine's graph keeps one more. Parameters
     count by their size: themselves, their gradient, the optimizer's state, a copy to hold a
     stopped run still, and two for xtol's step."""
-    from gdfit.config import LBFGS, LM
+    from gdfit.config import ALS, LBFGS, LM
     from gdfit.fitting.optimizers import make_optimizer
 
     target_sized = 3 + loss.temporaries + (1 if config.engine == "autograd" else 0)  # LowRankOnMse: 3
@@ -297,6 +363,9 @@ def working_copies(config, loss: Loss, numel: int, model: MatrixModel) -> float:
         state = 2 * config.optimizer.history_size + 2
     elif isinstance(config.optimizer, LM):
         state = 8
+    elif isinstance(config.optimizer, ALS):  # per row, a copy of the fixed factor (below)
+        state = 0
+        target_sized += 0 if model.entries.fitted is None else getattr(model, "rank", 1)
     else:
         state = make_optimizer(config.optimizer).state_copies()
     tracked = 2 if config.xtol is not None or config.gtol is not None else 0

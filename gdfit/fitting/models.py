@@ -6,13 +6,16 @@ leading run dimension, so K runs of one model are one tensor program.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
-import torch
+import numpy as np
+
+from gdfit.lazy import torch
 
 from gdfit.expr.language import compile_model
 
-Params = dict[str, torch.Tensor]
+Params = dict[str, "torch.Tensor"]
 
 
 class Model(Protocol):
@@ -72,7 +75,7 @@ class ExpressionFit:
         self.hosts: dict = {}  # its numpy forms, by dtype
         self.columns, self.order, self.names, self.fixed = columns, order, names, fixed
         self.low, self.high, self.sigma, self.points = low, high, sigma, points
-        self.bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
+        self.bounded = not all(math.isinf(v) for v in low.tolist() + high.tolist())  # a tensor or a numpy array
         self.missing = 0  # target values left out as missing (NaN)
         self.derived = None  # the derived parameters (fitting.derived.Derived), if any
         self.guess: dict[str, float] = {}  # a built-in curve's starts guessed from the data
@@ -105,15 +108,16 @@ class ExpressionFit:
             value = torch.as_tensor(value, dtype=theta.dtype, device=theta.device)
         return value.to(theta.dtype).expand(theta.shape[0], self.points)
 
-    def host(self, dtype: torch.dtype = torch.float64):
-        """The same model on the host in numpy (hostcurve.py), computing in `dtype` (float32 for
-        bfloat16, which numpy lacks): lm's evaluations, the reports' curve and the Jacobian for
-        the standard errors. Built once per dtype."""
+    def host(self, dtype="float64"):
+        """The same model on the host in numpy (hostcurve.py), computing in `dtype` (a torch or
+        numpy dtype, or its name; float32 for bfloat16, which numpy lacks): lm's evaluations, the
+        reports' curve and the Jacobian for the standard errors. Built once per dtype."""
         from gdfit.expr.hostcurve import HostCurve
 
-        if dtype not in self.hosts:
-            self.hosts[dtype] = HostCurve(self, "float32" if dtype == torch.bfloat16 else str(dtype).removeprefix("torch."))
-        return self.hosts[dtype]
+        name = str(dtype).removeprefix("torch.")
+        if name not in self.hosts:
+            self.hosts[name] = HostCurve(self, "float32" if name == "bfloat16" else name)
+        return self.hosts[name]
 
     def curve_on(self, columns: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
         """The unweighted prediction on other values of the columns (a plot's fine grid), [K, m]."""
@@ -140,10 +144,17 @@ class ExpressionFit:
                 theta.clamp_(self.low, self.high)
 
     def named_tensors(self, params: Params) -> dict[str, torch.Tensor]:
-        """Every parameter (fixed ones too) as a 0-d tensor, and the unweighted curve as `prediction`."""
-        theta = params["theta"].detach()
-        named = {name: torch.tensor(value, dtype=torch.float64) for name, value in self.named(theta.cpu()).items()}
-        return {**named, "prediction": self.curve(theta.unsqueeze(0))[0].detach()}
+        """Every parameter (fixed ones too) as a 0-d float64, and the unweighted curve as
+        `prediction`, as the reports show it (the host form's): numpy arrays for a fit computed
+        on the host, else tensors."""
+        theta = params["theta"]
+        named = {name: np.array(value, dtype=np.float64) for name, value in self.named(theta).items()}
+        host = self.host(theta.dtype)
+        prediction = host.curve(host.array(theta)[None])[0]
+        if isinstance(theta, np.ndarray):
+            return {**named, "prediction": prediction}
+        named = {name: torch.from_numpy(value) for name, value in named.items()}
+        return {**named, "prediction": torch.tensor(prediction).to(theta.dtype)}
 
     def fixing(self, name: str, value: float) -> ExpressionFit:
         """The same fit with the fitted parameter `name` held at `value` (a profile's refits)."""

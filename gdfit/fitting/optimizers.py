@@ -10,13 +10,15 @@ tensor's own dtype first (`add_` with alpha, `add_` of a constant). Tests hold s
 
 from __future__ import annotations
 
-import torch
+from typing import Union
+
+from gdfit.lazy import torch
 
 from gdfit.config import GD, Adam, Momentum, Nesterov, RMSprop
 from gdfit.fitting.models import Params
 
-Setting = float | torch.Tensor
-HALF = (torch.float16, torch.bfloat16)
+Setting = Union[float, "torch.Tensor"]
+HALF = ("torch.float16", "torch.bfloat16")  # by name: reading torch's here would load it at import
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -63,7 +65,7 @@ def add_scaled_(p: torch.Tensor, t: torch.Tensor, alpha: Setting) -> torch.Tenso
 
 def lerp_(p: torch.Tensor, end: torch.Tensor, weight: Setting) -> torch.Tensor:
     """p += weight * (end - p), as `p.lerp_(end, float)`."""
-    if isinstance(weight, torch.Tensor) and p.dtype in HALF:
+    if isinstance(weight, torch.Tensor) and str(p.dtype) in HALF:
         return p.copy_(p.float().lerp_(end.float(), _as(weight, p)))
     return p.lerp_(end, _own(weight, p))
 

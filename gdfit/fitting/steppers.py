@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from gdfit.lazy import torch
 
 from gdfit.fitting.losses import Loss, rounded
 from gdfit.fitting.models import Model, Params

@@ -62,6 +62,8 @@ def start_event(rec: records.StartRecord) -> dict[str, Any]:
         event["matrix"] = rec.matrix
     if rec.guess is not None:
         event["guess"] = rec.guess
+    if rec.threads is not None:
+        event["threads"] = rec.threads
     return {**event, **tensor_field(rec.x)}
 
 
@@ -82,7 +84,7 @@ def step_line(rec: records.StepRecord) -> str:
     plain = (rec.params is None and rec.holdout_rmse is None and type(loss) is float and type(lr) is float
              and (norm is None or type(norm) is float) and (x is None or _is_float_tensor(x)))
     if plain:
-        shown = "" if x is None else f',"x":{_nested(x.tolist(), x.dim())}'
+        shown = "" if x is None else f',"x":{_floats(x.tolist())}'
         if "n" not in shown and math.isfinite(loss) and math.isfinite(lr) and (norm is None or math.isfinite(norm)):
             norm_text = "null" if norm is None else repr(norm)
             return f'{{"event":"step","iter":{rec.iter},"loss":{loss!r},"lr":{lr!r},"grad_norm":{norm_text}{shown}}}'
@@ -90,17 +92,18 @@ def step_line(rec: records.StepRecord) -> str:
 
 
 def _is_float_tensor(x: Any) -> bool:
-    is_float = getattr(x, "is_floating_point", None)  # a torch tensor, without importing torch here
-    return is_float is not None and hasattr(x, "dim") and is_float()
+    """A float torch tensor or numpy array, told apart without importing either here."""
+    is_float = getattr(x, "is_floating_point", None)  # torch's
+    if is_float is not None:
+        return is_float()
+    dtype = getattr(x, "dtype", None)  # numpy's
+    return getattr(dtype, "kind", None) == "f" and hasattr(x, "tolist")
 
 
-def _nested(value: Any, depth: int) -> str:
-    """Nested lists of floats `depth` deep, as json writes them."""
-    if depth == 0:
-        return repr(value)
-    if depth == 1:
-        return f"[{','.join(map(repr, value))}]"
-    return f"[{','.join([_nested(v, depth - 1) for v in value])}]"
+def _floats(value: Any) -> str:
+    """A float or nested lists of floats, as json writes them (each float's repr, no spaces): one
+    repr of the whole list, where the floats' reprs are most of the cost, and no space in any."""
+    return repr(value).replace(" ", "")
 
 
 def fit_fields(result: records.FitResult) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gdfit.config.curves import curve_text
 from gdfit.errors import InputFileError, MissingExtraError, OutputError
 from gdfit.words import plural
@@ -179,9 +181,11 @@ def curve_series(model: Any, target: Any, params: dict[str, Any], grid_points: i
     reduces over its column, so a grid would change its value: then the curve is drawn through
     the fitted values at the data points instead. `target` is the problem's: over the observed
     points, divided by sigma when sigma is given."""
+    (name, column), = model.columns.items()
+    if isinstance(column, np.ndarray):  # a fit computed on the host: the same figure from its numpy form
+        return _host_series(model, target, params, grid_points)
     import torch
 
-    (name, column), = model.columns.items()
     theta = torch.tensor([[params[n]["value"] for n in model.names]], dtype=column.dtype, device=column.device)
     with torch.no_grad():
         fitted = model.curve(theta)[0]
@@ -193,6 +197,25 @@ def curve_series(model: Any, target: Any, params: dict[str, Any], grid_points: i
         else:
             order = torch.argsort(column)
             curve_x, curve_y = column[order], fitted[order]
+    return {"column": name, "x": column.tolist(), "y": y.tolist(), "fit": fitted.tolist(),
+            "residual": (y - fitted).tolist(),
+            "sigma": model.sigma.tolist() if model.sigma is not None else None,
+            "curve_x": curve_x.tolist(), "curve_y": curve_y.tolist()}
+
+
+def _host_series(model: Any, target: Any, params: dict[str, Any], grid_points: int) -> dict[str, Any]:
+    """`curve_series` for a fit computed on the host, through its numpy form (no torch)."""
+    (name, column), = model.columns.items()
+    host = model.host(column.dtype)
+    theta = np.array([[params[n]["value"] for n in model.names]], dtype=column.dtype)
+    fitted = host.curve(theta)[0]
+    y = target * model.sigma if model.sigma is not None else target
+    if model.pointwise:
+        curve_x = np.linspace(float(column.min()), float(column.max()), grid_points, dtype=column.dtype)
+        curve_y = host.curve_on({name: curve_x}, theta)[0]
+    else:
+        order = np.argsort(column, kind="stable")
+        curve_x, curve_y = column[order], fitted[order]
     return {"column": name, "x": column.tolist(), "y": y.tolist(), "fit": fitted.tolist(),
             "residual": (y - fitted).tolist(),
             "sigma": model.sigma.tolist() if model.sigma is not None else None,
