@@ -148,8 +148,6 @@ class Result:
 
 def _curve_at(model: Any, theta: Any, data: dict[str, Any]) -> np.ndarray:
     """A curve fit's unweighted expression at new values of the data columns it uses."""
-    import torch
-
     needed = set(model.columns)
     unknown = sorted(set(data) - needed)
     missing = sorted(needed - set(data))
@@ -162,6 +160,13 @@ def _curve_at(model: Any, theta: Any, data: dict[str, Any]) -> np.ndarray:
     if len(lengths) > 1 or any(c.ndim != 1 for c in columns.values()):
         raise GdfitError("the data columns must be 1-D and of one length", key="predict")
     points = lengths.pop() if lengths else 1
+    if isinstance(theta, np.ndarray):  # a fit computed on the host: its numpy form, no torch
+        host = model.host(theta.dtype)
+        if not columns:
+            return host.curve(theta[None])[0, :1].repeat(points)
+        return np.array(host.curve_on(columns, theta[None])[0])
+    import torch
+
     tensors = {name: torch.as_tensor(c, dtype=theta.dtype, device=theta.device) for name, c in columns.items()}
     if not tensors:  # an expression of the parameters alone: one value
         return model.curve(theta.unsqueeze(0))[0, :1].cpu().numpy().repeat(points)

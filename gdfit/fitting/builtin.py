@@ -4,7 +4,7 @@ with every start the config leaves out guessed from the data (gdfit.fitting.gues
 from __future__ import annotations
 
 import numpy as np
-import torch
+from gdfit.lazy import torch
 
 from gdfit.config import BuiltinCurve, ExpressionModel, ParamSpec, Resolved
 from gdfit.config.curves import CURVES, DEFAULT_BOUNDS, curve_expression
