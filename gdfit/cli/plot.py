@@ -10,8 +10,10 @@ from gdfit.errors import OutputError
 
 def plot_files(files: list[Path], out: Path) -> None:
     from gdfit.render.plotting import check_format, plot_saved, require_matplotlib
+    from gdfit.files.paths import reads, refuse_clashes, writes
     from gdfit.files.writing import check_writable
 
+    refuse_clashes([use for path in files for use in reads("FILE", path)] + writes("--output", out))
     try:
         check_writable(out)
         check_format(out)

@@ -9,7 +9,6 @@ from pathlib import Path
 from gdfit import records
 from gdfit.cli.common import check_outputs, stdout_gone, warn
 from gdfit.config import Resolved
-from gdfit.errors import GdfitError
 from gdfit.words import plural
 
 
@@ -29,6 +28,7 @@ class RunOptions:
 
 def run(resolved: Resolved, options: RunOptions) -> str:
     """Run to the end; returns the status."""
+    check_paths(resolved, options)
     check_outputs(options.output, options.plot)
     if options.save is not None:
         from gdfit.files.saving import check_save_path
@@ -38,9 +38,6 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         from gdfit.files.writing import check_writable
 
         check_writable(options.checkpoint, key="--checkpoint")
-        for other, flag in ((options.output, "--output"), (options.plot, "--plot")):
-            if other is not None and other.resolve() == options.checkpoint.resolve():
-                raise GdfitError(f"{flag} and --checkpoint name the same file", source=str(other), key=flag)
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
@@ -81,6 +78,19 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         save_parameters(options.save, descent.problem.model, descent.final_params)
     return result.status
+
+
+def check_paths(resolved: Resolved, options: RunOptions) -> None:
+    """No output may replace an input or another output; --checkpoint may be the --resume file."""
+    from gdfit.files.paths import config_inputs, reads, refuse_clashes, writes
+
+    uses = [*reads("CONFIG", resolved.source),
+            *config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir),
+            *reads("--resume", options.resume),
+            *writes("--output", options.output), *writes("--checkpoint", options.checkpoint),
+            *writes("--save", options.save), *writes("--plot", options.plot),
+            *writes("--tensorboard", options.tensorboard)]
+    refuse_clashes(uses, allowed=[frozenset(("--resume", "--checkpoint"))])
 
 
 def _checkpoints(options: RunOptions):

@@ -123,6 +123,7 @@ def _fresh(options: SweepOptions, folder: Path | None) -> Prepared:
     grid = parse_grid(options.grid, raw.data.get("sweep"), raw.source)
     _check_sort(options.sort, grid)
     runs = list(expand(raw.data, grid, raw.source, raw.base_dir))
+    check_paths(options, raw.data, raw.source, raw.base_dir, folder, grid)
     if folder is not None:
         journals.create(folder, raw.data, raw.source, raw.base_dir, grid,
                         runs[0].resolved.config.model_dump(mode="json"), options.x_limit, len(runs))
@@ -140,6 +141,7 @@ def _resumed(options: SweepOptions) -> Prepared:
 
     journal = journals.load(options.resume)
     grid = journal.grid
+    check_paths(options, journal.raw, journal.source, journal.base_dir, options.resume, grid)
     if options.config is not None or options.overrides or any(v is not None for v in options.flags.values()) \
             or options.grid:
         if options.config is not None:
@@ -158,6 +160,23 @@ def _resumed(options: SweepOptions) -> Prepared:
         raise GdfitError("the saved config no longer builds the same runs (was it written by another gdfit?)",
                          source=str(options.resume), key="--resume")
     return Prepared(runs, grid, journal.x_limit, journal, options.resume)
+
+
+def check_paths(options: SweepOptions, raw: dict, source: str, base_dir: Path, folder: Path | None,
+                grid: dict) -> None:
+    """No output may replace an input or another output (a sweep folder's own files included); the
+    inputs are the config's files and those a grid sweeps over (`--grid target.file=a.csv,b.csv`)."""
+    from gdfit.files.paths import SWEEP_FOLDER_FILES, config_inputs, reads, refuse_clashes, writes
+
+    document = options.output if options.output != folder else None
+    folder_key = "--resume" if options.resume is not None else "--output"
+    refuse_clashes([*reads("CONFIG", options.config if options.config is not None else None),
+                    *config_inputs(raw, base_dir),
+                    *[use for key, values in grid.items() if key.split(".")[-1] == "file"
+                      for value in values if isinstance(value, str)
+                      for use in config_inputs({"file": value}, base_dir, key[:-4])],
+                    *writes(folder_key, folder, SWEEP_FOLDER_FILES), *writes("--output", document),
+                    *writes("--plot", options.plot), *writes("--tensorboard", options.tensorboard)])
 
 
 def show_folder(options: SweepOptions) -> int:
