@@ -48,7 +48,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
     pause_point("prepare")  # torch is imported: the slowest part of start-up is behind
     problem = prepare(resolved)
-    resume, checkpointer = _checkpoints(options)
+    resume, checkpointer = _checkpoints(options, resolved)
     renderer, report = _view(resolved, options)
     with StopRequest() as stop:
         descent = Descent(problem, report=report, report_last=options.every != 0, x_limit=options.x_limit,
@@ -93,17 +93,27 @@ def check_paths(resolved: Resolved, options: RunOptions) -> None:
     refuse_clashes(uses, allowed=[frozenset(("--resume", "--checkpoint"))])
 
 
-def _checkpoints(options: RunOptions):
-    """The checkpoint to go on from, and the checkpointer that saves this run's, if asked for."""
+def _checkpoints(options: RunOptions, resolved: Resolved):
+    """The checkpoint to go on from (its input files unchanged), and the checkpointer that saves
+    this run's (with the input files' digests), if asked for."""
     resume = checkpointer = None
+    if options.resume is None and options.checkpoint is None:
+        return resume, checkpointer
+    from gdfit.files.inputs import input_digests, refuse_changed
+    from gdfit.files.paths import config_inputs
+
+    uses = config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir)
+    digests = input_digests(uses)
     if options.resume is not None:
         from gdfit.engine.checkpoint import load
 
         resume = load(options.resume)
+        refuse_changed(resume.inputs, digests, uses, str(options.resume), "--resume")
     if options.checkpoint is not None:
         from gdfit.engine.checkpoint import Checkpointer
 
         checkpointer = Checkpointer(options.checkpoint, options.checkpoint_every)
+        checkpointer.inputs = digests
     return resume, checkpointer
 
 

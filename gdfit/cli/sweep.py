@@ -123,10 +123,11 @@ def _fresh(options: SweepOptions, folder: Path | None) -> Prepared:
     grid = parse_grid(options.grid, raw.data.get("sweep"), raw.source)
     _check_sort(options.sort, grid)
     runs = list(expand(raw.data, grid, raw.source, raw.base_dir))
-    check_paths(options, raw.data, raw.source, raw.base_dir, folder, grid)
+    uses = check_paths(options, raw.data, raw.source, raw.base_dir, folder, grid)
     if folder is not None:
         journals.create(folder, raw.data, raw.source, raw.base_dir, grid,
                         runs[0].resolved.config.model_dump(mode="json"), options.x_limit, len(runs))
+        _save_inputs(folder, uses)
     return Prepared(runs, grid, options.x_limit, None, folder)
 
 
@@ -141,7 +142,8 @@ def _resumed(options: SweepOptions) -> Prepared:
 
     journal = journals.load(options.resume)
     grid = journal.grid
-    check_paths(options, journal.raw, journal.source, journal.base_dir, options.resume, grid)
+    uses = check_paths(options, journal.raw, journal.source, journal.base_dir, options.resume, grid)
+    _check_inputs(options.resume, uses)
     if options.config is not None or options.overrides or any(v is not None for v in options.flags.values()) \
             or options.grid:
         if options.config is not None:
@@ -163,20 +165,54 @@ def _resumed(options: SweepOptions) -> Prepared:
 
 
 def check_paths(options: SweepOptions, raw: dict, source: str, base_dir: Path, folder: Path | None,
-                grid: dict) -> None:
+                grid: dict) -> list:
     """No output may replace an input or another output (a sweep folder's own files included); the
     inputs are the config's files and those a grid sweeps over (`--grid target.file=a.csv,b.csv`)."""
     from gdfit.files.paths import SWEEP_FOLDER_FILES, config_inputs, reads, refuse_clashes, writes
 
     document = options.output if options.output != folder else None
     folder_key = "--resume" if options.resume is not None else "--output"
-    refuse_clashes([*reads("CONFIG", options.config if options.config is not None else None),
-                    *config_inputs(raw, base_dir),
-                    *[use for key, values in grid.items() if key.split(".")[-1] == "file"
-                      for value in values if isinstance(value, str)
-                      for use in config_inputs({"file": value}, base_dir, key[:-4])],
+    inputs = [*config_inputs(raw, base_dir),
+              *[use for key, values in grid.items() if key.split(".")[-1] == "file"
+                for value in values if isinstance(value, str)
+                for use in config_inputs({"file": value}, base_dir, f"{key[:-4]}{value}.")]]
+    refuse_clashes([*reads("CONFIG", options.config if options.config is not None else None), *inputs,
                     *writes(folder_key, folder, SWEEP_FOLDER_FILES), *writes("--output", document),
                     *writes("--plot", options.plot), *writes("--tensorboard", options.tensorboard)])
+    return inputs
+
+
+INPUTS_FILE = "inputs.json"  # the sweep's input files by SHA-256, beside the journal
+
+
+def _save_inputs(folder: Path, uses: list) -> None:
+    from gdfit.files.inputs import input_digests
+    from gdfit.files.writing import write_atomic
+    from gdfit.render.jsonl import dumps
+
+    write_atomic(folder / INPUTS_FILE, dumps({"sha256": input_digests(uses)}) + "\n")
+
+
+def _check_inputs(folder: Path, uses: list) -> None:
+    """A resumed sweep reads the files it started with, or none of its runs would be comparable."""
+    import json
+
+    from gdfit.errors import InputFileError
+    from gdfit.files.inputs import input_digests, refuse_changed
+
+    path = folder / INPUTS_FILE
+    if not path.is_file():
+        raise InputFileError(f"the sweep folder has no {INPUTS_FILE} (the digests of its input files), so a "
+                             "changed input could not be told", source=str(folder), key="--resume",
+                             hint="it was started by an older gdfit: start the sweep again in a new folder")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+        if not isinstance(saved, dict):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputFileError(f"{INPUTS_FILE} is not the digest list gdfit writes", source=str(folder),
+                             key="--resume") from None
+    refuse_changed(saved, input_digests(uses), uses, str(folder), "--resume")
 
 
 def show_folder(options: SweepOptions) -> int:

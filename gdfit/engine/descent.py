@@ -14,7 +14,7 @@ import torch
 
 from gdfit import records
 from gdfit.engine.advisor import advise
-from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
+from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, check_optimizer_state, target_digest
 from gdfit.engine.checkpoint import versions
 from gdfit.config import GD, LBFGS, LM, MSE, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.files.devices import describe, resolve_device, resolve_dtype
@@ -269,13 +269,10 @@ class Descent:
         stepper = make_stepper(problem, _start_of(problem.model, resume.state.params).to(problem.device))
         optimizer = getattr(stepper, "optimizer", None)
         if optimizer is not None:
-            # a method that starts with its state (lm) must find the same state in the checkpoint
-            fresh = {n: sorted(st) for n, st in optimizer.state.items() if st}
-            saved = {n: sorted(st) for n, st in resume.state.optimizer.items() if n in fresh}
-            if fresh and saved != fresh:
-                raise ConfigError(f"the checkpoint holds {problem.config.optimizer.name}'s state as {saved}, this "
-                                  f"gdfit keeps {fresh}: it was written by an older gdfit; start again without --resume",
-                                  source=problem.resolved.source, key="optimizer")
+            # the saved state must be what this optimizer keeps: made at the start (lm), or at the
+            # first update (momentum, adam, rmsprop), as a probe update of zero size shows
+            check_optimizer_state(resume.state.optimizer, _fresh_state(optimizer, getattr(stepper, "params", {})),
+                                  resume.state.iters, problem.resolved.source)
             optimizer.state = {n: {k: t.to(problem.device) for k, t in st.items()} for n, st in resume.state.optimizer.items()}
         return stepper
 
@@ -450,6 +447,20 @@ class LossHistory:
             return self.losses[: iters + 1]
         self.forget()
         return self.sample + ([self[iters]] if iters % self.stride and iters >= self.base else [])
+
+
+def _fresh_state(optimizer, params: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The state a fresh optimizer keeps per parameter after one update (a zero step on copies)."""
+    fresh = {name: dict(state) for name, state in optimizer.state.items() if state}
+    update = getattr(optimizer, "update", None)
+    for name, p in params.items():
+        if name not in fresh and update is not None:
+            probe: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                copy = p.detach().clone()
+                update(copy, torch.zeros_like(copy), 0.0, 1, probe)
+            fresh[name] = probe
+    return fresh
 
 
 def _start_of(model: Model, params: dict[str, torch.Tensor]) -> torch.Tensor:
