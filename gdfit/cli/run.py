@@ -43,6 +43,15 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
+    from gdfit.files.locks import hold_all
+
+    with hold_all([(options.checkpoint, "--checkpoint", False), (options.output, "--output", False),
+                   (options.save, "--save", False), (options.plot, "--plot", False)]):
+        return _descend(resolved, options)
+
+
+def _descend(resolved: Resolved, options: RunOptions) -> str:
+    """The run itself, once its paths are checked and its outputs are this process's to write."""
     from gdfit.engine.descent import Descent, prepare
     from gdfit.engine.interrupts import StopRequest, pause_point
 

@@ -68,7 +68,21 @@ def sweep(options: SweepOptions) -> int:
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
-    prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
+    from gdfit.files.locks import hold, hold_all
+
+    # one writer per sweep folder and document: a second resume of a folder is refused, not run twice
+    with hold_all([(options.resume, "--resume", True), (document_path, "--output", False),
+                   (options.plot, "--plot", False)]) as locks:
+        prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
+        if folder is not None:
+            locks.enter_context(hold(folder, "--output", folder=True))
+        return _finish(prepared, options, document_path)
+
+
+def _finish(prepared: Prepared, options: SweepOptions, document_path: Path | None) -> int:
+    """Run what the sweep lacks, report, write the document, the plot and the summary."""
+    from gdfit.sweeps import journal as journals
+
     runs, grid = prepared.runs, prepared.grid
     _check_sort(options.sort, grid)
     # a finished folder keeps its summary: resuming it runs nothing, so it reports the sweep's own time
@@ -141,6 +155,7 @@ def _resumed(options: SweepOptions) -> Prepared:
     from gdfit.sweeps.grid import expand, parse_grid
 
     journal = journals.load(options.resume)
+    _report_left_out(journal)
     grid = journal.grid
     uses = check_paths(options, journal.raw, journal.source, journal.base_dir, options.resume, grid)
     _check_inputs(options.resume, uses)
@@ -215,6 +230,14 @@ def _check_inputs(folder: Path, uses: list) -> None:
     refuse_changed(saved, input_digests(uses), uses, str(folder), "--resume")
 
 
+def _report_left_out(journal: Journal) -> None:
+    if journal.left_out:
+        from gdfit.sweeps.journal import RUNS_FILE
+        from gdfit.sweeps.lines import left_out
+
+        warn("warning: " + left_out(journal.left_out, str(journal.folder / RUNS_FILE)))
+
+
 def show_folder(options: SweepOptions) -> int:
     """Print a finished or partial sweep folder without running anything."""
     from gdfit.sweeps import journal as journals
@@ -222,6 +245,7 @@ def show_folder(options: SweepOptions) -> int:
     from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
 
     journal = journals.load(options.show)
+    _report_left_out(journal)
     _check_sort(options.sort, journal.grid)
     results = [journal.done[i] for i in sorted(journal.done)]
     summary = journal.finished_summary()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +21,6 @@ from gdfit import records
 from gdfit.errors import ConfigError, InputFileError, OutputError
 from gdfit.files.writing import write_atomic
 from gdfit.render.jsonl import dumps
-from gdfit.words import plural
 
 CONFIG_FILE, RUNS_FILE, SUMMARY_FILE = "config.json", "runs.jsonl", "summary.json"
 FORMAT = 1
@@ -45,6 +44,7 @@ class Journal:
     x_limit: int
     total: int
     done: dict[int, records.RunRecord]  # grid index -> finished run
+    left_out: list[str] = field(default_factory=list)  # journal lines not trusted: repeats, bad lines
 
     @property
     def missing(self) -> int:
@@ -85,21 +85,28 @@ def load(folder: Path) -> Journal:
     if not (folder / CONFIG_FILE).is_file():
         raise InputFileError(f"not a sweep folder (no {CONFIG_FILE})", source=str(folder))
     saved = _read_json(folder / CONFIG_FILE)
+    from gdfit.sweeps.lines import BadLine, check_grid, read_line
+
     try:
-        total = int(saved["runs"])
+        check_grid(saved["grid"], saved["runs"], str(folder))
         journal = Journal(folder, saved["raw"], saved["source"], Path(saved["base_dir"]), saved["grid"],
-                          saved["config"], int(saved["x_limit"]), total, {})
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputFileError(f"{CONFIG_FILE} is missing {err}", source=str(folder)) from None
+                          saved["config"], int(saved["x_limit"]), saved["runs"], {})
+    except KeyError as err:
+        raise InputFileError(f"{CONFIG_FILE} lacks the field {err}", source=str(folder)) from None
+    except (TypeError, ValueError):
+        raise InputFileError(f"{CONFIG_FILE} is not the sweep description gdfit writes", source=str(folder)) from None
     for number, line in enumerate(_complete_lines(folder / RUNS_FILE), start=1):
         try:
-            event = json.loads(line)
-            index = int(event["index"])
-        except (ValueError, KeyError, TypeError):
-            raise InputFileError("not a run line", source=str(folder / RUNS_FILE), line=number) from None
-        if not 0 <= index < total:
-            raise InputFileError(f"run index {index} is outside the grid's {plural(total, 'run')}",
-                                 source=str(folder / RUNS_FILE), line=number)
+            index, event = read_line(json.loads(line), journal.grid, journal.total)
+        except BadLine as err:
+            journal.left_out.append(f"line {number}: {err}")
+            continue
+        except ValueError:
+            journal.left_out.append(f"line {number}: not JSON")
+            continue
+        if index in journal.done:
+            journal.left_out.append(f"line {number}: run {index} again")
+            continue
         journal.done[index] = run_record(event)
     return journal
 
