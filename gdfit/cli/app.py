@@ -102,11 +102,17 @@ def edge(json_mode: bool = False) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     except typer.Exit:
         raise
-    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug
+    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug (same exit code)
         if _debug():
-            raise
+            traceback.print_exc()
+        from gdfit.cli.environment import as_input_error
+
+        known = as_input_error(err)  # what the machine refused (memory, an encoding), not a bug
+        if known is not None:
+            raise typer.Exit(_report(known, json_mode))
         _err(f"gdfit: internal error: {type(err).__name__}: {err}")
-        _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
+        if not _debug():
+            _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
         raise typer.Exit(INTERNAL_ERROR)
 
 

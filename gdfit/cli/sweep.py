@@ -60,9 +60,18 @@ def sweep(options: SweepOptions) -> int:
     if options.backend not in ("local", "dask"):
         raise GdfitError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
     if options.backend == "dask":
-        from gdfit.sweeps.backends import require_dask
+        import os
+
+        from gdfit.sweeps.backends import ADDRESS_ENV, require_dask
+        from gdfit.sweeps.dask_env import check_address, quiet
 
         require_dask()
+        quiet()
+        address = options.address or os.environ.get(ADDRESS_ENV)
+        if address:  # before anything runs: a malformed or silent address fails in seconds
+            check_address(address, "--address" if options.address else ADDRESS_ENV)
+    elif options.address is not None:
+        raise GdfitError("--address names a Dask scheduler: give --backend dask with it", key="--address")
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
@@ -91,7 +100,7 @@ def _finish(prepared: Prepared, options: SweepOptions, document_path: Path | Non
     plan, results = _execute(prepared, options)
     elapsed = kept.get("elapsed_s") if kept else time.perf_counter() - started
     complete = len(results) == len(runs) and all(r.status != records.INTERRUPTED for r in results)
-    document = _report(plan, runs, grid, results, elapsed, options)
+    document = _report(plan, runs, grid, results, elapsed, options, complete)
     if prepared.folder is not None and complete and not kept:
         journals.write_summary(prepared.folder, document)
     if document_path is not None:
@@ -299,12 +308,17 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
     return plan, [done[i] for i in sorted(done)]
 
 
-def _report(plan, runs, grid, results, elapsed: float, options: SweepOptions) -> dict:
-    """Print the results; return the --output document."""
+def _report(plan, runs, grid, results, elapsed: float, options: SweepOptions, complete: bool = True) -> dict:
+    """Print the results; return the --output document (which says when the sweep was interrupted)."""
     from gdfit.render import sweep_view
     from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
 
     config = runs[0].resolved.config.model_dump(mode="json")
     best = best_run(results, fits_parameters(config))
-    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode)
-    return sweep_view.document(plan, config, grid, results, best, elapsed)
+    finished = sum(r.status != records.INTERRUPTED for r in results)
+    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode,
+                    missing=len(runs) - finished, total=len(runs), interrupted=not complete)
+    document = sweep_view.document(plan, config, grid, results, best, elapsed)
+    if not complete:
+        document.update(status=records.INTERRUPTED, runs_total=len(runs), missing=len(runs) - finished)
+    return document
