@@ -20,3 +20,26 @@ def as_input_error(err: BaseException) -> GdfitError | None:
                            source="standard output",
                            hint="set PYTHONIOENCODING=utf-8 (or a UTF-8 locale, LANG=C.UTF-8)")
     return None
+
+
+MIN_COLUMNS = 20  # narrower, a table cannot show a number and its name
+
+
+def terminal_width_note(environ=None) -> str | None:
+    """Make COLUMNS usable for the tables: a value that is not a whole number >= MIN_COLUMNS (`0`,
+    `abc`) would make rich print nothing at all; it is dropped (the terminal's own width, or 80,
+    is used) or raised to the minimum, and the note says so."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    value = environ.get("COLUMNS")
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit() and int(text) >= MIN_COLUMNS:
+        return None
+    if text.isdigit() and int(text) > 0:
+        environ["COLUMNS"] = str(MIN_COLUMNS)
+        return f"COLUMNS={value} is narrower than a table can be; using {MIN_COLUMNS}"
+    del environ["COLUMNS"]
+    return f"COLUMNS={value!r} is not a terminal width; using the terminal's own width"

@@ -20,7 +20,7 @@ class RunOptions:
     plot: Path | None = None
     x_limit: int = records.X_LIMIT
     checkpoint: Path | None = None
-    checkpoint_every: float = 60.0
+    checkpoint_every: float | None = None  # seconds between checkpoints; None: 60 (only with --checkpoint)
     resume: Path | None = None
     tensorboard: Path | None = None
     save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
@@ -28,6 +28,11 @@ class RunOptions:
 
 def run(resolved: Resolved, options: RunOptions) -> str:
     """Run to the end; returns the status."""
+    if options.checkpoint_every is not None and options.checkpoint is None:
+        from gdfit.errors import UsageError
+
+        raise UsageError("saves checkpoints only with --checkpoint PATH; add it, or leave out --checkpoint-every",
+                         key="--checkpoint-every")
     check_paths(resolved, options)
     check_outputs(options.output, options.plot)
     if options.save is not None:
@@ -121,7 +126,8 @@ def _checkpoints(options: RunOptions, resolved: Resolved):
     if options.checkpoint is not None:
         from gdfit.engine.checkpoint import Checkpointer
 
-        checkpointer = Checkpointer(options.checkpoint, options.checkpoint_every)
+        every = 60.0 if options.checkpoint_every is None else options.checkpoint_every
+        checkpointer = Checkpointer(options.checkpoint, every)
         checkpointer.inputs = digests
     return resume, checkpointer
 

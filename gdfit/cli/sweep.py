@@ -196,6 +196,12 @@ def check_paths(options: SweepOptions, raw: dict, source: str, base_dir: Path, f
 
     document = options.output if options.output != folder else None
     folder_key = "--resume" if options.resume is not None else "--output"
+    if options.plot is not None:
+        from gdfit.render.plotting import numeric_key
+
+        if numeric_key(grid) is None:  # said before the sweep runs (or makes its folder), not after
+            raise GdfitError("draws updates against a numeric swept key, and every key of this grid has other "
+                             f"values ({', '.join(grid)}); sweep a number too, or leave out --plot", key="--plot")
     inputs = [*config_inputs(raw, base_dir),
               *[use for key, values in grid.items() if key.split(".")[-1] == "file"
                 for value in values if isinstance(value, str)

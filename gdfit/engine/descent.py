@@ -300,6 +300,9 @@ class Descent:
                 f"threshold {config.threshold:g} is below what {config.dtype} can resolve for this target "
                 f"(about {floor:.3g}); the run may never converge"
             )
+        scale = scale_note(problem.target, config.dtype, config.gtol)
+        if scale:
+            notes.append(scale)
         return notes
 
     def _snapshot(self, x: torch.Tensor) -> Any:
@@ -447,6 +450,30 @@ class LossHistory:
             return self.losses[: iters + 1]
         self.forget()
         return self.sample + ([self[iters]] if iters % self.stride and iters >= self.base else [])
+
+
+def scale_note(target: torch.Tensor, dtype: str, gtol: float | None = None) -> str | None:
+    """A warning for data whose scale defeats the stop rules: gtol is absolute (the loss's largest
+    gradient element, as least_squares' trf reads it), and the mse's gradient is of the order of
+    the target's squared size, so on data smaller than sqrt(gtol) gtol can stop a fit at its start;
+    and data whose squares (the loss) approach the dtype's limits lose every rule's meaning."""
+    values = target.detach()
+    if not values.is_floating_point():
+        return None
+    values = values[torch.isfinite(values) & (values != 0)].abs()
+    if values.numel() == 0:
+        return None
+    largest, info = float(values.max()), torch.finfo(values.dtype)
+    low, high = info.tiny ** 0.25, info.max ** 0.25  # the loss is a square: a quarter of the range in each direction
+    if gtol and low <= largest and largest ** 2 < gtol:
+        return (f"the target's largest magnitude is {largest:.3g}: the loss's gradient is of the order of its "
+                f"square ({largest ** 2:.3g}), below gtol {gtol:g}, so gtol (an absolute tolerance) may stop the "
+                f"fit at its start; rescale the data to magnitudes near 1, or set gtol: 0")
+    if low <= largest <= high:
+        return None
+    return (f"the target's largest magnitude is {largest:.3g}, so far from 1 that its squares (the loss) are near the "
+            f"limits of {dtype}: the stop rules (threshold, ftol, xtol, gtol) may stop the fit far from the optimum "
+            f"and its figures mean little; rescale the data to magnitudes near 1 (and the parameters with it)")
 
 
 def _fresh_state(optimizer, params: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

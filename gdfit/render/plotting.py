@@ -44,11 +44,16 @@ def loss_series(history: Any) -> tuple[list[int], list[float]]:
     return [i for i, _ in keep], [float(v) for _, v in keep]
 
 
+def numeric_key(grid: dict[str, list]) -> str | None:
+    """The first swept key whose every value is a number: the sweep plot's x axis."""
+    return next((k for k, values in grid.items()
+                 if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)), None)
+
+
 def sweep_series(document: dict[str, Any]) -> dict[str, Any]:
     """Updates to converge against the first numeric swept key; diverged and unfinished runs apart."""
     runs = document["runs"]
-    key = next((k for k, values in document["grid"].items()
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)), None)
+    key = numeric_key(document["grid"])
     if key is None:
         raise InputFileError("the sweep has no numeric key to put on the x axis", key="grid")
     series: dict[str, Any] = {"key": key, "converged": ([], []), "diverged": [], "other": []}
