@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from gdfit.errors import InputFileError, ResourceError
+from gdfit.reading import TooLarge
 from gdfit.words import plural
 
 MAX_COLUMNS = 1000
@@ -39,6 +40,8 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
         raise
     except MemoryError:
         raise ResourceError("not enough memory to read the file", source=name, key=key) from None
+    except TooLarge as err:
+        raise InputFileError(f"the file {err.describe()}", source=name, key=key) from None
     except Exception as err:  # each format's own errors vary; all mean "bad file"
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise InputFileError(f"cannot read {suffix} file: {reason}", source=name, key=key) from None
@@ -48,17 +51,21 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
 
 
 def _csv(path: Path, guard: Callable[[int], None]) -> dict[str, np.ndarray]:
+    from gdfit.files.dialect import decode, plain_csv
+    from gdfit.reading import TEXT_FILE_BYTES, read_file
+
     guard(path.stat().st_size // 2)  # at least two bytes of text per number
-    with open(path, encoding="utf-8", newline="") as handle:
-        header_line, consumed = "", 0
-        while not header_line.strip() or header_line.lstrip().startswith("#"):
-            header_line = handle.readline()
-            consumed += 1
-            if not header_line:
-                raise InputFileError("is empty: expected a header row of column names")
-        header = [cell.strip() for cell in next(csv.reader([header_line]))]
-        _check_names(header)
-        text = handle.read()
+    # a BOM, semicolons or tabs, quoted numbers, a trailing comma: read as the plain table they mean
+    lines = plain_csv(decode(read_file(path, TEXT_FILE_BYTES))).splitlines(keepends=True)
+    consumed = 0
+    while consumed < len(lines) and (not lines[consumed].strip() or lines[consumed].lstrip().startswith("#")):
+        consumed += 1
+    if consumed == len(lines):
+        raise InputFileError("is empty: expected a header row of column names")
+    header = [cell.strip() for cell in next(csv.reader([lines[consumed]]))]
+    consumed += 1
+    _check_names(header)
+    text = "".join(lines[consumed:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no rows is our own error below
         try:

@@ -299,8 +299,12 @@ _CSV_VALUE = re.compile(r"could not convert string (.*) to float\d* at row (\d+)
 def _load_text(path: Path, guard, missing_ok: bool = False) -> torch.Tensor:
     raw = read_file(path, TEXT_FILE_BYTES)
     guard(len(raw) // 2)  # at least two bytes of text per number
-    text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8 CSV) is not data
+    from gdfit.files.dialect import decode, plain_csv
+
+    text = decode(raw)  # a byte-order mark (Excel's UTF-8 CSV) is not data; other encodings are refused by line
     delimiter = "," if path.suffix.lower() == ".csv" else None
+    if delimiter:  # semicolons or tabs, quoted numbers, a trailing comma: the plain table they mean
+        text = plain_csv(text, header=False)
     try:
         try:
             array = np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")
