@@ -117,7 +117,11 @@ def load(path: Path) -> Checkpoint:
     """Read a checkpoint; anything else, or a truncated one, is an input error (exit 2)."""
     name = str(path)
     if not path.is_file():
-        raise InputFileError("no such checkpoint file" if not path.exists() else "is not a regular file",
+        from gdfit.files.paths import missing_reason
+
+        reason = missing_reason(path)
+        raise InputFileError(("no such checkpoint file" if reason == "no such file" else reason)
+                             if not path.exists() else "is not a regular file",
                              source=name, key="--resume")
     import zipfile
 

@@ -26,7 +26,9 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
     """Columns by name, float64; `nan` stays NaN (a missing value), other text is an error."""
     name = str(path)
     if not path.exists():
-        raise InputFileError("no such file", source=name, key=key)
+        from gdfit.files.paths import missing_reason
+
+        raise InputFileError(missing_reason(path), source=name, key=key)
     if not path.is_file():
         raise InputFileError("is not a regular file", source=name, key=key)
     suffix = path.suffix.lower()

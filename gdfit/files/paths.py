@@ -98,3 +98,18 @@ def _clash(first: Use, second: Use, path: Path) -> str:
            else "the output would replace an input the run reads")
     return (f"{first.key} and {second.key} name the same file ({path}): {first.key} {role(first)} it and "
             f"{second.key} {role(second)} it, so {how}; choose another path")
+
+
+def missing_reason(path: Path) -> str:
+    """Why a path names no file, in words: a symlink loop or a dangling symlink is not "no such
+    file" to the person who sees the link right there."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symlink loop (too many levels of symbolic links)"
+        if os.path.islink(path):
+            return f"is a symlink to {os.readlink(path)!r}, which does not exist"
+    return "no such file"

@@ -256,7 +256,9 @@ def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.de
     name = str(path)
     key = f"{role}.file"
     if not path.exists():
-        raise InputFileError("no such file", source=name, key=key)
+        from gdfit.files.paths import missing_reason
+
+        raise InputFileError(missing_reason(path), source=name, key=key)
     if not path.is_file():
         raise InputFileError("is not a regular file", source=name, key=key)
     suffix = path.suffix.lower()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 from gdfit.errors import InputFileError, MissingExtraError, OutputError
+from gdfit.render.saved import check_saved
 from gdfit.words import plural
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -73,6 +75,10 @@ def sweep_series(document: dict[str, Any]) -> dict[str, Any]:
 
 def _pyplot():
     require_matplotlib()
+    # matplotlib's (and numpy's) remarks on odd data, with their source lines, are not the user's
+    # to read: what gdfit draws was checked before (gdfit.render.saved); this runs at a command's end
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +96,9 @@ def _save(fig, path: Path) -> None:
     check_format(path)
     pause_point("plot")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
+    with warnings.catch_warnings():  # matplotlib's remarks on odd data are not the user's to read
+        warnings.simplefilter("ignore")
+        fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
     write_atomic(path, buffer.getvalue(), key="--plot")  # `gdfit plot` says --output (commands.plot)
 
 
@@ -273,7 +281,9 @@ def read_saved(path: Path) -> list[dict[str, Any]]:
     try:
         text = read_file(path, SAVED_RESULT_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
-        raise InputFileError("no such file", source=str(path)) from None
+        from gdfit.files.paths import missing_reason
+
+        raise InputFileError(missing_reason(path), source=str(path)) from None
     except TooLarge as err:
         raise InputFileError(f"the file {err.describe()} for a saved result", source=str(path)) from None
     except UnicodeDecodeError:
@@ -284,10 +294,10 @@ def read_saved(path: Path) -> list[dict[str, Any]]:
     try:
         document = json.loads(text)
         if isinstance(document, dict) and ("history" in document or "runs" in document):
-            return [document]
+            return [check_saved(document, path)]
     except (json.JSONDecodeError, RecursionError):
         pass
-    return _from_json_lines(text, path)
+    return [check_saved(document, path) for document in _from_json_lines(text, path)]
 
 
 def _from_json_lines(text: str, path: Path) -> list[dict[str, Any]]:
