@@ -58,7 +58,10 @@ def landscape(options: LandscapeOptions) -> int:
     if options.output is None:
         view.show_text(picture, console)
     else:
-        view.draw(options.output, picture, options.panels)
+        from gdfit.files.locks import hold_all
+
+        with hold_all([(options.output, "--output", False)]):  # one writer per picture
+            view.draw(options.output, picture, options.panels)
         view.legend(picture, console)
         warn(view.describe_written(options.output, picture))
     if any(t.status == records.INTERRUPTED for t in picture.traces) or len(picture.traces) < len(runs):

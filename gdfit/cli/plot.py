@@ -14,11 +14,14 @@ def plot_files(files: list[Path], out: Path) -> None:
     from gdfit.files.writing import check_writable
 
     refuse_clashes([use for path in files for use in reads("FILE", path)] + writes("--output", out))
+    from gdfit.files.locks import hold_all
+
     try:
         check_writable(out)
         check_format(out)
         require_matplotlib()
-        plot_saved(files, out)
+        with hold_all([(out, "--output", False)]):
+            plot_saved(files, out)
     except OutputError as err:  # the drawing code speaks of run's --plot; here the flag is --output
         err.key = "--output"
         raise

@@ -66,10 +66,10 @@ def sweep(options: SweepOptions) -> int:
         from gdfit.sweeps.dask_env import check_address, quiet
 
         require_dask()
-        quiet()
         address = options.address or os.environ.get(ADDRESS_ENV)
         if address:  # before anything runs: a malformed or silent address fails in seconds
             check_address(address, "--address" if options.address else ADDRESS_ENV)
+        quiet()
     elif options.address is not None:
         raise GdfitError("--address names a Dask scheduler: give --backend dask with it", key="--address")
     if options.tensorboard is not None:

@@ -72,7 +72,10 @@ def quiet() -> None:
     """Keep Dask's log lines and warnings (a busy dashboard port, a restarted worker) off stderr, in
     this process and in the worker processes it starts (they read the environment)."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:::distributed"]))
+    # a PYTHONWARNINGS module is matched whole: the modules that warn at a worker's start
+    present = os.environ.get("PYTHONWARNINGS", "").split(",")
+    ours = [f"ignore:::{module}" for module in ("distributed", "distributed.node", "distributed.utils")]
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, present + [w for w in ours if w not in present]))
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"distributed(\..*)?$")
