@@ -255,7 +255,8 @@ def check_optimizer_state(saved: dict[str, dict[str, torch.Tensor]], expected: d
         wanted = {k: (list(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in want.items()}
         if described != wanted:
             raise InputFileError(f"not a usable gdfit checkpoint: the optimizer state of {name!r} is {described}, "
-                                 f"this optimizer keeps {wanted}", source=source, key="--resume")
+                                 f"this optimizer keeps {wanted}", source=source, key="--resume",
+                                 hint="it was written by another gdfit or another optimizer: start again without --resume")
 
 
 def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str, params: dict[str, torch.Tensor],

@@ -6,6 +6,7 @@ run (K = 1 of `loop.Loop`): it yields a `StepRecord` per reported update and lea
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -457,13 +458,23 @@ def scale_note(target: torch.Tensor, dtype: str, gtol: float | None = None) -> s
     gradient element, as least_squares' trf reads it), and the mse's gradient is of the order of
     the target's squared size, so on data smaller than sqrt(gtol) gtol can stop a fit at its start;
     and data whose squares (the loss) approach the dtype's limits lose every rule's meaning."""
-    values = target.detach()
-    if not values.is_floating_point():
+    if not target.is_floating_point():
         return None
-    values = values[torch.isfinite(values) & (values != 0)].abs()
+    values = target.detach().reshape(-1)
     if values.numel() == 0:
         return None
-    largest, info = float(values.max()), torch.finfo(values.dtype)
+    low, high = (float(v) for v in torch.aminmax(values))  # one pass, no copy
+    largest = max(abs(low), abs(high))
+    if not math.isfinite(largest):  # missing entries (NaN): the finite ones, 64 Ki elements at a time
+        largest = 0.0
+        for chunk in values.split(1 << 16):
+            magnitudes = chunk.abs()
+            magnitudes = magnitudes[torch.isfinite(magnitudes)]
+            if magnitudes.numel():
+                largest = max(largest, float(magnitudes.max()))
+    if largest == 0:
+        return None
+    info = torch.finfo(target.dtype)
     low, high = info.tiny ** 0.25, info.max ** 0.25  # the loss is a square: a quarter of the range in each direction
     if gtol and low <= largest and largest ** 2 < gtol:
         return (f"the target's largest magnitude is {largest:.3g}: the loss's gradient is of the order of its "
