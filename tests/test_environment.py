@@ -104,9 +104,8 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(monkeypatch, debug):
     import gdfit.cli.run as run_module
 
     monkeypatch.setattr(run_module, "_descend", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
-    monkeypatch.delenv("GDFIT_DEBUG", raising=False)
+    monkeypatch.setenv("GDFIT_DEBUG", "0")  # off; --debug turns it on, and the teardown puts back what was
     result = run_cli(*debug, "run", SEED)
-    monkeypatch.delenv("GDFIT_DEBUG", raising=False)
     assert result.exit_status == 70
     assert ("Traceback" in result.stderr) == bool(debug)
 
