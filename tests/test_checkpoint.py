@@ -17,7 +17,7 @@ import torch
 from conftest import ROOT, SEED_TARGET
 from helpers import resolved
 
-from gdfit.engine.checkpoint import Checkpointer, load
+from gdfit.engine.checkpoint import Checkpointer, load, seal
 from gdfit.engine.descent import Descent, every_n, prepare
 from gdfit.errors import OutputError
 
@@ -164,14 +164,14 @@ def test_a_checkpoint_of_another_target_is_refused(cli, saved, tmp_path):
     (tmp_path / "t.csv").write_text("0.1,0.2,0.3\n0.4,0.5,0.7\n")  # same config, other values
     result = cli("run", config, "--resume", str(path))
     assert result.exit_status == 2
-    assert "the target's values differ from the checkpoint's" in result.stderr
+    assert "the input file target.file" in result.stderr and "changed since it was saved" in result.stderr
 
 
 def test_a_checkpoint_of_another_version_is_refused(cli, saved):
     config, path = saved
     document = torch.load(path, weights_only=True)
     document["versions"]["gdfit"] = "0.0.1"
-    torch.save(document, path)
+    torch.save(seal(document), path)
     result = cli("run", config, "--resume", str(path))
     assert result.exit_status == 2
     assert "written by gdfit 0.0.1" in result.stderr

@@ -348,8 +348,9 @@ def test_an_lm_checkpoint_with_another_state_is_refused_in_words(cli, write_conf
     save(checkpoint, old)
     result = cli("run", path, "--every", "0", "--resume", str(checkpoint))
     assert result.exit_status == 2 and "Traceback" not in result.stderr
-    assert "optimizer: the checkpoint holds lm's state as {'theta': ['mu', 'nu', 'scale']}, this gdfit keeps " \
-           "{'theta': ['delta', 'par', 'scale']}: it was written by an older gdfit" in result.stderr
+    assert "the optimizer state of 'theta' is {'mu': ([1], 'float64'), 'nu': ([1], 'float64'), 'scale': ([1, 2], " \
+           "'float64')}, this optimizer keeps {'delta': ([1], 'float64'), 'par': ([1], 'float64'), 'scale': " \
+           "([1, 2], 'float64')}" in result.stderr and "written by another gdfit" in result.stderr
 
 
 def test_lbfgs_refuses_checkpoints_it_cannot_hold(cli, write_config, tmp_path):

@@ -78,8 +78,11 @@ def test_ctrl_c_in_a_single_batch_sweep_stops_it_with_130(tmp_path, mode):
     assert status == 130
     if mode == "--json":
         assert lines[-1]["event"] == "end" and lines[-1]["counts"] == {"interrupted": 2}
+        assert (lines[-1]["status"], lines[-1]["runs"], lines[-1]["missing"]) == ("interrupted", 2, 2)
     assert "interrupted after 0 of 2 runs" in err and "Traceback" not in err
-    assert {r["status"] for r in strict_json(out.read_text())["runs"]} == {"interrupted"}
+    document = strict_json(out.read_text())
+    assert {r["status"] for r in document["runs"]} == {"interrupted"}
+    assert (document["status"], document["missing"]) == ("interrupted", 2)
 
 
 def test_without_the_variable_pause_point_does_nothing(monkeypatch):

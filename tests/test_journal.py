@@ -38,7 +38,7 @@ def finished(cli, tmp_path):
 
 def test_folder_holds_config_runs_and_summary(finished):
     folder, document = finished
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "runs.jsonl", "summary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "config.json", "inputs.json", "runs.jsonl", "summary.json"]
     saved = strict_json((folder / "config.json").read_text())
     assert saved["grid"] == {"optimizer": ["gd", "adam"], "learning_rate": [0.5, 1, 4.5, 20]}
     assert saved["config"] == document["config"] and saved["runs"] == 8

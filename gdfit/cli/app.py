@@ -1,7 +1,7 @@
 """The command line: parse flags, build the config, pick a renderer, map errors to exit codes.
 
 Heavy modules (torch, and through the engine everything that needs it) are imported inside the
-commands that use them, so `gdfit --help`, `--version` and `gdfit config` start fast.
+commands that use them, so `gdfit --help`, `--version` and `gdfit config --schema` start fast.
 """
 
 from __future__ import annotations
@@ -102,11 +102,17 @@ def edge(json_mode: bool = False) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     except typer.Exit:
         raise
-    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug
+    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug (same exit code)
         if _debug():
-            raise
+            traceback.print_exc()
+        from gdfit.cli.environment import as_input_error
+
+        known = as_input_error(err)  # what the machine refused (memory, an encoding), not a bug
+        if known is not None:
+            raise typer.Exit(_report(known, json_mode))
         _err(f"gdfit: internal error: {type(err).__name__}: {err}")
-        _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
+        if not _debug():
+            _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
         raise typer.Exit(INTERNAL_ERROR)
 
 
@@ -184,7 +190,7 @@ def run(
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end."),
-    checkpoint_every: float = typer.Option(60.0, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
+    checkpoint_every: Optional[float] = typer.Option(None, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would. Many fits: the job folder of --output-dir."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
@@ -394,8 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in args:
         args = [a for a in args if a != "--debug"]
         os.environ["GDFIT_DEBUG"] = "1"
+    from gdfit.cli.environment import terminal_width_note
     from gdfit.files.stdout import guard
 
+    note = terminal_width_note()
+    if note:
+        _err(f"gdfit: warning: {note}")
     saved = sys.stdout
     out = guard()
     try:

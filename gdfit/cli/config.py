@@ -17,8 +17,9 @@ def show_config(path: str | None, overrides: list[str], json_mode: bool, schema:
 
     resolved = load_config(path, overrides)
     document = resolved.config.model_dump(mode="json")
+    problem = _as_run(resolved)
     if advise:
-        document = {"config": document, "advice": _advice(resolved)}
+        document = {"config": document, "advice": _advice(problem)}
     if json_mode:
         from gdfit.render.jsonl import dumps
 
@@ -29,11 +30,19 @@ def show_config(path: str | None, overrides: list[str], json_mode: bool, schema:
         print(yaml.safe_dump(document, sort_keys=False, default_flow_style=None).rstrip())
 
 
-def _advice(resolved) -> dict:
-    from gdfit.engine.advisor import advise
-    from gdfit.engine.descent import prepare
+def _as_run(resolved):
+    """What `gdfit run` checks before its first update, checked here too (files read, the model
+    built, the optimizer made), so that a config this command passes is one `run` accepts."""
+    from gdfit.engine.descent import make_stepper, prepare
 
     problem = prepare(resolved)
+    make_stepper(problem, problem.x0.unsqueeze(0))
+    return problem
+
+
+def _advice(problem) -> dict:
+    from gdfit.engine.advisor import advise
+
     return advise(problem.loss, problem.x0, problem.target, problem.model, problem.config.optimizer.name)
 
 

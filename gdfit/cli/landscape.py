@@ -40,6 +40,7 @@ def landscape(options: LandscapeOptions) -> int:
         if options.output.suffix.lower() == ".gif":
             view.require_pillow()
     runs = variants(options)
+    _check_paths(options, runs)
     names = _param_names(options.params)
     from rich.console import Console
 
@@ -57,7 +58,10 @@ def landscape(options: LandscapeOptions) -> int:
     if options.output is None:
         view.show_text(picture, console)
     else:
-        view.draw(options.output, picture, options.panels)
+        from gdfit.files.locks import hold_all
+
+        with hold_all([(options.output, "--output", False)]):  # one writer per picture
+            view.draw(options.output, picture, options.panels)
         view.legend(picture, console)
         warn(view.describe_written(options.output, picture))
     if any(t.status == records.INTERRUPTED for t in picture.traces) or len(picture.traces) < len(runs):
@@ -70,6 +74,15 @@ def _param_names(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _check_paths(options: LandscapeOptions, runs: list) -> None:
+    """The picture may not replace the config or a file it reads."""
+    from gdfit.files.paths import config_inputs, reads, refuse_clashes, writes
+
+    inputs = [use for run in runs
+              for use in config_inputs(run.resolved.config.model_dump(mode="json"), run.resolved.base_dir)]
+    refuse_clashes([*reads("CONFIG", options.config), *inputs, *writes("--output", options.output)])
 
 
 def variants(options: LandscapeOptions) -> list:

@@ -9,7 +9,6 @@ from pathlib import Path
 from gdfit import records
 from gdfit.cli.common import check_outputs, stdout_gone, warn
 from gdfit.config import CURVE_MODELS, Resolved
-from gdfit.errors import GdfitError
 from gdfit.words import plural
 
 
@@ -21,7 +20,7 @@ class RunOptions:
     plot: Path | None = None
     x_limit: int = records.X_LIMIT
     checkpoint: Path | None = None
-    checkpoint_every: float = 60.0
+    checkpoint_every: float | None = None  # seconds between checkpoints; None: 60 (only with --checkpoint)
     resume: Path | None = None
     tensorboard: Path | None = None
     save: Path | None = None  # the fitted parameters by name and the prediction (.npz or .pt)
@@ -31,6 +30,12 @@ class RunOptions:
 
 def run(resolved: Resolved, options: RunOptions) -> str:
     """Run to the end; returns the status."""
+    if options.checkpoint_every is not None and options.checkpoint is None:
+        from gdfit.errors import UsageError
+
+        raise UsageError("saves checkpoints only with --checkpoint PATH; add it, or leave out --checkpoint-every",
+                         key="--checkpoint-every")
+    check_paths(resolved, options)
     check_outputs(options.output, options.plot)
     if options.ci_plot is not None:
         from gdfit.render.profile_plot import check_ci_plot
@@ -44,18 +49,24 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         from gdfit.files.writing import check_writable
 
         check_writable(options.checkpoint, key="--checkpoint")
-        for other, flag in ((options.output, "--output"), (options.plot, "--plot")):
-            if other is not None and other.resolve() == options.checkpoint.resolve():
-                raise GdfitError(f"{flag} and --checkpoint name the same file", source=str(other), key=flag)
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
+    from gdfit.files.locks import hold_all
+
+    with hold_all([(options.checkpoint, "--checkpoint", False), (options.output, "--output", False),
+                   (options.save, "--save", False), (options.plot, "--plot", False)]):
+        return _descend(resolved, options)
+
+
+def _descend(resolved: Resolved, options: RunOptions) -> str:
+    """The run itself, once its paths are checked and its outputs are this process's to write."""
     from gdfit.api.run import descending  # the Python API's fit starts its runs here too
     from gdfit.engine.interrupts import StopRequest
 
-    resume, checkpointer = _checkpoints(options)
+    resume, checkpointer = _checkpoints(options, resolved)
     renderer, report = _view(resolved, options)
     with StopRequest() as stop, descending(resolved, report=report, report_last=options.every != 0,
                                            x_limit=options.x_limit, should_stop=stop, resume=resume,
@@ -89,45 +100,47 @@ def run(resolved: Resolved, options: RunOptions) -> str:
     return result.status
 
 
-def _threads(problem, options: RunOptions):
-    """torch's threads for the problem (engine/threads.py), or None for a run computed in numpy."""
-    import numpy as np
-
-    if isinstance(problem.target, np.ndarray):
-        return None
-    from gdfit.engine import threads
-
-    return threads.choose(problem.model, options.threads)
-
-
-def _using(threads):
-    """The block under the chosen threads (nothing to set for a run computed in numpy)."""
-    import contextlib
-
-    if threads is None:
-        return contextlib.nullcontext()
-    from gdfit.engine.threads import using
-
-    return using(threads)
-
-
 def needs_torch(options: RunOptions) -> bool:
     """Whether the outputs asked for are torch's (checkpoints, TensorBoard, a .pt file)."""
     pt = options.save is not None and options.save.suffix.lower() == ".pt"
     return pt or options.checkpoint is not None or options.resume is not None or options.tensorboard is not None
 
 
-def _checkpoints(options: RunOptions):
-    """The checkpoint to go on from, and the checkpointer that saves this run's, if asked for."""
+def check_paths(resolved: Resolved, options: RunOptions) -> None:
+    """No output may replace an input or another output; --checkpoint may be the --resume file."""
+    from gdfit.files.paths import config_inputs, reads, refuse_clashes, writes
+
+    uses = [*reads("CONFIG", resolved.source),
+            *config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir),
+            *reads("--resume", options.resume),
+            *writes("--output", options.output), *writes("--checkpoint", options.checkpoint),
+            *writes("--save", options.save), *writes("--plot", options.plot),
+            *writes("--tensorboard", options.tensorboard)]
+    refuse_clashes(uses, allowed=[frozenset(("--resume", "--checkpoint"))])
+
+
+def _checkpoints(options: RunOptions, resolved: Resolved):
+    """The checkpoint to go on from (its input files unchanged), and the checkpointer that saves
+    this run's (with the input files' digests), if asked for."""
     resume = checkpointer = None
+    if options.resume is None and options.checkpoint is None:
+        return resume, checkpointer
+    from gdfit.files.inputs import input_digests, refuse_changed
+    from gdfit.files.paths import config_inputs
+
+    uses = config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir)
+    digests = input_digests(uses)
     if options.resume is not None:
         from gdfit.engine.checkpoint import load
 
         resume = load(options.resume)
+        refuse_changed(resume.inputs, digests, uses, str(options.resume), "--resume")
     if options.checkpoint is not None:
         from gdfit.engine.checkpoint import Checkpointer
 
-        checkpointer = Checkpointer(options.checkpoint, options.checkpoint_every)
+        every = 60.0 if options.checkpoint_every is None else options.checkpoint_every
+        checkpointer = Checkpointer(options.checkpoint, every)
+        checkpointer.inputs = digests
     return resume, checkpointer
 
 

@@ -60,15 +60,38 @@ def sweep(options: SweepOptions) -> int:
     if options.backend not in ("local", "dask"):
         raise GdfitError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
     if options.backend == "dask":
-        from gdfit.sweeps.backends import require_dask
+        import os
+
+        from gdfit.sweeps.backends import ADDRESS_ENV, require_dask
+        from gdfit.sweeps.dask_env import check_address, quiet
 
         require_dask()
+        address = options.address or os.environ.get(ADDRESS_ENV)
+        if address:  # before anything runs: a malformed or silent address fails in seconds
+            check_address(address, "--address" if options.address else ADDRESS_ENV)
+        quiet()
+    elif options.address is not None:
+        raise GdfitError("--address names a Dask scheduler: give --backend dask with it", key="--address")
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
-    prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
+    from gdfit.files.locks import hold, hold_all
+
+    # one writer per sweep folder and document: a second resume of a folder is refused, not run twice
+    with hold_all([(options.resume, "--resume", True), (document_path, "--output", False),
+                   (options.plot, "--plot", False)]) as locks:
+        prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
+        if folder is not None:
+            locks.enter_context(hold(folder, "--output", folder=True))
+        return _finish(prepared, options, document_path)
+
+
+def _finish(prepared: Prepared, options: SweepOptions, document_path: Path | None) -> int:
+    """Run what the sweep lacks, report, write the document, the plot and the summary."""
+    from gdfit.sweeps import journal as journals
+
     runs, grid = prepared.runs, prepared.grid
     _check_sort(options.sort, grid)
     # a finished folder keeps its summary: resuming it runs nothing, so it reports the sweep's own time
@@ -77,7 +100,7 @@ def sweep(options: SweepOptions) -> int:
     plan, results = _execute(prepared, options)
     elapsed = kept.get("elapsed_s") if kept else time.perf_counter() - started
     complete = len(results) == len(runs) and all(r.status != records.INTERRUPTED for r in results)
-    document = _report(plan, runs, grid, results, elapsed, options)
+    document = _report(plan, runs, grid, results, elapsed, options, complete)
     if prepared.folder is not None and complete and not kept:
         journals.write_summary(prepared.folder, document)
     if document_path is not None:
@@ -123,9 +146,11 @@ def _fresh(options: SweepOptions, folder: Path | None) -> Prepared:
     grid = parse_grid(options.grid, raw.data.get("sweep"), raw.source)
     _check_sort(options.sort, grid)
     runs = list(expand(raw.data, grid, raw.source, raw.base_dir))
+    uses = check_paths(options, raw.data, raw.source, raw.base_dir, folder, grid)
     if folder is not None:
         journals.create(folder, raw.data, raw.source, raw.base_dir, grid,
                         runs[0].resolved.config.model_dump(mode="json"), options.x_limit, len(runs))
+        _save_inputs(folder, uses)
     return Prepared(runs, grid, options.x_limit, None, folder)
 
 
@@ -139,7 +164,10 @@ def _resumed(options: SweepOptions) -> Prepared:
     from gdfit.sweeps.grid import expand, parse_grid
 
     journal = journals.load(options.resume)
+    _report_left_out(journal)
     grid = journal.grid
+    uses = check_paths(options, journal.raw, journal.source, journal.base_dir, options.resume, grid)
+    _check_inputs(options.resume, uses)
     if options.config is not None or options.overrides or any(v is not None for v in options.flags.values()) \
             or options.grid:
         if options.config is not None:
@@ -160,6 +188,71 @@ def _resumed(options: SweepOptions) -> Prepared:
     return Prepared(runs, grid, journal.x_limit, journal, options.resume)
 
 
+def check_paths(options: SweepOptions, raw: dict, source: str, base_dir: Path, folder: Path | None,
+                grid: dict) -> list:
+    """No output may replace an input or another output (a sweep folder's own files included); the
+    inputs are the config's files and those a grid sweeps over (`--grid target.file=a.csv,b.csv`)."""
+    from gdfit.files.paths import SWEEP_FOLDER_FILES, config_inputs, reads, refuse_clashes, writes
+
+    document = options.output if options.output != folder else None
+    folder_key = "--resume" if options.resume is not None else "--output"
+    if options.plot is not None:
+        from gdfit.render.plotting import numeric_key
+
+        if numeric_key(grid) is None:  # said before the sweep runs (or makes its folder), not after
+            raise GdfitError("draws updates against a numeric swept key, and every key of this grid has other "
+                             f"values ({', '.join(grid)}); sweep a number too, or leave out --plot", key="--plot")
+    inputs = [*config_inputs(raw, base_dir),
+              *[use for key, values in grid.items() if key.split(".")[-1] == "file"
+                for value in values if isinstance(value, str)
+                for use in config_inputs({"file": value}, base_dir, f"{key[:-4]}{value}.")]]
+    refuse_clashes([*reads("CONFIG", options.config if options.config is not None else None), *inputs,
+                    *writes(folder_key, folder, SWEEP_FOLDER_FILES), *writes("--output", document),
+                    *writes("--plot", options.plot), *writes("--tensorboard", options.tensorboard)])
+    return inputs
+
+
+INPUTS_FILE = "inputs.json"  # the sweep's input files by SHA-256, beside the journal
+
+
+def _save_inputs(folder: Path, uses: list) -> None:
+    from gdfit.files.inputs import input_digests
+    from gdfit.files.writing import write_atomic
+    from gdfit.render.jsonl import dumps
+
+    write_atomic(folder / INPUTS_FILE, dumps({"sha256": input_digests(uses)}) + "\n")
+
+
+def _check_inputs(folder: Path, uses: list) -> None:
+    """A resumed sweep reads the files it started with, or none of its runs would be comparable."""
+    import json
+
+    from gdfit.errors import InputFileError
+    from gdfit.files.inputs import input_digests, refuse_changed
+
+    path = folder / INPUTS_FILE
+    if not path.is_file():
+        raise InputFileError(f"the sweep folder has no {INPUTS_FILE} (the digests of its input files), so a "
+                             "changed input could not be told", source=str(folder), key="--resume",
+                             hint="it was started by an older gdfit: start the sweep again in a new folder")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+        if not isinstance(saved, dict):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputFileError(f"{INPUTS_FILE} is not the digest list gdfit writes", source=str(folder),
+                             key="--resume") from None
+    refuse_changed(saved, input_digests(uses), uses, str(folder), "--resume")
+
+
+def _report_left_out(journal: Journal) -> None:
+    if journal.left_out:
+        from gdfit.sweeps.journal import RUNS_FILE
+        from gdfit.sweeps.lines import left_out
+
+        warn("warning: " + left_out(journal.left_out, str(journal.folder / RUNS_FILE)))
+
+
 def show_folder(options: SweepOptions) -> int:
     """Print a finished or partial sweep folder without running anything."""
     from gdfit.sweeps import journal as journals
@@ -167,6 +260,7 @@ def show_folder(options: SweepOptions) -> int:
     from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
 
     journal = journals.load(options.show)
+    _report_left_out(journal)
     _check_sort(options.sort, journal.grid)
     results = [journal.done[i] for i in sorted(journal.done)]
     summary = journal.finished_summary()
@@ -220,12 +314,17 @@ def _execute(prepared: Prepared, options: SweepOptions) -> tuple[records.SweepPl
     return plan, [done[i] for i in sorted(done)]
 
 
-def _report(plan, runs, grid, results, elapsed: float, options: SweepOptions) -> dict:
-    """Print the results; return the --output document."""
+def _report(plan, runs, grid, results, elapsed: float, options: SweepOptions, complete: bool = True) -> dict:
+    """Print the results; return the --output document (which says when the sweep was interrupted)."""
     from gdfit.render import sweep_view
     from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
 
     config = runs[0].resolved.config.model_dump(mode="json")
     best = best_run(results, fits_parameters(config))
-    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode)
-    return sweep_view.document(plan, config, grid, results, best, elapsed)
+    finished = sum(r.status != records.INTERRUPTED for r in results)
+    sweep_view.show(sort_results(results, options.sort), results, best, elapsed, options.sort, options.json_mode,
+                    missing=len(runs) - finished, total=len(runs), interrupted=not complete)
+    document = sweep_view.document(plan, config, grid, results, best, elapsed)
+    if not complete:
+        document.update(status=records.INTERRUPTED, runs_total=len(runs), missing=len(runs) - finished)
+    return document

@@ -48,6 +48,9 @@ def read_config_text(path: str) -> tuple[str, str, Path]:
     source = "<stdin>" if path == "-" else path
     try:
         if path == "-":
+            if sys.stdin is None or getattr(sys.stdin, "closed", False):
+                raise ConfigError("standard input is closed: there is no config to read from it", source=source,
+                                  hint="give the config file's path, or pipe the config in (gdfit run - < config.yaml)")
             stream = getattr(sys.stdin, "buffer", sys.stdin)
             raw = read_stream(stream, CONFIG_BYTES)
         else:

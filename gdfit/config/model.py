@@ -457,7 +457,7 @@ class HoldoutSpec(_Frozen):
     that runs of different `seed` (multi-start) or rank are judged on the same entries."""
 
     fraction: Annotated[float, BeforeValidator(_fraction)]
-    seed: Integer = 0
+    seed: Seed = 0
 
 
 MATRIX_MODELS = ("lowrank", "linear")  # models whose targets may have missing entries

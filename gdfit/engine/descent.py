@@ -17,7 +17,7 @@ from gdfit.lazy import torch
 
 from gdfit import records
 from gdfit.engine.advisor import advise, shown
-from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, target_digest
+from gdfit.engine.checkpoint import Checkpoint, Checkpointer, check_compatible, check_optimizer_state, target_digest
 from gdfit.engine.checkpoint import versions
 from gdfit.config import ALS, CURVE_MODELS, GD, LBFGS, LM, MSE, ROBUST_LOSSES, ColumnSource, ExpressionModel, FitConfig, IdentityModel, LinearModel, LowRankModel, Resolved
 from gdfit.files.devices import HOST, describe, resolve_device, resolve_dtype
@@ -352,13 +352,10 @@ class Descent:
         stepper = make_stepper(problem, _start_of(problem.model, resume.state.params).to(problem.device))
         optimizer = getattr(stepper, "optimizer", None)
         if optimizer is not None:
-            # a method that starts with its state (lm) must find the same state in the checkpoint
-            fresh = {n: sorted(st) for n, st in optimizer.state.items() if st}
-            saved = {n: sorted(st) for n, st in resume.state.optimizer.items() if n in fresh}
-            if fresh and saved != fresh:
-                raise ConfigError(f"the checkpoint holds {problem.config.optimizer.name}'s state as {saved}, this "
-                                  f"gdfit keeps {fresh}: it was written by an older gdfit; start again without --resume",
-                                  source=problem.resolved.source, key="optimizer")
+            # the saved state must be what this optimizer keeps: made at the start (lm), or at the
+            # first update (momentum, adam, rmsprop), as a probe update of zero size shows
+            check_optimizer_state(resume.state.optimizer, _fresh_state(optimizer, getattr(stepper, "params", {})),
+                                  resume.state.iters, problem.resolved.source)
             optimizer.state = {n: {k: t.to(problem.device) for k, t in st.items()} for n, st in resume.state.optimizer.items()}
         return stepper
 
@@ -386,6 +383,9 @@ class Descent:
                 f"threshold {config.threshold:g} is below what {config.dtype} can resolve for this target "
                 f"(about {floor:.3g}); the run may never converge"
             )
+        scale = scale_note(problem.target, config.dtype, config.gtol)
+        if scale:
+            notes.append(scale)
         return notes
 
     def _snapshot(self, x: torch.Tensor) -> Any:
@@ -550,6 +550,54 @@ class LossHistory:
             return self.losses[: iters + 1]
         self.forget()
         return self.sample + ([self[iters]] if iters % self.stride and iters >= self.base else [])
+
+
+def scale_note(target: torch.Tensor, dtype: str, gtol: float | None = None) -> str | None:
+    """A warning for data whose scale defeats the stop rules: gtol is absolute (the loss's largest
+    gradient element, as least_squares' trf reads it), and the mse's gradient is of the order of
+    the target's squared size, so on data smaller than sqrt(gtol) gtol can stop a fit at its start;
+    and data whose squares (the loss) approach the dtype's limits lose every rule's meaning."""
+    if not target.is_floating_point():
+        return None
+    values = target.detach().reshape(-1)
+    if values.numel() == 0:
+        return None
+    low, high = (float(v) for v in torch.aminmax(values))  # one pass, no copy
+    largest = max(abs(low), abs(high))
+    if not math.isfinite(largest):  # missing entries (NaN): the finite ones, 64 Ki elements at a time
+        largest = 0.0
+        for chunk in values.split(1 << 16):
+            magnitudes = chunk.abs()
+            magnitudes = magnitudes[torch.isfinite(magnitudes)]
+            if magnitudes.numel():
+                largest = max(largest, float(magnitudes.max()))
+    if largest == 0:
+        return None
+    info = torch.finfo(target.dtype)
+    low, high = info.tiny ** 0.25, info.max ** 0.25  # the loss is a square: a quarter of the range in each direction
+    if gtol and low <= largest and largest ** 2 < gtol:
+        return (f"the target's largest magnitude is {largest:.3g}: the loss's gradient is of the order of its "
+                f"square ({largest ** 2:.3g}), below gtol {gtol:g}, so gtol (an absolute tolerance) may stop the "
+                f"fit at its start; rescale the data to magnitudes near 1, or set gtol: 0")
+    if low <= largest <= high:
+        return None
+    return (f"the target's largest magnitude is {largest:.3g}, so far from 1 that its squares (the loss) are near the "
+            f"limits of {dtype}: the stop rules (threshold, ftol, xtol, gtol) may stop the fit far from the optimum "
+            f"and its figures mean little; rescale the data to magnitudes near 1 (and the parameters with it)")
+
+
+def _fresh_state(optimizer, params: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The state a fresh optimizer keeps per parameter after one update (a zero step on copies)."""
+    fresh = {name: dict(state) for name, state in optimizer.state.items() if state}
+    update = getattr(optimizer, "update", None)
+    for name, p in params.items():
+        if name not in fresh and update is not None:
+            probe: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                copy = p.detach().clone()
+                update(copy, torch.zeros_like(copy), 0.0, 1, probe)
+            fresh[name] = probe
+    return fresh
 
 
 def _start_of(model: Model, params: dict[str, torch.Tensor]) -> torch.Tensor:

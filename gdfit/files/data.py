@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from gdfit.errors import InputFileError
+from gdfit.errors import InputFileError, ResourceError
+from gdfit.reading import TooLarge
 from gdfit.words import plural
 
 MAX_COLUMNS = 1000
@@ -25,7 +26,9 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
     """Columns by name, float64; `nan` stays NaN (a missing value), other text is an error."""
     name = str(path)
     if not path.exists():
-        raise InputFileError("no such file", source=name, key=key)
+        from gdfit.files.paths import missing_reason
+
+        raise InputFileError(missing_reason(path), source=name, key=key)
     if not path.is_file():
         raise InputFileError("is not a regular file", source=name, key=key)
     suffix = path.suffix.lower()
@@ -34,9 +37,13 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
                              source=name, key=key)
     try:
         columns = _csv(path, guard) if suffix == ".csv" else _npz(path, guard)
-    except InputFileError as err:
+    except (InputFileError, ResourceError) as err:
         err.source, err.key = err.source or name, err.key or key
         raise
+    except MemoryError:
+        raise ResourceError("not enough memory to read the file", source=name, key=key) from None
+    except TooLarge as err:
+        raise InputFileError(f"the file {err.describe()}", source=name, key=key) from None
     except Exception as err:  # each format's own errors vary; all mean "bad file"
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise InputFileError(f"cannot read {suffix} file: {reason}", source=name, key=key) from None
@@ -46,17 +53,21 @@ def read_columns(path: Path, guard: Callable[[int], None], key: str = "data.file
 
 
 def _csv(path: Path, guard: Callable[[int], None]) -> dict[str, np.ndarray]:
+    from gdfit.files.dialect import decode, plain_csv
+    from gdfit.reading import TEXT_FILE_BYTES, read_file
+
     guard(path.stat().st_size // 2)  # at least two bytes of text per number
-    with open(path, encoding="utf-8", newline="") as handle:
-        header_line, consumed = "", 0
-        while not header_line.strip() or header_line.lstrip().startswith("#"):
-            header_line = handle.readline()
-            consumed += 1
-            if not header_line:
-                raise InputFileError("is empty: expected a header row of column names")
-        header = [cell.strip() for cell in next(csv.reader([header_line]))]
-        _check_names(header)
-        text = handle.read()
+    # a BOM, semicolons or tabs, quoted numbers, a trailing comma: read as the plain table they mean
+    lines = plain_csv(decode(read_file(path, TEXT_FILE_BYTES))).splitlines(keepends=True)
+    consumed = 0
+    while consumed < len(lines) and (not lines[consumed].strip() or lines[consumed].lstrip().startswith("#")):
+        consumed += 1
+    if consumed == len(lines):
+        raise InputFileError("is empty: expected a header row of column names")
+    header = [cell.strip() for cell in next(csv.reader([lines[consumed]]))]
+    consumed += 1
+    _check_names(header)
+    text = "".join(lines[consumed:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no rows is our own error below
         try:
@@ -95,7 +106,37 @@ def _cell_problem(message: str, text: str, before: int, header: list[str]) -> st
     return message.splitlines()[0][:200] if message else "not a table of numbers"
 
 
+def _declared(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype as its .npy header in the archive declares them, read before any
+    data: a compressed archive of 1.5 MB can declare gigabytes, so its file size says nothing."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    declared = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            with archive.open(member) as stream:
+                version = npy.read_magic(stream)
+                read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, _fortran, dtype = read_header(stream, max_header_size=10_000)
+            declared[member.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+    return declared
+
+
 def _npz(path: Path, guard: Callable[[int], None]) -> dict[str, np.ndarray]:
+    declared = _declared(path)
+    for name, (shape, dtype) in declared.items():
+        if len(shape) != 1 or dtype.kind not in "fiub":
+            raise InputFileError(f"array {name!r} is {dtype} of shape {list(shape)}; expected a 1-D array of numbers",
+                                 key=f"data.{name}")
+    from gdfit.reading import BINARY_FILE_BYTES
+
+    size = sum(shape[0] * dtype.itemsize for shape, dtype in declared.values())
+    if size > BINARY_FILE_BYTES:  # the limit of an .npy file, held to what the archive unpacks to
+        raise InputFileError(f"its arrays would unpack to {size / 2**30:.2f} GiB; at most "
+                             f"{BINARY_FILE_BYTES / 2**30:g} GiB of .npz data is read")
+    guard(sum(shape[0] for shape, _ in declared.values()))  # all columns, as float64, before one is read
     with np.load(path, allow_pickle=False) as archive:
         names = list(archive.files)
         _check_names(names)

@@ -18,6 +18,8 @@ def check_save_path(path: Path) -> None:
     """Fail before the run: a known format and a writable folder."""
     from gdfit.files.writing import check_writable
 
+    if path.is_dir():
+        raise OutputError("is a directory; give a file name ending in .npz or .pt", source=str(path), key="--save")
     if path.suffix.lower() not in FORMATS:
         raise OutputError(f"cannot tell the format from {path.suffix or 'no extension'!r}; use .npz or .pt",
                           source=str(path), key="--save")

@@ -27,18 +27,82 @@ SMALL_NEED = 2**20
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory where tensors will live: MemAvailable on CPU, mem_get_info on CUDA."""
+    """Free memory where tensors will live: on CUDA mem_get_info; on CPU the least of the machine's
+    MemAvailable, what the address-space limit (`ulimit -v`) leaves, and what the cgroup's memory
+    limit (a container's) leaves, since an allocation past any of them fails."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
+    return min(_machine_available(), _address_space_left(), _cgroup_left())
+
+
+def _machine_available() -> int:
+    value = _proc_field("/proc/meminfo", "MemAvailable:")
+    return value if value is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc_field(path: str, name: str) -> int | None:
+    """A `Name: N kB` field of a /proc file, in bytes."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(name):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+UNLIMITED = 2**63
+
+
+def _address_space_left() -> int:
+    """RLIMIT_AS less the address space this process already maps (VmSize)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return UNLIMITED
+    used = _proc_field("/proc/self/status", "VmSize:") or 0
+    return max(0, soft - used)
+
+
+def _cgroup_left(root: str = "/sys/fs/cgroup") -> int:
+    """The memory cgroup's limit less its usage: cgroup v2 memory.max / memory.current, or v1
+    memory.limit_in_bytes / memory.usage_in_bytes; unlimited when neither can be read."""
+    for folder in _cgroup_folders(root):
+        for limit_name, usage_name in (("memory.max", "memory.current"),
+                                       ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+            limit = _read_number(os.path.join(folder, limit_name))
+            if limit is not None and limit < UNLIMITED:
+                return max(0, limit - (_read_number(os.path.join(folder, usage_name)) or 0))
+    return UNLIMITED
+
+
+def _cgroup_folders(root: str) -> list[str]:
+    """This process's own cgroup folders (v2's unified path, v1's memory controller), then the root's."""
+    folders = []
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as handle:
+            for line in handle:
+                _id, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == "":
+                    folders.append(os.path.join(root, path.lstrip("/")))
+                elif "memory" in controllers.split(","):
+                    folders.append(os.path.join(root, "memory", path.lstrip("/")))
+    except (OSError, ValueError):
+        pass
+    return folders + [root, os.path.join(root, "memory")]
+
+
+def _read_number(path: str) -> int | None:
+    """An integer file of the cgroup filesystem; `max` (v2's unlimited) and errors read as None."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def guard_memory(numel: int, dtype: torch.dtype, device: torch.device, copies: float, what: str) -> None:
@@ -50,9 +114,21 @@ def guard_memory(numel: int, dtype: torch.dtype, device: torch.device, copies: f
     if need > free * MEMORY_HEADROOM:
         raise ResourceError(
             f"{what} needs about {_gib(need)} on {device} ({numel:,} elements x {copies:g} working copies), "
-            f"but only {_gib(free)} is free",
+            f"but only {_gib(free)} is free{_limited_by(device, free)}",
             hint="use a smaller shape, dtype float16/bfloat16, or another device",
         )
+
+
+def _limited_by(device: torch.device, free: int) -> str:
+    """Which limit leaves `free`, when it is not the machine's free memory."""
+    if device.type != "cpu":
+        return ""
+    near = 2**26  # the address space in use moves a little between two reads
+    if abs(free - _address_space_left()) < near:
+        return " under this process's address-space limit (ulimit -v)"
+    if abs(free - _cgroup_left()) < near:
+        return " under the memory limit of this process's cgroup (a container's limit)"
+    return ""
 
 
 def _gib(n: float) -> str:
@@ -180,7 +256,9 @@ def load_tensor_file(path: Path, role: str, dtype: torch.dtype, device: torch.de
     name = str(path)
     key = f"{role}.file"
     if not path.exists():
-        raise InputFileError("no such file", source=name, key=key)
+        from gdfit.files.paths import missing_reason
+
+        raise InputFileError(missing_reason(path), source=name, key=key)
     if not path.is_file():
         raise InputFileError("is not a regular file", source=name, key=key)
     suffix = path.suffix.lower()
@@ -223,8 +301,12 @@ _CSV_VALUE = re.compile(r"could not convert string (.*) to float\d* at row (\d+)
 def _load_text(path: Path, guard, missing_ok: bool = False) -> torch.Tensor:
     raw = read_file(path, TEXT_FILE_BYTES)
     guard(len(raw) // 2)  # at least two bytes of text per number
-    text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8 CSV) is not data
+    from gdfit.files.dialect import decode, plain_csv
+
+    text = decode(raw)  # a byte-order mark (Excel's UTF-8 CSV) is not data; other encodings are refused by line
     delimiter = "," if path.suffix.lower() == ".csv" else None
+    if delimiter:  # semicolons or tabs, quoted numbers, a trailing comma: the plain table they mean
+        text = plain_csv(text, header=False)
     try:
         try:
             array = np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float64, ndmin=1, comments="#")

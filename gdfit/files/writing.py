@@ -14,6 +14,11 @@ from gdfit.errors import OutputError
 def _target(path: Path, key: str) -> Path:
     """Where a write lands: through a symlink to its target; never onto a device, FIFO or socket,
     which an atomic rename would replace with a regular file."""
+    if path.is_symlink():
+        from gdfit.files.paths import missing_reason
+
+        if "loop" in missing_reason(path):
+            raise OutputError(missing_reason(path), source=str(path), key=key)
     real = Path(os.path.realpath(path)) if path.is_symlink() else path
     if real.exists() and not real.is_file() and not real.is_dir():
         raise OutputError("is not a regular file (a device, FIFO or socket); gdfit writes only regular files",

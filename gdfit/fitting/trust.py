@@ -58,7 +58,9 @@ class Subproblem:
         if gauss_newton <= 1.1 * delta:
             return 0.0, self.gauss_newton_step, gauss_newton
         # bounds: the Newton step from par = 0 when J has full rank, and |J^T r| / delta
-        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * self.curvature) if self.full else 0.0
+        # (a curvature that underflowed to 0, on data near float64's smallest numbers, gives no bound)
+        bounded = self.full and delta * self.curvature > 0
+        low = (gauss_newton - delta) * gauss_newton ** 2 / (delta * self.curvature) if bounded else 0.0
         high = self.gradient / delta
         if high == 0:
             high = TINY / min(delta, 0.1)

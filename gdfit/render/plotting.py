@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from gdfit.config.curves import curve_text
 from gdfit.errors import InputFileError, MissingExtraError, OutputError
+from gdfit.render.saved import check_saved
 from gdfit.words import plural
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -47,11 +49,16 @@ def loss_series(history: Any) -> tuple[list[int], list[float]]:
     return [i for i, _ in keep], [float(v) for _, v in keep]
 
 
+def numeric_key(grid: dict[str, list]) -> str | None:
+    """The first swept key whose every value is a number: the sweep plot's x axis."""
+    return next((k for k, values in grid.items()
+                 if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)), None)
+
+
 def sweep_series(document: dict[str, Any]) -> dict[str, Any]:
     """Updates to converge against the first numeric swept key; diverged and unfinished runs apart."""
     runs = document["runs"]
-    key = next((k for k, values in document["grid"].items()
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)), None)
+    key = numeric_key(document["grid"])
     if key is None:
         raise InputFileError("the sweep has no numeric key to put on the x axis", key="grid")
     series: dict[str, Any] = {"key": key, "converged": ([], []), "diverged": [], "other": []}
@@ -71,6 +78,10 @@ def sweep_series(document: dict[str, Any]) -> dict[str, Any]:
 
 def _pyplot():
     require_matplotlib()
+    # matplotlib's (and numpy's) remarks on odd data, with their source lines, are not the user's
+    # to read: what gdfit draws was checked before (gdfit.render.saved); this runs at a command's end
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +99,9 @@ def _save(fig, path: Path) -> None:
     check_format(path)
     pause_point("plot")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
+    with warnings.catch_warnings():  # matplotlib's remarks on odd data are not the user's to read
+        warnings.simplefilter("ignore")
+        fig.savefig(buffer, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
     write_atomic(path, buffer.getvalue(), key="--plot")  # `gdfit plot` says --output (commands.plot)
 
 
@@ -335,7 +348,9 @@ def read_saved(path: Path) -> list[dict[str, Any]]:
     try:
         text = read_file(path, SAVED_RESULT_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
-        raise InputFileError("no such file", source=str(path)) from None
+        from gdfit.files.paths import missing_reason
+
+        raise InputFileError(missing_reason(path), source=str(path)) from None
     except TooLarge as err:
         raise InputFileError(f"the file {err.describe()} for a saved result", source=str(path)) from None
     except UnicodeDecodeError:
@@ -346,10 +361,10 @@ def read_saved(path: Path) -> list[dict[str, Any]]:
     try:
         document = json.loads(text)
         if isinstance(document, dict) and ("history" in document or "runs" in document):
-            return [document]
+            return [check_saved(document, path)]
     except (json.JSONDecodeError, RecursionError):
         pass
-    return _from_json_lines(text, path)
+    return [check_saved(document, path) for document in _from_json_lines(text, path)]
 
 
 def _from_json_lines(text: str, path: Path) -> list[dict[str, Any]]:

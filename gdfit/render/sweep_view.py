@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gdfit.records import CONVERGED, RunRecord, SweepPlan
+from gdfit.records import CONVERGED, INTERRUPTED, RunRecord, SweepPlan
 from gdfit.render.human import STATUS_STYLE
 from gdfit.render.jsonl import dumps, tensor_field
 from gdfit.words import plural
@@ -87,21 +87,25 @@ def end_event(results: list[RunRecord], best: RunRecord | None, elapsed_s: float
 
 
 def show(ordered: list[RunRecord], results: list[RunRecord], best: RunRecord | None, elapsed_s: float | None,
-         sort_key: str, json_mode: bool, missing: int = 0, total: int | None = None) -> None:
+         sort_key: str, json_mode: bool, missing: int = 0, total: int | None = None,
+         interrupted: bool = False) -> None:
     """One run event per run and the end event, or the table and a summary. A saved sweep that is
-    not finished (`--show`) says how many of its `total` runs are `missing`."""
+    not finished (`--show`) says how many of its `total` runs are `missing`; an interrupted one's
+    end event says so (`status: interrupted`)."""
     if json_mode:
         for result in ordered:
             print(dumps(run_event(result)))
         end = end_event(results, best, elapsed_s)
-        if missing:
+        if interrupted:
+            end["status"] = INTERRUPTED
+        if missing or interrupted:
             end.update(runs=total, missing=missing)
         print(dumps(end), flush=True)
         return
     console = Console()
     console.print(results_table(ordered, best, sort_key))
     print_summary(console, results, best, elapsed_s)
-    if missing:
+    if missing and not interrupted:  # an interrupted sweep's own warning says how to go on
         console.print(f"partial sweep: {missing} of {plural(total, 'run')} missing (continue it with gdfit sweep --resume)")
     sys.stdout.flush()
 

@@ -94,10 +94,15 @@ def parse_grid(items: list[str], section: dict[str, Any] | None, source: str,
     grid: dict[str, list[Any]] = {}
     for key, value in (section or {}).items():
         grid[key] = parse_values(key, value, f"{source} sweep")
+    given: set[str] = set()
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"expected KEY=V1,V2,..., got {item!r}", source="--grid")
+        if key.strip() in given:  # a second list would silently replace the first
+            raise ConfigError(f"{key.strip()} is given twice; give all its values in one list "
+                              f"({key.strip()}=V1,V2,...)", source="--grid", key=key.strip())
+        given.add(key.strip())
         grid[key.strip()] = parse_values(key.strip(), text, "--grid")
     for key, value in (values or {}).items():
         grid[str(key)] = parse_values(str(key), value, "grid=")

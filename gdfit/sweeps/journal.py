@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +21,6 @@ from gdfit import records
 from gdfit.errors import ConfigError, InputFileError, OutputError
 from gdfit.files.writing import write_atomic
 from gdfit.render.jsonl import dumps
-from gdfit.words import plural
 
 CONFIG_FILE, RUNS_FILE, SUMMARY_FILE = "config.json", "runs.jsonl", "summary.json"
 FORMAT = 1
@@ -46,6 +45,7 @@ class Journal:
     total: int
     done: dict[int, Any]  # grid index -> finished run (a RunRecord; a many-fits folder's: the group event)
     kind: str = "sweep"  # or "groups": a many-fits job (`gdfit run` with data.group), one line per group
+    left_out: list[str] = field(default_factory=list)  # journal lines not trusted: repeats, bad lines
 
     @property
     def missing(self) -> int:
@@ -94,21 +94,30 @@ def load(folder: Path, kind: str = "sweep") -> Journal:
     if found != kind:
         raise InputFileError(f"is the folder of a {'many-fits job' if found == 'groups' else 'sweep'}",
                              source=str(folder), hint=f"continue it with `{RESUME.get(found, RESUME['sweep'])} {folder}`")
+    from gdfit.sweeps.lines import BadLine, check_grid, read_line
+
     try:
-        total = int(saved["runs"])
         journal = Journal(folder, saved["raw"], saved["source"], Path(saved["base_dir"]), saved["grid"],
-                          saved["config"], int(saved["x_limit"]), total, {}, kind)
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputFileError(f"{CONFIG_FILE} is missing {err}", source=str(folder)) from None
+                          saved["config"], int(saved["x_limit"]), saved["runs"], {}, kind)
+        if kind == "sweep":
+            check_grid(saved["grid"], saved["runs"], str(folder))
+    except KeyError as err:
+        raise InputFileError(f"{CONFIG_FILE} lacks the field {err}", source=str(folder)) from None
+    except (TypeError, ValueError):
+        raise InputFileError(f"{CONFIG_FILE} is not the folder description gdfit writes", source=str(folder)) from None
+    read = read_line if kind == "sweep" else _group_line
     for number, line in enumerate(_complete_lines(folder / RUNS_FILE), start=1):
         try:
-            event = json.loads(line)
-            index = int(event["index"])
-        except (ValueError, KeyError, TypeError):
-            raise InputFileError("not a run line", source=str(folder / RUNS_FILE), line=number) from None
-        if not 0 <= index < total:
-            raise InputFileError(f"run index {index} is outside the grid's {plural(total, 'run')}",
-                                 source=str(folder / RUNS_FILE), line=number)
+            index, event = read(json.loads(line), journal.grid, journal.total)
+        except BadLine as err:
+            journal.left_out.append(f"line {number}: {err}")
+            continue
+        except ValueError:
+            journal.left_out.append(f"line {number}: not JSON")
+            continue
+        if index in journal.done:
+            journal.left_out.append(f"line {number}: run {index} again")
+            continue
         journal.done[index] = run_record(event) if kind == "sweep" else event
     return journal
 
@@ -263,3 +272,15 @@ def _cut_partial_line(path: Path) -> None:
         return
     except OSError as err:
         raise OutputError(f"cannot write: {err.strerror or err}", source=str(path)) from None
+
+
+def _group_line(event: Any, grid: Any, total: int) -> tuple[int, dict[str, Any]]:
+    """(index, event) of a many-fits folder's group line; BadLine says what is wrong with any other."""
+    from gdfit.sweeps.lines import BadLine
+
+    if not isinstance(event, dict) or "group" not in event or "status" not in event:
+        raise BadLine("not a group record")
+    index = event.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < total:
+        raise BadLine(f"group index {index!r} is not one of the job's {total}")
+    return index, event
