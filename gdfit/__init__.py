@@ -11,9 +11,11 @@ Fitting
 Many runs
     sweep(config, grid=None, *, set=None, backend="local", **overrides) -> SweepResult
         Every combination of a grid of config keys, in batched tensors (locally or on Dask).
+    fit_groups(config, *, set=None, backend="local", **overrides) -> GroupsResult
+        One independent fit per group of a table with a group column (data: {file, group}).
 
 Results and records
-    Result, Param, SweepResult, StepRecord, RunRecord
+    Result, Param, SweepResult, GroupsResult, StepRecord, RunRecord
 
 Errors (each carries the CLI's message and exit code)
     GdfitError, ConfigError, InputFileError, DeviceError, ResourceError, ExpressionError,
@@ -35,10 +37,10 @@ __version__ = "0.1.0"
 __all__ = [
     # fitting
     "fit", "steps",
-    # many runs (a grid of one config's keys; independent fits of many groups join here)
-    "sweep",
+    # many runs: a grid of one config's keys; independent fits of many groups
+    "sweep", "fit_groups",
     # results and records
-    "Result", "Param", "SweepResult", "StepRecord", "RunRecord",
+    "Result", "Param", "SweepResult", "GroupsResult", "StepRecord", "RunRecord",
     # errors
     "GdfitError", "ConfigError", "InputFileError", "DeviceError", "ResourceError", "ExpressionError",
     "OutputError", "MissingExtraError", "UsageError",
@@ -47,6 +49,7 @@ __all__ = [
 
 _HOMES = {
     "fit": "gdfit.api.run", "steps": "gdfit.api.run", "sweep": "gdfit.api.sweep",
+    "fit_groups": "gdfit.api.groups", "GroupsResult": "gdfit.api.groups",
     "Result": "gdfit.api.result", "Param": "gdfit.api.result", "SweepResult": "gdfit.api.result",
     "StepRecord": "gdfit.records", "RunRecord": "gdfit.records",
     **{name: "gdfit.errors" for name in (
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from gdfit.api.result import Param, Result, SweepResult
     from gdfit.api.run import fit, steps
     from gdfit.api.sweep import sweep
+    from gdfit.api.groups import GroupsResult, fit_groups
     from gdfit.errors import (ConfigError, DeviceError, ExpressionError, GdfitError, InputFileError,
                               MissingExtraError, OutputError, ResourceError, UsageError)
     from gdfit.records import RunRecord, StepRecord

@@ -237,3 +237,21 @@ def test_a_diverged_fit_is_a_result_not_an_exit(monkeypatch):
     assert any("stable limit" in w for w in result.warnings)
     document = result.to_dict()
     assert all(v is None or math.isfinite(v) for v in document["history"]["loss"])  # strict JSON: null
+
+
+def test_fit_groups_equals_the_cli_group_events(tmp_path, monkeypatch):
+    """`gdfit.fit_groups` gives the group events `gdfit run --json` streams for a grouped config,
+    value for value, and the end event's counts; a config without a group column is refused."""
+    monkeypatch.chdir(ROOT)
+    cli = run_cli("run", "configs/dose-response.yaml", "--json")
+    assert cli.exit_status == 1, cli.stderr  # the screen holds compounds that cannot be fitted
+    events = {e["group"]: {k: v for k, v in e.items() if k != "event"} for e in cli.lines if e["event"] == "group"}
+    end = cli.lines[-1]
+    result = gdfit.fit_groups("configs/dose-response.yaml")
+    first_seen = list(dict.fromkeys(line.split(",")[0] for line in
+                                    (ROOT / "configs/plates.csv").read_text().splitlines()[1:]))
+    assert [str(g["group"]) for g in result.groups] == first_seen  # the table's order (the CLI's: as they end)
+    assert {g["group"]: {k: v for k, v in g.items() if k != "event"} for g in result.groups} == events
+    assert result.by_status == end["by_status"] and sum(result.by_status.values()) == end["groups"] == 204
+    with pytest.raises(ConfigError, match="data.group"):
+        gdfit.fit_groups("configs/decay.yaml")

@@ -4,10 +4,11 @@ Nothing here prints or exits: errors are raised as `gdfit.errors` classes carryi
 CLI would print and its exit code.
 """
 
+from gdfit.api.groups import GroupsResult, fit_groups
 from gdfit.api.result import Param, Result, SweepResult
 from gdfit.api.run import descending, fit, steps
 from gdfit.api.source import ConfigLike, SetLike, resolve
 from gdfit.api.sweep import sweep
 
-__all__ = ["ConfigLike", "Param", "Result", "SetLike", "SweepResult", "descending", "fit", "resolve",
+__all__ = ["ConfigLike", "GroupsResult", "Param", "Result", "SetLike", "SweepResult", "descending", "fit", "fit_groups", "resolve",
            "steps", "sweep"]

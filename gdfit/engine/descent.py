@@ -557,6 +557,12 @@ def scale_note(target: torch.Tensor, dtype: str, gtol: float | None = None) -> s
     gradient element, as least_squares' trf reads it), and the mse's gradient is of the order of
     the target's squared size, so on data smaller than sqrt(gtol) gtol can stop a fit at its start;
     and data whose squares (the loss) approach the dtype's limits lose every rule's meaning."""
+    if isinstance(target, np.ndarray):  # a fit computed on the host
+        if target.dtype.kind != "f" or target.size == 0:
+            return None
+        magnitudes = np.abs(target[np.isfinite(target)])
+        largest, info = (float(magnitudes.max()) if magnitudes.size else 0.0), np.finfo(target.dtype)
+        return _scale_words(largest, info, dtype, gtol)
     if not target.is_floating_point():
         return None
     values = target.detach().reshape(-1)
@@ -571,9 +577,12 @@ def scale_note(target: torch.Tensor, dtype: str, gtol: float | None = None) -> s
             magnitudes = magnitudes[torch.isfinite(magnitudes)]
             if magnitudes.numel():
                 largest = max(largest, float(magnitudes.max()))
+    return _scale_words(largest, torch.finfo(target.dtype), dtype, gtol)
+
+
+def _scale_words(largest: float, info, dtype: str, gtol: float | None) -> str | None:
     if largest == 0:
         return None
-    info = torch.finfo(target.dtype)
     low, high = info.tiny ** 0.25, info.max ** 0.25  # the loss is a square: a quarter of the range in each direction
     if gtol and low <= largest and largest ** 2 < gtol:
         return (f"the target's largest magnitude is {largest:.3g}: the loss's gradient is of the order of its "
