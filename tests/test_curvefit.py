@@ -283,7 +283,7 @@ def test_a_diverged_fit_reports_no_covariance_and_no_traceback(tmp_path):
 
 
 def test_a_jacobian_with_nan_or_inf_gives_no_covariance():
-    from gdfit.fitting.curvefit import covariance_of as _covariance
+    from gdfit.curves.curvefit import covariance_of as _covariance
 
     for bad in (math.nan, math.inf):
         J = np.array([[1.0, 2.0], [bad, 1.0], [0.5, 0.25]])

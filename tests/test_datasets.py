@@ -211,7 +211,7 @@ def test_dataset_errors_name_the_dataset(cli, tmp_path, edit, key, words):
 
 def test_plot_draws_a_panel_per_dataset(cli, tmp_path):
     pytest.importorskip("matplotlib")
-    from gdfit.render.plotting import curve_series
+    from gdfit.pictures.plotting import curve_series
 
     write_datasets(tmp_path)
     result, descent = fit(tmp_path, config())

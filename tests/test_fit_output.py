@@ -177,7 +177,7 @@ def test_plot_of_one_variable_data_is_a_png(cli, tmp_path):
 
 
 def test_plotted_curve_is_the_model_on_a_grid():
-    from gdfit.render.plotting import curve_series
+    from gdfit.pictures.plotting import curve_series
 
     steps, result, descent = fit(**_decay())
     series = curve_series(descent.problem.model, descent.problem.target, result.params, grid_points=50)

@@ -427,7 +427,7 @@ def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch)
 
 def test_plot_draws_histograms_and_one_group_from_each_format(cli, tmp_path):
     pytest.importorskip("matplotlib")
-    from gdfit.render.groups_plot import parameter_names, read_results
+    from gdfit.pictures.groups_plot import parameter_names, read_results
 
     columns, _ = screen(30, seed=9, failures=True)
     write_exact(tmp_path / "plates.csv", columns)

@@ -15,7 +15,7 @@ from gdfit.config import build_config
 from gdfit.config.curves import CURVES
 from gdfit.engine.descent import Descent, prepare
 from gdfit.expr.functions import BY_NAME
-from gdfit.fitting.guesses import guess
+from gdfit.curves.guesses import guess
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 

@@ -180,7 +180,7 @@ def test_frame_holds_every_path_that_stays_finite(tmp_path):
 
 
 def test_text_picture_marks_start_paths_and_best():
-    from gdfit.render.landscape_view import RAMP, show_text
+    from gdfit.pictures.landscape_view import RAMP, show_text
 
     picture = L.build(runs_of(seed_data(), Path("."), {"learning_rate": [1.0, 4.5]}), size=(41, 21))
     out = io.StringIO()

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 # top to bottom, as docs/design.md draws them; "base" is gdfit's own top-level modules
-ORDER = ["cli", "api", "sweeps", "render", "engine", "fitting", "expr", "files", "config", "base"]
+ORDER = ["cli", "api", "sweeps", "pictures", "render", "engine", "curves", "fitting", "expr", "files", "config", "base"]
 FACE = {"gdfit", "gdfit.__main__"}  # the package face and the entry point stand above every layer
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import ROOT, strict_json
 
-from gdfit.render.plotting import loss_series, sweep_series
+from gdfit.pictures.plotting import loss_series, sweep_series
 from gdfit.render.human import SPARK, sparkline
 
 SEED = str(ROOT / "configs" / "seed.yaml")
@@ -47,7 +47,7 @@ def test_plotted_series_is_the_history(cli, tmp_path):
 
 
 def test_series_from_json_lines_equals_the_step_events(cli, tmp_path):
-    from gdfit.render.plotting import read_saved
+    from gdfit.pictures.plotting import read_saved
 
     path = tmp_path / "run.jsonl"
     events = cli("run", SEED, "--json", "--every", "1")
@@ -58,7 +58,7 @@ def test_series_from_json_lines_equals_the_step_events(cli, tmp_path):
 
 
 def test_an_every_0_capture_has_its_start_and_end_and_says_so(cli, tmp_path):
-    from gdfit.render.plotting import read_saved
+    from gdfit.pictures.plotting import read_saved
 
     path = tmp_path / "run.jsonl"
     events = cli("run", SEED, "--json", "--every", "0")
@@ -70,7 +70,7 @@ def test_an_every_0_capture_has_its_start_and_end_and_says_so(cli, tmp_path):
 
 
 def test_runs_appended_to_one_file_are_split(cli, tmp_path):
-    from gdfit.render.plotting import read_saved
+    from gdfit.pictures.plotting import read_saved
 
     path = tmp_path / "runs.jsonl"
     first = cli("run", SEED, "--json", "--every", "1")

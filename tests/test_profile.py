@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gdfit.config import build_config
 from gdfit.engine.descent import Descent, every_n, prepare
-from gdfit.fitting.ftest import f_compare, f_one_cdf, probability
+from gdfit.curves.ftest import f_compare, f_one_cdf, probability
 
 special = pytest.importorskip("scipy.special", reason="scipy is the test-only oracle (extra `test`)")
 scipy_optimize = pytest.importorskip("scipy.optimize", reason="scipy is the test-only oracle (extra `test`)")

@@ -26,7 +26,7 @@ def check_outputs(output: Path | None, plot: Path | None) -> None:
         if path is not None:
             check_writable(path, key=key)
     if plot is not None:
-        from gdfit.render.plotting import check_format, require_matplotlib
+        from gdfit.pictures.plotting import check_format, require_matplotlib
 
         check_format(plot)
         require_matplotlib()

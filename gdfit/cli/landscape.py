@@ -29,7 +29,7 @@ class LandscapeOptions:
 
 def landscape(options: LandscapeOptions) -> int:
     """Run, draw, and return the exit status: 0, or 130 when interrupted (what ran is drawn)."""
-    from gdfit.render import landscape_view as view
+    from gdfit.pictures import landscape_view as view
 
     if options.output is not None:
         from gdfit.files.writing import check_writable

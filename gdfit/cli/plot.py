@@ -9,8 +9,8 @@ from gdfit.errors import OutputError, UsageError
 
 
 def plot_files(files: list[Path], out: Path, group: str | None = None) -> None:
-    from gdfit.render.groups_plot import is_results_table
-    from gdfit.render.plotting import check_format, plot_saved, require_matplotlib
+    from gdfit.pictures.groups_plot import is_results_table
+    from gdfit.pictures.plotting import check_format, plot_saved, require_matplotlib
     from gdfit.files.paths import reads, refuse_clashes, writes
     from gdfit.files.writing import check_writable
 
@@ -38,7 +38,7 @@ def plot_files(files: list[Path], out: Path, group: str | None = None) -> None:
 
 def _plot_results(path: Path, out: Path, group: str | None) -> None:
     """A many-fits results table: each parameter's histogram, or one group's data and curve."""
-    from gdfit.render.groups_plot import plot_group, plot_histograms, read_results
+    from gdfit.pictures.groups_plot import plot_group, plot_histograms, read_results
 
     rows, document = read_results(path)
     if group is None:

@@ -38,7 +38,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
     check_paths(resolved, options)
     check_outputs(options.output, options.plot)
     if options.ci_plot is not None:
-        from gdfit.render.profile_plot import check_ci_plot
+        from gdfit.pictures.profile_plot import check_ci_plot
 
         check_ci_plot(options.ci_plot)
     if options.save is not None:
@@ -180,13 +180,13 @@ def _save(result: records.FitResult, config: dict, options: RunOptions, problem,
 
         write_document(options.output, result, config)
     if options.plot is not None:
-        from gdfit.render.plotting import plot_run
+        from gdfit.pictures.plotting import plot_run
 
         note = plot_run(options.plot, result, config, problem, holdout)  # a curve fit draws its data from the problem
         if note:
             warn(note)
     if options.ci_plot is not None:
-        from gdfit.render.profile_plot import plot_profiles
+        from gdfit.pictures.profile_plot import plot_profiles
 
         plot_profiles(options.ci_plot, profiles, result)
 

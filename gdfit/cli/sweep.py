@@ -109,7 +109,7 @@ def _finish(prepared: Prepared, options: SweepOptions, document_path: Path | Non
 
         write_atomic(document_path, dumps(document) + "\n")
     if options.plot is not None:
-        from gdfit.render.plotting import plot_sweep
+        from gdfit.pictures.plotting import plot_sweep
 
         plot_sweep(options.plot, document)
     if options.tensorboard is not None:
@@ -197,7 +197,7 @@ def check_paths(options: SweepOptions, raw: dict, source: str, base_dir: Path, f
     document = options.output if options.output != folder else None
     folder_key = "--resume" if options.resume is not None else "--output"
     if options.plot is not None:
-        from gdfit.render.plotting import numeric_key
+        from gdfit.pictures.plotting import numeric_key
 
         if numeric_key(grid) is None:  # said before the sweep runs (or makes its folder), not after
             raise GdfitError("draws updates against a numeric swept key, and every key of this grid has other "

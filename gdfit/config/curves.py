@@ -2,8 +2,8 @@
 
 Each is an expression of the language over the data column `x` with fixed parameter names (lmfit's
 names for lmfit's models). `params` may be left out or name only some parameters: the starts not
-given are guessed from the data (gdfit.fitting.guesses). The config checks them (config.model's
-BuiltinCurve); the fit builds them as expression models (gdfit.fitting.curvefit).
+given are guessed from the data (gdfit.curves.guesses). The config checks them (config.model's
+BuiltinCurve); the fit builds them as expression models (gdfit.curves.curvefit).
 """
 
 from __future__ import annotations

@@ -685,7 +685,7 @@ class FitConfig(_Frozen):
     model: ModelSpec = IdentityModel()
     sigma: ColumnSource | None = None
     absolute_sigma: StrictBool = False
-    allow_underdetermined: StrictBool = False  # fit fewer data points than free parameters (gdfit.fitting.uncertainty)
+    allow_underdetermined: StrictBool = False  # fit fewer data points than free parameters (gdfit.curves.uncertainty)
     ftol: NonNegativeNumber | None = None
     xtol: NonNegativeNumber | None = None
     gtol: NonNegativeNumber | None = None

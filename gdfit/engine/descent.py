@@ -29,7 +29,7 @@ from gdfit.fitting.optimizers import Setting, make_optimizer
 from gdfit.engine.schedules import describe as describe_schedule
 from gdfit.engine.schedules import rate
 from gdfit.fitting.steppers import Autograd, ClosedForm, GdOnMse
-from gdfit.fitting.uncertainty import check_determined, withhold
+from gdfit.curves.uncertainty import check_determined, withhold
 from gdfit.engine.stopping import rule_text
 from gdfit.files.tensors import build_init, build_target
 
@@ -88,7 +88,7 @@ def computes_on_host(config: FitConfig) -> bool:
             and config.device in ("auto", "cpu") and config.dtype in HOST_DTYPES
             and isinstance(config.target, ColumnSource)
             and not config.confidence  # profile refits work on tensors (engine/profile.py)
-            and not any(p.expr is not None for p in config.model.params.values()))  # derived: fitting/derived.py
+            and not any(p.expr is not None for p in config.model.params.values()))  # derived: curves/derived.py
 
 
 def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
@@ -97,7 +97,7 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
     torch is not imported."""
     config = resolved.config
     if on_host:
-        from gdfit.fitting.curvefit import build_expression_fit
+        from gdfit.curves.curvefit import build_expression_fit
 
         _check_optimizer(resolved)
         dtype = np.dtype(config.dtype)
@@ -109,12 +109,12 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
     _check_optimizer(resolved)
     engine = "fused" if config.engine == "auto" else config.engine
     if config.datasets is not None:
-        from gdfit.fitting.datasets import build_global_fit
+        from gdfit.curves.datasets import build_global_fit
 
         model, target, x0 = build_global_fit(resolved, dtype, device)
         return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
     if isinstance(config.model, CURVE_MODELS):
-        from gdfit.fitting.curvefit import build_expression_fit
+        from gdfit.curves.curvefit import build_expression_fit
 
         model, target, x0 = build_expression_fit(resolved, dtype, device)
         check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
@@ -501,14 +501,14 @@ class Descent:
                     "params": {name: self._tensor_param(t) for name, t in named.items()}}
         if not isinstance(model, ExpressionFit):
             return {}
-        from gdfit.fitting.curvefit import statistics
+        from gdfit.curves.curvefit import statistics
 
         config = self.problem.config
         found = statistics(model, final["theta"], self.problem.target, config.absolute_sigma)
         robust = getattr(self.problem.loss, "robust", None)
         if robust is None:
             return found
-        from gdfit.fitting.uncertainty import robust_covariance
+        from gdfit.curves.uncertainty import robust_covariance
 
         found = robust_covariance(found, model, final["theta"], self.problem.target, robust, config.absolute_sigma)
         return {**found, "fit": {**found["fit"], "loss": robust.describe()}}

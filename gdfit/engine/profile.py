@@ -23,7 +23,7 @@ import torch
 
 from gdfit import records
 from gdfit.engine.loop import Loop
-from gdfit.fitting.ftest import f_compare, probability
+from gdfit.curves.ftest import f_compare, probability
 from gdfit.fitting.lm import LevenbergMarquardt
 
 MAX_STEPS = 200  # lmfit's maxiter: steps of the search for a value past the highest level

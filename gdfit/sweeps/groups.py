@@ -38,11 +38,11 @@ def group_start(model: ExpressionModel, x: np.ndarray | None, y: np.ndarray, cur
                 ) -> dict[str, float]:
     """Each group's start values, from its x (the first data column the expression uses) and its
     observed responses y: the config's `params` values, and for a built-in curve (`curve`) each
-    start the config leaves out guessed from the group's own data (gdfit.fitting.guesses)."""
+    start the config leaves out guessed from the group's own data (gdfit.curves.guesses)."""
     starts = {name: float(spec.value) for name, spec in model.params.items() if spec.value is not None}
     missing = [name for name in model.params if name not in starts]
     if missing:
-        from gdfit.fitting.guesses import guess
+        from gdfit.curves.guesses import guess
 
         keep = np.isfinite(x) & np.isfinite(y)
         with np.errstate(all="ignore"):
@@ -244,7 +244,7 @@ def _unfitted(spec: GroupSpec, indices: np.ndarray, status: list[str], counts: n
 
 
 def _no_fit(K: int) -> dict[str, np.ndarray]:
-    from gdfit.fitting.groupstats import FIT_FIELDS
+    from gdfit.curves.groupstats import FIT_FIELDS
 
     return {name: np.full(K, math.nan) for name in FIT_FIELDS}
 
@@ -284,7 +284,7 @@ def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], boo
     from gdfit.engine.loop import SWEEP_SYNC_EVERY, Loop, sync_interval
     from gdfit.expr.language import parse
     from gdfit.files.devices import resolve_device, resolve_dtype
-    from gdfit.fitting.curvefit import parameter_parts
+    from gdfit.curves.curvefit import parameter_parts
     from gdfit.fitting.lm import LevenbergMarquardt
     from gdfit.fitting.losses import make_loss
     from gdfit.fitting.models import ExpressionFit
@@ -318,7 +318,7 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
     than COMPACT_SHARE of a large batch's groups still run, they go on alone in a Loop resumed
     from that look (`_compacted`): the groups that stopped cost no more work. Each group's
     arithmetic is its own row's either way."""
-    from gdfit.fitting.groupstats import group_statistics
+    from gdfit.curves.groupstats import group_statistics
 
     model, target, loop = batch_loop(spec, batch, should_stop)
     K = len(batch)

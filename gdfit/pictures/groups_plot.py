@@ -81,7 +81,7 @@ def parameter_names(rows: list[dict[str, Any]]) -> list[str]:
 def plot_histograms(out: Path, rows: list[dict[str, Any]], source: str) -> None:
     """One histogram per parameter over the converged groups; a log axis for a positive
     parameter that spans two decades or more."""
-    from gdfit.render.plotting import _pyplot, _save
+    from gdfit.pictures.plotting import _pyplot, _save
 
     names = parameter_names(rows)
     if not names:
@@ -119,7 +119,7 @@ def plot_group(out: Path, rows: list[dict[str, Any]], document: dict[str, Any], 
 
     from gdfit.expr.derivatives import NUMPY_FUNCTIONS
     from gdfit.expr.language import compile_model, names_in, parse
-    from gdfit.render.plotting import _pyplot, _save
+    from gdfit.pictures.plotting import _pyplot, _save
 
     row = next((r for r in rows if str(r.get("group")) == group), None)
     if row is None:

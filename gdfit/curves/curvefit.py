@@ -18,8 +18,8 @@ from gdfit.config import BuiltinCurve, ColumnSource, ExpressionModel, Resolved
 from gdfit.files.data import read_columns
 from gdfit.errors import ConfigError, ExpressionError, InputFileError
 from gdfit.expr.language import functions_in, names_in, parse
-from gdfit.fitting import derived as derived_params
-from gdfit.fitting.builtin import as_expression
+from gdfit.curves import derived as derived_params
+from gdfit.curves.builtin import as_expression
 from gdfit.fitting.models import ExpressionFit
 from gdfit.files.tensors import build_target, guard_memory
 from gdfit.words import plural

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from gdfit.render.plotting import _pyplot, _save, check_format, require_matplotlib
+from gdfit.pictures.plotting import _pyplot, _save, check_format, require_matplotlib
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
 

@@ -18,7 +18,7 @@ import torch
 from gdfit.config import ExpressionModel, Resolved
 from gdfit.errors import ConfigError, GdfitError
 from gdfit.expr.language import names_in
-from gdfit.fitting.curvefit import build_expression_fit
+from gdfit.curves.curvefit import build_expression_fit
 from gdfit.fitting.models import ExpressionFit
 
 

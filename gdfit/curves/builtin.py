@@ -1,5 +1,5 @@
 """A built-in curve (`model: {name: gaussian, x: COLUMN}`) as the expression model it stands for,
-with every start the config leaves out guessed from the data (gdfit.fitting.guesses)."""
+with every start the config leaves out guessed from the data (gdfit.curves.guesses)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gdfit.lazy import torch
 from gdfit.config import BuiltinCurve, ExpressionModel, ParamSpec, Resolved
 from gdfit.config.curves import CURVES, DEFAULT_BOUNDS, curve_expression
 from gdfit.errors import ConfigError, InputFileError
-from gdfit.fitting.guesses import guess as guess_starts
+from gdfit.curves.guesses import guess as guess_starts
 
 
 def as_expression(spec: BuiltinCurve, columns: dict[str, torch.Tensor], y: torch.Tensor, resolved: Resolved

@@ -36,7 +36,7 @@ def robust_covariance(statistics: dict[str, Any], model, theta, target, robust, 
     import numpy as np
     import torch
 
-    from gdfit.fitting.curvefit import covariance_of
+    from gdfit.curves.curvefit import covariance_of
 
     host = model.host(torch.float64)
     x = theta.detach().cpu().to(torch.float64).numpy()[None]

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from gdfit.fitting.curvefit import covariance_of, fit_figures
+from gdfit.curves.curvefit import covariance_of, fit_figures
 from gdfit.fitting.models import ExpressionFit
 
 FIT_FIELDS = ("n", "p", "dof", "rss", "residual_std", "chi2", "reduced_chi2", "r2", "aic", "bic")

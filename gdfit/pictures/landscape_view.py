@@ -141,7 +141,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        from gdfit.render.plotting import INSTALL_HINT
+        from gdfit.pictures.plotting import INSTALL_HINT
 
         raise MissingExtraError("drawing to a file needs matplotlib, which is not installed", key="--output",
                                 hint=INSTALL_HINT) from None
