@@ -68,11 +68,11 @@ def _descend(resolved: Resolved, options: RunOptions) -> str:
 
     resume, checkpointer = _checkpoints(options, resolved)
     renderer, report = _view(resolved, options)
-    with StopRequest() as stop, descending(resolved, report=report, report_last=options.every != 0,
-                                           x_limit=options.x_limit, should_stop=stop, resume=resume,
-                                           checkpointer=checkpointer, torch_outputs=needs_torch(options),
-                                           keep_history=options.output is not None or options.plot is not None,
-                                           threads=options.threads) as descent:
+    stop = StopRequest()  # listens for Ctrl-C from the first update; before it, Ctrl-C ends at the edge
+    with descending(resolved, report=report, report_last=options.every != 0, x_limit=options.x_limit,
+                    should_stop=stop, resume=resume, checkpointer=checkpointer, torch_outputs=needs_torch(options),
+                    keep_history=options.output is not None or options.plot is not None,
+                    threads=options.threads) as descent, stop:
         problem = descent.problem
         for warning in descent.start.warnings:
             warn(f"warning: {warning}")

@@ -87,6 +87,7 @@ def computes_on_host(config: FitConfig) -> bool:
     return (isinstance(config.model, ExpressionModel) and isinstance(config.optimizer, LM)
             and config.device in ("auto", "cpu") and config.dtype in HOST_DTYPES
             and isinstance(config.target, ColumnSource)
+            and isinstance(config.loss, MSE)  # a robust loss's statistics work on tensors (curves/uncertainty.py)
             and not config.confidence  # profile refits work on tensors (engine/profile.py)
             and not any(p.expr is not None for p in config.model.params.values()))  # derived: curves/derived.py
 
@@ -102,8 +103,9 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
         _check_optimizer(resolved)
         dtype = np.dtype(config.dtype)
         model, target, x0 = build_expression_fit(resolved, dtype, HOST)
+        check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
         engine = "fused" if config.engine == "auto" else config.engine
-        return Problem(resolved, HOST, dtype, target, x0, model, make_loss(config.loss, target.size), engine)
+        return Problem(resolved, HOST, dtype, target, x0, model, make_loss(config.loss, target.size, for_lm=True), engine)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     _check_optimizer(resolved)
@@ -112,6 +114,7 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
         from gdfit.curves.datasets import build_global_fit
 
         model, target, x0 = build_global_fit(resolved, dtype, device)
+        check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
         return Problem(resolved, device, dtype, target, x0, model, make_loss(config.loss, target.numel()), engine)
     if isinstance(config.model, CURVE_MODELS):
         from gdfit.curves.curvefit import build_expression_fit
