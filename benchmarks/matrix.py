@@ -7,7 +7,7 @@ usage: python -m benchmarks.matrix [--rounds N] [--size M] [--rank R] [--updates
   (U V^T, G V and G^T U), timed in the same interleaved rounds (benchmarks/run.py's house style:
   one warm-up round, then baseline, ours, baseline, ours, ...; medians and the spread of the
   per-round ratios). Goal: at most 1.5x.
-- Oracles, printed and asserted (also in tests/test_matrix.py): lowrank's final loss on a rank-5 plus
+- Oracles, printed and asserted (also in tests/fitting/test_matrix.py): lowrank's final loss on a rank-5 plus
   noise 300 x 200 float64 matrix against the truncated SVD's (Eckart-Young, 1e-6 relative);
   linear against torch.linalg.lstsq (1e-8); completion of a rank-3 200 x 150 matrix with 40%
   observed and noise 0.01: held-out RMSE at most 3 sigma.

@@ -4,7 +4,7 @@ With one parameter fixed (nfix = 1) and nfree = n - p degrees of freedom in the 
 with chi-square chi2 has the probability P(F(1, nfree) <= (chi2 / chi2_best - 1) nfree). F(1, nu)
 is the square of Student's t with nu degrees of freedom, so P(F(1, nu) <= t^2) = P(|T| <= t), which
 for a whole number nu is a finite sum (Abramowitz and Stegun 26.7.3 and 26.7.4): exact, in numpy,
-without scipy (tests/test_profile.py holds it to scipy.special.fdtr).
+without scipy (tests/curves/test_profile.py holds it to scipy.special.fdtr).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ model inputs, ...), the versions, and a SHA-256 of all of that, checked on load:
 check the archive's CRCs, so a flipped byte would otherwise resume quietly from damaged numbers. Every
 field is checked before it is used (counts are integers, times finite, parameters finite, each state
 tensor of its expected shape). The schedule's position is the update count. Resuming from it continues the very same arithmetic, so the run ends bit for bit where the
-uninterrupted run would have (tests/test_checkpoint.py).
+uninterrupted run would have (tests/engine/test_checkpoint.py).
 """
 
 from __future__ import annotations

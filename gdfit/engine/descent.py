@@ -35,7 +35,7 @@ from gdfit.files.tensors import build_init, build_target
 
 
 def working_copies(config: FitConfig) -> float:
-    """Target-sized tensors one run holds at its peak, the target included (tests/test_memory.py
+    """Target-sized tensors one run holds at its peak, the target included (tests/engine/test_memory.py
     measures them): the target and x (a run moves its start in place), then for gd on mse
     (`GdOnMse`) one cache-sized block (half a copy at most, on a problem of a few MiB), or else the
     gradient, the optimizer's state and the larger of the loss's and the optimizer's temporaries.

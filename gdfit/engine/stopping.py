@@ -164,7 +164,7 @@ class StopRules:
 class HostStopRules(StopRules):
     """The same rules for one run on the CPU, on Python floats. There the host reads each update's
     loss anyway, and a float comparison costs a hundredth of a [1]-tensor operation: on a 3x3
-    problem the tensor rules were half of each update. tests/test_stopping.py holds both forms to
+    problem the tensor rules were half of each update. tests/engine/test_stopping.py holds both forms to
     the same decisions."""
 
     def __init__(self, config: FitConfig, initial) -> None:

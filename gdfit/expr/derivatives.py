@@ -8,8 +8,8 @@ parameters, and an operation then costs one numpy call per parameter it depends 
 the points alone, where a dense [..., P] tangent costs a few calls on arrays P times the size
 (and a parameter's own seed, 1, multiplies nothing: b2*x's tangent is x). Every rule is the
 chain rule of one operation, the same derivative torch's autograd uses for it
-(tests/test_derivatives.py holds them to autograd). The operators' rules are here; each
-function's partials are its entry in functions.py's table (tests/test_functions.py holds them to
+(tests/expr/test_derivatives.py holds them to autograd). The operators' rules are here; each
+function's partials are its entry in functions.py's table (tests/expr/test_functions.py holds them to
 finite differences and autograd).
 
 They work on numpy arrays, on the host: lm's algebra is there already (lm.py), and for a curve

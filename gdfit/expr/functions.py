@@ -4,7 +4,7 @@ Each entry gives a function's torch form (the model on the device, grad-demo), i
 model on the host, where lm works) and its derivative: one partial per argument, `partial(*args,
 value)` = d f / d argument, in numpy (derivatives.py applies them by the chain rule, forward mode),
 or None where f is piecewise constant in that argument (a comparison, where's condition). `domain`
-is, per argument, an interval where f is smooth: tests/test_functions.py walks the table and holds
+is, per argument, an interval where f is smooth: tests/expr/test_functions.py walks the table and holds
 every partial to finite differences and to torch's autograd of the torch form there. Adding a
 function is adding one entry; the parser, both compilers and the derivative read the table.
 

@@ -189,7 +189,7 @@ class RMSpropRule(Optimizer):
 
 def batchable(spec: GD | Momentum | Nesterov | Adam | RMSprop, dtype: str) -> set[str]:
     """Settings whose per-run tensor form rounds exactly as the float does, so runs that differ in
-    them can share a batch and still equal their single runs bit for bit (tests/test_loop.py).
+    them can share a batch and still equal their single runs bit for bit (tests/engine/test_loop.py).
     `add_` with a tensor alpha on small half tensors, and `lerp_` with a tensor weight in betas'
     bias corrections, do not; runs differing there go to separate batches."""
     if isinstance(spec, (Momentum, Nesterov)):

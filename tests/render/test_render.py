@@ -265,7 +265,7 @@ def test_parameter_columns_fit_the_console_and_the_rest_are_named_in_a_caption()
     assert param_columns_that_fit(40) == 1 and param_columns_that_fit(1000) == PARAM_COLUMNS
     assert param_columns_that_fit(80) < param_columns_that_fit(120)
     params = {f"p{i}": i + 1 for i in range(4)}
-    steps, result, descent = fit(data={"file": str(Path(__file__).parent.parent / "configs" / "peaks.csv")},
+    steps, result, descent = fit(data={"file": str(Path(__file__).parents[2] / "configs" / "peaks.csv")},
                                  target={"column": "y"}, optimizer="lm", dtype="float64", max_iters=2,
                                  model={"expr": "p0 + p1 * x + p2 * x**2 + p3 * x**3", "params": params})
     buffer = io.StringIO()

@@ -68,7 +68,7 @@ CASES = [
 @pytest.mark.parametrize("data", CASES, ids=lambda d: "-".join(d.values()))
 def test_the_estimate_is_the_measured_peak(data):
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parents[1])
     out = subprocess.run([sys.executable, "-c", MEASURE, tests, json.dumps(data)], capture_output=True, text=True,
                          env=env, timeout=120, check=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])

@@ -365,10 +365,10 @@ def test_lbfgs_refuses_checkpoints_it_cannot_hold(cli, write_config, tmp_path):
 
 def test_lbfgs_on_a_weighted_decay_converges_where_lm_does(tmp_path):
     # torch's LBFGS stopped here with a zero step; gdfit's own line search goes on to lm's optimum
-    # (a run that cannot move is stalled: tests/test_lbfgs.py)
+    # (a run that cannot move is stalled: tests/fitting/test_lbfgs.py)
     import shutil
 
-    shutil.copy(Path(__file__).parent.parent / "configs" / "decay.csv", tmp_path / "decay.csv")
+    shutil.copy(Path(__file__).parents[2] / "configs" / "decay.csv", tmp_path / "decay.csv")
     fit = {"data": {"file": "decay.csv"}, "sigma": {"column": "sigma"},
            "model": {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}}
     _, lm = run_fit(tmp_path, optimizer="lm", **fit)

@@ -151,7 +151,7 @@ def test_dask_equals_local_on_a_heterogeneous_grid(cluster, mixed):
 
 def test_dask_equals_local_for_a_matrix_model_with_a_holdout(cluster):
     """Every field of a record comes back from a task, the held-out RMSE of a matrix model too."""
-    ratings = Path(__file__).resolve().parents[1] / "configs" / "ratings.csv"
+    ratings = Path(__file__).resolve().parents[2] / "configs" / "ratings.csv"
     runs, batches = make_runs({"learning_rate": [1, 3], "seed": [0, 1]}, target={"file": str(ratings)},
                               model={"name": "lowrank", "rank": 3}, holdout=0.2, dtype="float64", max_iters=200)
     local = collect(backends.run_batches(runs, batches))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gdfit.fitting.lbfgs import C1, C2, History, line_search
 from helpers import fit
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def rosenbrock(x: torch.Tensor) -> tuple[float, torch.Tensor]:
