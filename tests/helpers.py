@@ -44,3 +44,22 @@ def render_human(width: int, steps, result, descent) -> str:
         renderer.step(step)
     renderer.end(result)
     return buffer.getvalue()
+
+
+def sockets_off_loopback(pids: set[int]) -> list[str]:
+    """Every inet socket of these processes with an end outside 127.0.0.0/8, in words."""
+    import ipaddress
+
+    import psutil
+
+    bad = []
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for conn in connections:
+            for address in (conn.laddr, conn.raddr):
+                if address and ipaddress.ip_address(address.ip) not in ipaddress.ip_network("127.0.0.0/8"):
+                    bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr} ({conn.status})")
+    return bad

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import ipaddress
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SEED_TARGET
+from helpers import sockets_off_loopback
 
 from gdfit import records
 from gdfit.sweeps import backends
@@ -232,22 +232,6 @@ def test_stop_cancels_what_is_left(cluster, client):
     assert not any(client.processing().values())
 
 
-def _outside_loopback(pids: set[int]) -> list[str]:
-    import psutil
-
-    bad = []
-    for pid in pids:
-        try:
-            connections = psutil.Process(pid).net_connections(kind="inet")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        for conn in connections:
-            for address in (conn.laddr, conn.raddr):
-                if address and not ipaddress.ip_address(address.ip) in ipaddress.ip_network("127.0.0.0/8"):
-                    bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr} ({conn.status})")
-    return bad
-
-
 def test_a_cluster_gdfit_starts_stays_on_loopback(cluster, monkeypatch, mixed):
     """Watch this process and every process under it (scheduler, nannies, workers; the session
     cluster's too) while run_batches starts its own cluster, runs the grid and closes it."""
@@ -263,7 +247,7 @@ def test_a_cluster_gdfit_starts_stays_on_loopback(cluster, monkeypatch, mixed):
         while not sweeping.is_set():
             pids = {me.pid} | {child.pid for child in me.children(recursive=True)}
             seen_pids.update(pids)
-            bad.extend(_outside_loopback(pids))
+            bad.extend(sockets_off_loopback(pids))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from helpers import sockets_off_loopback
 
 sys.path.insert(0, str(ROOT / "configs"))
 from make_screen import screen, write  # noqa: E402
@@ -370,24 +370,6 @@ def test_a_resume_refuses_a_changed_config_or_data_file(cli, tmp_path):
     assert result.exit_status == 2 and "the data file has changed" in result.stderr
 
 
-def _sockets_off_loopback(pids: set[int]) -> list[str]:
-    import ipaddress
-
-    import psutil
-
-    bad = []
-    for pid in pids:
-        try:
-            connections = psutil.Process(pid).net_connections(kind="inet")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        for conn in connections:
-            for address in (conn.laddr, conn.raddr):
-                if address and ipaddress.ip_address(address.ip) not in ipaddress.ip_network("127.0.0.0/8"):
-                    bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr}")
-    return bad
-
-
 @pytest.mark.slow
 def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch):
     import threading
@@ -406,7 +388,7 @@ def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch)
         while not done.is_set():
             pids = {me.pid} | {child.pid for child in me.children(recursive=True)}
             seen.update(pids)
-            bad.extend(_sockets_off_loopback(pids))
+            bad.extend(sockets_off_loopback(pids))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)
