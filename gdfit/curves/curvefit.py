@@ -9,6 +9,7 @@ SVD of J, never by forming J^T J, so ill-conditioned problems keep their digits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -163,22 +164,11 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
                 ) -> dict[str, Any]:
     host = model.host("float64")
     theta = host.array(theta)
-    x = theta[None]  # one run
     target = host.array(target)
-    prediction, J = host.predict_and_jacobian(x)
-    residuals = target - prediction[0]
-    n, p = residuals.size, theta.size
-    rss = float(residuals @ residuals)  # weighted: chi^2 when sigma is given
-    dof = n - p
-    covariance = covariance_of(J[0], rss / dof if dof > 0 else math.nan, absolute_sigma)
-    stderr = [math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None \
-        else [math.nan] * p
-    y = target * host.sigma if host.sigma is not None else target
-    f = host.curve(x)[0]
-    plain = float(np.square(y - f).sum())  # unweighted RSS, for R^2
-    total = float(np.square(y - y.mean()).sum())
+    figures = run_statistics(host, theta[None], target, absolute_sigma)  # one run
+    covariance = figures.covariance[0] if figures.defined[0] else None
     values = model.named(theta)
-    stderr_of = dict(zip(model.names, stderr))
+    stderr_of = dict(zip(model.names, figures.stderr[0].tolist()))
     params = {}
     with_derived = model.derived.report(values, model.names, covariance) if model.derived else {}
     for name, value in values.items():
@@ -189,37 +179,100 @@ def _statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor,
         if name not in stderr_of:
             entry["fixed"] = True
         params[name] = entry
-    fit = {**fit_figures(n, p, plain, rss, total), "missing": model.missing}
+    fit = {name: (None if math.isnan(column[0]) else int(column[0]) if name in COUNTS else float(column[0]))
+           for name, column in figures.fit.items()}
+    fit["missing"] = model.missing
     breakdown = getattr(model, "breakdown", None)  # a global fit's statistics per dataset
     if breakdown is not None:
-        fit["datasets"] = breakdown(residuals, y - f)
+        fit["datasets"] = breakdown(figures.residuals[0], figures.plain[0])
     return {"params": params, "covariance": covariance.tolist() if covariance is not None else None, "fit": fit}
 
 
-def fit_figures(n: int, p: int, plain: float, rss: float, total: float) -> dict[str, Any]:
-    """`fit`'s figures from the points, the parameters, the unweighted and weighted residual sums
-    of squares and the total sum of squares about the mean (None where undefined)."""
-    dof = n - p
-    return {
-        "n": n, "p": p, "dof": dof, "rss": plain,
-        "residual_std": math.sqrt(plain / dof) if dof > 0 else None,
-        "chi2": rss, "reduced_chi2": rss / dof if dof > 0 else None,
-        "r2": 1 - plain / total if total > 0 else None,
-        "aic": n * math.log(rss / n) + 2 * p if rss > 0 else None,
-        "bic": n * math.log(rss / n) + p * math.log(n) if rss > 0 else None,
-    }
+FIT_FIELDS = ("n", "p", "dof", "rss", "residual_std", "chi2", "reduced_chi2", "r2", "aic", "bic")
+COUNTS = ("n", "p", "dof")
+
+
+@dataclass
+class RunStatistics:
+    """The statistics of K fits of one model (each run its parameters, and in many fits its
+    own data), as arrays with the runs along the first axis."""
+
+    covariance: np.ndarray  # [K, p, p]: inf where the data do not determine a direction
+    defined: np.ndarray  # [K]: which runs have a covariance (not a diverged fit's)
+    stderr: np.ndarray  # [K, p]
+    fit: dict[str, np.ndarray]  # FIT_FIELDS, [K] each, NaN where undefined
+    residuals: np.ndarray  # [K, n] weighted
+    plain: np.ndarray  # [K, n] unweighted
+
+
+def run_statistics(host, x: np.ndarray, target: np.ndarray, absolute_sigma: bool) -> RunStatistics:
+    """Standard errors, covariance and `fit` figures of K runs at parameters x [K, p], from the
+    model's host form and its (weighted) target. Each run's numbers are elementwise or sums along
+    its own row: the same bits whether it is computed alone or among many (a group of many fits
+    equals its single fit)."""
+    with np.errstate(all="ignore"):  # a diverged fit's statistics are inf or NaN, and say so
+        prediction, J = host.predict_and_jacobian(x)
+        residuals = target - prediction
+        K, n = residuals.shape
+        p = x.shape[1]
+        rss = np.vecdot(residuals, residuals)  # weighted: chi^2 when sigma is given
+        dof = n - p
+        covariance, defined = covariances(J, rss / dof if dof > 0 else np.full(K, math.nan), absolute_sigma)
+        variance = np.diagonal(covariance, axis1=1, axis2=2)
+        stderr = np.where(variance >= 0, np.sqrt(variance), math.nan)
+        y = target * host.sigma if host.sigma is not None else target
+        plain = np.broadcast_to(y, residuals.shape) - host.curve(x)  # unweighted residuals, for R^2
+        total = np.square(y - y.mean(axis=-1, keepdims=True)).sum(axis=-1)
+        fit = fit_figures(n, p, np.square(plain).sum(axis=-1), rss, np.broadcast_to(total, (K,)))
+        return RunStatistics(covariance, defined, stderr, fit, residuals, plain)
+
+
+def fit_figures(n: int, p: int, plain: np.ndarray, rss: np.ndarray, total: np.ndarray) -> dict[str, np.ndarray]:
+    """`fit`'s figures of K runs from their points, parameters, unweighted and weighted residual
+    sums of squares and total sums of squares about the mean, [K] each (NaN where undefined)."""
+    K, dof = len(rss), n - p
+    nan = np.full(K, math.nan)
+    with np.errstate(all="ignore"):
+        return {
+            "n": np.full(K, float(n)), "p": np.full(K, float(p)), "dof": np.full(K, float(dof)), "rss": plain,
+            "residual_std": np.sqrt(plain / dof) if dof > 0 else nan,
+            "chi2": rss, "reduced_chi2": rss / dof if dof > 0 else nan,
+            "r2": np.where(total > 0, 1 - plain / total, math.nan),
+            "aic": np.where(rss > 0, n * np.log(rss / n) + 2 * p, math.nan),
+            "bic": np.where(rss > 0, n * np.log(rss / n) + p * math.log(n), math.nan),
+        }
+
+
+def covariances(J: np.ndarray, s2: np.ndarray, absolute_sigma: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(J^T J)^-1 of each run through the SVD of its J [K, n, p], times its s^2 unless the sigmas
+    are absolute (as curve_fit): [K, p, p], inf for a run whose data do not determine a
+    direction; and which runs have one ([K]; not those whose J is not finite: a diverged fit)."""
+    K, n, p = J.shape
+    covariance = np.full((K, p, p), math.nan)
+    defined = np.isfinite(J).all(axis=(1, 2))
+    finite = np.flatnonzero(defined)
+    if not len(finite):
+        return covariance, defined
+    try:
+        _, s, Vt = np.linalg.svd(J[finite], full_matrices=False)  # numpy: microseconds, where torch's CPU svd is slow
+    except np.linalg.LinAlgError:  # one did not converge: each alone (the same numbers for the others)
+        if len(finite) == 1:
+            defined[finite] = False
+            return covariance, defined
+        for i in finite:
+            (covariance[i],), (defined[i],) = covariances(J[i : i + 1], s2[i : i + 1], absolute_sigma)
+        return covariance, defined
+    tiny = s.max(axis=1) * max(n, p) * np.finfo(float).eps
+    full = (s > tiny[:, None]).all(axis=1)
+    with np.errstate(all="ignore"):
+        cov = np.matmul(Vt.transpose(0, 2, 1) / (s ** 2)[:, None, :], Vt)
+        if not absolute_sigma:
+            cov = cov * s2[finite][:, None, None]
+    covariance[finite] = np.where(full[:, None, None], cov, math.inf)  # inf: a direction the data does not determine
+    return covariance, defined
 
 
 def covariance_of(J: np.ndarray, s2: float, absolute_sigma: bool) -> np.ndarray | None:
-    """(J^T J)^-1 through the SVD of J, times s^2 unless the sigmas are absolute (as curve_fit)."""
-    if not np.isfinite(J).all():
-        return None  # a diverged fit: no covariance
-    try:
-        _, s, Vt = np.linalg.svd(J, full_matrices=False)  # numpy: microseconds, where torch's CPU svd is slow
-    except np.linalg.LinAlgError:
-        return None
-    tiny = s.max() * max(J.shape) * np.finfo(float).eps
-    if not (s > tiny).all():
-        return np.full((J.shape[1], J.shape[1]), math.inf)  # a direction the data does not determine
-    cov = (Vt.T / s**2) @ Vt
-    return cov if absolute_sigma else cov * s2
+    """One run's covariance from its J [n, p] (`covariances`), None where it has none."""
+    (covariance,), (defined,) = covariances(J[None], np.array([s2], dtype=float), absolute_sigma)
+    return covariance if defined else None

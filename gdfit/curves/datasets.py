@@ -117,6 +117,9 @@ class StackedCurve:
                                          for part in parts])
         self.array, self.inside = first.array, first.inside
 
+    def select(self, rows: np.ndarray) -> "StackedCurve":
+        return StackedCurve([part.select(rows) for part in self.parts])
+
     def curve(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([part.curve(x) for part in self.parts], axis=1)
 

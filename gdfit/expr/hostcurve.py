@@ -11,6 +11,8 @@ sigma. Values are computed in the fit's dtype, as the model on the device comput
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from gdfit.lazy import torch
 
@@ -31,6 +33,15 @@ class HostCurve:
         self.bounded = model.bounded
         self.low, self.high, self.sigma = host(model.low), host(model.high), host(model.sigma)
         self.free = {name: {i: SEED} for i, name in enumerate(self.names)}  # each parameter's own tangent
+
+    def select(self, rows: np.ndarray) -> "HostCurve":
+        """This form for some of its runs only, where each run has its own data (many fits:
+        data and sigma [K, n]); the same form where the runs share them."""
+        part = copy.copy(self)
+        pick = lambda a: a[rows] if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[0] > 1 else a  # noqa: E731
+        part.data = {name: pick(value) for name, value in self.data.items()}
+        part.sigma = pick(self.sigma)
+        return part
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -23,7 +23,7 @@ import numpy as np
 from gdfit.lazy import torch
 
 from gdfit.fitting.models import Model, Params
-from gdfit.fitting.trust import ACCEPT, Subproblem, cutoff, new_radius
+from gdfit.fitting.trust import ACCEPT, Subproblem, cutoff, new_radius, norm, rowsum
 
 PROBE = 0.1  # the finite-difference step along v, as a fraction of v (Transtrum's h)
 MAX_ACCELERATION = 0.75  # the largest 2|a|/|v| a step's correction may have (Transtrum's alpha)
@@ -125,6 +125,11 @@ class LevenbergMarquardt:
         # parameter of the last step, where the next search for it begins
         self.optimizer = _State({"delta": np.zeros(K), "par": np.full(K, float(damping)), "scale": np.zeros((K, P))})
         self.motion, self.stuck, self.gradient = None, None, None
+        self.runs = K
+        self.points = None  # the residuals' length, known from the first evaluation
+        self.cost = None  # each run's sum of squares (or robust cost) at its parameters, as last evaluated
+        # many fits: each run its own data rows (a [K, n] target), which a subset of runs selects
+        self.per_run = self.curve and self.host_target.ndim == 2 and self.host_target.shape[0] == K > 1
 
     def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
         """A model's prediction - target, [K, n], in torch: over the entries the loss keeps (a
@@ -135,14 +140,16 @@ class LevenbergMarquardt:
         extra = self.penalty(flat) if self.penalty is not None else None
         return r if extra is None else torch.cat([r, extra], 1)
 
-    def _residuals_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """r and d r / d x, [K, n, P], in float64 numpy: a curve fit's in one forward-mode pass
-        through its expression on the host; other models' by torch's forward-mode autograd."""
+    def _residuals_and_jacobian(self, x: np.ndarray, runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """r and d r / d x, [m, n, P], of the runs `runs` in float64 numpy: a curve fit's in one
+        forward-mode pass through its expression on the host; other models' by torch's
+        forward-mode autograd (over every run)."""
         if self.curve:
-            prediction, J = self.host.predict_and_jacobian(x)
-            return _float64(prediction - self.host_target), _float64(J)
-        flat = self._on_device(x)
-        return _float64(self._residuals(flat)), _float64(self._jacobian(flat))
+            host, target = self._host_of(runs)
+            prediction, J = host.predict_and_jacobian(x)
+            return _float64(prediction - target), _float64(J)
+        flat = self._on_device(self._all_runs(x, runs))
+        return _float64(self._residuals(flat))[runs], _float64(self._jacobian(flat))[runs]
 
     def _jacobian(self, flat: torch.Tensor) -> torch.Tensor:
         """d residuals / d flat: from the model's own formula where it has one (lowrank's, from U
@@ -167,7 +174,8 @@ class LevenbergMarquardt:
         if self.curve:  # as advance reports them
             r = self._rows(self.packing.host(self.params))
             with np.errstate(all="ignore"):  # a start far out overflows: the loop says so, as `diverged`
-                return self._mse(self._cost(r), r.shape[1])
+                self.cost, self.points = self._cost(r), r.shape[1]
+                return self._mse(self.cost, self.points)
         return self.loss.value(self.model.predict(self.params), self.target)
 
     def _mse(self, cost: np.ndarray, n: int) -> torch.Tensor:
@@ -180,92 +188,83 @@ class LevenbergMarquardt:
 
     def advance(self, k: int, lr, moving: torch.Tensor | None) -> torch.Tensor:
         """One update of every run still moving: one Jacobian, then trial steps until each run
-        lowers its sum of squares (MINPACK's inner loop) or has no step left to try."""
+        lowers its sum of squares (MINPACK's inner loop) or has no step left to try. The runs'
+        algebra is one array computation over all of them (trust.py): a run's numbers do not depend
+        on the others'."""
         state = self.optimizer.host  # the trust radius, the Levenberg parameter, the scales
-        # the small dense algebra in float64 numpy: for a few parameters it costs microseconds,
-        # where torch's CPU lstsq and svd cost a fraction of a millisecond per call. Per run, on
-        # rows and Python floats, where numpy's batched forms of a K-vector cost more calls.
         x = self.packing.host(self.params)
         K = len(x)
+        runs = np.arange(K) if moving is None else np.flatnonzero(_host_mask(moving))
+        if self.cost is None:  # each run's sum of squares (or robust cost) at its parameters
+            with np.errstate(all="ignore"):
+                r = self._rows(x)
+                self.cost, self.points = self._cost(r), r.shape[1]
+        cost, n = self.cost, self.points
+        delta, par, scale = state["delta"], state["par"], state["scale"]
         with np.errstate(all="ignore"):  # a trial far out may overflow: its cost is inf, its step refused
-            rn, Jn = self._residuals_and_jacobian(x)
-            cost = self._cost(rn)  # each run's sum of squares (or robust cost), at the step taken so far
+            here = x[runs]
+            rn, Jn = self._residuals_and_jacobian(here, runs)
+            cost[runs] = self._cost(rn)  # at the step taken so far
             if self.robust is not None:  # the subproblem of the robust cost (robust.py), as least_squares
                 rn, Jn = self.robust.scale(rn, Jn)
             g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
             if self.bounded:
-                Jn = Jn * self._free(x, g)[:, None, :]
-            scale = state["scale"]
-            np.maximum(scale, np.sqrt(np.vecdot(Jn, Jn, axis=1)), out=scale)
-            D = np.where(scale > 0, scale, 1.0)
-            going = [True] * K if moving is None else moving.flatten().tolist()
-            delta, par = state["delta"].tolist(), state["par"].tolist()  # plain floats in the inner loop
-            updates = [_Update(Jn[i], rn[i], D[i], x[i], delta[i] == 0, float(cost[i])) if going[i] else None
-                       for i in range(K)]
-            for i, update in enumerate(updates):
-                if update is not None and update.first:  # MINPACK's first radius, from the start
-                    delta[i] = FACTOR * update.size if update.size > 0 else FACTOR
-            resolution = self.resolution
-            start, last = x.copy(), {}  # last: each run's last trial row, the step reported if none is taken
-            trying = [i for i in range(K) if going[i]]
+                Jn = Jn * self._free(here, g, runs)[:, None, :]
+            scale[runs] = np.maximum(scale[runs], np.sqrt(np.vecdot(Jn, Jn, axis=1)))
+            D = np.where(scale[runs] > 0, scale[runs], 1.0)
+            update = _Updates(Jn, rn, D, here, delta[runs] == 0, cost[runs])
+            radius = np.where(update.first, np.where(update.size > 0, FACTOR * update.size, FACTOR), delta[runs])
+            damping = par[runs]
+            start, last = here.copy(), np.full_like(here, math.nan)  # last: each run's last trial, reported if none is taken
+            trying = np.arange(len(runs))  # positions in `runs`
             for _ in range(MAX_TRIALS):
-                velocity, trials = np.zeros_like(x), {}
-                for i in trying:
-                    par[i], velocity[i], trials[i] = updates[i].step(delta[i], par[i])
+                damping[trying], velocity, (length, predicted) = update.step(trying, radius[trying], damping[trying])
+                from_here = here[trying]
                 # geodesic acceleration reads the residuals' curvature, which a robust loss's scaling changes
-                moved = x + velocity if self.robust is not None else self._accelerate(x, velocity, rn, Jn, updates,
-                                                                                         par, trying)
-                trial = self._inside(moved)
-                new_cost = self._costs(trial).tolist()
-                left = []
-                for i in trying:
-                    update = updates[i]
-                    last[i] = trial[i]
-                    delta[i], better = update.judge(delta[i], par[i], new_cost[i], *trials[i])
-                    if better:
-                        x[i], cost[i] = trial[i], new_cost[i]
-                    elif delta[i] > resolution * update.size:
-                        left.append(i)
-                    # else: a run whose radius is below its dtype's resolution has no step left to
-                    # try: nothing better lies around x at working precision (MINPACK's "xtol too small")
-                trying = left
-                if not trying:
+                moved = from_here + velocity if self.robust is not None else self._accelerate(
+                    runs[trying], from_here, velocity, rn[trying], Jn[trying], update, trying, damping[trying], length)
+                trial = self._inside(moved, runs[trying])
+                new_cost = self._costs(trial, runs[trying])
+                last[trying] = trial
+                radius[trying], better = update.judge(trying, radius[trying], damping[trying], new_cost, length,
+                                                     predicted)
+                taken = trying[better]
+                here[taken], update.cost_now[taken] = trial[better], new_cost[better]
+                # a run whose radius is below its dtype's resolution has no step left to try:
+                # nothing better lies around x at working precision (MINPACK's "xtol too small")
+                trying = trying[~better & (radius[trying] > self.resolution * update.size[trying])]
+                if not len(trying):
                     break
-            state["delta"][:] = delta
-            state["par"][:] = par
+            delta[runs], par[runs] = radius, damping
+            x[runs], cost[runs] = here, update.cost_now
             self.packing.store(self.params, x)
-            self._report(x, start, last, D, g, rn.shape[1], updates, delta, resolution)
-        if self.curve:  # no new evaluation: the step taken's cost is known
-            return self._mse(cost, rn.shape[1])
-        return self.losses()
+            self._report(K, runs, here, start, last, D, g, update, radius)
+        return self._mse(cost, n) if self.curve else self.losses()
 
-    def _report(self, x, start, last, D, g, n, updates, delta, resolution) -> None:
-        """What the stop rules read: the step and the parameters scaled by D (MINPACK's xtol test),
-        mse's largest gradient element (2/n) J^T r, and, for ftol's second half after MINPACK, the
-        reduction the Gauss-Newton step from this update's start promises, |P_J r|^2 / |r|^2: a
-        heavily damped step can lower the loss by little while much more is to be had. A run that
-        found no step lowering the loss reports its last, smallest trial: as the trust radius in
-        MINPACK, it says how far around x nothing better was found."""
-        moved = D * (x - start)
-        taken = np.sqrt(np.vecdot(moved, moved)).tolist()
-        Dx = D * x
-        step, promised, stuck = [], [], []
-        for i, u in enumerate(updates):
-            if taken[i] > 0 or i not in last:
-                step.append(taken[i])
-            else:
-                tried = D[i] * (last[i] - x[i])
-                step.append(math.sqrt(float(tried @ tried)))
-            promised.append(u.promised() if u is not None else 0.0)
-            # no step at all, and the radius is below the resolution of x: nothing can move this run
-            stuck.append(taken[i] == 0 and u is not None and delta[i] <= resolution * u.size)
+    def _report(self, K, runs, x, start, last, D, g, update, radius) -> None:
+        """What the stop rules read, for every run (those not moving: nothing): the step and the
+        parameters scaled by D (MINPACK's xtol test), mse's largest gradient element (2/n) J^T r,
+        and, for ftol's second half after MINPACK, the reduction the Gauss-Newton step from this
+        update's start promises, |P_J r|^2 / |r|^2: a heavily damped step can lower the loss by
+        little while much more is to be had. A run that found no step lowering the loss reports
+        its last, smallest trial: as the trust radius in MINPACK, it says how far around x nothing
+        better was found."""
+        taken = norm(D * (x - start))
+        tried = norm(D * (last - x))
+        none = taken == 0
+        step, size, gradient = np.zeros(K), np.zeros(K), np.zeros(K)
+        step[runs] = np.where(none, tried, taken)
+        size[runs] = norm(D * x)
+        gradient[runs] = np.maximum.reduce(np.abs(g), axis=1) * (2.0 / self.points)
+        promised, stuck = np.zeros(K), np.zeros(K, bool)
+        promised[runs] = update.promised()
+        # no step at all, and the radius is below the resolution of x: nothing can move this run
+        stuck[runs] = none & (radius <= self.resolution * update.size)
         # numpy arrays: the stop rules take them as they are (on the host) or to the device
-        self.motion = (np.array(step), np.sqrt(np.vecdot(Dx, Dx)), np.maximum.reduce(np.abs(g), axis=1) * (2.0 / n))
-        self.promised = np.array(promised)
-        self.stuck = np.array(stuck)
-        self.gradient = (g[0], n)  # run 0's J^T r, for grad_norm
+        self.motion, self.promised, self.stuck = (step, size, gradient), promised, stuck
+        self.gradient = (g[0], self.points) if len(runs) and runs[0] == 0 else self.gradient  # run 0's J^T r, for grad_norm
 
-    def _accelerate(self, x, velocity, r, J, updates, par, trying) -> np.ndarray:
+    def _accelerate(self, runs, x, velocity, r, J, update, rows, par, length) -> np.ndarray:
         """x + v + a/2: each trying run's step v with geodesic acceleration (Transtrum and
         Sethna, 2012), the second-order correction from the residuals' second directional
         derivative along v (by one finite difference), so that steps follow a curved valley
@@ -275,50 +274,69 @@ class LevenbergMarquardt:
         the plain step goes to the ratio test. (Rejecting such steps, as Transtrum does, shrinks the radius on MGH10 from NIST's
         first start until the steps turn towards the plateau b1 -> 0.) A probe far out may
         overflow: then that step goes without (the caller ignores numpy's floating-point errors),
-        and a parameter it makes infinite stays where it is."""
+        and a parameter it makes infinite stays where it is. `runs` are the runs' indices,
+        `rows` their positions in `update`."""
         trial = x + velocity
-        probe = self._rows(x + PROBE * velocity)
+        probe = self._rows(x + PROBE * velocity, runs)
         second = (2 / PROBE) * ((probe - r) / PROBE - np.matmul(J, velocity[:, :, None])[:, :, 0])
-        for i in trying:
-            update = updates[i]
-            q = update.solve(second[i], par[i])  # D a = -q
-            if 2 * math.sqrt(q @ q) <= MAX_ACCELERATION * update.length:  # |D v| is |w|, step's length
-                trial[i] -= 0.5 * q / update.D
+        q = update.solve(rows, second, par)  # D a = -q
+        small = 2 * norm(q) <= MAX_ACCELERATION * length  # |D v| is |w|, the step's length
+        trial = np.where(small[:, None], trial - 0.5 * q / update.D[rows], trial)
         return np.where(np.isfinite(trial), trial, x)
 
-    def _costs(self, x: np.ndarray) -> np.ndarray:
-        """The sum of squared residuals of each run's parameters (inf or NaN where not finite:
+    def _costs(self, x: np.ndarray, runs: np.ndarray) -> np.ndarray:
+        """The sum of squared residuals of the runs' parameters (inf or NaN where not finite:
         such a step fails the ratio test)."""
-        return self._cost(self._rows(x))
+        return self._cost(self._rows(x, runs))
 
     def _cost(self, r: np.ndarray) -> np.ndarray:
         """Each run's sum of squared residuals, or its robust cost sum f_scale^2 rho((r / f_scale)^2)."""
         return np.vecdot(r, r) if self.robust is None else self.robust.cost(r)
 
-    def _rows(self, x: np.ndarray) -> np.ndarray:
-        """The residuals at x [K, P], float64."""
+    def _rows(self, x: np.ndarray, runs: np.ndarray | None = None) -> np.ndarray:
+        """The residuals at x [m, P] of the runs `runs` (all when None), float64."""
         if self.curve:
-            return _float64(self.host.predict(x) - self.host_target)
-        return _float64(self._residuals(self._on_device(x)))
+            host, target = self._host_of(runs)
+            return _float64(host.predict(x) - target)
+        return _float64(self._residuals(self._on_device(self._all_runs(x, runs))))[self._which(runs)]
 
-    def _free(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _host_of(self, runs: np.ndarray | None):
+        """A curve's host form and target for the runs `runs`: each its own data in many fits."""
+        if runs is None or not self.per_run or len(runs) == self.runs:
+            return self.host, self.host_target
+        return self.host.select(runs), self.host_target[runs]
+
+    def _all_runs(self, x: np.ndarray, runs: np.ndarray | None) -> np.ndarray:
+        """x of some runs inside every run's parameters, for a model evaluated on all runs at once
+        (the others' rows do not change these runs' residuals: runs are independent)."""
+        if runs is None or len(runs) == self.runs:
+            return x
+        whole = self.packing.host(self.params)
+        whole[runs] = x
+        return whole
+
+    @staticmethod
+    def _which(runs: np.ndarray | None):
+        return slice(None) if runs is None else runs
+
+    def _free(self, x: np.ndarray, g: np.ndarray, runs: np.ndarray) -> np.ndarray:
         """1 for parameters free to move, 0 for those held at a bound that the descent direction
         -g pushes against: their Jacobian columns are left out, so the step solves the problem
         of the others with them fixed there (an active set), rather than being cut by projection."""
         if not self.bounded:
             return np.ones_like(x)
-        pressed = self._inside(x - np.sign(g) * np.maximum(np.abs(x), 1.0)) == x
+        pressed = self._inside(x - np.sign(g) * np.maximum(np.abs(x), 1.0), runs) == x
         return (~(pressed & (g != 0))).astype(x.dtype)
 
-    def _inside(self, x: np.ndarray) -> np.ndarray:
-        """Parameters projected into their bounds."""
+    def _inside(self, x: np.ndarray, runs: np.ndarray) -> np.ndarray:
+        """The runs' parameters projected into their bounds."""
         if not self.bounded:
             return x
         if self.curve:
             return self.host.inside(x)
-        params = self.packing.unpack(self._on_device(x).clone())
+        params = self.packing.unpack(self._on_device(self._all_runs(x, runs)).clone())
         self.model.constrain_(params)
-        return self.packing.pack(params).cpu().double().numpy()
+        return self.packing.pack(params).cpu().double().numpy()[self._which(runs)]
 
     def grad_norm(self) -> float:
         """Run 0's |d loss / d parameters| at the start of its last update."""
@@ -334,44 +352,58 @@ def _float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return values.detach().to("cpu", torch.float64).numpy()  # any dtype (numpy has no bfloat16), any device
 
 
-class _Update:
-    """One run's update: J D^-1 = U diag(s) V^T once, then MINPACK's inner loop in closed forms."""
+class _Updates:
+    """The update of m runs: J D^-1 = U diag(s) V^T of each (one batched SVD), then MINPACK's
+    inner loop in closed forms (trust.py). Methods take `rows`, the positions of the runs they
+    are for, with their arrays in that order."""
 
-    def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: bool, cost: float
-                 ) -> None:
-        U, s, self.Vt = np.linalg.svd(J / D, full_matrices=False)
-        self.U, self.s, self.D, self.first = U, s, D, first
-        self.problem = Subproblem(s, U.T @ r, cutoff(s, len(r)))
-        self.cost = cost  # the sum of squares, r @ r
-        Dx = D * x
-        self.size = math.sqrt(float(Dx @ Dx))  # |D x|
-        self.length = 0.0  # |D h| of the last step
+    def __init__(self, J: np.ndarray, r: np.ndarray, D: np.ndarray, x: np.ndarray, first: np.ndarray,
+                 cost: np.ndarray) -> None:
+        U, s, self.Vt = np.linalg.svd(J / D[:, None, :], full_matrices=False)
+        self.U, self.D, self.first = U, D, first
+        self.problem = Subproblem(s, np.matmul(r[:, None, :], U)[:, 0, :], cutoff(s, r.shape[1]))
+        self.cost = cost  # each run's sum of squares at the update's start
+        self.cost_now = cost.copy()  # and at the step it has taken
+        self.size = norm(D * x)  # |D x|
 
-    def step(self, delta: float, par: float) -> tuple[float, np.ndarray, tuple[float, float]]:
+    def step(self, rows: np.ndarray, delta: np.ndarray, par: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """The Levenberg parameter for radius delta, the step h, and (|D h|, the predicted reduction)."""
-        par, w, length = self.problem.parameter(delta, par)  # D h = -V w
-        self.length = length
+        par, w, length = self.problem.parameter(delta, par, rows)  # D h = -V w
         # the linear model's reduction of the sum of squares, |J h|^2 + 2 par |D h|^2 (MINPACK's prered)
-        sw = self.s * w
-        return par, -(self.Vt.T @ w) / self.D, (length, float(sw @ sw) + 2 * par * length * length)
+        sw = self.problem.s[rows] * w
+        return par, -self._rotate(rows, w) / self.D[rows], (length, rowsum(sw * sw) + 2 * par * length * length)
 
-    def solve(self, b: np.ndarray, par: float) -> np.ndarray:
+    def _rotate(self, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """V w for each run."""
+        return rowsum(self.Vt[rows].transpose(0, 2, 1) * w[:, None, :])
+
+    def solve(self, rows: np.ndarray, b: np.ndarray, par: np.ndarray) -> np.ndarray:
         """q = V damped(U^T b): D h for residuals b at the Levenberg parameter par, negated."""
-        return self.Vt.T @ self.problem.damped(self.U.T @ b, par)
+        c = np.matmul(b[:, None, :], self.U[rows])[:, 0, :]
+        return self._rotate(rows, self.problem.damped(c, par, rows))
 
-    def judge(self, delta: float, par: float, new_cost: float, length: float, predicted: float
-              ) -> tuple[float, bool]:
-        """The new radius, and whether the step is taken (rho >= 1e-4, MINPACK's test)."""
-        if self.first:  # MINPACK: the first radius at most the first step
-            delta = min(delta, length)
-        actual = self.cost - new_cost
-        rho = actual / predicted if predicted > 0 and math.isfinite(new_cost) else -1.0
-        return new_radius(delta, rho, actual, predicted, self.cost, new_cost, length, par), rho >= ACCEPT
+    def judge(self, rows: np.ndarray, delta: np.ndarray, par: np.ndarray, new_cost: np.ndarray, length: np.ndarray,
+              predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The new radii, and which steps are taken (rho >= 1e-4, MINPACK's test)."""
+        delta = np.where(self.first[rows], np.minimum(delta, length), delta)  # MINPACK: the first radius at most the first step
+        actual = self.cost[rows] - new_cost
+        with np.errstate(all="ignore"):
+            rho = np.where((predicted > 0) & np.isfinite(new_cost), actual / predicted, -1.0)
+        return new_radius(delta, rho, actual, predicted, self.cost[rows], new_cost, length, par), rho >= ACCEPT
 
-    def promised(self) -> float:
+    def promised(self) -> np.ndarray:
         """|P_J r|^2 / |r|^2: the relative reduction the Gauss-Newton step promises."""
-        kept = self.problem.c[self.problem.keep]
-        return float(kept @ kept) / self.cost if self.cost > 0 else 0.0
+        kept = np.where(self.problem.keep, self.problem.c, 0.0)
+        with np.errstate(all="ignore"):
+            return np.where(self.cost > 0, rowsum(kept * kept) / self.cost, 0.0)
+
+
+def _host_mask(moving) -> np.ndarray:
+    """The loop's mask of moving runs (a tensor, or a numpy array on the host) as numpy bools."""
+    if isinstance(moving, np.ndarray):
+        return moving.reshape(-1)
+    return moving.reshape(-1).cpu().numpy()
 
 
 class _State:

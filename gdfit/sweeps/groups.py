@@ -26,9 +26,10 @@ from gdfit.files.tables import GroupedTable
 
 NO_DATA, TOO_FEW, FLAT, BAD_DATA, DEGENERATE = "no_data", "too_few_points", "flat", "bad_data", "degenerate"
 UNFITTED = (NO_DATA, TOO_FEW, FLAT, BAD_DATA)
-MAX_BATCH = 4096  # groups per batch: lm's per-group work dominates beyond a few hundred, and a batch is
-# what a resume repeats and a Dask task carries
-GROUP_BYTES = 6000  # lm's per-group objects beside its arrays (a decomposition and its closed forms)
+MAX_BATCH = 16384  # groups per batch: lm's algebra is one array computation over a batch, whose cost
+# per update is mostly numpy's call overhead below a few thousand groups; a batch is also what a
+# resume repeats and a Dask task carries at most
+GROUP_BYTES = 1024  # a group's results and small arrays beside lm's rows of n
 
 
 # ---------------------------------------------------------------- the start hook

@@ -413,10 +413,10 @@ def test_the_levenberg_parameter_gives_a_step_of_the_trust_radius():
     U, s, Vt = np.linalg.svd(J / D, full_matrices=False)
     c = U.T @ r
     gauss_newton = np.linalg.norm(D * np.linalg.lstsq(J, -r, rcond=None)[0])
-    problem = Subproblem(s, c, 0.0)
-    assert problem.parameter(1.2 * gauss_newton, 1e-3)[0] == 0.0  # the Gauss-Newton step fits
+    problem = Subproblem(s[None], c[None], np.zeros(1))  # one run
+    assert problem.parameter(np.array([1.2 * gauss_newton]), np.array([1e-3]))[0][0] == 0.0  # the Gauss-Newton step fits
     for delta in (0.5 * gauss_newton, 0.01 * gauss_newton, 1e-6 * gauss_newton):
-        par, w, length = problem.parameter(delta, 1e-3)
+        (par,), (w,), (length,) = problem.parameter(np.array([delta]), np.array([1e-3]))
         assert length == pytest.approx(np.linalg.norm(w)) and np.allclose(w, s * c / (s * s + par))
         h = np.linalg.lstsq(np.vstack([J, math.sqrt(par) * np.diag(D)]), np.concatenate([-r, np.zeros(3)]), rcond=None)[0]
         assert abs(np.linalg.norm(D * h) - delta) <= 0.1 * delta

@@ -114,15 +114,16 @@ def test_a_good_step_sets_the_radius_to_twice_the_step_not_twice_the_radius():
 
 
 def test_a_step_is_taken_when_rho_reaches_minpacks_threshold():
-    from gdfit.fitting.lm import _Update
+    from gdfit.fitting.lm import _Updates
 
     J = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     r = np.array([1.0, -1.0, 0.5])
-    update = _Update(J, r, np.ones(2), np.zeros(2), False, float(r @ r))
-    par, h, (length, predicted) = update.step(10.0, 0.0)
+    one = np.array([0])  # one run
+    update = _Updates(J[None], r[None], np.ones((1, 2)), np.zeros((1, 2)), np.array([False]), np.array([r @ r]))
+    par, h, (length, predicted) = update.step(one, np.array([10.0]), np.array([0.0]))
     for rho, taken in ((ACCEPT * 1.001, True), (ACCEPT * 0.99, False), (0.5, True), (-1.0, False)):
-        _, better = update.judge(10.0, par, float(r @ r) - rho * predicted, length, predicted)
-        assert better is taken, rho
+        _, better = update.judge(one, np.array([10.0]), par, r @ r - rho * predicted, length, predicted)
+        assert bool(better[0]) is taken, rho
     assert ACCEPT == 1e-4  # lmder's p0001
 
 
