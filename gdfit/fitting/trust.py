@@ -22,7 +22,10 @@ NEWTON_STEPS = 10  # lmpar's iterations on par
 
 
 def rowsum(a: np.ndarray) -> np.ndarray:
-    """The sum along the last axis, term after term: the same bits whatever the other rows."""
+    """The sum along the last axis, row by row in a fixed order: the same bits whatever the other
+    rows (term after term for a few terms; numpy's pairwise sum of each contiguous row for many)."""
+    if a.shape[-1] > 16:  # a model with many parameters: a Python loop over them would cost more than the sum
+        return np.add.reduce(np.ascontiguousarray(a), axis=-1)
     total = a[..., 0].copy() if a.shape[-1] else np.zeros(a.shape[:-1])
     for j in range(1, a.shape[-1]):
         total += a[..., j]

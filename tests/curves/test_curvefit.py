@@ -422,6 +422,23 @@ def test_the_levenberg_parameter_gives_a_step_of_the_trust_radius():
         assert abs(np.linalg.norm(D * h) - delta) <= 0.1 * delta
 
 
+def test_the_gauss_newton_step_is_taken_whole_up_to_110_percent_of_the_radius():
+    # MINPACK's lmpar: par = 0 when |D h_GN| <= 1.1 delta, else the damped step; several runs at
+    # once, each deciding on its own radius (oracle: the Gauss-Newton step's length by lstsq)
+    from gdfit.fitting.trust import Subproblem
+
+    rng = np.random.default_rng(3)
+    J, r = rng.normal(size=(12, 3)), rng.normal(size=12)
+    U, s, Vt = np.linalg.svd(J, full_matrices=False)
+    gauss_newton = np.linalg.norm(np.linalg.lstsq(J, -r, rcond=None)[0])
+    problem = Subproblem(np.tile(s, (4, 1)), np.tile(U.T @ r, (4, 1)), np.zeros(4))
+    ratios = np.array([1 / 1.09, 1 / 1.11, 1 / 1.2, 1.0])  # delta as a share of the Gauss-Newton step
+    par, w, length = problem.parameter(ratios * gauss_newton, np.full(4, 1e-3))
+    assert par.tolist()[0] == 0.0 and par.tolist()[3] == 0.0 and (par[1:3] > 0).all()
+    assert length[0] == pytest.approx(gauss_newton, rel=1e-12)
+    assert (np.abs(length[1:3] - ratios[1:3] * gauss_newton) <= 0.1 * ratios[1:3] * gauss_newton).all()
+
+
 def test_each_lm_loss_is_the_mean_squared_residual_at_its_parameters(tmp_path):
     # lm reports the loss of the step it took from that step's own prediction (no new
     # evaluation): numpy's weighted residuals at each update's parameters are the oracle
