@@ -197,7 +197,7 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
         from gdfit.fitting.lbfgs import LBFGSStepper
 
         return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
-                            config.learning_rate)
+                            config.learning_rate, config.ftol)
     optimizer = make_optimizer(config.optimizer, varying)
     track = bool(config.xtol or config.gtol)
     if problem.engine == "autograd":
