@@ -209,16 +209,18 @@ class GaussNewton:
         if cost == 0:  # an exact fit: nothing is left to promise
             return Verdict(0.0, 0.0, None)
         norms = np.sqrt(np.einsum("ij,ij->j", J, J))
-        if not norms.all():  # the curve does not depend on this parameter here: no optimum determines it
-            j = int(np.argmin(norms))
-            return Verdict(math.inf, math.nan, Runaway(self.names[j], float(x[j]), math.inf))
-        U, s, Vt = np.linalg.svd(J / norms, full_matrices=False)
+        present = norms > 0  # a zero column: the curve does not depend on that parameter here
+        U, s, Vt = np.linalg.svd(J[:, present] / norms[present], full_matrices=False)
         keep = s > cutoff(s, len(r))
         c = U[:, keep].T @ r
-        h = -(Vt[keep].T @ (c / s[keep])) / norms  # the least-norm Gauss-Newton step, in x's units
+        h = np.zeros_like(x)
+        h[present] = -(Vt[keep].T @ (c / s[keep])) / norms[present]  # the least-norm Gauss-Newton step
         size = np.where(x != 0, np.abs(x), 1.0)
         j = int(np.argmax(np.abs(h) / size))
         runaway = Runaway(self.names[j], float(x[j]), float(abs(h[j]))) if abs(h[j]) > size[j] else None
+        if not present.all():  # no optimum determines that parameter: no claim
+            j = int(np.argmin(present))
+            return Verdict(math.inf, math.nan, runaway or Runaway(self.names[j], float(x[j]), math.inf))
         return Verdict(float(c @ c) / cost, float(np.linalg.norm(h)), runaway)
 
 
