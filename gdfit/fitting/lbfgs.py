@@ -62,13 +62,17 @@ Answer = tuple[float, torch.Tensor]  # what it is sent back: f(x + t d) and the 
 
 def cubic_minimum(t1: float, f1: float, g1: float, t2: float, f2: float, g2: float, low: float, high: float) -> float:
     """The minimiser of the cubic through (t1, f1, g1) and (t2, f2, g2) within [low, high]
-    (Nocedal and Wright, eq. 3.59); the interval's middle where the cubic has none."""
+    (Nocedal and Wright, eq. 3.59); the interval's middle where the cubic has none (or is a line:
+    on a plateau both slopes can be equal, and so small that their squares underflow)."""
     d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
     square = d1 * d1 - g1 * g2
     if not (square >= 0 and math.isfinite(square)):
         return (low + high) / 2
     d2 = math.copysign(math.sqrt(square), t2 - t1)
-    t = t2 - (t2 - t1) * (g2 + d2 - d1) / (g2 - g1 + 2 * d2)
+    denominator = g2 - g1 + 2 * d2
+    if denominator == 0:
+        return (low + high) / 2
+    t = t2 - (t2 - t1) * (g2 + d2 - d1) / denominator
     return min(max(t, low), high) if math.isfinite(t) else (low + high) / 2
 
 
