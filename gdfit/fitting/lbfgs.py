@@ -377,7 +377,7 @@ class LBFGSStepper:
         self.runaways = [None] * self.runs
         if not runs:
             return
-        for i, verdict in zip(runs, self.gauss_newton.judge(self.x[runs].numpy())):
+        for i, verdict in zip(runs, self.gauss_newton.judge(self.x[runs].cpu().numpy())):
             promised[i] = max(float(promised[i]), verdict.promise)
             if not math.isnan(float(step[i])):
                 step[i] = max(float(step[i]), verdict.step) if not math.isnan(verdict.step) else math.nan

@@ -293,12 +293,18 @@ def rise_data(scale_x: float = 1.0, scale_y: float = 1.0, seed: int = 0, b: floa
     return x * scale_x, y * scale_y
 
 
+def write_rise(tmp_path, x, y) -> Path:
+    path = tmp_path / "rise.csv"
+    path.write_text("x,y\n" + "".join(f"{float(u)!r},{float(v)!r}\n" for u, v in zip(x, y)))
+    return path
+
+
 def rise_problem(tmp_path, x, y, start, optimizer="lbfgs", **config):
     """RISE on the data (x, y) from the start {a, b}, prepared as the engine runs it."""
     from gdfit.config import build_config
     from gdfit.engine.descent import prepare
 
-    (tmp_path / "rise.csv").write_text("x,y\n" + "".join(f"{float(u)!r},{float(v)!r}\n" for u, v in zip(x, y)))
+    write_rise(tmp_path, x, y)
     raw = {"data": {"file": "rise.csv"}, "target": {"column": "y"}, "dtype": "float64", "device": "cpu",
            "optimizer": optimizer, "max_iters": 2000, "model": {"expr": RISE, "params": start}, **config}
     return prepare(build_config(raw, source=str(tmp_path / "rise.yaml"), base_dir=tmp_path))
@@ -454,3 +460,19 @@ def test_from_the_nist_plateaus_lbfgs_reaches_the_certified_values_or_says_where
 def test_lbfgs_certifies_at_least_43_of_the_54_nist_fits():
     # 29 before the Gauss-Newton model backed its claims (docs/robust-fits.md), torch's LBFGS 17
     assert sum(nist_fit(name, start, "lbfgs")["score"]["ok4"] for name, start in STARTS) >= 43
+
+
+def test_a_sweep_of_curve_starts_ends_each_run_as_its_single_fit(tmp_path):
+    # the runs' Gauss-Newton verdicts are per run: two reach the optimum, two stop on the plateau
+    from gdfit.sweeps.backends import execute
+    from gdfit.sweeps.grid import expand
+
+    x, y = rise_data()
+    base = {"data": {"file": str(write_rise(tmp_path, x, y))}, "target": {"column": "y"}, "dtype": "float64",
+            "device": "cpu", "optimizer": "lbfgs", "max_iters": 400, "model": {"expr": RISE, "params": {"a": 1, "b": 1}}}
+    runs = list(expand(base, {"model.params.b": [1.0, 20.0, 40.0, 1000.0]}, "test", tmp_path))
+    swept = list(execute(runs, 1000, lambda: False))[-1]
+    singles = [fit_rise(tmp_path, x, y, {"a": 1, "b": b}) for b in (1.0, 20.0, 40.0, 1000.0)]
+    assert [r.status for r in swept] == [s.status for s in singles] == ["converged", "converged", "stalled", "stalled"]
+    for record, single in zip(swept, singles):
+        assert record.loss == pytest.approx(single.loss, rel=1e-9)
