@@ -355,6 +355,8 @@ class LBFGSStepper:
         unsure = self._relative_gradient() > RELATIVE_GRADIENT
         step[unsure] = math.nan
         judged = self._judged(step, stuck, before, updated)
+        for i in updated:  # a run's verdict is of where it stands now, or none
+            self.runaways[i] = None
         for i in range(self.runs):
             if unsure[i] and i not in judged:
                 continue
@@ -368,21 +370,21 @@ class LBFGSStepper:
         self.motion = (step, torch.linalg.vector_norm(self.x, dim=1), self.g.abs().amax(1))
         self.promised, self.stuck = promised, stuck
 
-    def _judged(self, step: torch.Tensor, stuck: torch.Tensor, before: torch.Tensor, updated: list[int]) -> list[int]:
+    def _judged(self, step: torch.Tensor, stuck: torch.Tensor, before: torch.Tensor, updated: list[int]) -> set[int]:
         """The runs of a curve fit whose claims the Gauss-Newton model judges in this update: those
         a rule could stop (stuck, a loss that fell by at most ftol, a step xtol reads). A Jacobian
         on the host for those only: none in most updates."""
         if self.gauss_newton is None:
-            return []
-        return [i for i in updated if bool(stuck[i]) or not math.isnan(float(step[i]))
-                or float(before[i] - self.f[i]) <= self.ftol * abs(float(before[i]))]
+            return set()
+        return {i for i in updated if bool(stuck[i]) or not math.isnan(float(step[i]))
+                or float(before[i] - self.f[i]) <= self.ftol * abs(float(before[i]))}
 
-    def _back(self, step: torch.Tensor, promised: torch.Tensor, runs: list[int]) -> None:
+    def _back(self, step: torch.Tensor, promised: torch.Tensor, judged: set[int]) -> None:
         """Hold the judged runs' claims to the Gauss-Newton model too: ftol reads the larger
         promise, xtol the longer step (none where the model determines no step)."""
-        self.runaways = [None] * self.runs
-        if not runs:
+        if not judged:
             return
+        runs = sorted(judged)
         for i, verdict in zip(runs, self.gauss_newton.judge(self.x[runs].cpu().numpy())):
             promised[i] = max(float(promised[i]), verdict.promise)
             if not math.isnan(float(step[i])):
