@@ -187,7 +187,7 @@ class Verdict(NamedTuple):
 
     promise: float  # |P_J r|^2 / |r|^2: the relative reduction its step promises (inf: none is determined)
     step: float  # |h|, the length of the Gauss-Newton step h (NaN: no claim)
-    runaway: Runaway | None  # the parameter that step would move farthest past its own size, if any
+    runaway: Runaway | None  # the parameter that step would move farthest past its own size, if far
 
 
 class GaussNewton:
@@ -199,6 +199,10 @@ class GaussNewton:
         self.host = model.host(target.dtype)
         self.target = self.host.array(target)
         self.names = model.names
+        # a parameter the Gauss-Newton step would move by more than this many times its own size
+        # has run off: at a plateau's stall it is 1e12 and more, at a stall by float32's rounding
+        # short of the minimum (Misra1a from NIST's first start) about 1
+        self.far = 1 / math.sqrt(float(np.finfo(self.host.dtype).eps))
 
     @staticmethod
     def applies(model: Model, loss: Loss) -> bool:
@@ -227,11 +231,13 @@ class GaussNewton:
         h[present] = -(Vt[keep].T @ (c / s[keep])) / norms[present]  # the least-norm Gauss-Newton step
         size = np.where(x != 0, np.abs(x), 1.0)
         j = int(np.argmax(np.abs(h) / size))
-        runaway = Runaway(self.names[j], float(x[j]), float(abs(h[j]))) if abs(h[j]) > size[j] else None
+        runaway = Runaway(self.names[j], float(x[j]), float(abs(h[j]))) if abs(h[j]) > self.far * size[j] else None
         if not present.all():  # no optimum determines that parameter: no claim
             j = int(np.argmin(present))
             return Verdict(math.inf, math.nan, runaway or Runaway(self.names[j], float(x[j]), math.inf))
-        return Verdict(float(c @ c) / cost, float(np.linalg.norm(h)), runaway)
+        with np.errstate(over="ignore"):  # a step off a plateau may be too long for float64: inf
+            length = float(np.linalg.norm(h))
+        return Verdict(float(c @ c) / cost, length, runaway)
 
 
 class LBFGSStepper:

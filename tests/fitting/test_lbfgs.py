@@ -457,6 +457,16 @@ def test_from_the_nist_plateaus_lbfgs_reaches_the_certified_values_or_says_where
 
 
 @needs_nist
+def test_a_stall_by_float32_rounding_short_of_the_minimum_is_no_plateau(tmp_path):
+    # Misra1a from NIST's first start in float32: the line search finds nothing lower at b2 = 2.4e-4
+    # (NIST's is 5.5e-4); the Gauss-Newton step there is about b2's own size, not 1e12 times it
+    from benchmarks.nist_fit import gdfit_fit
+
+    fit = gdfit_fit(nist.load("Misra1a"), 1, tmp_path, optimizer="lbfgs", dtype="float32")
+    assert fit["status"] == "stalled" and fit["stop_rule"].startswith("no move"), fit["stop_rule"]
+
+
+@needs_nist
 def test_lbfgs_certifies_at_least_43_of_the_54_nist_fits():
     # 29 before the Gauss-Newton model backed its claims (docs/robust-fits.md), torch's LBFGS 17
     assert sum(nist_fit(name, start, "lbfgs")["score"]["ok4"] for name, start in STARTS) >= 43
