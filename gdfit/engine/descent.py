@@ -197,7 +197,7 @@ def make_stepper(problem: Problem, starts: torch.Tensor, varying: dict[str, Sett
         from gdfit.fitting.lbfgs import LBFGSStepper
 
         return LBFGSStepper(problem.model, problem.loss, problem.target, params, config.optimizer.history_size,
-                            config.learning_rate)
+                            config.learning_rate, config.ftol)
     optimizer = make_optimizer(config.optimizer, varying)
     track = bool(config.xtol or config.gtol)
     if problem.engine == "autograd":
@@ -483,7 +483,8 @@ class Descent:
             loss=outcome.losses[0],
             x=shown,
             elapsed_s=outcome.elapsed_s,
-            stop_rule=rule_text(status, self.problem.config, iters, outcome.fired[0] if outcome.fired else None),
+            stop_rule=rule_text(status, self.problem.config, iters, outcome.fired[0] if outcome.fired else None,
+                                outcome.runaways[0] if outcome.runaways else None),
             history=history.result(iters),
             seed=self.problem.config.seed,
             device=describe(self.problem.device),

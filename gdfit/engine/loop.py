@@ -78,6 +78,7 @@ class Outcome:
     elapsed_s: float
     last_grad_norm: float | None = None  # run 0's |grad| in its last update, when watched
     fired: list[str | None] = field(default_factory=list)  # the tolerance that stopped each run
+    runaways: list = field(default_factory=list)  # a curve fit's parameter each run's curve stopped depending on, or None
 
 
 class Loop:
@@ -200,6 +201,7 @@ class Loop:
             elapsed_s=elapsed,
             last_grad_norm=float(last_norm) if last_norm is not None else None,
             fired=rules.fired_rules(),
+            runaways=list(getattr(stepper, "runaways", [])),
         )
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:

@@ -30,8 +30,11 @@ def _tolerances(config: FitConfig, eps: float) -> dict[str, float | None]:
 STUCK = "stuck"  # code 4: the update made no move at all (lbfgs's line search found no lower loss)
 
 
-def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None) -> str:
-    """The stop rule that gave `status`, in words: the one place this wording lives."""
+def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None, runaway=None) -> str:
+    """The stop rule that gave `status`, in words: the one place this wording lives. `runaway`:
+    the parameter a curve fit's curve stopped depending on where it stopped (lbfgs.Runaway)."""
+    if status == records.STALLED and runaway is not None:
+        return _plateau_text(runaway, stuck=fired == STUCK)
     if status == records.STALLED and fired == STUCK:
         return "no move: the update's step was exactly zero (no step it tried lowered the loss)"
     if status == records.CONVERGED and fired:
@@ -49,6 +52,18 @@ def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = No
         records.INTERRUPTED: "interrupted by a signal",
         records.MAX_ITERS: f"max_iters ({config.max_iters}) reached",
     }[status]
+
+
+def _plateau_text(runaway, stuck: bool) -> str:
+    """A curve fit stopped on a plateau, not at a minimum: the parameter, in words."""
+    how = "no step lowered the loss" if stuck else "the loss stopped improving"
+    name, value = runaway.name, f"{runaway.value:.6g}"
+    if math.isinf(runaway.step):
+        return (f"a plateau, not a minimum: {how}, but the curve does not depend on {name} at all here "
+                f"({name} = {value}), so no minimum determines it: try another start, or optimizer lm")
+    return (f"a plateau, not a minimum: {how}, but the curve barely depends on {name} here (a Gauss-Newton "
+            f"step would move it by {runaway.step:.3g} from {value}: a rate run off towards infinity?): "
+            f"try another start, or optimizer lm")
 
 
 class StopRules:
