@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# tests elsewhere reuse test_curvefit's helpers (run_fit, write_data): importable whatever runs first
+sys.path.insert(0, str(Path(__file__).resolve().parent / "curves"))
 SEED_TARGET = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]
 # The tutorial's printed tensor at count 1 (4 decimals as printed).
 COUNT_1 = [[0.2943, 0.1191, 0.7827], [0.3981, 0.4318, 0.5430], [0.5266, 0.1810, 0.5937]]
