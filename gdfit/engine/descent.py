@@ -303,6 +303,8 @@ class Descent:
         self.report = report or every_n(1)
         self.report_last = report_last
         self.x_limit = x_limit
+        self._plain_x = isinstance(problem.model, Identity)  # x is what a report shows (see _capture_first)
+        self._seen_x: Any = None
         self.result: records.FitResult | None = None
         self.final_params: dict[str, torch.Tensor] | None = None  # run 0's parameters at the end (for --save)
         self.profiles: list = []  # with `confidence`: each parameter's profile (for --ci-plot)
@@ -320,7 +322,7 @@ class Descent:
         self.loop = Loop(
             config, self._stepper(resume), config.learning_rate,
             sync_every=sync_every, should_stop=should_stop, clock=clock, watch=self.report,
-            capture=self._capture, resume=resume.state if resume else None,
+            capture=self._capture_first, resume=resume.state if resume else None,
             chunk_every=1 if checkpointer is not None else None,  # every update's state can be saved
         )
         self.initial_loss = float(self.loop.initial[0])
@@ -409,6 +411,21 @@ class Descent:
             return {"value": tensor.tolist()}
         return {"shape": list(tensor.shape), "min": float(tensor.min()), "max": float(tensor.max())}
 
+    def _capture_first(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None, float | None]:
+        """`_capture` of run 0 of the loop's parameters ([1, ...]), at every reported update. x fitted
+        directly, small and on the CPU, is a copy of a view of run 0 that is made again only when the
+        stepper hands over another tensor (gd on mse updates x in place): at `--every 1` on a small
+        problem, indexing and checking x every update would cost as much as the update."""
+        x = params.get("x") if self._plain_x else None
+        if x is None:
+            return self._capture({n: p[0] for n, p in params.items()})
+        if x is not self._seen_x:  # held, so that a new tensor is never mistaken for it
+            self._seen_x, self._first_x = x, x.detach()[0]
+            self._small_x = x.is_cpu and self._first_x.numel() <= self.x_limit
+        if not self._small_x:
+            return self._capture({"x": self._first_x})
+        return self._first_x.clone(), None, None
+
     def _capture(self, params: dict[str, torch.Tensor]) -> tuple[Any, dict[str, float] | None, float | None]:
         """One run's x (for a model, its prediction) as reported, its parameters by name, and
         (with held-out entries) the prediction's RMSE on them."""
@@ -445,6 +462,7 @@ class Descent:
                               keep=self.keep_history or self.checkpointer is not None)
         held: list[tuple[int, Any, float]] = []  # snapshots of the chunk in which the run stopped
         last_reported = 0
+        lr = self.problem.config.learning_rate if self.problem.config.schedule.name == "constant" else None
         for chunk in self.loop.chunks():
             history.extend(chunk.losses)
             if self.checkpointer is not None and self.checkpointer.due():
@@ -452,9 +470,10 @@ class Descent:
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
-            for k, shot, norm in chunk.snapshots:
+            losses, base, step = history.losses, history.base, records.StepRecord  # read once per chunk
+            for k, (shown, named, holdout), norm in chunk.snapshots:
                 last_reported = k
-                yield records.StepRecord(k, history[k], self._lr(k), norm, *shot)
+                yield step(k, losses[k - base], lr if lr is not None else self._lr(k), norm, shown, named, holdout)
             history.forget()
         outcome = self.loop.outcome
         if self.checkpointer is not None:  # at the end, and after an interrupt

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from typing import IO, Any, Callable
+
+import orjson
 
 from gdfit import records
 
@@ -76,19 +79,36 @@ def step_event(rec: records.StepRecord) -> dict[str, Any]:
 
 
 def step_line(rec: records.StepRecord) -> str:
-    """`dumps(step_event(rec))`, made directly for the usual record (x a float tensor or left out,
-    no params or holdout): the same bytes without building the event or walking it twice. The
-    numbers are float reprs, as json writes them; a non-finite one (whose repr has an "n":
-    nan, inf) sends the record down the general path, which writes it as null."""
+    """`dumps(step_event(rec))`, made by orjson for the usual record (x a float tensor or left out, no
+    params or holdout, plain floats): the same bytes at a tenth of the cost, where `repr` of each
+    float was most of a step line's cost. orjson writes the same shortest round-trip digits as
+    Python's repr, NaN and infinities as null, and spells only numbers below 1e-4 differently
+    (0.00001 and 1e-7, where Python writes 1e-05 and 1e-07): those are respelled. Anything else
+    (numpy scalars, huge integers, params) takes the general path."""
     x, loss, lr, norm = rec.x, rec.loss, rec.lr, rec.grad_norm
-    plain = (rec.params is None and rec.holdout_rmse is None and type(loss) is float and type(lr) is float
-             and (norm is None or type(norm) is float) and (x is None or _is_float_tensor(x)))
-    if plain:
-        shown = "" if x is None else f',"x":{_floats(x.tolist())}'
-        if "n" not in shown and math.isfinite(loss) and math.isfinite(lr) and (norm is None or math.isfinite(norm)):
-            norm_text = "null" if norm is None else repr(norm)
-            return f'{{"event":"step","iter":{rec.iter},"loss":{loss!r},"lr":{lr!r},"grad_norm":{norm_text}{shown}}}'
+    if (rec.params is None and rec.holdout_rmse is None and type(rec.iter) is int and type(loss) is float
+            and type(lr) is float and (norm is None or type(norm) is float) and (x is None or _is_float_tensor(x))):
+        event = {"event": "step", "iter": rec.iter, "loss": loss, "lr": lr, "grad_norm": norm}
+        if x is not None:
+            event["x"] = x.tolist()
+        try:
+            line = orjson.dumps(event)
+        except orjson.JSONEncodeError:  # an integer past 64 bits, say
+            return dumps(step_event(rec))
+        if b"e-" in line or b"0.0000" in line:
+            line = _SMALL_NUMBER.sub(_python_spelling, line)
+        return line.decode()
     return dumps(step_event(rec))
+
+
+# a number below 1e-4 as orjson writes it: positional (0.00001) or with a one-digit exponent (1e-7);
+# two-digit exponents match too, and come out as they were
+_SMALL_NUMBER = re.compile(rb"(?<![\d.\-])-?(?:0\.0000\d*|\d+(?:\.\d+)?e-\d+)")
+
+
+def _python_spelling(number: re.Match) -> bytes:
+    """Python's repr of the number: orjson's digits read back to the same float (they round-trip)."""
+    return repr(float(number[0])).encode()
 
 
 def _is_float_tensor(x: Any) -> bool:
@@ -98,12 +118,6 @@ def _is_float_tensor(x: Any) -> bool:
         return is_float()
     dtype = getattr(x, "dtype", None)  # numpy's
     return getattr(dtype, "kind", None) == "f" and hasattr(x, "tolist")
-
-
-def _floats(value: Any) -> str:
-    """A float or nested lists of floats, as json writes them (each float's repr, no spaces): one
-    repr of the whole list, where the floats' reprs are most of the cost, and no space in any."""
-    return repr(value).replace(" ", "")
 
 
 def fit_fields(result: records.FitResult) -> dict[str, Any]:

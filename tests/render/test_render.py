@@ -106,7 +106,8 @@ def _spec_line(rec: records.StepRecord) -> str:
     return json.dumps(event, separators=(",", ":"), allow_nan=False)
 
 
-_numbers = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e-5, 1e-4, 1e16, 5e-324, 1.7976931348623157e308]))
+_numbers = st.one_of(st.floats(), st.floats(width=32), st.floats(-1e-4, 1e-4),
+                     st.sampled_from([0.0, -0.0, 1e-5, 1e-4, 1e16, 5e-324, 1.7976931348623157e308, 10.00001]))
 
 
 @settings(max_examples=300, deadline=None)
@@ -150,6 +151,22 @@ def test_numbers_of_other_types_in_a_step_line_are_written_as_json_writes_them()
         rec = records.StepRecord(np.int64(4), loss, lr, norm, torch.tensor([0.5]))
         assert step_line(rec) == dumps(step_event(rec))
         assert strict_json(step_line(rec))["iter"] == 4
+
+
+@pytest.mark.parametrize("small", [1e-05, -2.5e-05, 9.999999999999999e-05, 1.5e-07, 1e-09, 3e-10, -1e-100, 5e-324,
+                                   1.0000000000000001e-05])
+def test_numbers_below_1e_4_are_spelled_as_json_spells_them(small):
+    x = torch.tensor([[small, 10.00001, 1e-4]], dtype=torch.float64)
+    rec = records.StepRecord(12, small, small, small, x)
+    line = step_line(rec)
+    assert line == json.dumps({"event": "step", "iter": 12, "loss": small, "lr": small, "grad_norm": small,
+                               "x": [[small, 10.00001, 1e-4]]}, separators=(",", ":"))
+    assert strict_json(line)["x"][0][0] == small
+
+
+def test_an_iteration_past_64_bits_is_written_as_json_writes_it():
+    rec = records.StepRecord(2**70, 0.5, 1.0, 0.25, torch.tensor([0.5]))
+    assert step_line(rec) == '{"event":"step","iter":1180591620717411303424,"loss":0.5,"lr":1.0,"grad_norm":0.25,"x":[0.5]}'
 
 
 def test_a_step_line_is_the_seeds_numbers_in_json():
