@@ -462,7 +462,6 @@ class Descent:
                               keep=self.keep_history or self.checkpointer is not None)
         held: list[tuple[int, Any, float]] = []  # snapshots of the chunk in which the run stopped
         last_reported = 0
-        lr = self.problem.config.learning_rate if self.problem.config.schedule.name == "constant" else None
         for chunk in self.loop.chunks():
             history.extend(chunk.losses)
             if self.checkpointer is not None and self.checkpointer.due():
@@ -470,10 +469,9 @@ class Descent:
             if chunk.done:  # the run stopped in this chunk: hold its snapshots until its update is known
                 held.extend(chunk.snapshots)
                 continue
-            losses, base, step = history.losses, history.base, records.StepRecord  # read once per chunk
-            for k, (shown, named, holdout), norm in chunk.snapshots:
+            for k, shot, norm in chunk.snapshots:
                 last_reported = k
-                yield step(k, losses[k - base], lr if lr is not None else self._lr(k), norm, shown, named, holdout)
+                yield records.StepRecord(k, history[k], self._lr(k), norm, *shot)
             history.forget()
         outcome = self.loop.outcome
         if self.checkpointer is not None:  # at the end, and after an interrupt
