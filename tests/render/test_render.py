@@ -151,6 +151,12 @@ def test_numbers_of_other_types_in_a_step_line_are_written_as_json_writes_them()
         rec = records.StepRecord(np.int64(4), loss, lr, norm, torch.tensor([0.5]))
         assert step_line(rec) == dumps(step_event(rec))
         assert strict_json(step_line(rec))["iter"] == 4
+    for x in [torch.tensor([[1, -2]]), torch.tensor([True, False]), np.array([3, 2**63], dtype=np.uint64),
+              torch.tensor(0.5), np.float32(0.25), [0.5, 1.0]]:  # tensors of other types, 0-dim ones, a list
+        rec = records.StepRecord(4, 0.5, 1.0, 0.25, x)
+        shown = x.tolist() if hasattr(x, "tolist") else x
+        expected = {"event": "step", "iter": 4, "loss": 0.5, "lr": 1.0, "grad_norm": 0.25, "x": shown}
+        assert step_line(rec) == dumps(step_event(rec)) == json.dumps(expected, separators=(",", ":"))
 
 
 @pytest.mark.parametrize("small", [1e-05, -2.5e-05, 9.999999999999999e-05, 1.5e-07, 1e-09, 3e-10, -1e-100, 5e-324,
