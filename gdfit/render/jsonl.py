@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from typing import IO, Any, Callable
 
@@ -81,33 +80,37 @@ def step_event(rec: records.StepRecord) -> dict[str, Any]:
 def step_line(rec: records.StepRecord) -> str:
     """`dumps(step_event(rec))`, made by orjson for the usual record (x a tensor, an array or left
     out; no params or holdout): the same bytes at a fraction of the cost, where `repr` of each float
-    was most of a step line's cost. orjson writes the shortest round-trip digits, as repr does, NaN
-    and infinities as null, and spells only numbers below 1e-4 differently (0.00001 and 1e-7, where
-    Python writes 1e-05 and 1e-07): those are respelled. A value orjson does not take (a numpy
-    scalar, a 0-dim tensor, an integer past 64 bits) sends the record down the general path."""
+    was most of a step line's cost. orjson writes the shortest round-trip digits, as repr does, and
+    NaN and infinities as null; it spells only numbers below 1e-4 differently (0.00001 and 1e-7,
+    where Python writes 1e-05 and 1e-07), and those are handed to it as repr writes them. A value
+    orjson does not take (a numpy scalar, a 0-dim tensor, an integer past 64 bits) sends the record
+    down the general path."""
     x = rec.x
     if rec.params is None and rec.holdout_rmse is None and (x is None or hasattr(x, "tolist")):
-        event = {"event": "step", "iter": rec.iter, "loss": rec.loss, "lr": rec.lr, "grad_norm": rec.grad_norm}
-        if x is not None:
-            event["x"] = x.tolist()
+        event = {"event": "step", "iter": rec.iter, "loss": _spelled(rec.loss), "lr": _spelled(rec.lr),
+                 "grad_norm": _spelled(rec.grad_norm)}
         try:
-            line = orjson.dumps(event)
+            if x is not None:
+                shown = orjson.dumps(x.tolist())
+                if b"e-" in shown or b"0.0000" in shown:  # a number below 1e-4 in x
+                    shown = orjson.dumps(_spelled_all(x.tolist()))
+                event["x"] = orjson.Fragment(shown)
+            return orjson.dumps(event).decode()
         except orjson.JSONEncodeError:
-            return dumps(step_event(rec))
-        if b"e-" in line or b"0.0000" in line:
-            line = _SMALL_NUMBER.sub(_python_spelling, line)
-        return line.decode()
+            pass
     return dumps(step_event(rec))
 
 
-# a number below 1e-4 as orjson writes it: positional (0.00001) or with a one-digit exponent (1e-7);
-# two-digit exponents match too, and come out as they were
-_SMALL_NUMBER = re.compile(rb"(?<![\d.\-])-?(?:0\.0000\d*|\d+(?:\.\d+)?e-\d+)")
+def _spelled(value: Any) -> Any:
+    """A float below 1e-4 as repr writes it, for orjson to copy; any other value as it is."""
+    if type(value) is float and abs(value) < 1e-4:  # NaN compares false: orjson writes null
+        return orjson.Fragment(repr(value))
+    return value
 
 
-def _python_spelling(number: re.Match) -> bytes:
-    """Python's repr of the number: orjson's digits read back to the same float (they round-trip)."""
-    return repr(float(number[0])).encode()
+def _spelled_all(value: Any) -> Any:
+    """`_spelled` of each number in nested lists."""
+    return [_spelled_all(v) for v in value] if type(value) is list else _spelled(value)
 
 
 def fit_fields(result: records.FitResult) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_numbers_of_other_types_in_a_step_line_are_written_as_json_writes_them()
     import numpy as np
 
     for loss, lr, norm in [(np.float64(0.5), 1.0, None), (0.5, np.float32(0.25), 1.0), (0.5, 1.0, np.float64(2.0)),
-                           (1, 1.0, None), (0.5, 1.0, torch.tensor(3.0))]:
+                           (1, 1.0, None), (0.5, 1.0, torch.tensor(3.0)), (np.float64(1e-5), 1.0, 2e-5)]:
         rec = records.StepRecord(np.int64(4), loss, lr, norm, torch.tensor([0.5]))
         assert step_line(rec) == dumps(step_event(rec))
         assert strict_json(step_line(rec))["iter"] == 4
