@@ -99,7 +99,7 @@ class Loop:
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.perf_counter,
         watch: Callable[[int], bool] | None = None,
-        capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p.detach().to("cpu", copy=True)
+        capture: Callable[[dict[str, torch.Tensor]], Any] = lambda params: {n: p[0].detach().to("cpu", copy=True)
                                                                             for n, p in params.items()},
         resume: LoopState | None = None,
         chunk_every: int | None = None,
@@ -108,7 +108,9 @@ class Loop:
         self.sync_every = max(1, sync_every)
         self.should_stop, self.clock = should_stop, clock
         self.watch = watch  # None: run 0's losses are not kept; else which updates to snapshot
-        self.capture = capture  # run 0's parameters -> what a snapshot keeps (a CPU copy, or a summary)
+        # the runs' parameters ([K, ...], as the stepper holds them) -> what a snapshot of run 0 keeps (a
+        # CPU copy, or a summary); it picks run 0 itself, so that it can keep a view of it between updates
+        self.capture = capture
         current = stepper.losses()  # also readies the stepper's own view of its parameters
         numpy = isinstance(current, np.ndarray)  # a problem computed on the host, without torch
         self.initial = current if resume is None else resume.initial.to(current.device)
@@ -166,7 +168,7 @@ class Loop:
             if self.watch is not None:
                 pending.append(losses if runs == 1 else losses[:1])  # a slice costs more than an update's product
                 if self.watch(k):
-                    snapshots.append((k, self.capture({n: p[0] for n, p in stepper.params.items()}), stepper.grad_norm()))
+                    snapshots.append((k, self.capture(stepper.params), stepper.grad_norm()))
             asked = None  # should_stop's answer, where this update asked it already
             if k % self.chunk_every and k < config.max_iters:
                 if not self.on_host:

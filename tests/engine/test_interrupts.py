@@ -90,3 +90,28 @@ def test_without_the_variable_pause_point_does_nothing(monkeypatch):
 
     monkeypatch.delenv(PAUSE_ENV, raising=False)
     pause_point("config")  # returns at once; a wait here would hang the test
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_ctrl_c_mid_run_writes_every_held_step_line_then_the_end_event(unbuffered):
+    """Step lines are held and written out together: Ctrl-C while some are held writes them all,
+    in order, before the end event."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": unbuffered}
+    args = ["run", SEED, "--set", "threshold=0", "--set", "learning_rate=1e-4", "--max-iters", "100000000",
+            "--json", "--every", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", *args], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        head = [proc.stdout.readline() for _ in range(1001)]  # the start and 1000 updates: the run is under way
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.stdout.read(), proc.stderr.read()  # what readline holds, then the pipe (communicate reads the pipe only)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    lines = [strict_json(line) for line in head + rest.splitlines()]
+    end = lines[-1]
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert lines[0]["event"] == "start" and (end["event"], end["status"]) == ("end", "interrupted")
+    assert 1000 <= end["iters"] < 100_000_000
+    assert [event["iter"] for event in lines[1:-1]] == list(range(1, end["iters"] + 1))
+    assert all(event["event"] == "step" for event in lines[1:-1])

@@ -106,7 +106,8 @@ def _spec_line(rec: records.StepRecord) -> str:
     return json.dumps(event, separators=(",", ":"), allow_nan=False)
 
 
-_numbers = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e-5, 1e-4, 1e16, 5e-324, 1.7976931348623157e308]))
+_numbers = st.one_of(st.floats(), st.floats(width=32), st.floats(-1e-4, 1e-4),
+                     st.sampled_from([0.0, -0.0, 1e-5, 1e-4, 1e16, 5e-324, 1.7976931348623157e308, 10.00001]))
 
 
 @settings(max_examples=300, deadline=None)
@@ -146,10 +147,32 @@ def test_numbers_of_other_types_in_a_step_line_are_written_as_json_writes_them()
     import numpy as np
 
     for loss, lr, norm in [(np.float64(0.5), 1.0, None), (0.5, np.float32(0.25), 1.0), (0.5, 1.0, np.float64(2.0)),
-                           (1, 1.0, None), (0.5, 1.0, torch.tensor(3.0))]:
+                           (1, 1.0, None), (0.5, 1.0, torch.tensor(3.0)), (np.float64(1e-5), 1.0, 2e-5)]:
         rec = records.StepRecord(np.int64(4), loss, lr, norm, torch.tensor([0.5]))
         assert step_line(rec) == dumps(step_event(rec))
         assert strict_json(step_line(rec))["iter"] == 4
+    for x in [torch.tensor([[1, -2]]), torch.tensor([True, False]), np.array([3, 2**63], dtype=np.uint64),
+              torch.tensor(0.5), np.float32(0.25), [0.5, 1.0]]:  # tensors of other types, 0-dim ones, a list
+        rec = records.StepRecord(4, 0.5, 1.0, 0.25, x)
+        shown = x.tolist() if hasattr(x, "tolist") else x
+        expected = {"event": "step", "iter": 4, "loss": 0.5, "lr": 1.0, "grad_norm": 0.25, "x": shown}
+        assert step_line(rec) == dumps(step_event(rec)) == json.dumps(expected, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("small", [1e-05, -2.5e-05, 9.999999999999999e-05, 1.5e-07, 1e-09, 3e-10, -1e-100, 5e-324,
+                                   1.0000000000000001e-05])
+def test_numbers_below_1e_4_are_spelled_as_json_spells_them(small):
+    x = torch.tensor([[small, 10.00001, 1e-4]], dtype=torch.float64)
+    rec = records.StepRecord(12, small, small, small, x)
+    line = step_line(rec)
+    assert line == json.dumps({"event": "step", "iter": 12, "loss": small, "lr": small, "grad_norm": small,
+                               "x": [[small, 10.00001, 1e-4]]}, separators=(",", ":"))
+    assert strict_json(line)["x"][0][0] == small
+
+
+def test_an_iteration_past_64_bits_is_written_as_json_writes_it():
+    rec = records.StepRecord(2**70, 0.5, 1.0, 0.25, torch.tensor([0.5]))
+    assert step_line(rec) == '{"event":"step","iter":1180591620717411303424,"loss":0.5,"lr":1.0,"grad_norm":0.25,"x":[0.5]}'
 
 
 def test_a_step_line_is_the_seeds_numbers_in_json():
