@@ -2,9 +2,10 @@
 edge.csv, global-a.csv, global-b.csv and double-decay.csv) from known parameters.
 
 Run it from anywhere: `python configs/make_data.py [FOLDER]` (default: this file's folder). The
-output is the same on every machine: numpy's PCG64 generator with a fixed seed, and every number
-written with a fixed format. The true parameters are in TRUTH; the README compares gdfit's fits to
-them.
+output is the same on every machine up to the last bits of the curves: numpy's PCG64 generator with
+a fixed seed, every number written with a fixed format, and numpy's float64 exp, cos and power,
+which take the CPU's SIMD path (AVX-512 or AVX2) and may differ there by an ulp or two. The true
+parameters are in TRUTH; the README compares gdfit's fits to them.
 """
 
 from __future__ import annotations

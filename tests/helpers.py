@@ -63,3 +63,26 @@ def sockets_off_loopback(pids: set[int]) -> list[str]:
                 if address and ipaddress.ip_address(address.ip) not in ipaddress.ip_network("127.0.0.0/8"):
                     bad.append(f"pid {pid}: {conn.laddr} -> {conn.raddr} ({conn.status})")
     return bad
+
+
+def assert_is_the_product(product, left, right, bias=None) -> None:
+    """`product` is left @ right (+ bias) as any BLAS computes it: each entry within 2 gamma_k of
+    sum_i |left_ri right_ic| (+ |bias_c|) of numpy's, k the number of terms and gamma_k = k u / (1 - k u)
+    (Higham's bound on a k-term dot product's rounding, once for each of the two evaluations).
+    Not a tolerance relative to the entry: an entry that cancels to near 0 has a large relative
+    rounding error in any summation order, and BLAS libraries pick their order by CPU (an entry of
+    1.4e-05 from terms of order 1 differs by 2.3e-12 relative between OpenBLAS's SkylakeX and
+    Sandybridge kernels). A wrong product (a term dropped, a float32 rounding) is far outside."""
+    import numpy as np
+
+    product, left, right = (np.asarray(a) for a in (product, left, right))
+    terms = left.shape[-1] + (bias is not None)
+    u = np.finfo(product.dtype).eps / 2
+    gamma = terms * u / (1 - terms * u)
+    bias = 0.0 if bias is None else np.asarray(bias)
+    expected = left @ right + bias
+    size = np.abs(left) @ np.abs(right) + np.abs(bias)
+    excess = np.abs(product - expected) - 2 * gamma * size
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
+    assert np.all(excess <= 0), (f"entry {worst}: {product[worst]!r} vs {expected[worst]!r}, "
+                                 f"allowed {2 * gamma * size[worst]:.3g}")

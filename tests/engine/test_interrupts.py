@@ -18,11 +18,20 @@ from conftest import ROOT, strict_json
 SEED = "configs/seed.yaml"
 
 
+def sigint_as_at_a_terminal() -> None:
+    """In the child before it runs: SIGINT back to its default. A shell without job control (a CI
+    script, `pytest ... &`) starts its background commands with SIGINT ignored, children inherit
+    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C these tests send would
+    be dropped and the paused process would wait for ever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted_at(phase: str, *args: str) -> tuple[int, list[dict], str]:
     """Run `gdfit ARGS` paused at `phase`, send one SIGINT there; exit status, JSON lines, stderr."""
     env = {**os.environ, "NO_COLOR": "1", "GDFIT_PAUSE_AT": phase}
     proc = subprocess.Popen([sys.executable, "-m", "gdfit", *args], cwd=ROOT, env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=sigint_as_at_a_terminal)
     try:
         first = proc.stderr.readline()  # blocks until the process is in the phase
         assert first.strip() == f"gdfit: paused at {phase}", first

@@ -18,7 +18,7 @@ from gdfit.engine.advisor import advise
 from gdfit.config import build_config
 from gdfit.engine.descent import prepare
 from gdfit.errors import GdfitError
-from tests.helpers import fit, resolved
+from tests.helpers import assert_is_the_product, fit, resolved
 
 
 def noisy_low_rank(m: int, n: int, rank: int, noise: float, seed: int = 0) -> torch.Tensor:
@@ -214,7 +214,7 @@ def test_linear_on_a_vector_target_saves_a_vector_of_weights(matrix_file, tmp_pa
     assert result.exit_status == 0, result.stderr
     saved = np.load(tmp_path / "w.npz")
     assert saved["W"].shape == (5,) and saved["b"].shape == () and saved["prediction"].shape == (200,)
-    np.testing.assert_allclose(saved["prediction"], A.numpy() @ saved["W"] + saved["b"], rtol=1e-12)
+    assert_is_the_product(saved["prediction"], A.numpy(), saved["W"], saved["b"])
 
 
 def test_inputs_and_target_of_different_rows_name_both_shapes(cli, write_config):
@@ -307,7 +307,7 @@ def test_holdout_is_reproducible_and_its_rmse_adds_up(matrix_file, tmp_path, cli
     # ...but the same held-out entries: the loss over fitted ones and the RMSE over held-out ones
     # add up to the squared error over all observed entries, for each run's own prediction
     saved = np.load(tmp_path / "a.npz")
-    np.testing.assert_allclose(saved["prediction"], saved["U"] @ saved["V"].T, rtol=1e-12)
+    assert_is_the_product(saved["prediction"], saved["U"], saved["V"].T)
     observed = ~np.isnan(target.numpy())
     total = float(np.square(saved["prediction"] - target.numpy())[observed].sum())
     m = end["matrix"]
