@@ -116,7 +116,9 @@ class Loop:
         self.initial = current if resume is None else resume.initial.to(current.device)
         on_cpu = numpy or current.device.type == "cpu"
         self.on_host = self.initial.shape[0] == 1 and on_cpu and self.sync_every == 1
-        self.rules = (HostStopRules if self.on_host else StopRules)(config, self.initial)
+        # lm's many fits: each run ends its updates at its own pace, and counts them to max_iters itself
+        self.own_pace = getattr(stepper, "own_pace", False)
+        self.rules = (HostStopRules if self.on_host else StopRules)(config, self.initial, self.own_pace)
         small = math.prod(next(iter(stepper.params.values())).shape[1:]) < LARGE_PROBLEM
         # a chunk per update where each must be seen (a checkpoint saves the state of a look)
         self.chunk_every = chunk_every or (HOST_CHUNK if self.on_host and small else self.sync_every)
@@ -151,8 +153,10 @@ class Loop:
         self.started = self.clock() - self.spent  # a resumed run has used some of its time
         deadline = self.started + config.timeout_s if config.timeout_s else math.inf
         limit, k = records.MAX_ITERS, self.k
+        # the loop's last update; at its own pace each run stops itself at max_iters (rules.capped)
+        last = math.inf if self.own_pace and config.max_iters > 0 else config.max_iters
         last_norm = None
-        going = k < config.max_iters and rules.running() > 0
+        going = k < last and rules.running() > 0
         if going and config.timeout_s and self.spent >= config.timeout_s:  # resumed with its time used up
             limit, going = records.TIMEOUT, False
         while going:
@@ -164,13 +168,14 @@ class Loop:
                 last_norm = norm if last_norm is None else torch.where(moving.flatten()[0], norm, last_norm)
             # `moving` is a view of the rules' state: read it first
             rules.after_update(k, losses, stepper.motion if rules.needs_motion else None,
-                               getattr(stepper, "promised", None), getattr(stepper, "stuck", None))
+                               getattr(stepper, "promised", None), getattr(stepper, "stuck", None),
+                               **({"completed": stepper.completed} if self.own_pace else {}))
             if self.watch is not None:
                 pending.append(losses if runs == 1 else losses[:1])  # a slice costs more than an update's product
                 if self.watch(k):
                     snapshots.append((k, self.capture(stepper.params), stepper.grad_norm()))
             asked = None  # should_stop's answer, where this update asked it already
-            if k % self.chunk_every and k < config.max_iters:
+            if k % self.chunk_every and k < last:
                 if not self.on_host:
                     continue
                 asked = self.should_stop()
@@ -182,7 +187,7 @@ class Loop:
             self.k, self.looked = k, self.clock()  # one clock reading per look, which a checkpoint keeps
             yield self._chunk(done, pending, snapshots)
             pending, snapshots = [], []
-            if done == runs or k >= config.max_iters:
+            if done == runs or k >= last:
                 break
             if self.should_stop() if asked is None else asked:
                 limit, going = records.INTERRUPTED, False

@@ -69,8 +69,11 @@ def _plateau_text(runaway, stuck: bool) -> str:
 class StopRules:
     """K runs' stop rules. `active[i]` is True while run i goes on; `updates[i]` counts its updates."""
 
-    def __init__(self, config: FitConfig, initial: torch.Tensor) -> None:
+    def __init__(self, config: FitConfig, initial: torch.Tensor, own_pace: bool = False) -> None:
         self.config = config
+        # runs whose updates end at their own pace (lm's many fits: `completed` says whose did):
+        # each run's updates count, and end at max_iters, on their own
+        self.own_pace = own_pace
         self.tolerance = _tolerances(config, torch.finfo(initial.dtype).eps if initial.is_floating_point() else 0.0)
         initial = initial.to(torch.float64)
         self.ceiling = initial * config.divergence_factor
@@ -82,8 +85,10 @@ class StopRules:
         self.best_iter = torch.zeros_like(self.updates)
         self.previous = initial.clone()
         self.fired = torch.zeros_like(self.updates)
+        self.capped = torch.zeros_like(self.active)  # runs that reached max_iters on their own (own pace)
         self.needs_motion = bool(config.xtol or config.gtol)  # 0 or null turns a rule off
 
+    # what a checkpoint keeps (`capped` is not: a loop at its own pace, many fits', is not checkpointed)
     FIELDS = ("ceiling", "active", "updates", "stalled", "best", "best_iter", "previous", "fired")
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -95,34 +100,43 @@ class StopRules:
             if name in state:  # checkpoints from before the tolerances start with their defaults
                 setattr(self, name, state[name].to(getattr(self, name).dtype).clone())
 
-    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None) -> None:
-        """Update number k was made by every active run; `losses` are the new ones; `motion`
+    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None,
+                     completed=None) -> None:
+        """Update number k was made by every active run (own pace: by the active runs in
+        `completed`; the others are partway through theirs); `losses` are the new ones; `motion`
         (|step|, |parameters|, max |gradient| per run) when xtol or gtol is set; `promised`, the
         relative reduction a method's local model still expects (lm's), which ftol also holds to.
         These and `stuck` are tensors, or numpy arrays where a method computes them on the host."""
         config = self.config
         losses = losses.to(torch.float64)
-        self.updates.add_(self.active)
+        updated = self.active if completed is None else self.active & torch.as_tensor(completed, device=losses.device)
+        self.updates.add_(updated)
         going = (losses > config.threshold) & (losses <= self.ceiling)  # NaN fails both
-        met = self._tolerances(losses, going, motion, promised)
+        met = self._tolerances(losses, updated, going, motion, promised)
         if met is not None:
             going &= ~met
         if stuck is not None:  # a run that cannot move would repeat the same update until max_iters
-            stopped = self.active & going & torch.as_tensor(stuck, device=self.active.device)
+            stopped = updated & going & torch.as_tensor(stuck, device=self.active.device)
             self.fired.masked_fill_(stopped, len(TOLERANCES) + 1)
             self.stalled |= stopped
             going &= ~stopped
-        self.previous = torch.where(self.active, losses, self.previous)
+        self.previous = torch.where(updated, losses, self.previous)
         if config.patience is not None:
-            improved = self.active & (losses < self.best * (1 - config.min_rel_improvement))
+            at = self.updates if self.own_pace else k  # the same for every active run when all keep one pace
+            improved = updated & (losses < self.best * (1 - config.min_rel_improvement))
             self.best = torch.where(improved, losses, self.best)
-            self.best_iter.masked_fill_(improved, k)
-            stalling = self.active & going & (k - self.best_iter >= config.patience)
+            self.best_iter = torch.where(improved, at, self.best_iter)
+            stalling = updated & going & (at - self.best_iter >= config.patience)
             self.stalled |= stalling
             going &= ~stalling
-        self.active &= going
+        if self.own_pace:
+            capped = updated & going & (self.updates >= config.max_iters)
+            self.capped |= capped
+            going &= ~capped
+        self.active &= going if completed is None else going | ~updated
 
-    def _tolerances(self, losses: torch.Tensor, going: torch.Tensor, motion, promised) -> torch.Tensor | None:
+    def _tolerances(self, losses: torch.Tensor, updated: torch.Tensor, going: torch.Tensor, motion, promised
+                    ) -> torch.Tensor | None:
         """Runs that met ftol, xtol or gtol in this update (least_squares' meanings), recorded; None
         when no tolerance is on (three tensor operations fewer per update, a sweep's run's default)."""
         ftol, xtol, gtol = (self.tolerance[name] for name in ("ftol", "xtol", "gtol"))
@@ -142,7 +156,7 @@ class StopRules:
         met = torch.zeros_like(going)
         for code, hit in enumerate(hits, start=1):
             if hit is not None:
-                new = self.active & going & hit & ~met
+                new = updated & going & hit & ~met
                 self.fired.masked_fill_(new, code)
                 met |= new
         return met
@@ -162,9 +176,12 @@ class StopRules:
     def outcome(self, losses: list[float], active: list[bool], limit: str) -> list[str]:
         """Each run's status, given its final loss; runs still active stopped by `limit`."""
         statuses = []
-        for loss, running, stalled, fired in zip(losses, active, self.stalled.tolist(), self.fired.tolist()):
+        for loss, running, stalled, fired, capped in zip(losses, active, self.stalled.tolist(), self.fired.tolist(),
+                                                         self.capped.tolist()):
             if running:
                 statuses.append(limit)
+            elif capped:
+                statuses.append(records.MAX_ITERS)
             elif stalled:
                 statuses.append(records.STALLED)
             elif fired:
@@ -182,9 +199,9 @@ class HostStopRules(StopRules):
     problem the tensor rules were half of each update. tests/engine/test_stopping.py holds both forms to
     the same decisions."""
 
-    def __init__(self, config: FitConfig, initial) -> None:
+    def __init__(self, config: FitConfig, initial, own_pace: bool = False) -> None:
         # the base's rules on Python floats, from a [1] tensor or numpy array (no torch call for numpy's)
-        self.config = config
+        self.config, self.own_pace = config, own_pace
         floating = initial.dtype.kind == "f" if isinstance(initial, np.ndarray) else initial.is_floating_point()
         finfo = np.finfo if isinstance(initial, np.ndarray) else torch.finfo
         self.tolerance = _tolerances(config, finfo(initial.dtype).eps if floating else 0.0)
@@ -195,7 +212,7 @@ class HostStopRules(StopRules):
         self.scalars = {"ceiling": start * config.divergence_factor,
                         "active": math.isfinite(start) and start > config.threshold,
                         "updates": 0, "stalled": False, "best": start, "best_iter": 0, "previous": start,
-                        "fired": 0}
+                        "fired": 0, "capped": False}
         self.settle()
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -212,8 +229,11 @@ class HostStopRules(StopRules):
     def running(self) -> int:
         return int(self.scalars["active"])
 
-    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None) -> None:
+    def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None,
+                     completed=None) -> None:
         s, config = self.scalars, self.config
+        if completed is not None and not completed[0]:
+            return  # the run is partway through its update
         loss = losses.item()
         active = s["active"]
         s["updates"] += active
@@ -225,10 +245,13 @@ class HostStopRules(StopRules):
         if active:
             s["previous"] = loss
         if config.patience is not None and active:
+            at = s["updates"] if self.own_pace else k
             if loss < s["best"] * (1 - config.min_rel_improvement):
-                s["best"], s["best_iter"] = loss, k
-            if going and k - s["best_iter"] >= config.patience:
+                s["best"], s["best_iter"] = loss, at
+            if going and at - s["best_iter"] >= config.patience:
                 s["stalled"], going = True, False
+        if self.own_pace and active and going and s["updates"] >= config.max_iters:
+            s["capped"], going = True, False
         s["active"] = active and going
 
     def _tolerance_met(self, loss: float, motion, promised) -> bool:
@@ -247,11 +270,12 @@ class HostStopRules(StopRules):
         return False
 
     KINDS = {"ceiling": np.float64, "active": np.bool_, "updates": np.int64, "stalled": np.bool_,
-             "best": np.float64, "best_iter": np.int64, "previous": np.float64, "fired": np.int64}
+             "best": np.float64, "best_iter": np.int64, "previous": np.float64, "fired": np.int64,
+             "capped": np.bool_}
 
     def settle(self) -> None:
         """The base's fields, as [1] numpy arrays (what `outcome` and the loop's end read)."""
-        for name in self.FIELDS:
+        for name in self.FIELDS + ("capped",):
             setattr(self, name, np.array([self.scalars[name]], dtype=self.KINDS[name]))
 
 

@@ -130,6 +130,10 @@ class LevenbergMarquardt:
         self.cost = None  # each run's sum of squares (or robust cost) at its parameters, as last evaluated
         # many fits: each run its own data rows (a [K, n] target), which a subset of runs selects
         self.per_run = self.curve and self.host_target.ndim == 2 and self.host_target.shape[0] == K > 1
+        self.own_pace = False  # many fits set it: each run's trials at its own pace (advance)
+        self.flight: _Flight | None = None  # own pace: every run's update, partway or ended, one row per run
+        self.completed = None  # which runs ended an update in the last call (None: every moving one)
+        self.pending = None  # own pace: which runs are partway through an update
 
     def _residuals(self, flat: torch.Tensor) -> torch.Tensor:
         """A model's prediction - target, [K, n], in torch: over the entries the loss keeps (a
@@ -190,8 +194,13 @@ class LevenbergMarquardt:
         """One update of every run still moving: one Jacobian, then trial steps until each run
         lowers its sum of squares (MINPACK's inner loop) or has no step left to try. The runs'
         algebra is one array computation over all of them (trust.py): a run's numbers do not depend
-        on the others'."""
-        state = self.optimizer.host  # the trust radius, the Levenberg parameter, the scales
+        on the others'.
+
+        Many fits go at their own pace (`own_pace`): each call tries one step for every moving
+        run, and a run whose step is refused tries its next in the next call, while the others
+        go on to their next update. So a few runs that shrink their radius for many trials do not
+        hold every other run waiting through those trials; `completed` says whose update ended.
+        Each run's arithmetic is the same either way."""
         x = self.packing.host(self.params)
         K = len(x)
         runs = np.arange(K) if moving is None else np.flatnonzero(_host_mask(moving))
@@ -199,49 +208,85 @@ class LevenbergMarquardt:
             with np.errstate(all="ignore"):
                 r = self._rows(x)
                 self.cost, self.points = self._cost(r), r.shape[1]
-        cost, n = self.cost, self.points
-        delta, par, scale = state["delta"], state["par"], state["scale"]
         with np.errstate(all="ignore"):  # a trial far out may overflow: its cost is inf, its step refused
-            here = x[runs]
-            rn, Jn = self._residuals_and_jacobian(here, runs)
-            cost[runs] = self._cost(rn)  # at the step taken so far
-            if self.robust is not None:  # the subproblem of the robust cost (robust.py), as least_squares
-                rn, Jn = self.robust.scale(rn, Jn)
-            g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
-            if self.bounded:
-                Jn = Jn * self._free(here, g, runs)[:, None, :]
-            scale[runs] = np.maximum(scale[runs], np.sqrt(np.vecdot(Jn, Jn, axis=1)))
-            D = np.where(scale[runs] > 0, scale[runs], 1.0)
-            update = _Updates(Jn, rn, D, here, delta[runs] == 0, cost[runs])
-            radius = np.where(update.first, np.where(update.size > 0, FACTOR * update.size, FACTOR), delta[runs])
-            damping = par[runs]
-            start, last = here.copy(), np.full_like(here, math.nan)  # last: each run's last trial, reported if none is taken
-            trying = np.arange(len(runs))  # positions in `runs`
-            for _ in range(MAX_TRIALS):
-                damping[trying], velocity, (length, predicted) = update.step(trying, radius[trying], damping[trying])
-                from_here = here[trying]
-                # geodesic acceleration reads the residuals' curvature, which a robust loss's scaling changes
-                moved = from_here + velocity if self.robust is not None else self._accelerate(
-                    runs[trying], from_here, velocity, rn[trying], Jn[trying], update, trying, damping[trying], length)
-                trial = self._inside(moved, runs[trying])
-                new_cost = self._costs(trial, runs[trying])
-                last[trying] = trial
-                radius[trying], better = update.judge(trying, radius[trying], damping[trying], new_cost, length,
-                                                     predicted)
-                taken = trying[better]
-                here[taken], update.cost_now[taken] = trial[better], new_cost[better]
-                # a run whose radius is below its dtype's resolution has no step left to try:
-                # nothing better lies around x at working precision (MINPACK's "xtol too small")
-                trying = trying[~better & (radius[trying] > self.resolution * update.size[trying])]
-                if not len(trying):
-                    break
-            delta[runs], par[runs] = radius, damping
-            x[runs], cost[runs] = here, update.cost_now
-            self.packing.store(self.params, x)
-            self._report(K, runs, here, start, last, D, g, update, radius)
-        return self._mse(cost, n) if self.curve else self.losses()
+            if self.own_pace:
+                self._advance_at_own_pace(runs, x)
+            else:
+                flight = self._begin(runs, x)
+                trying = np.arange(len(runs))  # positions in `runs`
+                while len(trying):
+                    trying = trying[~self._trial(flight, trying)]
+                self._end(flight, np.arange(len(runs)), x, K)
+        return self._mse(self.cost, self.points) if self.curve else self.losses()
 
-    def _report(self, K, runs, x, start, last, D, g, update, radius) -> None:
+    def _advance_at_own_pace(self, runs: np.ndarray, x: np.ndarray) -> None:
+        """One trial for every moving run: those partway through an update try their next step,
+        the others begin a new update. The runs' flight is one row per run, kept between calls."""
+        K = len(x)
+        if self.pending is None:
+            self.pending = np.zeros(K, bool)
+        starting = runs[~self.pending[runs]]
+        if len(starting):
+            begun = self._begin(starting, x)
+            if self.flight is None:
+                self.flight = _rows_for(begun, K)
+            _place(self.flight, begun, starting)
+        trying = runs  # every moving run is partway through an update, or began one
+        ended = self._trial(self.flight, trying) if len(trying) else np.zeros(0, bool)
+        self.pending[trying] = ~ended
+        self.completed = np.zeros(K, bool)
+        self.completed[trying[ended]] = True
+        self._end(self.flight, trying[ended], x, K)
+
+    def _begin(self, runs: np.ndarray, x: np.ndarray) -> "_Flight":
+        """The update of the runs `runs` from their parameters in x: their Jacobian and its SVD."""
+        state, cost = self.optimizer.host, self.cost
+        delta, par, scale = state["delta"], state["par"], state["scale"]
+        here = x[runs]
+        rn, Jn = self._residuals_and_jacobian(here, runs)
+        cost[runs] = self._cost(rn)  # at the step taken so far
+        if self.robust is not None:  # the subproblem of the robust cost (robust.py), as least_squares
+            rn, Jn = self.robust.scale(rn, Jn)
+        g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
+        if self.bounded:
+            Jn = Jn * self._free(here, g, runs)[:, None, :]
+        scale[runs] = np.maximum(scale[runs], np.sqrt(np.vecdot(Jn, Jn, axis=1)))
+        D = np.where(scale[runs] > 0, scale[runs], 1.0)
+        update = _Updates(Jn, rn, D, here, delta[runs] == 0, cost[runs])
+        radius = np.where(update.first, np.where(update.size > 0, FACTOR * update.size, FACTOR), delta[runs])
+        # last: each run's last trial, reported if none is taken
+        return _Flight(runs, update, here, here.copy(), np.full_like(here, math.nan), radius, par[runs], rn, Jn, g,
+                       np.zeros(len(runs), np.int64))
+
+    def _trial(self, f: "_Flight", rows: np.ndarray) -> np.ndarray:
+        """One trial step for the flight's runs at positions `rows`; which of them ended their update."""
+        update = f.update
+        f.damping[rows], velocity, (length, predicted) = update.step(rows, f.radius[rows], f.damping[rows])
+        from_here, runs = f.here[rows], f.runs[rows]
+        # geodesic acceleration reads the residuals' curvature, which a robust loss's scaling changes
+        moved = from_here + velocity if self.robust is not None else self._accelerate(
+            runs, from_here, velocity, f.rn[rows], f.Jn[rows], update, rows, f.damping[rows], length)
+        trial = self._inside(moved, runs)
+        new_cost = self._costs(trial, runs)
+        f.last[rows] = trial
+        f.radius[rows], better = update.judge(rows, f.radius[rows], f.damping[rows], new_cost, length, predicted)
+        taken = rows[better]
+        f.here[taken], update.cost_now[taken] = trial[better], new_cost[better]
+        f.tries[rows] += 1
+        # a run whose radius is below its dtype's resolution has no step left to try:
+        # nothing better lies around x at working precision (MINPACK's "xtol too small")
+        return better | ~(f.radius[rows] > self.resolution * update.size[rows]) | (f.tries[rows] >= MAX_TRIALS)
+
+    def _end(self, f: "_Flight", rows: np.ndarray, x: np.ndarray, K: int) -> None:
+        """The ended updates of the flight's runs at positions `rows`: their parameters, radii and
+        costs kept, and reported."""
+        state, runs, here, radius = self.optimizer.host, f.runs[rows], f.here[rows], f.radius[rows]
+        state["delta"][runs], state["par"][runs] = radius, f.damping[rows]
+        x[runs], self.cost[runs] = here, f.update.cost_now[rows]
+        self.packing.store(self.params, x)
+        self._report(K, runs, here, f.start[rows], f.last[rows], f.update.D[rows], f.g[rows], f.update, rows, radius)
+
+    def _report(self, K, runs, x, start, last, D, g, update, rows, radius) -> None:
         """What the stop rules read, for every run (those not moving: nothing): the step and the
         parameters scaled by D (MINPACK's xtol test), mse's largest gradient element (2/n) J^T r,
         and, for ftol's second half after MINPACK, the reduction the Gauss-Newton step from this
@@ -257,9 +302,9 @@ class LevenbergMarquardt:
         size[runs] = norm(D * x)
         gradient[runs] = np.maximum.reduce(np.abs(g), axis=1) * (2.0 / self.points)
         promised, stuck = np.zeros(K), np.zeros(K, bool)
-        promised[runs] = update.promised()
+        promised[runs] = update.promised(rows)
         # no step at all, and the radius is below the resolution of x: nothing can move this run
-        stuck[runs] = none & (radius <= self.resolution * update.size)
+        stuck[runs] = none & (radius <= self.resolution * update.size[rows])
         # numpy arrays: the stop rules take them as they are (on the host) or to the device
         self.motion, self.promised, self.stuck = (step, size, gradient), promised, stuck
         self.gradient = (g[0], self.points) if len(runs) and runs[0] == 0 else self.gradient  # run 0's J^T r, for grad_norm
@@ -392,11 +437,43 @@ class _Updates:
             rho = np.where((predicted > 0) & np.isfinite(new_cost), actual / predicted, -1.0)
         return new_radius(delta, rho, actual, predicted, self.cost[rows], new_cost, length, par), rho >= ACCEPT
 
-    def promised(self) -> np.ndarray:
-        """|P_J r|^2 / |r|^2: the relative reduction the Gauss-Newton step promises."""
-        kept = np.where(self.problem.keep, self.problem.c, 0.0)
+    def promised(self, rows: np.ndarray) -> np.ndarray:
+        """|P_J r|^2 / |r|^2 of the runs `rows`: the relative reduction the Gauss-Newton step promises."""
+        kept = np.where(self.problem.keep[rows], self.problem.c[rows], 0.0)
+        cost = self.cost[rows]
         with np.errstate(all="ignore"):
-            return np.where(self.cost > 0, rowsum(kept * kept) / self.cost, 0.0)
+            return np.where(cost > 0, rowsum(kept * kept) / cost, 0.0)
+
+
+class _Flight:
+    """Runs partway through their updates: their indices `runs`, their `_Updates`, where each
+    stands (`here`), started (`start`) and last tried (`last`), its radius, Levenberg parameter,
+    residuals, Jacobian, J^T r, and trials so far. Every array has one row per run."""
+
+    def __init__(self, runs, update, here, start, last, radius, damping, rn, Jn, g, tries) -> None:
+        self.runs, self.update, self.here, self.start, self.last = runs, update, here, start, last
+        self.radius, self.damping, self.rn, self.Jn, self.g, self.tries = radius, damping, rn, Jn, g, tries
+
+
+def _rows_for(part, K: int):
+    """An empty flight (or update, subproblem) shaped like `part`, with one row for each of K runs."""
+    copy = object.__new__(type(part))
+    for name, value in vars(part).items():
+        # in part's memory layout: matmul's BLAS kernel, and so its rounding, follows the layout
+        setattr(copy, name, np.empty_like(value, shape=(K, *value.shape[1:])) if isinstance(value, np.ndarray)
+                else _rows_for(value, K))
+    if isinstance(copy, _Flight):
+        copy.runs[:] = np.arange(K)
+    return copy
+
+
+def _place(into, part, runs: np.ndarray) -> None:
+    """part's rows (a flight of the runs `runs`, its update, its subproblem) into those runs' rows of `into`."""
+    for name, value in vars(part).items():
+        if isinstance(value, np.ndarray):
+            getattr(into, name)[runs] = value
+        else:
+            _place(getattr(into, name), value, runs)
 
 
 def _host_mask(moving) -> np.ndarray:

@@ -261,28 +261,28 @@ def batch_of(plan_: GroupPlan, indices: np.ndarray) -> GroupBatch:
     sigma = table.columns[spec.sigma][rows] if spec.sigma else None
     model = spec.config.model
     x = data[spec.data_names[0]] if spec.data_names else None
-    starts = np.empty((len(indices), len(spec.varying)))
-    for i in range(len(indices)):
-        guess = group_start(model, x[i] if x is not None else None, target[i], spec.curve)
-        starts[i] = [_inside(model.params[name], guess[name]) for name in spec.varying]
-    return GroupBatch(np.asarray(indices), data, target, sigma, starts)
-
-
-def _inside(param, value: float) -> float:
-    low = -math.inf if param.min is None else param.min
-    high = math.inf if param.max is None else param.max
-    return min(max(value, low), high)
+    params = [model.params[name] for name in spec.varying]
+    if all(param.value is not None for param in params):  # the config's starts: every group's the same
+        starts = np.tile([float(param.value) for param in params], (len(indices), 1))
+    else:
+        starts = np.empty((len(indices), len(spec.varying)))
+        for i in range(len(indices)):
+            guess = group_start(model, x[i] if x is not None else None, target[i], spec.curve)
+            starts[i] = [guess[name] for name in spec.varying]
+    low = [-math.inf if param.min is None else param.min for param in params]
+    high = [math.inf if param.max is None else param.max for param in params]
+    return GroupBatch(np.asarray(indices), data, target, sigma, np.clip(starts, low, high))
 
 
 # ---------------------------------------------------------------- one batch
 
 
-def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], bool] = lambda: False, resume=None):
-    """The batch's model, target and `Loop` (lm over K groups, each its own data row); with
-    `resume` (a `LoopState` of these groups), the Loop goes on from there."""
+def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], bool] = lambda: False):
+    """The batch's model, target and `Loop` (lm over K groups, each its own data row and each at
+    its own pace: a group's trials do not wait for the others', lm.advance)."""
     import torch
 
-    from gdfit.engine.loop import SWEEP_SYNC_EVERY, Loop, sync_interval
+    from gdfit.engine.loop import Loop, sync_interval
     from gdfit.expr.language import parse
     from gdfit.files.devices import resolve_device, resolve_dtype
     from gdfit.curves.curvefit import parameter_parts
@@ -302,57 +302,26 @@ def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], boo
                           fixed, low, high, sigma, n)
     y = tensor(batch.target)
     target = y / sigma if sigma is not None else y
-    starts = tensor(batch.starts) if resume is None else resume.params["theta"].to(device=device, dtype=dtype)
-    params = model.parameters(starts)
+    params = model.parameters(tensor(batch.starts))
     stepper = LevenbergMarquardt(model, make_loss(config.loss, n), target, params, config.optimizer.damping)
-    sync_every = sync_interval(device, K, target[0].numel())
-    if resume is not None:
-        stepper.optimizer.state = resume.optimizer
-        sync_every = max(sync_every, SWEEP_SYNC_EVERY)  # the rules of many runs, as the loop it goes on from
-    loop = Loop(config, stepper, config.learning_rate, sync_every=sync_every, should_stop=should_stop, resume=resume)
+    stepper.own_pace = True
+    loop = Loop(config, stepper, config.learning_rate, sync_every=sync_interval(device, K, target[0].numel()),
+                should_stop=should_stop)
     return model, target, loop
 
 
 def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], bool] = lambda: False
                     ) -> Iterator[int | GroupResults]:
-    """One batch to the end: yields its groups done at each look, then its results. Once no more
-    than COMPACT_SHARE of a large batch's groups still run, they go on alone in a Loop resumed
-    from that look (`_compacted`): the groups that stopped cost no more work. Each group's
-    arithmetic is its own row's either way."""
+    """One batch to the end: yields its groups done at each look, then its results. A group that
+    stopped costs no more work: lm works on the moving groups' rows only."""
     from gdfit.curves.groupstats import group_statistics
 
     model, target, loop = batch_loop(spec, batch, should_stop)
+    for chunk in loop.chunks():
+        yield chunk.done
+    outcome = loop.outcome
+    status, theta = list(outcome.statuses), outcome.params["theta"]
     K = len(batch)
-    rows = np.arange(K)  # the batch's groups that the current loop holds
-    status: list[str] = [records.INTERRUPTED] * K
-    iters, losses = [0] * K, [math.nan] * K
-    theta = _parameters_of(loop)  # each group's final parameters, filled in as it finishes
-    finished = 0
-    while True:
-        compact: list = []  # the loop's state at the look where the running groups go on alone
-
-        def stop() -> bool:
-            return bool(compact) or should_stop()
-
-        loop.should_stop = stop
-        for chunk in loop.chunks():
-            yield finished + chunk.done
-            running = len(rows) - chunk.done
-            if len(rows) >= COMPACT_MIN and 0 < running <= COMPACT_SHARE * len(rows) and not should_stop():
-                compact.append(loop.state())  # the loop ends at this look: nothing changes it any more
-        outcome = loop.outcome
-        going_on = [j for j, s in enumerate(outcome.statuses) if s == records.INTERRUPTED] \
-            if compact and not should_stop() else []
-        for j, row in enumerate(rows.tolist()):
-            if j not in going_on:
-                status[row], iters[row], losses[row] = outcome.statuses[j], outcome.iters[j], outcome.losses[j]
-                theta[row] = outcome.params["theta"][j]
-        if not going_on:
-            break
-        keep = np.array(going_on)
-        finished += len(rows) - len(keep)
-        rows = rows[keep]
-        _, _, loop = batch_loop(spec, _rows_of(batch, rows), should_stop, resume=_state_rows(compact[0], keep))
     stderr, fits = group_statistics(model, theta, target, spec.config.absolute_sigma)
     where = {name: i for i, name in enumerate(spec.order)}
     values = np.full((K, len(spec.order)), math.nan)
@@ -368,34 +337,7 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
             status[i] = DEGENERATE
         else:
             errors[i, columns] = stderr[i]
-    yield GroupResults(batch.indices.tolist(), status, iters, losses, values, errors, fits)
-
-
-COMPACT_SHARE = 0.25  # a batch goes on with its running groups alone once no more than this share runs
-COMPACT_MIN = 64  # groups a loop holds for it to be worth compacting
-
-
-def _parameters_of(loop):
-    """A CPU copy of the parameters a loop holds ([K, p])."""
-    return next(iter(loop.stepper.params.values())).detach().cpu().clone()
-
-
-def _rows_of(batch: GroupBatch, rows: np.ndarray) -> GroupBatch:
-    return GroupBatch(batch.indices[rows], {name: column[rows] for name, column in batch.data.items()},
-                      batch.target[rows], batch.sigma[rows] if batch.sigma is not None else None, batch.starts[rows])
-
-
-def _state_rows(state, keep: np.ndarray):
-    """A loop's state for some of its runs only (every tensor of it is one row per run)."""
-    from dataclasses import replace
-
-    import torch
-
-    index = torch.from_numpy(keep)
-    pick = lambda t: t.index_select(0, index.to(t.device)).clone()  # noqa: E731
-    return replace(state, params={n: pick(t) for n, t in state.params.items()},
-                   optimizer={n: {k: pick(t) for k, t in st.items()} for n, st in state.optimizer.items()},
-                   rules={n: pick(t) for n, t in state.rules.items()}, initial=pick(state.initial))
+    yield GroupResults(batch.indices.tolist(), status, outcome.iters, outcome.losses, values, errors, fits)
 
 
 def run_batch_whole(spec: GroupSpec, batch: GroupBatch) -> GroupResults:
