@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,24 @@ def assert_is_the_product(product, left, right, bias=None) -> None:
     worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
     assert np.all(excess <= 0), (f"entry {worst}: {product[worst]!r} vs {expected[worst]!r}, "
                                  f"allowed {2 * gamma * size[worst]:.3g}")
+
+
+NO_TORCH_RUN = """
+import sys
+from gdfit.cli.app import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exit:
+    code = exit.code
+assert code == int(sys.argv[1]), code
+print("torch" in sys.modules, file=sys.stderr)
+"""
+
+
+def run_without_torch(*args: str, code: int = 0, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`gdfit ARGS` in a fresh process that reports, last on stderr, whether torch was imported."""
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN, str(code), *args], capture_output=True, text=True,
+                          cwd=cwd or Path(__file__).resolve().parent.parent,
+                          timeout=120, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    return proc

@@ -117,9 +117,9 @@ def _run(job, earlier, folder: Path | None, options: GroupOptions) -> int:
     from contextlib import nullcontext
 
     from gdfit.engine.interrupts import StopRequest, pause_point
-    from gdfit.files.devices import describe, resolve_device
+    from gdfit.files.devices import describe
     from gdfit.render.groups_view import end_event, parameter_summary, results_columns, write_results
-    from gdfit.sweeps.groups import GroupResults, execute, journal_lines, merge
+    from gdfit.sweeps.groups import GroupResults, execute, job_device, journal_lines, merge
     from gdfit.sweeps.journal import Appender, write_summary
 
     spec, table = job.spec, job.table
@@ -130,7 +130,7 @@ def _run(job, earlier, folder: Path | None, options: GroupOptions) -> int:
     renderer.start({"event": "start", "config": config.model_dump(mode="json"), "source": table.source,
                     "groups": job.total, "fitted": sum(len(b) for b in job.batches),
                     "batches": len(job.batches), "batch_size": max((len(b) for b in job.batches), default=0),
-                    "device": describe(resolve_device(config.device)), "dtype": config.dtype,
+                    "device": describe(job_device(config)), "dtype": config.dtype,
                     "resumed": len(done_before)})
     appender = Appender(folder) if folder is not None else nullcontext()
     finished, fitted = len(done_before), 0

@@ -9,7 +9,6 @@ Jacobian are evaluated once for the whole batch.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from gdfit.curves.curvefit import FIT_FIELDS, run_statistics
 from gdfit.fitting.models import ExpressionFit
@@ -17,11 +16,12 @@ from gdfit.fitting.models import ExpressionFit
 __all__ = ["FIT_FIELDS", "group_statistics"]
 
 
-def group_statistics(model: ExpressionFit, theta: torch.Tensor, target: torch.Tensor, absolute_sigma: bool
+def group_statistics(model: ExpressionFit, theta, target, absolute_sigma: bool
                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each group's standard errors [K, p] (inf where the data do not determine a direction, NaN
-    where they are not finite) and its `fit` figures as columns [K] (NaN where undefined)."""
-    host = model.host(torch.float64)
-    x = theta.detach().cpu().to(torch.float64).numpy()
-    figures = run_statistics(host, x, host.array(target), absolute_sigma)
+    where they are not finite) and its `fit` figures as columns [K] (NaN where undefined).
+    `theta` and `target`: numpy arrays (groups fitted on the host) or tensors."""
+    host = model.host("float64")
+    x = theta if isinstance(theta, np.ndarray) else theta.detach().cpu().double().numpy()
+    figures = run_statistics(host, x.astype(np.float64, copy=False), host.array(target), absolute_sigma)
     return figures.stderr, figures.fit

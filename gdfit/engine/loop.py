@@ -161,7 +161,7 @@ class Loop:
             limit, going = records.TIMEOUT, False
         while going:
             k += 1
-            moving = rules.active.view(column) if hold else None
+            moving = rules.active.reshape(column) if hold else None
             losses = stepper.advance(k, rate(config.schedule, self.lr, k, config.max_iters), moving)
             if self.watch is not None and hold:  # run 0's |grad| at its own last update, learnt later
                 norm = torch.as_tensor(stepper.grad_norm(), dtype=torch.float64)
@@ -212,8 +212,9 @@ class Loop:
         )
 
     def _chunk(self, done: int, pending: list, snapshots: list) -> Chunk:
-        join = np.concatenate if pending and isinstance(pending[0], np.ndarray) else torch.cat
-        losses = (pending[0] if len(pending) == 1 else join(pending)).tolist() if pending else []
+        if len(pending) > 1:
+            pending = [np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending)]
+        losses = pending[0].tolist() if pending else []
         return Chunk(done, losses, [(k, shot, float(norm)) for k, shot, norm in snapshots])
 
 

@@ -74,25 +74,43 @@ class StopRules:
         # runs whose updates end at their own pace (lm's many fits: `completed` says whose did):
         # each run's updates count, and end at max_iters, on their own
         self.own_pace = own_pace
-        self.tolerance = _tolerances(config, torch.finfo(initial.dtype).eps if initial.is_floating_point() else 0.0)
-        initial = initial.to(torch.float64)
+        # the rules' arrays: tensors on the runs' device, or numpy arrays for a problem computed on
+        # the host (torch is then never imported); the operations below are the same in both
+        self.xp = xp = np if isinstance(initial, np.ndarray) else torch
+        self.device = None if xp is np else initial.device
+        floating = initial.dtype.kind == "f" if xp is np else initial.is_floating_point()
+        self.tolerance = _tolerances(config, xp.finfo(initial.dtype).eps if floating else 0.0)
+        initial = self._float64(initial)
         self.ceiling = initial * config.divergence_factor
         # a start at or below the threshold has converged; a non-finite one has diverged
-        self.active = torch.isfinite(initial) & (initial > config.threshold)
-        self.updates = torch.zeros_like(initial, dtype=torch.long)
-        self.stalled = torch.zeros_like(self.active)
-        self.best = initial.clone()
-        self.best_iter = torch.zeros_like(self.updates)
-        self.previous = initial.clone()
-        self.fired = torch.zeros_like(self.updates)
-        self.capped = torch.zeros_like(self.active)  # runs that reached max_iters on their own (own pace)
+        self.active = xp.isfinite(initial) & (initial > config.threshold)
+        self.updates = xp.zeros_like(initial, dtype=xp.int64)
+        self.stalled = xp.zeros_like(self.active)
+        self.best = initial.copy() if xp is np else initial.clone()
+        self.best_iter = xp.zeros_like(self.updates)
+        self.previous = initial.copy() if xp is np else initial.clone()
+        self.fired = xp.zeros_like(self.updates)
+        self.capped = xp.zeros_like(self.active)  # runs that reached max_iters on their own (own pace)
         self.needs_motion = bool(config.xtol or config.gtol)  # 0 or null turns a rule off
+
+    def _float64(self, values):
+        """A method's per-run numbers (a tensor, or a numpy array from the host) as float64 arrays of the rules' kind."""
+        if self.xp is np:
+            return np.asarray(values, dtype=np.float64)
+        return torch.as_tensor(values, dtype=torch.float64, device=self.device)
+
+    def _mask(self, values):
+        if self.xp is np:
+            return np.asarray(values, dtype=bool)
+        return torch.as_tensor(values, dtype=torch.bool, device=self.device)
 
     # what a checkpoint keeps (`capped` is not: a loop at its own pace, many fits', is not checkpointed)
     FIELDS = ("ceiling", "active", "updates", "stalled", "best", "best_iter", "previous", "fired")
 
     def state(self) -> dict[str, torch.Tensor]:
         """The rules' state (best loss, patience counter, who is still going), on the CPU."""
+        if self.xp is np:
+            return {name: getattr(self, name).copy() for name in self.FIELDS}
         return {name: getattr(self, name).detach().cpu().clone() for name in self.FIELDS}
 
     def restore(self, state: dict[str, torch.Tensor]) -> None:
@@ -107,25 +125,25 @@ class StopRules:
         (|step|, |parameters|, max |gradient| per run) when xtol or gtol is set; `promised`, the
         relative reduction a method's local model still expects (lm's), which ftol also holds to.
         These and `stuck` are tensors, or numpy arrays where a method computes them on the host."""
-        config = self.config
-        losses = losses.to(torch.float64)
-        updated = self.active if completed is None else self.active & torch.as_tensor(completed, device=losses.device)
-        self.updates.add_(updated)
+        config, xp = self.config, self.xp
+        losses = self._float64(losses)
+        updated = self.active if completed is None else self.active & self._mask(completed)
+        self.updates += updated
         going = (losses > config.threshold) & (losses <= self.ceiling)  # NaN fails both
         met = self._tolerances(losses, updated, going, motion, promised)
         if met is not None:
             going &= ~met
         if stuck is not None:  # a run that cannot move would repeat the same update until max_iters
-            stopped = updated & going & torch.as_tensor(stuck, device=self.active.device)
-            self.fired.masked_fill_(stopped, len(TOLERANCES) + 1)
+            stopped = updated & going & self._mask(stuck)
+            self.fired = xp.where(stopped, len(TOLERANCES) + 1, self.fired)
             self.stalled |= stopped
             going &= ~stopped
-        self.previous = torch.where(updated, losses, self.previous)
+        self.previous = xp.where(updated, losses, self.previous)
         if config.patience is not None:
             at = self.updates if self.own_pace else k  # the same for every active run when all keep one pace
             improved = updated & (losses < self.best * (1 - config.min_rel_improvement))
-            self.best = torch.where(improved, losses, self.best)
-            self.best_iter = torch.where(improved, at, self.best_iter)
+            self.best = xp.where(improved, losses, self.best)
+            self.best_iter = xp.where(improved, at, self.best_iter)
             stalling = updated & going & (at - self.best_iter >= config.patience)
             self.stalled |= stalling
             going &= ~stalling
@@ -144,26 +162,26 @@ class StopRules:
         if ftol:
             reduction = self.previous - losses
             hit = (reduction >= 0) & (reduction <= ftol * self.previous)
-            hits.append(hit if promised is None else hit & (_float64(promised, losses.device) <= ftol))
+            hits.append(hit if promised is None else hit & (self._float64(promised) <= ftol))
         else:
             hits.append(None)
-        step, size, gradient = (_float64(m, losses.device) for m in motion) if motion is not None else (None, None, None)
+        step, size, gradient = (self._float64(m) for m in motion) if motion is not None else (None, None, None)
         # a step of exactly 0 is no convergence: the method found no way down (a failed line search)
         hits.append((step > 0) & (step <= xtol * (xtol + size)) if xtol and step is not None else None)
         hits.append(gradient <= gtol if gtol and gradient is not None else None)
         if all(hit is None for hit in hits):
             return None
-        met = torch.zeros_like(going)
+        met = self.xp.zeros_like(going)
         for code, hit in enumerate(hits, start=1):
             if hit is not None:
                 new = updated & going & hit & ~met
-                self.fired.masked_fill_(new, code)
+                self.fired = self.xp.where(new, code, self.fired)
                 met |= new
         return met
 
     def running(self) -> int:
         """How many runs are still going (a host look: it waits for the device)."""
-        return int(self.active.item()) if self.active.numel() == 1 else int(self.active.sum())
+        return int(self.active.sum())
 
     def settle(self) -> None:
         """Bring the tensors that `outcome` and the loop's end read up to date (they are)."""
@@ -277,8 +295,3 @@ class HostStopRules(StopRules):
         """The base's fields, as [1] numpy arrays (what `outcome` and the loop's end read)."""
         for name in self.FIELDS + ("capped",):
             setattr(self, name, np.array([self.scalars[name]], dtype=self.KINDS[name]))
-
-
-def _float64(values, device: torch.device) -> torch.Tensor:
-    """A stepper's per-run numbers (a tensor, or a numpy array from the host) as float64 on the rules' device."""
-    return torch.as_tensor(values, dtype=torch.float64, device=device)

@@ -218,11 +218,19 @@ def plan(spec: GroupSpec, table: GroupedTable, max_batch: int = MAX_BATCH) -> Gr
     return GroupPlan(spec, table, batches, unfitted, rows, observed_bounds)
 
 
+def job_device(config):
+    """Where a job's groups are fitted: on the host in numpy, never loading torch, wherever a
+    single fit of the same config would be (`computes_on_host`); else the config's device."""
+    from gdfit.engine.descent import computes_on_host
+    from gdfit.files.devices import HOST, resolve_device
+
+    return HOST if computes_on_host(config) else resolve_device(config.device)
+
+
 def _batches(groups: np.ndarray, sizes: np.ndarray, spec: GroupSpec, max_batch: int) -> list[np.ndarray]:
-    from gdfit.files.devices import resolve_device
     from gdfit.files.tensors import MEMORY_HEADROOM, available_bytes
 
-    device = resolve_device(spec.config.device)
+    device = job_device(spec.config)
     free = available_bytes(device) * MEMORY_HEADROOM
     p = len(spec.varying)
     batches = []
@@ -280,20 +288,24 @@ def batch_of(plan_: GroupPlan, indices: np.ndarray) -> GroupBatch:
 def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], bool] = lambda: False):
     """The batch's model, target and `Loop` (lm over K groups, each its own data row and each at
     its own pace: a group's trials do not wait for the others', lm.advance)."""
-    import torch
-
     from gdfit.engine.loop import Loop, sync_interval
     from gdfit.expr.language import parse
-    from gdfit.files.devices import resolve_device, resolve_dtype
+    from gdfit.files.devices import HOST, resolve_dtype
     from gdfit.curves.curvefit import parameter_parts
     from gdfit.fitting.lm import LevenbergMarquardt
     from gdfit.fitting.losses import make_loss
     from gdfit.fitting.models import ExpressionFit
 
     resolved, config = spec.resolved, spec.config
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731
+    device = job_device(config)
+    if device is HOST:  # numpy arrays throughout
+        dtype = np.dtype(config.dtype)
+        tensor = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    else:
+        import torch
+
+        dtype = resolve_dtype(config.dtype, device)
+        tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731
     tree = parse(config.model.expr, key="model.expr", names=set(spec.order) | set(spec.data_names))
     varying, fixed, low, high, _ = parameter_parts(resolved.config.model, resolved, dtype, device)
     K, n = batch.target.shape
@@ -305,7 +317,7 @@ def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], boo
     params = model.parameters(tensor(batch.starts))
     stepper = LevenbergMarquardt(model, make_loss(config.loss, n), target, params, config.optimizer.damping)
     stepper.own_pace = True
-    loop = Loop(config, stepper, config.learning_rate, sync_every=sync_interval(device, K, target[0].numel()),
+    loop = Loop(config, stepper, config.learning_rate, sync_every=sync_interval(device, K, n),
                 should_stop=should_stop)
     return model, target, loop
 
@@ -327,7 +339,7 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
     values = np.full((K, len(spec.order)), math.nan)
     errors = np.full((K, len(spec.order)), math.nan)
     columns = [where[name] for name in spec.varying]
-    values[:, columns] = theta.double().numpy()
+    values[:, columns] = _float64(theta)
     for name, value in model.fixed.items():
         values[:, where[name]] = value
     for i in range(K):
@@ -338,6 +350,13 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
         else:
             errors[i, columns] = stderr[i]
     yield GroupResults(batch.indices.tolist(), status, outcome.iters, outcome.losses, values, errors, fits)
+
+
+def _float64(values) -> np.ndarray:
+    """Parameters (a numpy array, or a tensor on any device) as a float64 numpy array."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return values.detach().to("cpu").double().numpy()
 
 
 def run_batch_whole(spec: GroupSpec, batch: GroupBatch) -> GroupResults:
@@ -404,16 +423,14 @@ def _subset(results: GroupResults, keep: list[int]) -> GroupResults:
 
 def load_job(resolved: Resolved, max_batch: int = MAX_BATCH) -> GroupPlan:
     """Read a grouped config's table and plan its fits (every input error before any work)."""
-    import torch
-
+    from gdfit.files.devices import HOST
     from gdfit.files.tables import read_grouped
     from gdfit.files.tensors import guard_memory
 
     config = resolved.config
     path = resolved.resolve_path(config.data.file)
-    # the rows are held a few times over while they are read and sorted
-    table = read_grouped(path, config.data.group,
-                         lambda n: guard_memory(n, torch.float64, torch.device("cpu"), 4, "data file"))
+    # the rows are held a few times over while they are read and sorted (in float64, on the host)
+    table = read_grouped(path, config.data.group, lambda n: guard_memory(n, np.dtype(np.float64), HOST, 4, "data file"))
     spec = make_spec(resolved, list(table.columns))
     return plan(spec, table, max_batch)
 

@@ -14,31 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
+from helpers import run_without_torch
 from gdfit.config import load_config
 from gdfit.engine.descent import Descent, computes_on_host, every_n, prepare
 from gdfit.files.saving import save_parameters
 from gdfit.render.jsonl import dumps, end_fields, start_event, step_event
-
-NO_TORCH_RUN = """
-import sys
-from gdfit.cli.app import main
-try:
-    code = main(sys.argv[2:])
-except SystemExit as exit:
-    code = exit.code
-assert code == int(sys.argv[1]), code
-print("torch" in sys.modules, file=sys.stderr)
-"""
-
-
-def run_without_torch(*args: str, code: int = 0) -> subprocess.CompletedProcess:
-    """`gdfit ARGS` in a fresh process that reports, last on stderr, whether torch was imported."""
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN, str(code), *args], capture_output=True, text=True,
-                          cwd=ROOT,
-                          timeout=120, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
 
 @pytest.mark.slow
 def test_a_curve_fit_by_lm_and_its_outputs_do_not_import_torch(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from helpers import sockets_off_loopback
+from helpers import run_without_torch, sockets_off_loopback
 
 sys.path.insert(0, str(ROOT / "configs"))
 from make_screen import screen, write  # noqa: E402
