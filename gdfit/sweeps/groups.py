@@ -231,7 +231,7 @@ def _batches(groups: np.ndarray, sizes: np.ndarray, spec: GroupSpec, max_batch: 
     from gdfit.files.tensors import MEMORY_HEADROOM, available_bytes
 
     device = job_device(spec.config)
-    free = available_bytes(device) * MEMORY_HEADROOM
+    free = available_bytes(device) * MEMORY_HEADROOM / local_workers(spec.config)  # batches run at once
     p = len(spec.varying)
     batches = []
     for size in np.unique(sizes):
@@ -381,6 +381,10 @@ def execute(plan_: GroupPlan, should_stop: Callable[[], bool], done: frozenset[i
     if backend == "dask":
         yield from _execute_dask(plan_, batches, address, should_stop)
         return
+    workers = min(local_workers(plan_.spec.config), len(batches))
+    if workers > 1:
+        yield from _execute_threads(plan_, batches, should_stop, workers)
+        return
     for indices in batches:
         if should_stop():
             return
@@ -388,6 +392,53 @@ def execute(plan_: GroupPlan, should_stop: Callable[[], bool], done: frozenset[i
             yield item
         if should_stop():
             return
+
+
+LOOK_S = 0.2  # how often the threads' progress is reported while their batches run
+
+
+def local_workers(config) -> int:
+    """Batches run at once in this process: one per usable CPU for a job computed in numpy, whose
+    arrays' operations release Python's lock (measured on 2 cores: 100,000 groups in 7.0 s
+    instead of 10.6); one for a job on tensors, whose operations take torch's own threads."""
+    from gdfit.engine.threads import usable_cpus
+    from gdfit.files.devices import HOST
+
+    return usable_cpus() if job_device(config) is HOST else 1
+
+
+def _execute_threads(plan_: GroupPlan, batches: list[np.ndarray], should_stop, workers: int
+                     ) -> Iterator[int | GroupResults]:
+    """The batches on `workers` threads, their results yielded in the batches' order (the same
+    stream and journal as one thread gives), and between them the groups done in the batches not
+    yet yielded. Ctrl-C: each running batch stops at its next look, and no new one starts."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    progress = [0] * len(batches)  # each batch's groups done so far, written by its thread
+
+    def run(i: int, indices: np.ndarray) -> GroupResults | None:
+        if should_stop():
+            return None
+        for item in run_group_batch(plan_.spec, batch_of(plan_, indices), should_stop):
+            if isinstance(item, int):
+                progress[i] = item
+            else:
+                progress[i] = len(indices)
+                return item
+        return None
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="gdfit-batch")
+    try:
+        futures = [pool.submit(run, i, indices) for i, indices in enumerate(batches)]
+        for i, future in enumerate(futures):
+            while not wait([future], timeout=LOOK_S).done:
+                yield sum(progress[i:])
+            progress[i] = 0  # its groups count among the results from here on
+            result = future.result()
+            if result is not None:
+                yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _execute_dask(plan_: GroupPlan, batches: list[np.ndarray], address: str | None, should_stop) -> Iterator[Any]:

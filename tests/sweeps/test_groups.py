@@ -465,6 +465,64 @@ def test_other_commands_refuse_a_grouped_config(cli, tmp_path):
     assert result.exit_status == 2 and "data.group makes one fit per group: run the config with gdfit run" in result.stderr
 
 
+@pytest.mark.slow
+def test_a_job_on_the_cpu_never_imports_torch(tmp_path):
+    """lm's many fits on the CPU compute in numpy from the table to the results, as a single
+    curve fit does: the process never loads torch (seconds of start-up, and memory)."""
+    data = varied_screen(tmp_path, 30)
+    config = job_config(tmp_path, data.name)
+    proc = run_without_torch("run", str(config), "--json", "--output", str(tmp_path / "r.csv"), cwd=tmp_path)
+    assert proc.stderr.strip().splitlines()[-1] == "False"
+    assert len(read_rows(tmp_path / "r.csv")) == 30
+
+
+def test_the_tensor_path_gives_the_hosts_table_bit_for_bit(cli, tmp_path, monkeypatch):
+    """An equivalence check: a job whose config needs torch (another device, a robust loss) runs
+    its groups as tensors; lm's algebra is the same numpy either way, so on the CPU the table is
+    the one of the numpy path."""
+    import torch
+
+    from gdfit.sweeps import groups
+
+    data = varied_screen(tmp_path, 40, seed=8)
+    config = job_config(tmp_path, data.name)
+    cli("run", str(config), "--output", str(tmp_path / "host.csv"))
+    devices = []
+    monkeypatch.setattr(groups, "job_device", lambda config: devices.append(1) or torch.device("cpu"))
+    cli("run", str(config), "--output", str(tmp_path / "tensors.csv"))
+    assert devices  # the tensor path ran
+    assert (tmp_path / "tensors.csv").read_text() == (tmp_path / "host.csv").read_text()
+
+
+def test_batches_on_threads_give_the_stream_of_one_thread(cli, tmp_path, monkeypatch):
+    """An equivalence check: batches run on several threads at once (one per usable CPU) yield
+    the same group events, in the same order, and the same journal as one thread."""
+    import threading
+
+    from gdfit.sweeps import groups
+
+    data = varied_screen(tmp_path, 60, seed=11)  # groups of 10 sizes: 10 batches
+    config = job_config(tmp_path, data.name)
+    streams, journals, threads = {}, {}, set()
+    run_batch = groups.run_group_batch
+
+    def spy(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return run_batch(*args, **kwargs)
+
+    monkeypatch.setattr(groups, "run_group_batch", spy)
+    for workers in (1, 3):
+        monkeypatch.setattr(groups, "local_workers", lambda config, workers=workers: workers)
+        folder = tmp_path / f"journal{workers}"
+        result = cli("run", str(config), "--json", "--output-dir", str(folder))
+        assert result.exit_status in (0, 1), result.stderr
+        streams[workers] = [line for line in result.lines if line["event"] == "group"]
+        journals[workers] = {p.name: p.read_text() for p in folder.iterdir() if p.suffix == ".jsonl"}
+    assert len(streams[1]) == 60 and streams[3] == streams[1]
+    assert journals[1] and journals[3] == journals[1]
+    assert any(name.startswith("gdfit-batch") for name in threads)  # the second run's batches ran on threads
+
+
 def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli, tmp_path):
     """`model: {name: logistic4, x: dose}` with no values: each group starts from the guess made
     from its own data, so each group equals the single fit of the same built-in curve on that
