@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,11 @@ def run_without_torch(*args: str, code: int = 0, cwd: Path | None = None) -> sub
                           timeout=120, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def sigint_as_at_a_terminal() -> None:
+    """In the child before it runs: SIGINT back to its default. A shell without job control (a CI
+    script, `pytest ... &`) starts its background commands with SIGINT ignored, children inherit
+    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C these tests send would
+    be dropped and the paused process would wait for ever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

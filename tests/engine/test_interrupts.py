@@ -14,16 +14,9 @@ import sys
 import pytest
 
 from conftest import ROOT, strict_json
+from helpers import sigint_as_at_a_terminal
 
 SEED = "configs/seed.yaml"
-
-
-def sigint_as_at_a_terminal() -> None:
-    """In the child before it runs: SIGINT back to its default. A shell without job control (a CI
-    script, `pytest ... &`) starts its background commands with SIGINT ignored, children inherit
-    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C these tests send would
-    be dropped and the paused process would wait for ever."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupted_at(phase: str, *args: str) -> tuple[int, list[dict], str]:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from helpers import run_without_torch, sockets_off_loopback
+from helpers import run_without_torch, sigint_as_at_a_terminal, sockets_off_loopback
 
 sys.path.insert(0, str(ROOT / "configs"))
 from make_screen import screen, write  # noqa: E402
@@ -360,6 +360,40 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
     assert json.loads((folder / "summary.json").read_text())["end"]["groups"] == 64
     again = cli("run", str(config), "--output-dir", str(folder))
     assert again.exit_status == 2 and "gdfit run CONFIG --resume" in again.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_running_batch_and_a_resume_finishes_the_table(cli, tmp_path):
+    """Ctrl-C while batches run (on threads where the CPUs allow): exit 130 with `end` last and no
+    traceback; the journal holds finished groups only, and a resume gives the uninterrupted table."""
+    import os
+    import signal
+    import subprocess
+
+    columns, _ = screen(6000, seed=9)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    whole = cli("run", str(config), "--output", str(tmp_path / "whole.csv"))
+    assert whole.exit_status == 1
+    folder = tmp_path / "job"
+    env = {**os.environ, "GDFIT_PAUSE_AT": "groups", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", str(config), "--output-dir", str(folder), "--json"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)
+    try:
+        assert "paused at groups" in proc.stderr.readline()  # the first batch is journaled
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    end = json.loads(out.splitlines()[-1])
+    assert end["event"] == "end" and end["by_status"].get("interrupted", 0) > 0
+    journaled = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    assert 0 < len(journaled) < 6000 and all(line["status"] != "interrupted" for line in journaled)
+    resumed = cli("run", str(config), "--resume", str(folder), "--output", str(tmp_path / "resumed.csv"))
+    assert resumed.exit_status == 1, resumed.stderr
+    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "whole.csv").read_text()
 
 
 def test_a_resume_refuses_a_changed_config_or_data_file(cli, tmp_path):
