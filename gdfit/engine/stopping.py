@@ -28,6 +28,8 @@ def _tolerances(config: FitConfig, eps: float) -> dict[str, float | None]:
     return {name: max(value, eps) if value else value
             for name, value in (("ftol", config.ftol), ("xtol", config.xtol), ("gtol", config.gtol))}
 STUCK = "stuck"  # code 4: the update made no move at all (lbfgs's line search found no lower loss)
+NOT_FINITE = "not_finite"  # code 5: no step, the curve's derivative is not finite there (lm)
+STOPS = TOLERANCES + (STUCK, NOT_FINITE)  # every `fired` code's name, from 1
 
 
 def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = None, runaway=None) -> str:
@@ -35,6 +37,9 @@ def rule_text(status: str, config: FitConfig, iters: int, fired: str | None = No
     the parameter a curve fit's curve stopped depending on where it stopped (lbfgs.Runaway)."""
     if status == records.STALLED and runaway is not None:
         return _plateau_text(runaway, stuck=fired == STUCK)
+    if status == records.STALLED and fired == NOT_FINITE:
+        return ("no step: the curve's derivative is not finite at these parameters (as for 0 to a power "
+                "below 1): try another start, or bounds that keep the curve smooth")
     if status == records.STALLED and fired == STUCK:
         return "no move: the update's step was exactly zero (no step it tried lowered the loss)"
     if status == records.CONVERGED and fired:
@@ -99,6 +104,12 @@ class StopRules:
             return np.asarray(values, dtype=np.float64)
         return torch.as_tensor(values, dtype=torch.float64, device=self.device)
 
+    def _codes(self, values):
+        """A method's per-run codes (bools, or small integers) as int64 arrays of the rules' kind."""
+        if self.xp is np:
+            return np.asarray(values).astype(np.int64)
+        return torch.as_tensor(values, device=self.device).to(torch.int64)
+
     def _mask(self, values):
         if self.xp is np:
             return np.asarray(values, dtype=bool)
@@ -134,8 +145,9 @@ class StopRules:
         if met is not None:
             going &= ~met
         if stuck is not None:  # a run that cannot move would repeat the same update until max_iters
-            stopped = updated & going & self._mask(stuck)
-            self.fired = xp.where(stopped, len(TOLERANCES) + 1, self.fired)
+            code = self._codes(stuck)  # 1: no move (STUCK), 2: no finite derivative (NOT_FINITE)
+            stopped = updated & going & (code > 0)
+            self.fired = xp.where(stopped, len(TOLERANCES) + code, self.fired)
             self.stalled |= stopped
             going &= ~stopped
         self.previous = xp.where(updated, losses, self.previous)
@@ -188,8 +200,7 @@ class StopRules:
 
     def fired_rules(self) -> list[str | None]:
         """Which tolerance stopped each run, if one did."""
-        names = TOLERANCES + (STUCK,)
-        return [names[code - 1] if code else None for code in self.fired.tolist()]
+        return [STOPS[code - 1] if code else None for code in self.fired.tolist()]
 
     def outcome(self, losses: list[float], active: list[bool], limit: str) -> list[str]:
         """Each run's status, given its final loss; runs still active stopped by `limit`."""
@@ -258,8 +269,9 @@ class HostStopRules(StopRules):
         going = config.threshold < loss <= s["ceiling"]  # NaN fails both
         if going and active and self.tolerates:
             going = not self._tolerance_met(loss, motion, promised)
-        if stuck is not None and active and going and bool(stuck.item()):
-            s["fired"], s["stalled"], going = len(TOLERANCES) + 1, True, False
+        code = int(stuck.item()) if stuck is not None else 0  # as the base's codes
+        if code and active and going:
+            s["fired"], s["stalled"], going = len(TOLERANCES) + code, True, False
         if active:
             s["previous"] = loss
         if config.patience is not None and active:

@@ -135,11 +135,18 @@ def _divide(lv, lt, rv, rt) -> Dual:
 
 def _power(lv, lt, rv, rt) -> Dual:
     """d(l^r) = r l^(r-1) dl + l^r log(l) dr; a constant exponent needs only the first term and
-    a constant base only the second (autograd's pow rules: no log of a negative base then)."""
+    a constant base only the second (autograd's pow rules: no log of a negative base then). As
+    autograd, a zero exponent has no slope in l, and l = 0 none in r where r >= 0 (the limit of
+    l^r log(l), not 0 * -inf). Where l does not move (dl = 0, as t / tau at t = 0), l^r does not
+    either, even where r l^(r-1) is infinite (l = 0, r < 1): there autograd says 0 * inf = NaN,
+    and lm could not step at all."""
     value = np.power(lv, rv)
-    tangent = _times(lt, rv * np.power(lv, rv - 1)) if lt is not None else None
+    tangent = None
+    if lt is not None:
+        slope = np.where(rv == 0, 0.0, rv * np.power(lv, rv - 1))
+        tangent = {i: np.where(d == 0, 0.0, d * slope) for i, d in _times(lt, 1.0).items()}
     if rt is not None:
-        tangent = _sum(tangent, _times(rt, value * np.log(lv)))
+        tangent = _sum(tangent, _times(rt, np.where((lv == 0) & (rv >= 0), 0.0, value * np.log(lv))))
     return value, tangent
 
 

@@ -247,6 +247,12 @@ class LevenbergMarquardt:
         cost[runs] = self._cost(rn)  # at the step taken so far
         if self.robust is not None:  # the subproblem of the robust cost (robust.py), as least_squares
             rn, Jn = self.robust.scale(rn, Jn)
+        # a run whose residuals or derivatives are not finite here (0 to a power below 1) has no
+        # step to take: it ends its update at once, and reports so (`stuck` 2). Its Jacobian goes
+        # in as zeros, for LAPACK's SVD does not end on an inf.
+        blocked = ~(np.isfinite(Jn).all(axis=(1, 2)) & np.isfinite(rn).all(axis=1))
+        if blocked.any():
+            Jn, rn = np.where(blocked[:, None, None], 0.0, Jn), np.where(blocked[:, None], 0.0, rn)
         g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
         if self.bounded:
             Jn = Jn * self._free(here, g, runs)[:, None, :]
@@ -256,7 +262,7 @@ class LevenbergMarquardt:
         radius = np.where(update.first, np.where(update.size > 0, FACTOR * update.size, FACTOR), delta[runs])
         # last: each run's last trial, reported if none is taken
         return _Flight(runs, update, here, here.copy(), np.full_like(here, math.nan), radius, par[runs], rn, Jn, g,
-                       np.zeros(len(runs), np.int64))
+                       np.zeros(len(runs), np.int64), blocked)
 
     def _trial(self, f: "_Flight", rows: np.ndarray) -> np.ndarray:
         """One trial step for the flight's runs at positions `rows`; which of them ended their update."""
@@ -275,7 +281,8 @@ class LevenbergMarquardt:
         f.tries[rows] += 1
         # a run whose radius is below its dtype's resolution has no step left to try:
         # nothing better lies around x at working precision (MINPACK's "xtol too small")
-        return better | ~(f.radius[rows] > self.resolution * update.size[rows]) | (f.tries[rows] >= MAX_TRIALS)
+        return better | ~(f.radius[rows] > self.resolution * update.size[rows]) | (f.tries[rows] >= MAX_TRIALS) \
+            | f.blocked[rows]
 
     def _end(self, f: "_Flight", rows: np.ndarray, x: np.ndarray, K: int) -> None:
         """The ended updates of the flight's runs at positions `rows`: their parameters, radii and
@@ -284,9 +291,10 @@ class LevenbergMarquardt:
         state["delta"][runs], state["par"][runs] = radius, f.damping[rows]
         x[runs], self.cost[runs] = here, f.update.cost_now[rows]
         self.packing.store(self.params, x)
-        self._report(K, runs, here, f.start[rows], f.last[rows], f.update.D[rows], f.g[rows], f.update, rows, radius)
+        self._report(K, runs, here, f.start[rows], f.last[rows], f.update.D[rows], f.g[rows], f.update, rows, radius,
+                     f.blocked[rows])
 
-    def _report(self, K, runs, x, start, last, D, g, update, rows, radius) -> None:
+    def _report(self, K, runs, x, start, last, D, g, update, rows, radius, blocked) -> None:
         """What the stop rules read, for every run (those not moving: nothing): the step and the
         parameters scaled by D (MINPACK's xtol test), mse's largest gradient element (2/n) J^T r,
         and, for ftol's second half after MINPACK, the reduction the Gauss-Newton step from this
@@ -301,10 +309,12 @@ class LevenbergMarquardt:
         step[runs] = np.where(none, tried, taken)
         size[runs] = norm(D * x)
         gradient[runs] = np.maximum.reduce(np.abs(g), axis=1) * (2.0 / self.points)
-        promised, stuck = np.zeros(K), np.zeros(K, bool)
+        promised, stuck = np.zeros(K), np.zeros(K, np.int8)
         promised[runs] = update.promised(rows)
-        # no step at all, and the radius is below the resolution of x: nothing can move this run
-        stuck[runs] = none & (radius <= self.resolution * update.size[rows])
+        # 1: no step at all, and the radius is below the resolution of x: nothing can move this
+        # run; 2: no finite derivative to step by
+        stuck[runs] = np.where(blocked, 2, none & (radius <= self.resolution * update.size[rows]))
+        promised[runs[blocked]], gradient[runs[blocked]] = math.inf, math.nan  # nothing known: no tolerance is met
         # numpy arrays: the stop rules take them as they are (on the host) or to the device
         self.motion, self.promised, self.stuck = (step, size, gradient), promised, stuck
         self.gradient = (g[0], self.points) if len(runs) and runs[0] == 0 else self.gradient  # run 0's J^T r, for grad_norm
@@ -448,11 +458,13 @@ class _Updates:
 class _Flight:
     """Runs partway through their updates: their indices `runs`, their `_Updates`, where each
     stands (`here`), started (`start`) and last tried (`last`), its radius, Levenberg parameter,
-    residuals, Jacobian, J^T r, and trials so far. Every array has one row per run."""
+    residuals, Jacobian, J^T r, trials so far, and whether it has no step. Every array has one
+    row per run."""
 
-    def __init__(self, runs, update, here, start, last, radius, damping, rn, Jn, g, tries) -> None:
+    def __init__(self, runs, update, here, start, last, radius, damping, rn, Jn, g, tries, blocked) -> None:
         self.runs, self.update, self.here, self.start, self.last = runs, update, here, start, last
         self.radius, self.damping, self.rn, self.Jn, self.g, self.tries = radius, damping, rn, Jn, g, tries
+        self.blocked = blocked  # no finite residuals or derivatives: no step
 
 
 def _rows_for(part, K: int):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from benchmarks import nist
 from gdfit.config import build_config
@@ -291,6 +292,38 @@ def test_a_jacobian_with_nan_or_inf_gives_no_covariance():
     J = np.array([[1.0, 0.0], [0.0, 2.0]])
     assert _covariance(J, 3.0, False).tolist() == [[3.0, 0.0], [0.0, 0.75]]  # s^2 (J^T J)^-1
     assert _covariance(J, 3.0, True).tolist() == [[1.0, 0.0], [0.0, 0.25]]
+
+
+def test_a_stretched_exponential_fits_through_t_0_as_curve_fit_does(tmp_path):
+    """a exp(-(t/tau)^beta) with beta fitted and t = 0 among the points: there (t/tau)^beta is 0
+    whatever tau and beta, so its derivatives are 0 (autograd's 0 * inf would be NaN, and lm
+    could not step). The fit is scipy's curve_fit's."""
+    t = np.linspace(0, 5, 30)
+    y = 3 * np.exp(-(t / 1.5) ** 0.8) + 0.01 * np.sin(7 * t)
+    data = {"file": write_data(tmp_path, {"t": t.tolist(), "y": y.tolist()})}
+    model = {"expr": "a * exp(-(t / tau) ** beta)", "params": {"a": 1, "tau": 1, "beta": 1}}
+    _, result = run_fit(tmp_path, optimizer="lm", data=data, model=model)
+    with np.errstate(divide="ignore"):  # curve_fit's own differences at t = 0
+        popt, pcov = scipy_optimize.curve_fit(lambda t, a, tau, beta: a * np.exp(-(t / tau) ** beta), t, y,
+                                              p0=[1, 1, 1], ftol=1e-14, xtol=1e-14, gtol=1e-14, maxfev=10_000)
+    assert result.status == "converged"
+    for i, name in enumerate(("a", "tau", "beta")):
+        assert rel(result.params[name]["value"], popt[i]) < 1e-7
+        assert rel(result.params[name]["stderr"], math.sqrt(pcov[i, i])) < 1e-6
+
+
+def test_a_curve_without_a_finite_derivative_stalls_and_says_why(cli, write_config, tmp_path):
+    """sqrt(t - c) at t = c has an infinite slope in c: lm has no step to take there. The run
+    stops `stalled` (exit 1) with that reason, never an internal error."""
+    t = np.linspace(0, 5, 30)
+    write_data(tmp_path, {"t": t.tolist(), "y": (2 * np.sqrt(t) + 1).tolist()})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"},
+              "model": {"expr": "a * (t - c) ** 0.5 + d", "params": {"a": 1, "c": 0, "d": 0}}}
+    result = cli("run", write_config(yaml.safe_dump(config)), "--json", "--every", "0")
+    assert result.exit_status == 1, result.stderr
+    end = result.lines[-1]
+    assert (end["status"], end["iters"]) == ("stalled", 1)
+    assert end["stop_rule"].startswith("no step: the curve's derivative is not finite at these parameters")
 
 
 def test_a_sweep_of_curve_fits_equals_single_runs_and_picks_the_lowest_loss(cli, write_config, tmp_path):

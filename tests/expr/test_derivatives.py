@@ -73,3 +73,20 @@ def test_a_parameter_outside_its_bounds_has_a_zero_column_and_one_at_a_bound_its
     expected[1, :, 2] = 0
     torch.testing.assert_close(J, expected, rtol=1e-13, atol=1e-13)
     assert J[0, :, 2].abs().min() > 0 and J[1, :, 1].abs().min() > 0
+
+
+def test_a_power_of_a_base_that_does_not_move_has_no_slope():
+    """(x / b1)^b2 at x = 0 with b2 < 1: 0 whatever b1 and b2, so both derivatives are 0 there
+    (the closed forms' limits), where autograd's chain rule gives 0 * inf = NaN for b1."""
+    x = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64)
+    tree = parse("(x / b1) ** b2", names={"b1", "b2", "x"})
+    inf = torch.full((2,), torch.inf, dtype=torch.float64)
+    model = ExpressionFit(tree, {"x": x}, ("b1", "b2"), ("b1", "b2"), {}, -inf, inf, None, 3)
+    b1, b2 = 1.5, 0.8
+    _, J = model.host().predict_and_jacobian(np.array([[b1, b2]]))
+    xs = x.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d_b1 = np.where(xs == 0, 0.0, -b2 * (xs / b1) ** b2 / b1)
+        d_b2 = np.where(xs == 0, 0.0, (xs / b1) ** b2 * np.log(xs / b1))
+    np.testing.assert_allclose(J[0], np.stack([d_b1, d_b2], axis=1), rtol=1e-15, atol=0)
+    assert J[0, 0].tolist() == [0.0, 0.0]

@@ -557,6 +557,23 @@ def test_batches_on_threads_give_the_stream_of_one_thread(cli, tmp_path, monkeyp
     assert any(name.startswith("gdfit-batch") for name in threads)  # the second run's batches ran on threads
 
 
+def test_a_group_without_a_finite_derivative_stalls_alone(cli, tmp_path):
+    """sqrt(t - c) from c = 0 has an infinite slope in c at t = 0: the group holding t = 0 has no
+    step and stops `stalled`; the others converge (LAPACK's SVD, given an inf, would not end)."""
+    lines = ["g,t,y"]
+    for g in range(6):
+        t = np.linspace(0.0 if g == 0 else 0.1, 5, 12)
+        lines += [f"G{g},{a!r},{b!r}" for a, b in zip(t.tolist(), (2 * np.sqrt(t) + 1 + 0.1 * g).tolist())]
+    (tmp_path / "curves.csv").write_text("\n".join(lines) + "\n")
+    config = {"data": {"file": "curves.csv", "group": "g"}, "target": {"column": "y"},
+              "model": {"expr": "a * (t - c) ** 0.5 + d", "params": {"a": 1, "c": 0, "d": 0}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    result = cli("run", str(tmp_path / "job.yaml"), "--json")
+    assert result.exit_status == 1, result.stderr
+    statuses = {e["group"]: e["status"] for e in result.lines if e["event"] == "group"}
+    assert statuses == {"G0": "stalled", **{f"G{g}": "converged" for g in range(1, 6)}}
+
+
 def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli, tmp_path):
     """`model: {name: logistic4, x: dose}` with no values: each group starts from the guess made
     from its own data, so each group equals the single fit of the same built-in curve on that
