@@ -17,9 +17,12 @@ def show_config(path: str | None, overrides: list[str], json_mode: bool, schema:
 
     resolved = load_config(path, overrides)
     document = resolved.config.model_dump(mode="json")
-    problem = _as_run(resolved)
-    if advise:
-        document = {"config": document, "advice": _advice(problem)}
+    if resolved.config.data is not None and resolved.config.data.group is not None:
+        _as_job(resolved, advise)
+    else:
+        problem = _as_run(resolved)
+        if advise:
+            document = {"config": document, "advice": _advice(problem)}
     if json_mode:
         from gdfit.render.jsonl import dumps
 
@@ -38,6 +41,18 @@ def _as_run(resolved):
     problem = prepare(resolved)
     make_stepper(problem, problem.x0.unsqueeze(0))
     return problem
+
+
+def _as_job(resolved, advise: bool) -> None:
+    """A many-fits config: its table read and its groups planned, as `gdfit run` does before
+    fitting (every input error there is one here)."""
+    from gdfit.errors import UsageError
+    from gdfit.sweeps.groups import load_job
+
+    if advise:
+        raise UsageError("--advise is for a single fit's step size; a config with data.group is many fits by lm",
+                         key="--advise")
+    load_job(resolved)
 
 
 def _advice(problem) -> dict:

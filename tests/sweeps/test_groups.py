@@ -493,6 +493,18 @@ def test_without_pyarrow_csvs_read_the_same_with_the_csv_module(monkeypatch, tmp
             read()
 
 
+def test_gdfit_config_validates_a_grouped_config_as_run_does(cli, tmp_path):
+    data = varied_screen(tmp_path, 3)
+    config = job_config(tmp_path, data.name)
+    shown = cli("config", str(config), "--json")
+    assert shown.exit_status == 0, shown.stderr
+    assert shown.lines[0]["data"] == {"file": data.name, "group": "compound"}
+    wrong = cli("config", str(config), "--set", "data.group=plate")
+    assert wrong.exit_status == 2 and "plate" in wrong.stderr
+    advise = cli("config", str(config), "--advise")
+    assert advise.exit_status == 2 and "--advise is for a single fit" in advise.stderr
+
+
 def test_other_commands_refuse_a_grouped_config(cli, tmp_path):
     data = varied_screen(tmp_path, 3)
     result = cli("sweep", str(job_config(tmp_path, data.name)), "--grid", "max_iters=5,10")
