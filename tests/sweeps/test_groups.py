@@ -326,13 +326,13 @@ def test_the_summary_counts_statuses_and_gives_medians_and_quartiles():
 # ---------------------------------------------------------------- resume and Dask
 
 
-@pytest.mark.slow
-def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
+def paused_job(cli, tmp_path: Path, groups: int, seed: int):
+    """A screen's job, its uninterrupted table in whole.csv, and the same job journaled into job/
+    by a process paused right after its first batch is journaled: (config, folder, process)."""
     import os
-    import signal
     import subprocess
 
-    columns, _ = screen(64, seed=4)  # five sizes: five batches
+    columns, _ = screen(groups, seed=seed)
     write_exact(tmp_path / "plates.csv", columns)
     config = job_config(tmp_path, "plates.csv")
     whole = cli("run", str(config), "--output", str(tmp_path / "whole.csv"))
@@ -340,9 +340,19 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
     folder = tmp_path / "job"
     env = {**os.environ, "GDFIT_PAUSE_AT": "groups", "NO_COLOR": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", str(config), "--output-dir", str(folder), "--json"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)
+    assert "paused at groups" in proc.stderr.readline()
+    return config, folder, proc
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
+    import os
+    import signal
+
+    config, folder, proc = paused_job(cli, tmp_path, 64, seed=4)  # five sizes: five batches
     try:
-        assert "paused at groups" in proc.stderr.readline()  # the first batch is journaled
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -366,22 +376,10 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
 def test_ctrl_c_stops_every_running_batch_and_a_resume_finishes_the_table(cli, tmp_path):
     """Ctrl-C while batches run (on threads where the CPUs allow): exit 130 with `end` last and no
     traceback; the journal holds finished groups only, and a resume gives the uninterrupted table."""
-    import os
     import signal
-    import subprocess
 
-    columns, _ = screen(6000, seed=9)
-    write_exact(tmp_path / "plates.csv", columns)
-    config = job_config(tmp_path, "plates.csv")
-    whole = cli("run", str(config), "--output", str(tmp_path / "whole.csv"))
-    assert whole.exit_status == 1
-    folder = tmp_path / "job"
-    env = {**os.environ, "GDFIT_PAUSE_AT": "groups", "NO_COLOR": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", str(config), "--output-dir", str(folder), "--json"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=sigint_as_at_a_terminal)
+    config, folder, proc = paused_job(cli, tmp_path, 6000, seed=9)
     try:
-        assert "paused at groups" in proc.stderr.readline()  # the first batch is journaled
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
