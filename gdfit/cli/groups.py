@@ -52,6 +52,7 @@ def run_groups(resolved: Resolved, options: GroupOptions) -> int:
     from gdfit.sweeps.groups import from_journal, load_job
 
     _check_output(options)
+    _check_paths(resolved, options)
     journal = None
     if options.resume is not None:
         journal = journals.load(options.resume, kind="groups")
@@ -96,6 +97,22 @@ def _check_output(options: GroupOptions) -> None:
         require_pyarrow("writing .parquet")
 
 
+def _check_paths(resolved: Resolved, options: GroupOptions) -> None:
+    """No output may replace an input or another output (the results table, a CSV's .json sidecar,
+    the journal folder's files), as for one fit."""
+    from gdfit.files.paths import SWEEP_FOLDER_FILES, config_inputs, reads, refuse_clashes, writes
+    from gdfit.render.groups_view import sidecar
+
+    output = options.output
+    folder_key = "--resume" if options.resume is not None else "--output-dir"
+    uses = [*reads("CONFIG", resolved.source),
+            *config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir),
+            *writes("--output", output),
+            *writes("--output", sidecar(output) if output is not None and output.suffix.lower() == ".csv" else None),
+            *writes(folder_key, options.resume or options.output_dir, SWEEP_FOLDER_FILES)]
+    refuse_clashes(uses)
+
+
 def _same_config(journal, given: Resolved) -> None:
     """A resumed job goes on with the config it started with, key by key."""
     from gdfit.sweeps.journal import refuse_differences
@@ -119,7 +136,7 @@ def _run(job, earlier, folder: Path | None, options: GroupOptions) -> int:
     from gdfit.engine.interrupts import StopRequest, pause_point
     from gdfit.files.devices import describe
     from gdfit.render.groups_view import end_event, parameter_summary, results_columns, write_results
-    from gdfit.sweeps.groups import GroupResults, execute, job_device, journal_lines, merge
+    from gdfit.sweeps.groups import GroupResults, execute, job_device, journal_lines, merge, unreached
     from gdfit.sweeps.journal import Appender, write_summary
 
     spec, table = job.spec, job.table
@@ -154,10 +171,13 @@ def _run(job, earlier, folder: Path | None, options: GroupOptions) -> int:
         renderer.abort()
         raise
     elapsed = time.perf_counter() - started
+    if interrupted:  # the groups not reached stopped too: each its row and event (not journaled)
+        left = unreached(job, [g for part in parts for g in part.indices])
+        if len(left):
+            renderer.groups(table.labels, spec.order, left)
+            parts.append(left)
     results = merge(parts)
     by_status = Counter(results.status)
-    if interrupted:  # the groups not reached stopped too
-        by_status[records.INTERRUPTED] += job.total - len(results)
     event = end_event(dict(by_status), job.total, elapsed, fitted)
     summary = {"params": parameter_summary(spec.order, results)}
     renderer.end(event, summary)

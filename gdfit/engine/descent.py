@@ -100,7 +100,7 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
     if on_host:
         from gdfit.curves.curvefit import build_expression_fit
 
-        _check_optimizer(resolved)
+        check_optimizer(resolved)
         dtype = np.dtype(config.dtype)
         model, target, x0 = build_expression_fit(resolved, dtype, HOST)
         check_determined(model.points, len(model.names), config.allow_underdetermined, resolved.source)
@@ -108,7 +108,7 @@ def prepare(resolved: Resolved, on_host: bool = False) -> Problem:
         return Problem(resolved, HOST, dtype, target, x0, model, make_loss(config.loss, target.size, for_lm=True), engine)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    _check_optimizer(resolved)
+    check_optimizer(resolved)
     engine = "fused" if config.engine == "auto" else config.engine
     if config.datasets is not None:
         from gdfit.curves.datasets import build_global_fit
@@ -142,7 +142,7 @@ LM_LIMIT = 10_000_000  # Jacobian elements (residuals x parameters) lm may hold 
 LM_WORK_LIMIT = 100_000_000
 
 
-def _check_optimizer(resolved: Resolved) -> None:
+def check_optimizer(resolved: Resolved) -> None:
     """lm solves least squares: it needs the mse loss (its Jacobian's size is checked in make_stepper);
     als solves lowrank's two halves exactly, which only lowrank on mse has."""
     config = resolved.config

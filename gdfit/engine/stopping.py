@@ -131,6 +131,13 @@ class StopRules:
 
     def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None,
                      completed=None) -> None:
+        # numpy's rules meet inf and NaN losses as torch's do: silently (a run that overflows is
+        # `diverged`, said once in its status, not warned about at every update)
+        with np.errstate(all="ignore"):
+            self._after_update(k, losses, motion, promised, stuck, completed)
+
+    def _after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None,
+                      completed=None) -> None:
         """Update number k was made by every active run (own pace: by the active runs in
         `completed`; the others are partway through theirs); `losses` are the new ones; `motion`
         (|step|, |parameters|, max |gradient| per run) when xtol or gtol is set; `promised`, the

@@ -265,7 +265,7 @@ def table_bytes(path: Path, columns: dict[str, list], metadata: dict[str, str] |
             import pyarrow.parquet as pq
 
             table = pa.table({name: pa.array(values, from_pandas=True) if isinstance(values, np.ndarray)
-                              else pa.array(values) for name, values in columns.items()})
+                              else pa.array(_one_type(values)) for name, values in columns.items()})
             pq.write_table(table.replace_schema_metadata(metadata or {}), handle)
 
         return write_parquet
@@ -281,6 +281,15 @@ def table_bytes(path: Path, columns: dict[str, list], metadata: dict[str, str] |
         text.detach()
 
     return write_csv
+
+
+def _one_type(values: list) -> list:
+    """A column Parquet can type: values of mixed kinds (group labels 7 and '007') as their text,
+    which keeps them apart as a CSV does; None stays missing."""
+    kinds = {type(v) for v in values if v is not None}
+    if len(kinds) <= 1 or kinds <= {int, float}:
+        return values
+    return [None if v is None else str(v) for v in values]
 
 
 def _cells(values) -> list:

@@ -136,6 +136,12 @@ class GroupPlan:
         return len(self.table)
 
 
+# the results table's columns besides the parameters' (render/groups_view.results_columns), and
+# the fields of a `group` event's `fit`: names a parameter cannot take
+RESULT_COLUMNS = ("group", "status", "iters", "loss", "n", "p", "dof", "rss", "residual_std", "chi2", "reduced_chi2",
+                  "r2", "aic", "bic")
+
+
 def make_spec(resolved: Resolved, columns: Collection[str]) -> GroupSpec:
     """What a grouped config fits, checked against the config and the table's `columns`."""
     from gdfit.config import LM
@@ -159,10 +165,19 @@ def make_spec(resolved: Resolved, columns: Collection[str]) -> GroupSpec:
     if not isinstance(config.optimizer, LM):
         raise ConfigError(f"many fits run with optimizer lm, not {config.optimizer.name}", source=resolved.source,
                           key="optimizer", hint="add optimizer: lm (and dtype: float64) to the config")
+    from gdfit.engine.descent import check_optimizer
+
+    check_optimizer(resolved)  # the losses lm takes, as for one fit
     order = tuple(config.model.params)
     clash = [name for name in order if name in columns]
     if clash:
         raise ConfigError(f"parameter {clash[0]!r} has the name of a data column; rename the parameter",
+                          source=resolved.source, key=f"model.params.{clash[0]}")
+    taken = set(RESULT_COLUMNS) | {f"{name}_stderr" for name in order}
+    clash = [name for name in order if name in taken]
+    if clash:  # its column in the results table would be another's
+        raise ConfigError(f"parameter {clash[0]!r} has the name of a results column (the results table has "
+                          f"{', '.join(RESULT_COLUMNS)}, and NAME_stderr for each parameter); rename the parameter",
                           source=resolved.source, key=f"model.params.{clash[0]}")
     for key, name in (("target", config.target.column), ("sigma", config.sigma.column if config.sigma else None)):
         if name is not None and name not in columns:
@@ -252,6 +267,13 @@ def _unfitted(spec: GroupSpec, indices: np.ndarray, status: list[str], counts: n
                         np.full((K, width), math.nan), fits)
 
 
+def unreached(plan_: GroupPlan, done: Collection[int]) -> GroupResults:
+    """The groups a stopped job never fitted (not in `done`): status `interrupted`, no values."""
+    left = np.setdiff1d(np.arange(plan_.total), np.fromiter(done, dtype=np.int64, count=len(done)))
+    counts = np.diff(plan_.observed_bounds)[left]
+    return _unfitted(plan_.spec, left, [records.INTERRUPTED] * len(left), counts)
+
+
 def _no_fit(K: int) -> dict[str, np.ndarray]:
     from gdfit.curves.groupstats import FIT_FIELDS
 
@@ -315,7 +337,8 @@ def batch_loop(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[], boo
     y = tensor(batch.target)
     target = y / sigma if sigma is not None else y
     params = model.parameters(tensor(batch.starts))
-    stepper = LevenbergMarquardt(model, make_loss(config.loss, n), target, params, config.optimizer.damping)
+    stepper = LevenbergMarquardt(model, make_loss(config.loss, n, for_lm=True), target, params,
+                                 config.optimizer.damping)
     stepper.own_pace = True
     loop = Loop(config, stepper, config.learning_rate, sync_every=sync_interval(device, K, n),
                 should_stop=should_stop)

@@ -265,11 +265,29 @@ def _nothing_written(tmp_path: Path, before: set[str]) -> None:
 
 
 @pytest.mark.parametrize("case", ["missing group column", "text in a number column", "parquet without pyarrow",
-                                  "unknown column in the expression"])
+                                  "unknown column in the expression", "a parameter named as a results column",
+                                  "a parameter named as another's stderr", "a loss lm does not take",
+                                  "the output is the data file", "the output is the config"])
 def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
     data = varied_screen(tmp_path, 5)
     config = job_config(tmp_path, data.name)
-    if case == "missing group column":
+    output = tmp_path / "r.csv"
+    if case == "a parameter named as a results column":  # n: a Hill coefficient's usual name, and the points' count
+        config.write_text(config.read_text().replace("hill", "n"))
+        expect = "model.params.n: parameter 'n' has the name of a results column"
+    elif case == "a parameter named as another's stderr":
+        config.write_text(config.read_text().replace("hill", "top_stderr"))
+        expect = "parameter 'top_stderr' has the name of a results column"
+    elif case == "a loss lm does not take":
+        config.write_text(config.read_text() + "loss: l1\n")
+        expect = "lm minimises squared residuals"
+    elif case == "the output is the data file":
+        output = data
+        expect = "data.file and --output name the same file"
+    elif case == "the output is the config":
+        config = config.rename(tmp_path / "r.csv.json")  # the JSON beside a CSV table
+        expect = "CONFIG and --output name the same file"
+    elif case == "missing group column":
         config.write_text(config.read_text().replace("group: compound", "group: plate"))
         expect = "no group column 'plate'; the columns are compound, dose, response"
     elif case == "text in a number column":
@@ -286,11 +304,44 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
         config.write_text(config.read_text().replace("/ dose)", "/ conc)"))
         expect = "conc"
     before = {p.name for p in tmp_path.iterdir()}
-    result = cli("run", str(config), "--output", str(tmp_path / "r.csv"), "--output-dir", str(tmp_path / "job"))
-    assert result.exit_status == 2
+    contents = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = cli("run", str(config), "--output", str(output), "--output-dir", str(tmp_path / "job"))
+    assert result.exit_status == 2, result.stderr
     assert expect in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
     _nothing_written(tmp_path, before)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == contents
+
+
+def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, tmp_path):
+    """loss: huber is lm's robust huber for each group, as for one fit; labels of mixed kinds
+    (7, a, 007) go into a Parquet table as their text, each its own group."""
+    pytest.importorskip("pyarrow")
+    from gdfit.config import load_config
+    from gdfit.engine.descent import Descent, prepare
+
+    data = varied_screen(tmp_path, 3)
+    text = data.read_text().replace("C0,", "7,").replace("C1,", "a,").replace("C2,", "007,")
+    data.write_text(text)
+    config = job_config(tmp_path, data.name, loss={"name": "huber", "f_scale": 1.0})
+    result = cli("run", str(config), "--json", "--output", str(tmp_path / "r.parquet"))
+    assert result.exit_status in (0, 1), result.stderr
+    events = {e["group"]: e for e in result.lines if e["event"] == "group"}
+    assert set(events) == {7, "a", "007"}
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "r.parquet").column("group").to_pylist() == ["7", "a", "007"]
+    lines = [line.split(",", 1)[1] for line in text.splitlines()[1:] if line.startswith("a,")]
+    (tmp_path / "a.csv").write_text("dose,response\n" + "\n".join(lines) + "\n")
+    single = yaml.safe_load(config.read_text())
+    single["data"] = {"file": "a.csv"}
+    (tmp_path / "single.yaml").write_text(yaml.safe_dump(single, sort_keys=False))  # the parameters' order kept
+    descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
+    for _ in descent.steps():
+        pass
+    assert (events["a"]["iters"], events["a"]["loss"]) == (descent.result.iters, descent.result.loss)
+    for name in ORDER:
+        assert events["a"]["params"][name]["value"] == descent.result.params[name]["value"], name
 
 
 def test_options_of_one_fit_are_refused(cli, tmp_path):
@@ -375,7 +426,8 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_every_running_batch_and_a_resume_finishes_the_table(cli, tmp_path):
     """Ctrl-C while batches run (on threads where the CPUs allow): exit 130 with `end` last and no
-    traceback; the journal holds finished groups only, and a resume gives the uninterrupted table."""
+    traceback, one event per group (those not reached `interrupted`); the journal holds finished
+    groups only, and a resume gives the uninterrupted table."""
     import signal
 
     config, folder, proc = paused_job(cli, tmp_path, 6000, seed=9)
@@ -385,8 +437,12 @@ def test_ctrl_c_stops_every_running_batch_and_a_resume_finishes_the_table(cli, t
     finally:
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
-    end = json.loads(out.splitlines()[-1])
+    events = [json.loads(line) for line in out.splitlines()]
+    end = events[-1]
     assert end["event"] == "end" and end["by_status"].get("interrupted", 0) > 0
+    groups = [e for e in events if e["event"] == "group"]  # every group has its event, interrupted or not
+    assert sorted(e["group"] for e in groups) == list(range(6000))
+    assert sum(e["status"] == "interrupted" for e in groups) == end["by_status"]["interrupted"]
     journaled = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
     assert 0 < len(journaled) < 6000 and all(line["status"] != "interrupted" for line in journaled)
     resumed = cli("run", str(config), "--resume", str(folder), "--output", str(tmp_path / "resumed.csv"))
