@@ -605,7 +605,7 @@ def _scale_words(largest: float, info, dtype: str, gtol: float | None) -> str | 
     if largest == 0:
         return None
     low, high = info.tiny ** 0.25, info.max ** 0.25  # the loss is a square: a quarter of the range in each direction
-    if gtol and low <= largest and largest ** 2 < gtol:
+    if gtol and low <= largest < math.sqrt(gtol):  # largest^2 < gtol, without squaring a huge number
         return (f"the target's largest magnitude is {largest:.3g}: the loss's gradient is of the order of its "
                 f"square ({largest ** 2:.3g}), below gtol {gtol:g}, so gtol (an absolute tolerance) may stop the "
                 f"fit at its start; rescale the data to magnitudes near 1, or set gtol: 0")

@@ -326,6 +326,16 @@ def test_a_curve_without_a_finite_derivative_stalls_and_says_why(cli, write_conf
     assert end["stop_rule"].startswith("no step: the curve's derivative is not finite at these parameters")
 
 
+def test_data_near_float64s_limit_give_a_status_not_an_internal_error(cli, write_config, tmp_path):
+    """y near 1e300: the loss overflows at the start (diverged, exit 3); the advice on the data's
+    scale never squares such a number in Python (an OverflowError, exit 70, before)."""
+    write_data(tmp_path, {"x": [1.0, 2.0, 3.0, 4.0], "y": [1e300, 2e300, 3.1e300, 4e300]})
+    config = {"data": {"file": "data.csv"}, "target": {"column": "y"}, "model": {"expr": "a * x", "params": {"a": 1}}}
+    result = cli("run", write_config(yaml.safe_dump(config)), "--json", "--every", "0")
+    assert result.exit_status == 3, result.stderr  # diverged's exit status
+    assert result.lines[-1]["status"] == "diverged" and "Traceback" not in result.stderr
+
+
 def test_a_sweep_of_curve_fits_equals_single_runs_and_picks_the_lowest_loss(cli, write_config, tmp_path):
     import yaml
 
