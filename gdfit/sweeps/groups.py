@@ -267,6 +267,18 @@ def _unfitted(spec: GroupSpec, indices: np.ndarray, status: list[str], counts: n
                         np.full((K, width), math.nan), fits)
 
 
+def _held(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+    """float64 values as a fit in `dtype` holds them (rounded to it), in float64."""
+    if dtype == "float64":
+        return lambda values: values
+    if dtype in ("float32", "float16"):
+        return lambda values: values.astype(dtype).astype(np.float64)
+    import torch
+
+    kind = getattr(torch, dtype)
+    return lambda values: torch.from_numpy(values).to(kind).to(torch.float64).numpy()
+
+
 def unreached(plan_: GroupPlan, done: Collection[int]) -> GroupResults:
     """The groups a stopped job never fitted (not in `done`): status `interrupted`, no values."""
     left = np.setdiff1d(np.arange(plan_.total), np.fromiter(done, dtype=np.int64, count=len(done)))
@@ -294,10 +306,12 @@ def batch_of(plan_: GroupPlan, indices: np.ndarray) -> GroupBatch:
     params = [model.params[name] for name in spec.varying]
     if all(param.value is not None for param in params):  # the config's starts: every group's the same
         starts = np.tile([float(param.value) for param in params], (len(indices), 1))
-    else:
+    else:  # guessed from each group's data as the fit holds them (a single fit guesses from those)
+        held = _held(spec.config.dtype)
+        x_held, target_held = (held(x) if x is not None else None), held(target)
         starts = np.empty((len(indices), len(spec.varying)))
         for i in range(len(indices)):
-            guess = group_start(model, x[i] if x is not None else None, target[i], spec.curve)
+            guess = group_start(model, x_held[i] if x is not None else None, target_held[i], spec.curve)
             starts[i] = [guess[name] for name in spec.varying]
     low = [-math.inf if param.min is None else param.min for param in params]
     high = [math.inf if param.max is None else param.max for param in params]

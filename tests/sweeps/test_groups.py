@@ -640,17 +640,18 @@ def test_a_group_without_a_finite_derivative_stalls_alone(cli, tmp_path):
     assert statuses == {"G0": "stalled", **{f"G{g}": "converged" for g in range(1, 6)}}
 
 
-def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli, tmp_path):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli, tmp_path, dtype):
     """`model: {name: logistic4, x: dose}` with no values: each group starts from the guess made
     from its own data, so each group equals the single fit of the same built-in curve on that
-    group alone (which guesses from the same points), bit for bit."""
+    group alone (which guesses from the same points, as its dtype holds them), bit for bit."""
     from gdfit.config import load_config
     from gdfit.engine.descent import Descent, prepare
 
     model = {"name": "logistic4", "x": "dose", "params": {"ec50": {"min": 1e-6}, "hill": {"min": 0.1, "max": 10}}}
     data = varied_screen(tmp_path, 12, seed=5)
     job = {"data": {"file": data.name, "group": "compound"}, "target": {"column": "response"}, "model": model,
-           "max_iters": 200}
+           "max_iters": 200, "dtype": dtype}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     result = cli("run", str(tmp_path / "job.yaml"), "--json")
     assert result.exit_status in (0, 1), result.stderr
