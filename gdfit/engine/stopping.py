@@ -131,6 +131,9 @@ class StopRules:
 
     def after_update(self, k: int, losses: torch.Tensor, motion=None, promised=None, stuck=None,
                      completed=None) -> None:
+        if self.xp is not np:
+            self._after_update(k, losses, motion, promised, stuck, completed)
+            return
         # numpy's rules meet inf and NaN losses as torch's do: silently (a run that overflows is
         # `diverged`, said once in its status, not warned about at every update)
         with np.errstate(all="ignore"):

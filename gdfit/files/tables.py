@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +33,22 @@ class GroupedTable:
     bounds: np.ndarray  # int64 [G + 1]
     columns: dict[str, np.ndarray]  # float64, one entry per row
     source: str
+    # the columns that are not numbers (a well or plate ID), each with the error that says where:
+    # raised only if the job reads one (`require_numbers`)
+    text: dict[str, InputFileError] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Every column but the group column."""
+        return [*self.columns, *self.text]
+
+    def require_numbers(self, names, key: str = "data.file") -> None:
+        """Refuse (exit 2) a column among `names` that holds something other than numbers."""
+        for name in names:
+            if name in self.text:
+                err = self.text[name]
+                err.source, err.key = err.source or self.source, err.key or key
+                raise err
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -90,7 +106,10 @@ def read_grouped(path: Path, group: str, guard: Callable[[int], None], key: str 
         raise InputFileError(f"cannot read {suffix} file: {reason}", source=name, key=key) from None
     if not columns:
         raise InputFileError(f"holds no column beside the group column {group!r}", source=name, key=key)
-    return _sorted(labels, columns, name)
+    text = {column: value for column, value in columns.items() if isinstance(value, InputFileError)}
+    table = _sorted(labels, {column: value for column, value in columns.items() if column not in text}, name)
+    table.text = text
+    return table
 
 
 def _missing_group(group: str, names: list[str]) -> InputFileError:
@@ -103,16 +122,16 @@ def _npz(path: Path, group: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if group not in names:
             raise _missing_group(group, names)
         labels = archive[group]
-        columns = {}
+        columns, arrays = {}, {}
         for name in names:
             array = archive[name]
             if array.ndim != 1:
                 raise InputFileError(f"array {name!r} has shape {list(array.shape)}; expected a 1-D array")
             if name != group:
-                if array.dtype.kind not in "fiub":
-                    raise InputFileError(f"array {name!r} is {array.dtype}; expected numbers")
-                columns[name] = np.asarray(array, dtype=np.float64)
-    _same_length(labels, columns)
+                arrays[name] = array
+                columns[name] = np.asarray(array, dtype=np.float64) if array.dtype.kind in "fiub" else \
+                    InputFileError(f"array {name!r} is {array.dtype}; expected numbers")
+    _same_length(labels, arrays)
     return labels, columns
 
 
@@ -168,10 +187,12 @@ def _arrow(table, group: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             try:
                 column = pc.cast(text, pa.float64())
             except pa.ArrowInvalid:
-                raise _bad_cell(name, text.to_pylist(), table.column(group).to_pylist()) from None
+                columns[name] = _bad_cell(name, text.to_pylist(), table.column(group).to_pylist())
+                continue
         elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                   or pa.types.is_boolean(column.type) or pa.types.is_null(column.type)):
-            raise InputFileError(f"column {name!r} holds {column.type}; expected numbers")
+            columns[name] = InputFileError(f"column {name!r} holds {column.type}; expected numbers")
+            continue
         columns[name] = column.to_numpy(zero_copy_only=False).astype(np.float64)
     labels = table.column(names.index(group))
     if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
@@ -201,6 +222,7 @@ def _python_csv(path: Path, group: str) -> tuple[np.ndarray, dict[str, np.ndarra
         at = header.index(group)
         labels: list[str] = []
         values: list[list[float]] = [[] for _ in header]
+        text: dict[int, InputFileError] = {}  # a column's first cell that is not a number
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
@@ -211,12 +233,14 @@ def _python_csv(path: Path, group: str) -> tuple[np.ndarray, dict[str, np.ndarra
                 if i == at:
                     labels.append(cell)
                     continue
+                if i in text:
+                    continue
                 try:
                     values[i].append(math.nan if cell in MISSING else float(cell))
                 except ValueError:
-                    raise InputFileError(f"line {line}, column {header[i]!r} (group {row[at].strip()!r}): "
-                                         f"{cell!r} is not a number") from None
-    return np.array(labels, dtype=object), {name: np.array(values[i], dtype=np.float64)
+                    text[i] = InputFileError(f"line {line}, column {header[i]!r} (group {row[at].strip()!r}): "
+                                             f"{cell!r} is not a number")
+    return np.array(labels, dtype=object), {name: text[i] if i in text else np.array(values[i], dtype=np.float64)
                                             for i, name in enumerate(header) if i != at}
 
 

@@ -132,7 +132,7 @@ def plot_group(out: Path, rows: list[dict[str, Any]], document: dict[str, Any], 
 
     names = parameter_names(rows)
     table = read_grouped(Path(document["data"]), config["data"]["group"], lambda n: None)
-    tree = parse(config["model"]["expr"], key="model.expr", names=set(names) | set(table.columns))
+    tree = parse(config["model"]["expr"], key="model.expr", names=set(names) | set(table.names))
     used = [name for name in table.columns if name in names_in(tree)]
     if len(used) != 1:
         raise InputFileError(f"--group draws curves of one data column; the expression uses {', '.join(used)}",

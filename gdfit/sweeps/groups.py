@@ -519,7 +519,9 @@ def load_job(resolved: Resolved, max_batch: int = MAX_BATCH) -> GroupPlan:
     path = resolved.resolve_path(config.data.file)
     # the rows are held a few times over while they are read and sorted (in float64, on the host)
     table = read_grouped(path, config.data.group, lambda n: guard_memory(n, np.dtype(np.float64), HOST, 4, "data file"))
-    spec = make_spec(resolved, list(table.columns))
+    spec = make_spec(resolved, table.names)
+    # the columns the fits read hold numbers; others (a well or plate ID) may hold anything
+    table.require_numbers([*spec.data_names, spec.target, *([spec.sigma] if spec.sigma else [])])
     return plan(spec, table, max_batch)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import torch
 from conftest import SEED_TARGET
@@ -86,12 +87,13 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 @example(1.0, [(0.9, (0.75, 1.0, 0.0), 0, False)], 0.0, 1e5, None, 0.0, None, 0.5, None, False, False, torch.float64)
 def test_one_runs_host_rules_decide_as_the_device_rules(initial, sequence, threshold, factor, patience, rel,
                                                           ftol, xtol, gtol, promised_on, stuck_on, dtype):
-    """The Loop uses HostStopRules for one run on the CPU and StopRules elsewhere: fed the same
-    losses, motions, promises and stuck flags, they stop at the same update for the same reason."""
+    """The Loop uses HostStopRules for one run on the CPU and StopRules elsewhere, on tensors or
+    (many fits computed on the host) on numpy arrays: fed the same losses, motions, promises and
+    stuck flags, they stop at the same update for the same reason, and numpy's never warn."""
     config = resolved(target=SEED_TARGET, threshold=threshold, divergence_factor=factor, patience=patience,
                       min_rel_improvement=rel, ftol=ftol, xtol=xtol, gtol=gtol).config
     start = torch.tensor([initial], dtype=dtype)
-    host, device = HostStopRules(config, start), StopRules(config, start)
+    host, device, arrays = HostStopRules(config, start), StopRules(config, start), StopRules(config, start.numpy())
     one = lambda value: torch.tensor([value], dtype=dtype)  # noqa: E731
     for k, (loss, motion, promised, stuck) in enumerate(sequence, start=1):
         if not host.running():
@@ -100,10 +102,31 @@ def test_one_runs_host_rules_decide_as_the_device_rules(initial, sequence, thres
                 one(promised) if promised_on else None, torch.tensor([stuck]) if stuck_on else None)
         host.after_update(*args)
         device.after_update(*args)
-        assert host.running() == device.running()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # inf and NaN losses: a status, never a warning
+            arrays.after_update(k, *(a.numpy() if isinstance(a, torch.Tensor) else
+                                     tuple(m.numpy() for m in a) if isinstance(a, tuple) else a for a in args[1:]))
+        assert host.running() == device.running() == arrays.running()
     host.settle()
     for name, value in device.state().items():
         assert same(host.state()[name], value), name
+        assert same(torch.from_numpy(arrays.state()[name]), value), name
     final = [float(sequence[-1][0])]
-    assert host.outcome(final, host.active.tolist(), "max_iters") == device.outcome(final, device.active.tolist(), "max_iters")
-    assert host.fired_rules() == device.fired_rules()
+    assert host.outcome(final, host.active.tolist(), "max_iters") == device.outcome(final, device.active.tolist(), "max_iters") \
+        == arrays.outcome(final, arrays.active.tolist(), "max_iters")
+    assert host.fired_rules() == device.fired_rules() == arrays.fired_rules()
+
+
+def test_numpy_rules_of_many_runs_meet_inf_losses_without_a_warning():
+    """Many fits on the host: a run that overflowed stays inf beside the others (inf - inf in the
+    ftol rule); its status says so, and numpy warns of nothing."""
+    import numpy as np
+
+    config = resolved(target=SEED_TARGET, ftol=1e-3).config
+    rules = StopRules(config, np.array([1.0, 1.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rules.after_update(1, np.array([np.inf, 0.5]))
+        rules.after_update(2, np.array([np.inf, 0.4]))
+    assert rules.active.tolist() == [False, True]
+    assert rules.outcome([np.inf, 0.4], rules.active.tolist(), "max_iters") == ["diverged", "max_iters"]

@@ -257,6 +257,32 @@ def test_text_group_values_stay_text_and_keep_their_order(cli, tmp_path):
     assert json.loads(Path(str(out) + ".json").read_text())["data"] == str(data.resolve())
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".npz", ".parquet"])
+def test_a_text_column_the_model_does_not_read_is_left_alone(cli, tmp_path, suffix):
+    """A plate or well ID beside the numbers: the job reads only the columns it fits, in every format."""
+    data = varied_screen(tmp_path, 4)
+    lines = data.read_text().splitlines()
+    lines = [lines[0] + ",well"] + [f"{line},A{i % 12 + 1}" for i, line in enumerate(lines[1:])]
+    data.write_text("\n".join(lines) + "\n")
+    plain = cli("run", str(job_config(tmp_path, data.name)), "--output", str(tmp_path / "plain.csv"))
+    if suffix != ".csv":
+        pytest.importorskip("pyarrow")
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        table = pcsv.read_csv(data, convert_options=pcsv.ConvertOptions(column_types={"compound": pa.string()}))
+        data = tmp_path / f"plates{suffix}"
+        if suffix == ".npz":
+            np.savez(data, **{name: table.column(name).to_numpy(zero_copy_only=False).astype(
+                str if name in ("compound", "well") else float) for name in table.column_names})
+        else:
+            pq.write_table(table, data)
+        plain = cli("run", str(job_config(tmp_path, data.name)), "--output", str(tmp_path / "plain.csv"))
+    assert plain.exit_status in (0, 1), plain.stderr
+    assert len(read_rows(tmp_path / "plain.csv")) == 4
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -529,7 +555,11 @@ def test_without_pyarrow_csvs_read_the_same_with_the_csv_module(monkeypatch, tmp
     lines = text.splitlines()
     lines[4] = lines[4].rsplit(",", 1)[0] + ","  # an empty cell: missing
     data.write_text("\n".join(lines) + "\n")
-    read = lambda: tables.read_grouped(data, "compound", lambda n: None)  # noqa: E731
+    def read():
+        table = tables.read_grouped(data, "compound", lambda n: None)
+        table.require_numbers(["dose", "response"])
+        return table
+
     fast = read()
     monkeypatch.setattr(tables, "_has_pyarrow", lambda: False)
     slow = read()
