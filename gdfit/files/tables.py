@@ -152,20 +152,27 @@ def _arrow_csv(path: Path, group: str):
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    header = _header(path)
+    header, delimiter = _header(path)
     if group not in header:
         raise _missing_group(group, header)
-    # every column as text first: a cell that is not a number is then found and named (below)
+    # every column as text first: a cell that is not a number is then found and named (below);
+    # the header as read here (without a byte-order mark), in whichever of , ; or tab it uses
     convert = pcsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=False)
-    return pcsv.read_csv(path, convert_options=convert)
+    return pcsv.read_csv(path, read_options=pcsv.ReadOptions(column_names=header, skip_rows=1, encoding="utf8"),
+                         parse_options=pcsv.ParseOptions(delimiter=delimiter), convert_options=convert)
 
 
-def _header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", newline="") as handle:
+def _header(path: Path) -> tuple[list[str], str]:
+    """The header's column names and the delimiter it uses (a spreadsheet's ; or tab, as for one
+    fit's CSV: files.dialect); a UTF-8 byte-order mark is no part of the first name."""
+    from gdfit.files.dialect import delimiter_of
+
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         first = handle.readline()
     if not first.strip():
         raise InputFileError("is empty: expected a header row of column names")
-    return [cell.strip() for cell in next(csv.reader([first]))]
+    delimiter = delimiter_of(first)
+    return [cell.strip() for cell in next(csv.reader([first], delimiter=delimiter))], delimiter
 
 
 def _arrow(table, group: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -212,8 +219,8 @@ def _bad_cell(name: str, cells: list[str], groups: list[Any]) -> InputFileError:
 
 def _python_csv(path: Path, group: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Without pyarrow: the csv module, a row at a time."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=_header(path)[1] if path.stat().st_size else ",")
         header = [cell.strip() for cell in next(reader, [])]
         if not header:
             raise InputFileError("is empty: expected a header row of column names")

@@ -283,6 +283,31 @@ def test_a_text_column_the_model_does_not_read_is_left_alone(cli, tmp_path, suff
     assert len(read_rows(tmp_path / "plain.csv")) == 4
 
 
+@pytest.mark.parametrize("dialect", ["a byte-order mark", "semicolons", "tabs", "quoted cells"])
+@pytest.mark.parametrize("pyarrow_reader", [True, False], ids=["pyarrow", "csv module"])
+def test_a_spreadsheets_csv_reads_as_the_plain_one(cli, tmp_path, monkeypatch, dialect, pyarrow_reader):
+    """The CSV dialects a single fit reads (files/dialect.py) read the same for many fits."""
+    from gdfit.files import tables
+
+    if pyarrow_reader:
+        pytest.importorskip("pyarrow")
+    monkeypatch.setattr(tables, "_has_pyarrow", lambda: pyarrow_reader)
+    data = varied_screen(tmp_path, 4)
+    plain = cli("run", str(job_config(tmp_path, data.name)), "--output", str(tmp_path / "plain.csv"))
+    text = data.read_text()
+    if dialect == "a byte-order mark":
+        raw = b"\xef\xbb\xbf" + text.encode()
+    elif dialect == "quoted cells":
+        raw = "\n".join(",".join(f'"{cell}"' for cell in line.split(",")) for line in text.splitlines()).encode()
+    else:
+        raw = text.replace(",", ";" if dialect == "semicolons" else "\t").encode()
+    other = tmp_path / "other.csv"
+    other.write_bytes(raw)
+    result = cli("run", str(job_config(tmp_path, other.name)), "--output", str(tmp_path / "other_out.csv"))
+    assert result.exit_status == plain.exit_status, result.stderr
+    assert (tmp_path / "other_out.csv").read_text() == (tmp_path / "plain.csv").read_text()
+
+
 # ---------------------------------------------------------------- bad input
 
 
