@@ -48,37 +48,43 @@ def refuse_flags(flags: dict[str, Any]) -> None:
 
 def run_groups(resolved: Resolved, options: GroupOptions) -> int:
     """Fit every group (or those a resumed folder lacks); returns the exit status."""
+    from gdfit.files.locks import hold, hold_all
     from gdfit.sweeps import journal as journals
     from gdfit.sweeps.groups import from_journal, load_job
 
     _check_output(options)
     _check_paths(resolved, options)
-    journal = None
-    if options.resume is not None:
-        journal = journals.load(options.resume, kind="groups")
-        _same_config(journal, resolved)
-    elif options.output_dir is not None and (options.output_dir / journals.CONFIG_FILE).exists():
-        raise OutputError("already holds a many-fits job", source=str(options.output_dir), key="--output-dir",
-                          hint=f"continue it with `gdfit run CONFIG --resume {options.output_dir}`, or choose another folder")
-    if options.backend not in ("local", "dask"):
-        raise UsageError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
-    if options.backend == "dask":
-        from gdfit.sweeps.backends import require_dask
+    # one writer per journal folder and results table: a resume of a folder whose job still runs
+    # is refused with the running process's PID, not run twice
+    with hold_all([(options.resume, "--resume", True), (options.output, "--output", False)]) as locks:
+        journal = None
+        if options.resume is not None:
+            journal = journals.load(options.resume, kind="groups")
+            _same_config(journal, resolved)
+        elif options.output_dir is not None and (options.output_dir / journals.CONFIG_FILE).exists():
+            raise OutputError("already holds a many-fits job", source=str(options.output_dir), key="--output-dir",
+                              hint=f"continue it with `gdfit run CONFIG --resume {options.output_dir}`, or choose "
+                                   "another folder")
+        if options.backend not in ("local", "dask"):
+            raise UsageError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
+        if options.backend == "dask":
+            from gdfit.sweeps.backends import require_dask
 
-        require_dask()
-    job = load_job(resolved)
-    digest = _digest(resolved)
-    folder = options.resume or options.output_dir
-    if journal is not None:
-        if journal.config.get("data") != digest or journal.total != job.total:
-            raise InputFileError("the data file has changed since the job started", source=digest["file"],
-                                 key="data.file", hint=f"start a new job instead of resuming {folder}")
-    elif folder is not None:
-        config = resolved.config.model_dump(mode="json", exclude_unset=True)  # validates again as it is
-        journals.create(folder, config, resolved.source, resolved.base_dir, {}, {"data": digest}, 0, job.total,
-                        kind="groups", key="--output-dir")
-    earlier = from_journal(journal.done) if journal is not None else None
-    return _run(job, earlier, folder, options)
+            require_dask()
+        job = load_job(resolved)
+        digest = _digest(resolved)
+        folder = options.resume or options.output_dir
+        if journal is not None:
+            if journal.config.get("data") != digest or journal.total != job.total:
+                raise InputFileError("the data file has changed since the job started", source=digest["file"],
+                                     key="data.file", hint=f"start a new job instead of resuming {folder}")
+        elif folder is not None:
+            config = resolved.config.model_dump(mode="json", exclude_unset=True)  # validates again as it is
+            journals.create(folder, config, resolved.source, resolved.base_dir, {}, {"data": digest}, 0, job.total,
+                            kind="groups", key="--output-dir")
+            locks.enter_context(hold(folder, "--output-dir", folder=True))
+        earlier = from_journal(journal.done) if journal is not None else None
+        return _run(job, earlier, folder, options)
 
 
 def _check_output(options: GroupOptions) -> None:

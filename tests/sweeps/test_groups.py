@@ -455,6 +455,8 @@ def test_a_job_killed_mid_run_resumes_to_the_same_table(cli, tmp_path):
 
     config, folder, proc = paused_job(cli, tmp_path, 64, seed=4)  # five sizes: five batches
     try:
+        running = cli("run", str(config), "--resume", str(folder))  # while the job still runs: one writer
+        assert running.exit_status == 2 and f"another gdfit process (PID {proc.pid})" in running.stderr
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
