@@ -106,10 +106,25 @@ def read_grouped(path: Path, group: str, guard: Callable[[int], None], key: str 
         raise InputFileError(f"cannot read {suffix} file: {reason}", source=name, key=key) from None
     if not columns:
         raise InputFileError(f"holds no column beside the group column {group!r}", source=name, key=key)
+    empty = _missing_label(labels)
+    if empty is not None:  # a row of no group: not merged with a group named "None" or "nan"
+        raise InputFileError(f"the group column {group!r} has no value in data row {empty + 1}; give every row "
+                             "its group", source=name, key="data.group")
     text = {column: value for column, value in columns.items() if isinstance(value, InputFileError)}
     table = _sorted(labels, {column: value for column, value in columns.items() if column not in text}, name)
     table.text = text
     return table
+
+
+def _missing_label(labels: np.ndarray) -> int | None:
+    """The first row whose group value is missing (None, or a float NaN), if any."""
+    if labels.dtype.kind == "f":
+        missing = np.flatnonzero(np.isnan(labels))
+    elif labels.dtype == object:
+        missing = np.flatnonzero([v is None or (isinstance(v, float) and math.isnan(v)) for v in labels])
+    else:
+        return None
+    return int(missing[0]) if len(missing) else None
 
 
 def _missing_group(group: str, names: list[str]) -> InputFileError:

@@ -318,7 +318,7 @@ def _nothing_written(tmp_path: Path, before: set[str]) -> None:
 @pytest.mark.parametrize("case", ["missing group column", "text in a number column", "parquet without pyarrow",
                                   "unknown column in the expression", "a parameter named as a results column",
                                   "a parameter named as another's stderr", "a loss lm does not take",
-                                  "the output is the data file", "the output is the config"])
+                                  "the output is the data file", "the output is the config", "a row of no group"])
 def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
     data = varied_screen(tmp_path, 5)
     config = job_config(tmp_path, data.name)
@@ -332,6 +332,12 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
     elif case == "a loss lm does not take":
         config.write_text(config.read_text() + "loss: l1\n")
         expect = "lm minimises squared residuals"
+    elif case == "a row of no group":  # not one group with a group named "nan"
+        labels = np.array([1.0] * 4 + [np.nan] * 4)
+        np.savez(tmp_path / "plates.npz", compound=labels, dose=np.tile([1.0, 2, 3, 4], 2),
+                 response=np.arange(8.0))
+        config = job_config(tmp_path, "plates.npz")
+        expect = "data.group: the group column 'compound' has no value in data row 5"
     elif case == "the output is the data file":
         output = data
         expect = "data.file and --output name the same file"
