@@ -121,7 +121,8 @@ def plot_group(out: Path, rows: list[dict[str, Any]], document: dict[str, Any], 
     from gdfit.expr.language import compile_model, names_in, parse
     from gdfit.pictures.plotting import _pyplot, _save
 
-    row = next((r for r in rows if str(r.get("group")) == group), None)
+    # an empty label reads back from a CSV table as an empty cell (None)
+    row = next((r for r in rows if ("" if r.get("group") is None else str(r.get("group"))) == group), None)
     if row is None:
         raise InputFileError(f"no group {group!r} in the results", source=source, key="--group")
     config = document.get("config")

@@ -577,6 +577,12 @@ def test_plot_draws_histograms_and_one_group_from_each_format(cli, tmp_path):
             (tmp_path / image).unlink()
     missing = cli("plot", str(tmp_path / "r.csv"), "--group", "nope", "-o", str(tmp_path / "x.png"))
     assert missing.exit_status == 2 and "no group 'nope'" in missing.stderr and not (tmp_path / "x.png").exists()
+    text = (tmp_path / "plates.csv").read_text().splitlines()  # a group whose label is empty: --group ""
+    (tmp_path / "plates.csv").write_text("\n".join([text[0]] + [line.replace("7,", ",", 1) if line.startswith("7,")
+                                                             else line for line in text[1:]]) + "\n")
+    assert cli("run", str(config), "--output", str(tmp_path / "e.csv")).exit_status == 1
+    drawn = cli("plot", str(tmp_path / "e.csv"), "--group", "", "-o", str(tmp_path / "e.png"))
+    assert drawn.exit_status == 0, drawn.stderr
 
 
 def test_without_pyarrow_csvs_read_the_same_with_the_csv_module(monkeypatch, tmp_path):
