@@ -74,6 +74,13 @@ def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid:
     if folder.exists() and not folder.is_dir():
         raise OutputError("is a file, not a sweep folder (a name ending in .json writes one document)",
                           source=str(folder), key=key)
+    from gdfit.files.paths import SWEEP_FOLDER_FILES
+
+    foreign = [name for name in SWEEP_FOLDER_FILES if (folder / name).exists()]
+    if foreign:  # a journal's files without its config: not ours to replace
+        raise OutputError(f"already holds {foreign[0]}, but no {CONFIG_FILE}: it is not a folder gdfit can go on "
+                          "with, and its files would be replaced", source=str(folder), key=key,
+                          hint="choose an empty or a new folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

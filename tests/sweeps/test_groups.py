@@ -318,7 +318,8 @@ def _nothing_written(tmp_path: Path, before: set[str]) -> None:
 @pytest.mark.parametrize("case", ["missing group column", "text in a number column", "parquet without pyarrow",
                                   "unknown column in the expression", "a parameter named as a results column",
                                   "a parameter named as another's stderr", "a loss lm does not take",
-                                  "the output is the data file", "the output is the config", "a row of no group"])
+                                  "the output is the data file", "the output is the config", "a row of no group",
+                                  "a folder with another journal's file"])
 def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
     data = varied_screen(tmp_path, 5)
     config = job_config(tmp_path, data.name)
@@ -332,6 +333,10 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
     elif case == "a loss lm does not take":
         config.write_text(config.read_text() + "loss: l1\n")
         expect = "lm minimises squared residuals"
+    elif case == "a folder with another journal's file":
+        (tmp_path / "job").mkdir()
+        (tmp_path / "job" / "runs.jsonl").write_text('{"mine": 1}\n')
+        expect = "already holds runs.jsonl, but no config.json"
     elif case == "a row of no group":  # not one group with a group named "nan"
         labels = np.array([1.0] * 4 + [np.nan] * 4)
         np.savez(tmp_path / "plates.npz", compound=labels, dose=np.tile([1.0, 2, 3, 4], 2),
@@ -361,13 +366,16 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
         config.write_text(config.read_text().replace("/ dose)", "/ conc)"))
         expect = "conc"
     before = {p.name for p in tmp_path.iterdir()}
-    contents = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    contents = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     result = cli("run", str(config), "--output", str(output), "--output-dir", str(tmp_path / "job"))
     assert result.exit_status == 2, result.stderr
     assert expect in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
     _nothing_written(tmp_path, before)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == contents
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == contents
+    if (tmp_path / "job").exists():
+        assert [p.name for p in (tmp_path / "job").iterdir()] == ["runs.jsonl"]
+        assert (tmp_path / "job" / "runs.jsonl").read_text() == '{"mine": 1}\n'
 
 
 def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, tmp_path):
