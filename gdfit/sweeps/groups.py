@@ -262,7 +262,8 @@ def _unfitted(spec: GroupSpec, indices: np.ndarray, status: list[str], counts: n
     K, width = len(indices), len(spec.order)
     p = len(spec.varying)
     fits = _no_fit(K)
-    fits["n"], fits["p"], fits["dof"] = counts.astype(np.float64), np.full(K, float(p)), (counts - p).astype(np.float64)
+    dof = (counts - p).astype(np.float64)
+    fits["n"], fits["p"], fits["dof"] = counts.astype(np.float64), np.full(K, float(p)), np.where(dof < 0, math.nan, dof)
     return GroupResults(indices.tolist(), status, [0] * K, [math.nan] * K, np.full((K, width), math.nan),
                         np.full((K, width), math.nan), fits)
 

@@ -187,6 +187,7 @@ def test_failed_groups_get_their_status_and_the_others_go_on(cli, tmp_path):
     for g in expected:
         assert all(p["stderr"] is None for p in events[g]["params"].values())
     assert events[31]["fit"]["n"] == 3 and events[32]["fit"]["n"] == 0
+    assert events[35]["fit"]["dof"] == 0 and events[32]["fit"]["dof"] is None  # no negative degrees of freedom
     assert sum(events[g]["status"] == "converged" for g in range(30)) >= 28
     end = result.lines[-1]
     assert end["event"] == "end" and end["groups"] == 36
