@@ -26,33 +26,43 @@ def stderr_reason(status: str) -> str | None:
     return None
 
 
+def robust_covariances(host, x, target, robust, absolute_sigma: bool):
+    """The covariances of K robust fits at parameters x [K, p] as scipy's curve_fit gives them:
+    from the Jacobian scaled for the loss (J~ = sqrt(rho' + 2 rho'' r^2) J, robust.py), with s^2
+    the robust cost sum f_scale^2 rho((r / f_scale)^2) over n - p. Returns (covariance [K, p, p],
+    defined [K]), as `curvefit.covariances`; each run's numbers are its own row's."""
+    import math
+
+    import numpy as np
+
+    from gdfit.curves.curvefit import covariances
+
+    with np.errstate(all="ignore"):
+        prediction, J = host.predict_and_jacobian(x)
+        r = prediction - target
+        cost = robust.cost(r)
+        _, scaled = robust.scale(r, np.asarray(J))
+        dof = r.shape[1] - x.shape[1]
+        return covariances(scaled, cost / dof if dof > 0 else np.full(len(x), math.nan), absolute_sigma)
+
+
 def robust_covariance(statistics: dict[str, Any], model, theta, target, robust, absolute_sigma: bool
                       ) -> dict[str, Any]:
-    """stderr and covariance of a robust fit as scipy's curve_fit gives them: from the Jacobian
-    scaled for the loss (J~ = sqrt(rho' + 2 rho'' r^2) J, robust.py), with s^2 the robust cost
-    sum f_scale^2 rho((r / f_scale)^2) over n - p."""
+    """A single robust fit's statistics with its stderr and covariance (`robust_covariances`)."""
     import math
 
     import numpy as np
     import torch
 
-    from gdfit.curves.curvefit import covariance_of
-
     host = model.host(torch.float64)
     x = theta.detach().cpu().to(torch.float64).numpy()[None]
-    prediction, J = host.predict_and_jacobian(x)
-    r = prediction - host.array(target)[None]
-    cost = float(robust.cost(r)[0])
-    _, scaled = robust.scale(r, np.asarray(J))
-    dof = r.shape[1] - x.shape[1]
-    with np.errstate(all="ignore"):
-        covariance = covariance_of(scaled[0], cost / dof if dof > 0 else math.nan, absolute_sigma)
-    stderr = ([math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if covariance is not None
+    (covariance,), (defined,) = robust_covariances(host, x, host.array(target)[None], robust, absolute_sigma)
+    stderr = ([math.sqrt(v) if v >= 0 else math.nan for v in np.diag(covariance)] if defined
               else [math.nan] * x.shape[1])
     of = dict(zip(model.names, stderr))
     params = {name: ({**entry, "stderr": of[name]} if name in of else entry)
               for name, entry in statistics["params"].items()}
-    return {**statistics, "params": params, "covariance": covariance.tolist() if covariance is not None else None}
+    return {**statistics, "params": params, "covariance": covariance.tolist() if defined else None}
 
 
 def withhold(statistics: dict[str, Any], status: str) -> dict[str, Any]:

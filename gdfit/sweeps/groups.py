@@ -372,7 +372,7 @@ def run_group_batch(spec: GroupSpec, batch: GroupBatch, should_stop: Callable[[]
     outcome = loop.outcome
     status, theta = list(outcome.statuses), outcome.params["theta"]
     K = len(batch)
-    stderr, fits = group_statistics(model, theta, target, spec.config.absolute_sigma)
+    stderr, fits = group_statistics(model, theta, target, spec.config.absolute_sigma, loop.stepper.robust)
     where = {name: i for i, name in enumerate(spec.order)}
     values = np.full((K, len(spec.order)), math.nan)
     errors = np.full((K, len(spec.order)), math.nan)

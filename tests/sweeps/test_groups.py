@@ -385,8 +385,8 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, monkeypatch, case):
 
 
 def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, tmp_path):
-    """loss: huber is lm's robust huber for each group, as for one fit; labels of mixed kinds
-    (7, a, 007) go into a Parquet table as their text, each its own group."""
+    """loss: huber is lm's robust huber for each group, values and standard errors as for one fit;
+    labels of mixed kinds (7, a, 007) go into a Parquet table as their text, each its own group."""
     pytest.importorskip("pyarrow")
     from gdfit.config import load_config
     from gdfit.engine.descent import Descent, prepare
@@ -411,8 +411,10 @@ def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, 
     for _ in descent.steps():
         pass
     assert (events["a"]["iters"], events["a"]["loss"]) == (descent.result.iters, descent.result.loss)
-    for name in ORDER:
+    assert events["a"]["status"] == descent.result.status == "converged"
+    for name in ORDER:  # the robust fit's standard errors too, as curve_fit gives them (J scaled for the loss)
         assert events["a"]["params"][name]["value"] == descent.result.params[name]["value"], name
+        assert events["a"]["params"][name]["stderr"] == descent.result.params[name]["stderr"], name
 
 
 def test_options_of_one_fit_are_refused(cli, tmp_path):
