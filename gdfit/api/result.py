@@ -48,10 +48,15 @@ def _describe_tensor(fields: dict[str, Any]) -> str:
 
 
 def _array(value: Any) -> Any:
-    """A CPU tensor as a numpy array; a summary dict (a tensor too large to report) as it is."""
+    """A CPU tensor as a numpy array (bfloat16, which numpy lacks, as float32, which holds it
+    exactly); a summary dict (a tensor too large to report) as it is."""
     if value is None or isinstance(value, dict):
         return value
-    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+    if not hasattr(value, "numpy"):
+        return np.asarray(value)
+    if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        value = value.float()
+    return value.numpy()
 
 
 class Result:

@@ -53,7 +53,8 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             metadata = (table.schema.metadata or {}).get(b"gdfit")
             return table.to_pylist(), json.loads(metadata) if metadata else {}
         with open(path, encoding="utf-8", newline="") as handle:
-            rows = [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+            # the group column as written: its labels are text ("007" is not the group 7)
+            rows = [{k: v if k == "group" else _cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
         side = path.with_name(path.name + ".json")
         return rows, json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
     except (OSError, ValueError, KeyError) as err:
@@ -121,8 +122,7 @@ def plot_group(out: Path, rows: list[dict[str, Any]], document: dict[str, Any], 
     from gdfit.expr.language import compile_model, names_in, parse
     from gdfit.pictures.plotting import _pyplot, _save
 
-    # an empty label reads back from a CSV table as an empty cell (None)
-    row = next((r for r in rows if ("" if r.get("group") is None else str(r.get("group"))) == group), None)
+    row = next((r for r in rows if str(r.get("group")) == group), None)
     if row is None:
         raise InputFileError(f"no group {group!r} in the results", source=source, key="--group")
     config = document.get("config")

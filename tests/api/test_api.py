@@ -255,3 +255,14 @@ def test_fit_groups_equals_the_cli_group_events(tmp_path, monkeypatch):
     assert result.by_status == end["by_status"] and sum(result.by_status.values()) == end["groups"] == 204
     with pytest.raises(ConfigError, match="data.group"):
         gdfit.fit_groups("configs/decay.yaml")
+
+
+def test_a_bfloat16_fit_gives_its_tensor_as_float32_which_holds_it_exactly():
+    import torch
+
+    import gdfit
+
+    result = gdfit.fit({"target": [[1.0, 2.0], [3.0, 4.5]], "dtype": "bfloat16", "learning_rate": 0.5})
+    assert result.x.dtype == np.float32
+    reference = torch.tensor(result.x).to(torch.bfloat16).float().numpy()
+    assert result.x.tolist() == reference.tolist()  # every value a bfloat16 one

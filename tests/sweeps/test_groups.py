@@ -599,6 +599,13 @@ def test_plot_draws_histograms_and_one_group_from_each_format(cli, tmp_path):
     assert cli("run", str(config), "--output", str(tmp_path / "e.csv")).exit_status == 1
     drawn = cli("plot", str(tmp_path / "e.csv"), "--group", "", "-o", str(tmp_path / "e.png"))
     assert drawn.exit_status == 0, drawn.stderr
+    text = (tmp_path / "plates.csv").read_text().splitlines()  # labels 09 and 9: two groups, each found
+    (tmp_path / "plates.csv").write_text("\n".join([text[0]] + [line.replace("8,", "09,", 1) if line.startswith("8,")
+                                                             else line for line in text[1:]]) + "\n")
+    assert cli("run", str(config), "--output", str(tmp_path / "o.csv")).exit_status == 1
+    for label in ("09", "9"):
+        drawn = cli("plot", str(tmp_path / "o.csv"), "--group", label, "-o", str(tmp_path / f"o{label}.png"))
+        assert drawn.exit_status == 0, drawn.stderr
 
 
 def test_without_pyarrow_csvs_read_the_same_with_the_csv_module(monkeypatch, tmp_path):
