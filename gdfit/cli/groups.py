@@ -52,6 +52,8 @@ def run_groups(resolved: Resolved, options: GroupOptions) -> int:
     from gdfit.sweeps import journal as journals
     from gdfit.sweeps.groups import from_journal, load_job
 
+    if options.resume is not None and options.output_dir is not None:
+        raise UsageError("--resume DIR goes on in DIR: leave out --output-dir", key="--output-dir")
     _check_output(options)
     _check_paths(resolved, options)
     # one writer per journal folder and results table: a resume of a folder whose job still runs
@@ -123,7 +125,7 @@ def _same_config(journal, given: Resolved) -> None:
     """A resumed job goes on with the config it started with, key by key."""
     from gdfit.sweeps.journal import refuse_differences
 
-    refuse_differences(journal, given.config.model_dump(mode="json", exclude_unset=True), {})
+    refuse_differences(journal, given.config.model_dump(mode="json", exclude_unset=True), {}, kind="groups")
 
 
 def _digest(resolved: Resolved) -> dict[str, Any]:

@@ -120,7 +120,8 @@ def _columns(resolved: Resolved, dtype: torch.dtype, device: torch.device) -> di
     if config.data is None:
         return {}
     if config.data.group is not None:  # one fit per group: gdfit run's many-fits job (sweeps/groups.py)
-        raise ConfigError("data.group makes one fit per group: run the config with gdfit run", source=resolved.source,
+        raise ConfigError("data.group makes one fit per group: run the config with gdfit run (from Python: "
+                          "gdfit.fit_groups)", source=resolved.source,
                           key="data.group")
     path = resolved.resolve_path(config.data.file)
     raw = read_columns(path, lambda n: guard_memory(n, dtype, device, 8, "data file"))

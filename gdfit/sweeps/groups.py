@@ -164,7 +164,7 @@ def make_spec(resolved: Resolved, columns: Collection[str]) -> GroupSpec:
                           source=resolved.source, key="target")
     if not isinstance(config.optimizer, LM):
         raise ConfigError(f"many fits run with optimizer lm, not {config.optimizer.name}", source=resolved.source,
-                          key="optimizer", hint="add optimizer: lm (and dtype: float64) to the config")
+                          key="optimizer", hint="add optimizer: lm to the config")
     from gdfit.engine.descent import check_optimizer
 
     check_optimizer(resolved)  # the losses lm takes, as for one fit

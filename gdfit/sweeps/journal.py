@@ -198,12 +198,15 @@ def differences(journal: Journal, raw: dict[str, Any], grid: dict[str, list[Any]
     return found
 
 
-def refuse_differences(journal: Journal, raw: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+def refuse_differences(journal: Journal, raw: dict[str, Any], grid: dict[str, list[Any]], kind: str = "sweep") -> None:
     found = differences(journal, _round_trip(raw), _round_trip(grid))
     if found:
-        raise ConfigError("belongs to a different sweep: " + "; ".join(found), source=str(journal.folder),
-                          key="--resume",
-                          hint="resume without CONFIG, --grid and --set, or start a new --output folder")
+        if kind == "sweep":
+            what, hint = "sweep", "resume without CONFIG, --grid and --set, or start a new --output folder"
+        else:
+            what, hint = "many-fits job", "resume with the config the job started with, or start a new --output-dir"
+        raise ConfigError(f"belongs to a different {what}: " + "; ".join(found), source=str(journal.folder),
+                          key="--resume", hint=hint)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -531,6 +531,9 @@ def test_a_resume_refuses_a_changed_config_or_data_file(cli, tmp_path):
     assert cli("run", str(config), "--output-dir", str(folder)).exit_status in (0, 1)
     other = cli("run", str(config), "--resume", str(folder), "--set", "max_iters=50")
     assert other.exit_status == 2 and "config max_iters: the journal has 200, now 50" in other.stderr
+    assert "belongs to a different many-fits job" in other.stderr and "with the config the job started" in other.stderr
+    both = cli("run", str(config), "--resume", str(folder), "--output-dir", str(tmp_path / "elsewhere"))
+    assert both.exit_status == 2 and "leave out --output-dir" in both.stderr and not (tmp_path / "elsewhere").exists()
     data.write_text(data.read_text() + "C0,1.0,50.0\n")
     result = cli("run", str(config), "--resume", str(folder))
     assert result.exit_status == 2 and "the data file has changed" in result.stderr
