@@ -38,7 +38,10 @@ class StopRequest:
         self._unlisten = stdout.on_failure(self._stdout_failed)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                # a signal this process was started ignoring stays ignored, as Python leaves it: a
+                # shell without job control starts `gdfit ... &` so that Ctrl-C spares it
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:

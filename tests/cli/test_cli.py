@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import ROOT, run_process, strict_json
+from helpers import sigint_as_at_a_terminal
 
 SEED = str(ROOT / "configs" / "seed.yaml")
 
@@ -199,7 +200,7 @@ def test_signal_stops_cleanly_and_saves(tmp_path, sig):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gdfit", "run", "configs/seed.yaml", "--json", "--every", "0",
          "--set", "learning_rate=1e-9", "--set", "threshold=0", "--max-iters", "1000000000", "--output", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal,
     )
     first = proc.stdout.readline()  # the start event: the loop is running
     assert json.loads(first)["event"] == "start"

@@ -102,7 +102,8 @@ def test_ctrl_c_mid_run_writes_every_held_step_line_then_the_end_event(unbuffere
     args = ["run", SEED, "--set", "threshold=0", "--set", "learning_rate=1e-4", "--max-iters", "100000000",
             "--json", "--every", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "gdfit", *args], cwd=ROOT, env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=sigint_as_at_a_terminal)
     try:
         head = [proc.stdout.readline() for _ in range(1001)]  # the start and 1000 updates: the run is under way
         proc.send_signal(signal.SIGINT)
@@ -117,3 +118,26 @@ def test_ctrl_c_mid_run_writes_every_held_step_line_then_the_end_event(unbuffere
     assert 1000 <= end["iters"] < 100_000_000
     assert [event["iter"] for event in lines[1:-1]] == list(range(1, end["iters"] + 1))
     assert all(event["event"] == "step" for event in lines[1:-1])
+
+
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
+    """A shell without job control starts `gdfit run ... &` with SIGINT ignored, so that a Ctrl-C
+    meant for the script spares it (Python leaves such a signal ignored): gdfit does too, and
+    still stops on SIGTERM."""
+    env = {**os.environ, "NO_COLOR": "1", "GDFIT_PAUSE_AT": "checkpoint"}
+    args = ["run", SEED, "--json", "--every", "0", "--checkpoint", str(tmp_path / "run.ckpt"), "--checkpoint-every", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", *args], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stderr.readline().strip() == "gdfit: paused at checkpoint"
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):  # ignored: the run waits on
+            proc.wait(timeout=1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err
+    events = [strict_json(line) for line in out.splitlines()]
+    assert (events[-1]["event"], events[-1]["status"]) == ("end", "interrupted")

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import ROOT, strict_json
+from helpers import sigint_as_at_a_terminal
 
 SEED = str(ROOT / "configs" / "seed.yaml")
 GRID = ["--grid", "optimizer=gd,adam", "--grid", "learning_rate=0.5,1,4.5,20"]  # 8 runs, 2 batches
@@ -95,7 +96,7 @@ def stopped_sweep(tmp_path, sig: int):
         folder = tmp_path / f"stopped{attempt}"
         proc = subprocess.Popen([sys.executable, "-m", "gdfit", "sweep", SEED, *BIG, "--output", str(folder)],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "NO_COLOR": "1"})
+                                env={**os.environ, "NO_COLOR": "1"}, preexec_fn=sigint_as_at_a_terminal)
         deadline, journal = time.monotonic() + 60, folder / "runs.jsonl"
         while time.monotonic() < deadline and proc.poll() is None:
             if journal.exists() and journal.read_text().count("\n") >= 1:
