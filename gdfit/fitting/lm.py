@@ -35,11 +35,12 @@ FACTOR = 0.1
 MAX_TRIALS = 40
 # the smallest radius an update begins with, in the dtype's resolution of |D x|. D only grows, and
 # a robust loss's can grow a millionfold in one update: its scaled Jacobian is floored at sqrt(eps)
-# J while every residual lies where the loss is linear (huber's s is exactly 0 there), and is J's
-# own once one residual comes inside. The radius carried over, in the old D's units, then allows a
-# step below float32's resolution of x, which its xtol (at float32's eps) reads as convergence.
-# 16 resolutions move x by many of its roundings, so the ratio test can still judge the step; in
-# float64 no radius this small outlives its update (xtol ends the run first: NIST's fits are the same).
+# J while every residual lies beyond f_scale (huber's s is 0 there, cauchy's and arctan's
+# below 0), and is about J once one residual comes inside. The radius carried over, in the old D's
+# units, then allows only a step below float32's resolution of x, which xtol (acting at float32's
+# eps) reads as convergence. 16 resolutions move x by many of its roundings, so the ratio test can
+# still judge the step. In float64 a radius this small follows only a step that xtol's default
+# 1e-10 has already ended the run on: NIST's fits take the same steps.
 RESOLVABLE = 16
 
 

@@ -418,9 +418,10 @@ def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, 
 
 
 def test_float32_huber_groups_far_from_their_optimum_are_their_single_fits(cli, tmp_path):
-    """lm in float32 with huber, each group started where every residual is far beyond f_scale
-    (its trust radius then meets float32's resolution, lm.RESOLVABLE): each group is still its
-    single fit, bit for bit, and gets to scipy's optimum, not a convergence claimed on the way."""
+    """lm in float32 with huber from a = tau = beta = 1: G2 starts with every residual beyond
+    f_scale (where its trust radius met float32's resolution, lm.RESOLVABLE), G0 and G1 with a few
+    inside. Each group is still its single fit, bit for bit, and gets to scipy's optimum, not to a
+    convergence claimed on the way."""
     scipy_optimize = pytest.importorskip("scipy.optimize", reason="scipy is the test-only oracle (extra `test`)")
     from gdfit.config import load_config
     from gdfit.engine.descent import Descent, prepare
@@ -439,7 +440,8 @@ def test_float32_huber_groups_far_from_their_optimum_are_their_single_fits(cli, 
     assert result.exit_status == 0, result.stderr
     events = {e["group"]: e for e in result.lines if e["event"] == "group"}
     for group, y in groups.items():
-        (tmp_path / "single.csv").write_text("t,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(t.tolist(), y.tolist())))
+        rows = "".join(f"{a!r},{b!r}\n" for a, b in zip(t.tolist(), y.tolist()))
+        (tmp_path / "single.csv").write_text("t,y\n" + rows)
         single = {**job, "data": {"file": "single.csv"}}
         (tmp_path / "single.yaml").write_text(yaml.safe_dump(single, sort_keys=False))
         descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
