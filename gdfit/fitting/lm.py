@@ -33,6 +33,15 @@ MAX_ACCELERATION = 0.75  # the largest 2|a|/|v| a step's correction may have (Tr
 # 0.1 passes the most of NIST's 54 fits and of 312 random starts around NIST's (README).
 FACTOR = 0.1
 MAX_TRIALS = 40
+# the smallest radius an update begins with, in the dtype's resolution of |D x|. D only grows, and
+# a robust loss's can grow a millionfold in one update: its scaled Jacobian is floored at sqrt(eps)
+# J while every residual lies beyond f_scale (huber's s is 0 there, cauchy's and arctan's
+# below 0), and is about J once one residual comes inside. The radius carried over, in the old D's
+# units, then allows only a step below float32's resolution of x, which xtol (acting at float32's
+# eps) reads as convergence. 16 resolutions move x by many of its roundings, so the ratio test can
+# still judge the step. In float64 a radius this small follows only a step that xtol's default
+# 1e-10 has already ended the run on: NIST's fits take the same steps.
+RESOLVABLE = 16
 
 
 def jacobian(fn, flat: torch.Tensor) -> torch.Tensor:
@@ -259,7 +268,8 @@ class LevenbergMarquardt:
         scale[runs] = np.maximum(scale[runs], np.sqrt(np.vecdot(Jn, Jn, axis=1)))
         D = np.where(scale[runs] > 0, scale[runs], 1.0)
         update = _Updates(Jn, rn, D, here, delta[runs] == 0, cost[runs])
-        radius = np.where(update.first, np.where(update.size > 0, FACTOR * update.size, FACTOR), delta[runs])
+        radius = np.where(update.first, np.where(update.size > 0, FACTOR * update.size, FACTOR),
+                          np.maximum(delta[runs], RESOLVABLE * self.resolution * update.size))
         # last: each run's last trial, reported if none is taken
         return _Flight(runs, update, here, here.copy(), np.full_like(here, math.nan), radius, par[runs], rn, Jn, g,
                        np.zeros(len(runs), np.int64), blocked)

@@ -103,7 +103,10 @@ def test_the_radius_follows_minpack(delta, fnorm, change, pnorm, jp, par):
     rho = (cost - new_cost) / predicted
     if 0.1 * fnorm1 >= fnorm:
         rho = -1.0 if rho > 0 else rho
-    got = new_radius(delta, rho, cost - new_cost, predicted, cost, new_cost, pnorm, par)
+    # as lm calls it: arrays over runs (np.where evaluates both branches, and with plain floats
+    # the unused one's slope + actual / 2 = 0 would raise ZeroDivisionError)
+    arrays = (np.array([v], float) for v in (delta, rho, cost - new_cost, predicted, cost, new_cost, pnorm, par))
+    got = new_radius(*arrays)[0]
     assert got == pytest.approx(expected, rel=1e-9)
 
 
