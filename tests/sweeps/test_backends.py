@@ -325,6 +325,31 @@ def test_the_cluster_gdfit_starts_serves_http_on_a_free_loopback_port():
         cluster.close()
 
 
+def _log_on_worker() -> None:
+    import logging
+
+    logging.getLogger("distributed.worker").warning("probe: a warning")
+    logging.getLogger("distributed.worker").error("probe: an error")
+
+
+def test_the_cluster_gdfit_starts_lets_only_errors_through(capfd, monkeypatch):
+    """A worker's warning (Dask logs one for each task it cancels, on Ctrl-C) stays off the
+    terminal; an error, such as a worker lost for good, still reaches it. The workers write to
+    this process's stderr, which capfd reads; no environment of an earlier CLI test speaks for them."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+    cluster = backends.start_local_cluster(workers=1)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            client.run(_log_on_worker)
+    finally:
+        cluster.close()
+    err = capfd.readouterr().err
+    assert "probe: an error" in err and "probe: a warning" not in err
+
+
 @pytest.mark.parametrize(
     "grid,optimizer",
     [
