@@ -118,3 +118,28 @@ def sigint_as_at_a_terminal() -> None:
     that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C these tests send would
     be dropped and the paused process would wait for ever."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+DASK_NOISE = ("CancelledError", "Traceback", "distributed.", "8787", "already in use")
+
+
+def dask_noise(stderr: str) -> list[str]:
+    """The lines of `stderr` that come from Dask, not gdfit: its log lines (`distributed.worker ...`),
+    its warnings (a dashboard port in use), tracebacks."""
+    return [line for line in stderr.splitlines() if any(word in line for word in DASK_NOISE)]
+
+
+def holding_port(port: int, host: str = "127.0.0.1"):
+    """A context: `host:port` is taken while it lasts, by a listening socket of this process, or
+    already by another process (taken all the same)."""
+    import contextlib
+    import socket
+
+    stack = contextlib.ExitStack()
+    sock = stack.enter_context(socket.socket())
+    try:
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        pass  # someone else listens there: the port is just as taken
+    return stack

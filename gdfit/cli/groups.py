@@ -71,8 +71,10 @@ def run_groups(resolved: Resolved, options: GroupOptions) -> int:
             raise UsageError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
         if options.backend == "dask":
             from gdfit.sweeps.backends import require_dask
+            from gdfit.sweeps.dask_env import quiet
 
             require_dask()
+            quiet()  # as for a sweep: also the client's lines, on a cluster gdfit joins
         job = load_job(resolved)
         digest = _digest(resolved)
         folder = options.resume or options.output_dir

@@ -13,6 +13,7 @@ device is not `cpu`, one task per GPU at a time.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -49,6 +50,16 @@ POLL_S = 0.01  # how often should_stop is read, and finished tasks looked for, w
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.gil.enabled": False,
                  "distributed.admin.system-monitor.interval": "5s", "distributed.admin.tick.interval": "1s",
                  "distributed.worker.memory.monitor-interval": "500ms"}
+
+# Dask's own log lines stay off the user's terminal unless they report an error: a worker logs a
+# warning for each task cancelled under it (after Ctrl-C) and the nannies one for each restart.
+# `silence_logs` sets the level of Dask's stderr handler in this process (scheduler, nannies,
+# client) and in each worker process. The scheduler serves its HTTP routes (health, metrics; the
+# dashboard only with bokeh and a dashboard address) even without a dashboard, on 8787 unless told
+# otherwise, and warns when that port is taken (another cluster, a second gdfit job): a free port
+# on 127.0.0.1 instead. LocalCluster turns the dashboard off by `dashboard_address=None`, and
+# `scheduler_kwargs` only moves the HTTP server.
+QUIET_CLUSTER = {"silence_logs": logging.ERROR, "scheduler_kwargs": {"dashboard_address": f"{LOOPBACK}:0"}}
 
 Results = Iterator[tuple[list[int], list[records.RunRecord]]]
 
@@ -207,8 +218,8 @@ def _scheduler_has_gpu(dask_scheduler) -> bool:
 
 def start_local_cluster(workers: int | None = None):
     """A LocalCluster on this machine only: process workers of one thread each, one per CPU,
-    scheduler and workers bound to 127.0.0.1, no dashboard. Callers start it under
-    `if __name__ == "__main__":` (the workers are spawned processes)."""
+    scheduler and workers bound to 127.0.0.1, no dashboard, quiet (see QUIET_CLUSTER). Callers
+    start it under `if __name__ == "__main__":` (the workers are spawned processes)."""
     import dask
     from distributed import LocalCluster
 
@@ -216,7 +227,7 @@ def start_local_cluster(workers: int | None = None):
     # the scheduler (in this process) reads this config as it starts, and the nannies copy it to their workers
     with dask.config.set(QUIET_WORKERS):
         return LocalCluster(host=LOOPBACK, n_workers=workers or cpus or 1, threads_per_worker=1, processes=True,
-                            dashboard_address=None, protocol="tcp://")
+                            dashboard_address=None, protocol="tcp://", **QUIET_CLUSTER)
 
 
 def execute(runs: list[Run], x_limit: int, should_stop, done: frozenset[int] = frozenset(),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SEED_TARGET
-from helpers import sockets_off_loopback
+from helpers import dask_noise, holding_port, sockets_off_loopback
 
 from gdfit import records
 from gdfit.sweeps import backends
@@ -286,6 +286,68 @@ def test_the_cli_sweeps_on_dask_and_resumes_there(cluster, cli, tmp_path, monkey
     again = json.loads((folder / "summary.json").read_text())
     assert {json.dumps(r["params"]): r for r in again["runs"]} == expected
     assert len((folder / "runs.jsonl").read_text().splitlines()) == 24  # each run exactly once
+
+
+def test_a_sweep_beside_a_taken_dashboard_port_prints_nothing_of_it():
+    """127.0.0.1:8787 taken: the sweep's own cluster moves its HTTP server to a free loopback port
+    without a word (the many-fits job's test runs the same with `gdfit run`)."""
+    pytest.importorskip("distributed")
+    from conftest import ROOT, run_process
+
+    with holding_port(8787):
+        result = run_process("sweep", str(ROOT / "configs" / "seed.yaml"), "--grid", "learning_rate=0.5,1",
+                             "--backend", "dask", env={"DASK_SCHEDULER_ADDRESS": ""})
+    assert result.exit_status == 0, result.stderr
+    assert not dask_noise(result.stderr), result.stderr
+
+
+def test_the_cluster_gdfit_starts_serves_http_on_a_free_loopback_port():
+    """Its scheduler's HTTP server (health and metrics routes; no dashboard) listens on 127.0.0.1,
+    not on 8787 when that is taken, and starting it warns of nothing."""
+    import urllib.error
+    import urllib.request
+    import warnings
+
+    pytest.importorskip("distributed")
+    with holding_port(8787), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cluster = backends.start_local_cluster(workers=1)
+    try:
+        server = cluster.scheduler.http_server
+        assert (server.address, server.port != 8787) == ("127.0.0.1", True)
+        base = f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{base}/health", timeout=10) as answer:
+            assert answer.read() == b"ok"
+        with pytest.raises(urllib.error.HTTPError) as missing:  # the dashboard's page: none served
+            urllib.request.urlopen(f"{base}/status", timeout=10)
+        assert missing.value.code == 404
+    finally:
+        cluster.close()
+
+
+def _log_on_worker() -> None:
+    import logging
+
+    logging.getLogger("distributed.worker").warning("probe: a warning")
+    logging.getLogger("distributed.worker").error("probe: an error")
+
+
+def test_the_cluster_gdfit_starts_lets_only_errors_through(capfd, monkeypatch):
+    """A worker's warning (Dask logs one for each task it cancels, on Ctrl-C) stays off the
+    terminal; an error, such as a worker lost for good, still reaches it. The workers write to
+    this process's stderr, which capfd reads; no environment of an earlier CLI test speaks for them."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+    cluster = backends.start_local_cluster(workers=1)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            client.run(_log_on_worker)
+    finally:
+        cluster.close()
+    err = capfd.readouterr().err
+    assert "probe: an error" in err and "probe: a warning" not in err
 
 
 @pytest.mark.parametrize(

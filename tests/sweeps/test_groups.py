@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from helpers import run_without_torch, sigint_as_at_a_terminal, sockets_off_loopback
+from helpers import dask_noise, holding_port, run_without_torch, sigint_as_at_a_terminal, sockets_off_loopback
 
 sys.path.insert(0, str(ROOT / "configs"))
 from make_screen import screen, write  # noqa: E402
@@ -612,6 +612,66 @@ def test_dask_gives_the_local_table_on_loopback_only(cli, tmp_path, monkeypatch)
     assert not bad, "\n".join(sorted(set(bad)))
     assert len(seen) > 3, "the watcher never saw the cluster's processes"
     assert (tmp_path / "dask.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+
+def two_cpus() -> None:
+    """In the child before it runs: SIGINT as at a terminal, and two CPUs, so that its local
+    cluster has two workers and each task a known share of the job, whatever the machine."""
+    import os
+
+    sigint_as_at_a_terminal()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_dask_job_shows_gdfit_s_words_only(tmp_path):
+    """Ctrl-C as soon as the first task's groups are in, while the workers run the next ones: the
+    job ends as interrupted (130, its table with the groups not reached), and Dask's own lines
+    about the tasks it cancels (a warning from each worker) stay off the terminal."""
+    import os
+    import signal
+    import subprocess
+
+    pytest.importorskip("distributed")
+    columns, _ = screen(10_000, seed=8)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    env = {key: value for key, value in os.environ.items() if key != "DASK_SCHEDULER_ADDRESS"}
+    env.update({"GDFIT_PAUSE_AT": "groups", "NO_COLOR": "1", "COLUMNS": "100"})
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", "run", str(config), "--backend", "dask", "--output",
+                             str(tmp_path / "r.csv")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=two_cpus)
+    try:
+        assert "paused at groups" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in out and "10,000 groups in" in out
+    statuses = [row["status"] for row in csv.DictReader(open(tmp_path / "r.csv"))]
+    assert len(statuses) == 10_000 and 0 < statuses.count("interrupted") < 10_000
+    assert not dask_noise(err), err
+    assert err == "", err  # gdfit itself has nothing to add on stderr: its words are the table's
+
+
+@pytest.mark.slow
+def test_a_dask_job_beside_a_taken_dashboard_port_prints_nothing_of_it(tmp_path):
+    """127.0.0.1:8787, Dask's dashboard port, taken (a second gdfit job, any other cluster): the
+    job's cluster serves its HTTP routes on a free port of 127.0.0.1 and says nothing about it."""
+    pytest.importorskip("distributed")
+    from conftest import run_process
+
+    columns, _ = screen(40, seed=6)
+    write_exact(tmp_path / "plates.csv", columns)
+    config = job_config(tmp_path, "plates.csv")
+    with holding_port(8787):
+        result = run_process("run", str(config), "--backend", "dask", "--output", str(tmp_path / "r.csv"),
+                             env={"DASK_SCHEDULER_ADDRESS": ""})
+    assert result.exit_status in (0, 1), result.stderr
+    assert len(list(csv.DictReader(open(tmp_path / "r.csv")))) == 40
+    assert not dask_noise(result.stderr), result.stderr
 
 
 # ---------------------------------------------------------------- plot
