@@ -245,7 +245,7 @@ def fit_figures(n: int, p: int, plain: np.ndarray, rss: np.ndarray, total: np.nd
 
 
 def covariances(J: np.ndarray, s2: np.ndarray, absolute_sigma: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(J^T J)^-1 of each run through the SVD of its J [K, n, p], times its s^2 unless the sigmas
+    """(J^T J)^-1 of each run through the SVD of its J [K, n, p] (columns scaled to unit size), times its s^2 unless the sigmas
     are absolute (as curve_fit): [K, p, p], inf for a run whose data do not determine a
     direction; and which runs have one ([K]; not those whose J is not finite: a diverged fit)."""
     K, n, p = J.shape
@@ -254,8 +254,13 @@ def covariances(J: np.ndarray, s2: np.ndarray, absolute_sigma: bool) -> tuple[np
     finite = np.flatnonzero(defined)
     if not len(finite):
         return covariance, defined
+    # each column to unit size first: the rank test then reads how well the data determine the
+    # parameters, not their units (a slope per second beside an intercept of 1e4 at Unix times
+    # would look singular); the covariance is scaled back below
+    units = np.abs(J[finite]).max(axis=1)  # [m, p]
+    units = np.where(units > 0, units, 1.0)  # a zero column stays zero: a direction not determined
     try:
-        _, s, Vt = np.linalg.svd(J[finite], full_matrices=False)  # numpy: microseconds, where torch's CPU svd is slow
+        _, s, Vt = np.linalg.svd(J[finite] / units[:, None, :], full_matrices=False)  # numpy: microseconds, where torch's CPU svd is slow
     except np.linalg.LinAlgError:  # one did not converge: each alone (the same numbers for the others)
         if len(finite) == 1:
             defined[finite] = False
@@ -266,7 +271,7 @@ def covariances(J: np.ndarray, s2: np.ndarray, absolute_sigma: bool) -> tuple[np
     tiny = s.max(axis=1) * max(n, p) * np.finfo(float).eps
     full = (s > tiny[:, None]).all(axis=1)
     with np.errstate(all="ignore"):
-        cov = np.matmul(Vt.transpose(0, 2, 1) / (s ** 2)[:, None, :], Vt)
+        cov = np.matmul(Vt.transpose(0, 2, 1) / (s ** 2)[:, None, :], Vt) / (units[:, :, None] * units[:, None, :])
         if not absolute_sigma:
             cov = cov * s2[finite][:, None, None]
     covariance[finite] = np.where(full[:, None, None], cov, math.inf)  # inf: a direction the data does not determine

@@ -137,6 +137,40 @@ def test_values_and_stderr_equal_curve_fit(tmp_path):
     assert result.fit["n"] == 14 and result.fit["p"] == 2 and result.fit["dof"] == 12
 
 
+@pytest.mark.parametrize("case", ["line at Unix times", "decay in seconds", "quadratic to 1e7"])
+def test_parameters_of_very_different_units_get_finite_stderr_as_polyfit_and_curve_fit_give(tmp_path, case):
+    """A slope per second beside an intercept near 1e4 (x at Unix times) makes J's columns differ
+    by 1e9, though the data determine both well: the rank test reads J's columns scaled to unit
+    size. numpy's polyfit (its own scaled lstsq) and scipy's curve_fit are the oracles."""
+    import gdfit
+
+    rng = np.random.default_rng(7)
+    if case == "line at Unix times":
+        x = np.linspace(1.7e9, 1.7e9 + 86400, 50)
+        y = 20 + 1e-5 * (x - x[0]) + rng.normal(0, 0.2, x.size)
+        model, oracle = {"name": "linear", "x": "x"}, np.polyfit(x, y, 1, cov=True)
+        names, (popt, pcov) = ["slope", "intercept"], oracle
+    elif case == "quadratic to 1e7":
+        x = np.linspace(0, 1e7, 40)
+        y = 3e-14 * x ** 2 + 2e-7 * x + 1 + rng.normal(0, 0.3, x.size)
+        model, (popt, pcov) = {"name": "quadratic", "x": "x"}, np.polyfit(x, y, 2, cov=True)
+        names = ["a", "b", "c"]
+    else:
+        x = np.linspace(0, 2e-8, 60)
+        y = 3e5 * np.exp(-x / 3.2e-9) + rng.normal(0, 300, x.size)
+        model, names = {"expr": "a * exp(-x / tau)", "params": {"a": 2e5, "tau": 5e-9}}, ["a", "tau"]
+        popt, pcov = scipy_optimize.curve_fit(lambda x, a, tau: a * np.exp(-x / tau), x, y, p0=[2e5, 5e-9],
+                                              ftol=1e-14, xtol=1e-14, gtol=1e-14, maxfev=10_000)
+    data = write_data(tmp_path, {"x": list(x), "y": list(y)})
+    result = gdfit.fit({"data": {"file": str(tmp_path / data)}, "target": {"column": "y"}, "model": model, "optimizer": "lm",
+                        "dtype": "float64"})
+    assert result.status == "converged"
+    for i, name in enumerate(names):
+        assert rel(result.params[name].value, popt[i]) < 1e-6
+        assert rel(result.params[name].stderr, math.sqrt(pcov[i, i])) < 1e-5
+    assert np.allclose(result.covariance, pcov, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("absolute", [False, True])
 def test_sigma_weights_and_absolute_sigma_equal_curve_fit(tmp_path, absolute):
     sigma = [0.5 + 0.1 * i for i in range(len(X))]
