@@ -58,7 +58,32 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
     with hold_all([(options.checkpoint, "--checkpoint", False), (options.output, "--output", False),
                    (options.save, "--save", False), (options.plot, "--plot", False)]):
+        refuse_earlier_checkpoint(resolved, options)  # under the lock: no other run can write it meanwhile
         return _descend(resolved, options)
+
+
+def refuse_earlier_checkpoint(resolved: Resolved, options: RunOptions) -> None:
+    """--checkpoint never replaces a file that holds something (an earlier run's checkpoint, which a
+    re-run without --resume would otherwise overwrite at its first save or Ctrl-C); only the --resume
+    file itself may be saved over. An empty file (mktemp's) holds nothing to lose."""
+    path = options.checkpoint
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    from gdfit.errors import OutputError
+    from gdfit.files.paths import identity
+
+    if options.resume is not None and identity(options.resume) == identity(path):
+        return
+    with open(path, "rb") as handle:
+        archive = handle.read(4) == b"PK\x03\x04"  # torch.save writes a ZIP archive
+    held = "already holds a checkpoint" if archive else "already exists (and is not empty)"
+    if options.resume is None and archive:
+        config = "-" if resolved.source in ("-", "<stdin>") else resolved.source
+        remedy = (f"continue it with `gdfit run {config} --resume {path} --checkpoint {path}`, "
+                  "or remove it / choose another path")
+    else:
+        remedy = "remove it or choose another path; a resumed run may save over its own --resume file"
+    raise OutputError(f"{held}; {remedy}", source=str(path), key="--checkpoint")
 
 
 def _descend(resolved: Resolved, options: RunOptions) -> str:

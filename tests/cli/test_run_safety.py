@@ -1,0 +1,58 @@
+"""`gdfit run` loses nothing and mixes nothing: an earlier checkpoint is never replaced by a new run,
+a damaged checkpoint is bad input, and scripts reading --json learn of every ending."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from conftest import SEED_TARGET, run_cli
+
+
+@pytest.fixture
+def seed(tmp_path):
+    config = tmp_path / "seed.yaml"
+    config.write_text(f"target: {SEED_TARGET}\noptimizer: adam\nlearning_rate: 0.05\n")
+    return config
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_earlier_checkpoint_is_never_replaced_by_a_new_run(seed, tmp_path):
+    path = tmp_path / "run.ckpt"
+    assert run_cli("run", str(seed), "--checkpoint", str(path), "--max-iters", "5", "--every", "0").exit_status == 1
+    before = _digest(path)
+    again = run_cli("run", str(seed), "--checkpoint", str(path), "--max-iters", "7", "--json")
+    assert again.exit_status == 2
+    assert [e["event"] for e in again.lines] == ["error"]  # refused before anything ran
+    assert (f"{path}: --checkpoint: already holds a checkpoint; continue it with "
+            f"`gdfit run {seed} --resume {path} --checkpoint {path}`") in again.stderr
+    assert _digest(path) == before
+    # the remedy it names works: the run goes on from update 5 and saves over its own checkpoint
+    resumed = run_cli("run", str(seed), "--resume", str(path), "--checkpoint", str(path), "--max-iters", "7", "--json")
+    assert resumed.exit_status == 1 and resumed.lines[-1]["resumed_from"] == 5 and _digest(path) != before
+
+
+def test_a_resumed_run_may_not_save_over_another_checkpoint(seed, tmp_path):
+    first, second = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    for path in (first, second):
+        assert run_cli("run", str(seed), "--checkpoint", str(path), "--max-iters", "3", "--every", "0").exit_status == 1
+    before = _digest(second)
+    result = run_cli("run", str(seed), "--resume", str(first), "--checkpoint", str(second), "--max-iters", "6")
+    assert result.exit_status == 2 and "b.ckpt: --checkpoint: already holds a checkpoint" in result.stderr
+    assert _digest(second) == before
+
+
+def test_any_file_with_content_is_kept_and_an_empty_one_is_used(seed, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    kept = run_cli("run", str(seed), "--checkpoint", str(notes), "--max-iters", "3")
+    assert kept.exit_status == 2 and "already exists (and is not empty)" in kept.stderr
+    assert notes.read_text() == "my notes\n"
+    empty = tmp_path / "made-by-mktemp"
+    empty.touch()
+    assert run_cli("run", str(seed), "--checkpoint", str(empty), "--max-iters", "3").exit_status == 1
+    assert empty.stat().st_size > 0
