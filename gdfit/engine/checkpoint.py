@@ -143,21 +143,7 @@ def load(path: Path) -> Checkpoint:
         raise InputFileError(("no such checkpoint file" if reason == "no such file" else reason)
                              if not path.exists() else "is not a regular file",
                              source=name, key="--resume")
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        raise InputFileError("cannot read the checkpoint: it is not a whole torch archive (truncated, damaged, "
-                             "or another kind of file)", source=name, key="--resume")
-    try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch's reasons vary by damage; all mean "not a readable checkpoint"
-        text = str(err).strip()
-        if "Weights only load failed" in text:
-            reason = "it holds objects other than tensors, numbers and text, which are never loaded (they could run code)"
-        else:
-            reason = text.splitlines()[0][:120] if text else type(err).__name__
-        raise InputFileError(f"cannot read the checkpoint (truncated, damaged or not a gdfit checkpoint): {reason}",
-                             source=name, key="--resume") from None
+    document = _read(path, name)
     try:
         return _parse(document)
     except Unusable as err:
@@ -165,6 +151,40 @@ def load(path: Path) -> Checkpoint:
     except Exception:  # a shape no check above foresaw: still the file's fault, said plainly
         raise InputFileError("not a usable gdfit checkpoint: its fields are not the ones gdfit writes",
                              source=name, key="--resume") from None
+
+
+def _read(path: Path, name: str) -> Any:
+    """torch.load with weights_only=True, every failure of a damaged file an input error: the archive
+    check itself raises on some damage (zipfile's BadZipFile from a ZIP64 record), and torch's reasons
+    vary by damage; torch's warnings about what it read (a pickle protocol it does not know) are
+    reasons too, never noise on stderr: the content digest decides what the content is."""
+    import warnings
+    import zipfile
+
+    damaged = "cannot read the checkpoint (truncated, damaged or not a gdfit checkpoint): "
+    try:
+        whole = zipfile.is_zipfile(path)
+    except Exception as err:  # BadZipFile, OSError, ValueError from the archive's own records
+        raise InputFileError(damaged + _reason(err), source=name, key="--resume") from None
+    if not whole:
+        raise InputFileError("cannot read the checkpoint: it is not a whole torch archive (truncated, damaged, "
+                             "or another kind of file)", source=name, key="--resume")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        text = str(err)
+        if "Weights only load failed" in text:
+            reason = "it holds objects other than tensors, numbers and text, which are never loaded (they could run code)"
+        else:
+            reason = _reason(err)
+        raise InputFileError(damaged + reason, source=name, key="--resume") from None
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:120] if text else type(err).__name__
 
 
 class Unusable(ValueError):
