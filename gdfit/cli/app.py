@@ -110,9 +110,12 @@ def edge(json_mode: bool = False) -> Iterator[None]:
         known = as_input_error(err)  # what the machine refused (memory, an encoding), not a bug
         if known is not None:
             raise typer.Exit(_report(known, json_mode))
-        _err(f"gdfit: internal error: {type(err).__name__}: {err}")
+        said = f"internal error: {type(err).__name__}: {err}"
+        _err(f"gdfit: {said}")
         if not _debug():
             _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
+        if json_mode:  # a script reading the stream learns that it ended, and why
+            _json_error("internal", f"{said} (a bug in gdfit; --debug shows the traceback)")
         raise typer.Exit(INTERNAL_ERROR)
 
 

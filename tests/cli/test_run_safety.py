@@ -56,3 +56,30 @@ def test_any_file_with_content_is_kept_and_an_empty_one_is_used(seed, tmp_path):
     empty.touch()
     assert run_cli("run", str(seed), "--checkpoint", str(empty), "--max-iters", "3").exit_status == 1
     assert empty.stat().st_size > 0
+
+
+def _bug(*args, **kwargs):
+    raise ZeroDivisionError("a bug planted by the test")
+
+
+@pytest.mark.parametrize("where", ["check_paths", "_save"])
+def test_an_internal_error_ends_the_json_stream_with_an_error_event(seed, monkeypatch, where):
+    """Before the run (nothing on stdout yet) and after its end event: the last line says why."""
+    import gdfit.cli.run
+
+    monkeypatch.setattr(gdfit.cli.run, where, _bug)
+    result = run_cli("run", str(seed), "--json", "--every", "0", "--max-iters", "3")
+    assert result.exit_status == 70
+    events = result.lines  # strict JSON Lines throughout
+    assert [e["event"] for e in events] == (["error"] if where == "check_paths" else ["start", "end", "error"])
+    assert events[-1]["kind"] == "internal"
+    assert events[-1]["message"].startswith("internal error: ZeroDivisionError: a bug planted by the test")
+    assert "internal error: ZeroDivisionError" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_internal_error_without_json_leaves_stdout_alone(seed, monkeypatch):
+    import gdfit.cli.run
+
+    monkeypatch.setattr(gdfit.cli.run, "check_paths", _bug)
+    result = run_cli("run", str(seed), "--max-iters", "3")
+    assert result.exit_status == 70 and result.stdout == ""
