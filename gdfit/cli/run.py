@@ -156,10 +156,13 @@ def _checkpoints(options: RunOptions, resolved: Resolved):
     uses = config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir)
     digests = input_digests(uses)
     if options.resume is not None:
-        from gdfit.engine.checkpoint import load
+        from gdfit.engine.checkpoint import config_changes, load
 
         resume = load(options.resume)
-        refuse_changed(resume.inputs, digests, uses, str(options.resume), "--resume")
+        if not config_changes(resume.config, resolved.config.model_dump(mode="json")):
+            # the same config, so the same files by name: one whose bytes changed is the difference.
+            # Another config is refused once the problem is built, each differing key named.
+            refuse_changed(resume.inputs, digests, uses, str(options.resume), "--resume")
     if options.checkpoint is not None:
         from gdfit.engine.checkpoint import Checkpointer
 

@@ -299,6 +299,11 @@ def check_optimizer_state(saved: dict[str, dict[str, torch.Tensor]], expected: d
                                  hint="it was written by another gdfit or another optimizer: start again without --resume")
 
 
+def config_changes(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The top-level keys, sorted, in which `config` differs from a checkpoint's (`MAY_CHANGE` aside)."""
+    return sorted(k for k in set(config) | set(saved) if k not in MAY_CHANGE and config.get(k) != saved.get(k))
+
+
 def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str, params: dict[str, torch.Tensor],
                      source: str) -> None:
     """Refuse a checkpoint of another config, target, version or shape, saying what differs."""
@@ -307,8 +312,7 @@ def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str
         problems.append(f"written by gdfit {checkpoint.versions.get('gdfit')} with torch "
                         f"{checkpoint.versions.get('torch')}; this is gdfit {__version__} with torch {torch_version()}, "
                         "and exact resume needs the same arithmetic")
-    changed = sorted(k for k in set(config) | set(checkpoint.config)
-                     if k not in MAY_CHANGE and config.get(k) != checkpoint.config.get(k))
+    changed = config_changes(checkpoint.config, config)
     if config.get("max_iters", 0) < checkpoint.state.iters:
         problems.append(f"max_iters {config.get('max_iters')} is below the checkpoint's {plural(checkpoint.state.iters, 'update')}")
     schedule = config.get("schedule") or {}

@@ -83,3 +83,34 @@ def test_an_internal_error_without_json_leaves_stdout_alone(seed, monkeypatch):
     monkeypatch.setattr(gdfit.cli.run, "check_paths", _bug)
     result = run_cli("run", str(seed), "--max-iters", "3")
     assert result.exit_status == 70 and result.stdout == ""
+
+
+def test_a_checkpoint_of_another_config_names_the_keys_not_an_input_file(seed, tmp_path):
+    """The checkpoint never read data.file: what differs is the config (model, data, target)."""
+    path = tmp_path / "seed.ckpt"
+    assert run_cli("run", str(seed), "--checkpoint", str(path), "--max-iters", "3", "--every", "0").exit_status == 1
+    (tmp_path / "decay.csv").write_text("t,y\n0,5.5\n1,3.9\n2,2.7\n3,2.0\n4,1.4\n")
+    decay = tmp_path / "decay.yaml"
+    decay.write_text("data: {file: decay.csv}\ntarget: {column: y}\nmodel: {expr: 'a * exp(-t / tau) + c', "
+                     "params: {a: 1, tau: 1, c: 0}}\noptimizer: adam\n")
+    result = run_cli("run", str(decay), "--resume", str(path), "--every", "0")
+    assert result.exit_status == 2
+    assert "the input file" not in result.stderr and "changed since it was saved" not in result.stderr
+    differs = result.stderr.split("the config differs in ", 1)[1]
+    named = [part.split(" (")[0] for part in differs.split("), ")]
+    assert {"data", "model", "target"} <= set(named) and "optimizer" not in named  # adam on both sides
+
+
+def test_another_data_file_by_name_is_a_config_difference(tmp_path):
+    """Both configs read a data.file, but not the same one: the config says so, not "it changed"."""
+    for name, scale in (("a.csv", 1), ("b.csv", 2)):
+        (tmp_path / name).write_text("t,y\n" + "".join(f"{t},{scale * (5 - t)}\n" for t in range(5)))
+        (tmp_path / name.replace(".csv", ".yaml")).write_text(
+            f"data: {{file: {name}}}\ntarget: {{column: y}}\nmodel: {{expr: 'a * t + b', params: {{a: 0, b: 0}}}}\n"
+            "optimizer: adam\n")
+    path = tmp_path / "a.ckpt"
+    assert run_cli("run", str(tmp_path / "a.yaml"), "--checkpoint", str(path), "--max-iters", "3",
+                   "--every", "0").exit_status == 1
+    result = run_cli("run", str(tmp_path / "b.yaml"), "--resume", str(path), "--every", "0")
+    assert result.exit_status == 2 and "changed since it was saved" not in result.stderr
+    assert "the config differs in data (checkpoint {'file': 'a.csv'" in result.stderr
