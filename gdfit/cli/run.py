@@ -117,11 +117,16 @@ def _descend(resolved: Resolved, options: RunOptions) -> str:
         warn(f"diverged after {plural(result.iters, 'update')} ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED and not stdout_gone():
         warn(f"interrupted after {plural(result.iters, 'update')}")
-    _save(result, descent.start.config, options, problem, holdout, descent.profiles)
-    if options.save is not None:
-        from gdfit.files.saving import save_parameters
+    with stop:  # a first Ctrl-C while the files are written lets them finish; a second aborts them
+        _save(result, descent.start.config, options, problem, holdout, descent.profiles)
+        if options.save is not None:
+            from gdfit.files.saving import save_parameters
 
-        save_parameters(options.save, descent.problem.model, descent.final_params)
+            save_parameters(options.save, descent.problem.model, descent.final_params)
+    if stop.requested and result.status != records.INTERRUPTED and not stdout_gone():
+        # the run had ended with its own status (its end event said so): the edge says interrupted,
+        # with an error event under --json, and exits 130
+        raise KeyboardInterrupt
     return result.status
 
 
