@@ -3,7 +3,7 @@
 A checkpoint holds the update count, the parameters, the optimizer's state, the stop rules' state
 (best loss, patience counter, who is still going), the timeout budget used, the loss history, the
 resolved config, a SHA-256 of the target, a SHA-256 of every file the run reads (target, data,
-model inputs, ...), the versions, and a SHA-256 of all of that, checked on load: torch.load does not
+model inputs, ...), the versions, torch's thread count, and a SHA-256 of all of that, checked on load: torch.load does not
 check the archive's CRCs, so a flipped byte would otherwise resume quietly from damaged numbers. Every
 field is checked before it is used (counts are integers, times finite, parameters finite, each state
 tensor of its expected shape). The schedule's position is the update count. Resuming from it continues the very same arithmetic, so the run ends bit for bit where the
@@ -26,7 +26,7 @@ from gdfit.errors import InputFileError
 from gdfit.engine.loop import LoopState
 from gdfit.words import plural
 
-FORMAT = 2  # 2: a content digest and the input files' digests
+FORMAT = 3  # 2: a content digest and the input files' digests; 3: torch's thread count
 # keys a resumed run may change: where it runs and how long it may go on
 MAY_CHANGE = ("max_iters", "device", "timeout_s", "sweep")
 
@@ -41,6 +41,7 @@ class Checkpoint:
     target_sha256: str
     versions: dict[str, str]
     inputs: dict[str, str] = field(default_factory=dict)  # config key of each file read -> its SHA-256
+    threads: int | None = None  # torch's intra-op threads: they decide how large sums add up
 
 
 def target_digest(target: torch.Tensor) -> str:
@@ -90,6 +91,7 @@ def _document(checkpoint: Checkpoint) -> dict[str, Any]:
         "elapsed_s": state.elapsed_s,
         "history": torch.tensor(checkpoint.history, dtype=torch.float64),
         "inputs_sha256": dict(checkpoint.inputs),
+        "threads": checkpoint.threads,
     }
 
 
@@ -192,7 +194,7 @@ class Unusable(ValueError):
 
 
 FIELDS = ("versions", "config", "target_sha256", "iters", "params", "optimizer", "rules", "initial", "elapsed_s",
-          "history", "inputs_sha256", "content_sha256")
+          "history", "inputs_sha256", "threads", "content_sha256")
 
 
 def _parse(document: Any) -> Checkpoint:
@@ -214,6 +216,9 @@ def _parse(document: Any) -> Checkpoint:
     if not isinstance(elapsed, (int, float)) or isinstance(elapsed, bool) or not math.isfinite(elapsed) \
             or elapsed < 0:
         raise Unusable(f"elapsed_s is {elapsed!r}, expected a finite number of seconds >= 0")
+    threads = document["threads"]
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise Unusable(f"threads is {threads!r}, expected a whole number >= 1")
     params = _tensors(document["params"], "params", finite=True)
     state = LoopState(
         iters=iters,
@@ -229,7 +234,8 @@ def _parse(document: Any) -> Checkpoint:
                        f"{plural(state.iters, 'update')}; expected one loss per update and the start's")
     return Checkpoint(state, history, _mapping(document["config"], "config"), _text(document["target_sha256"]),
                       {str(k): _text(v) for k, v in _mapping(document["versions"], "versions").items()},
-                      {str(k): _text(v) for k, v in _mapping(document["inputs_sha256"], "inputs_sha256").items()})
+                      {str(k): _text(v) for k, v in _mapping(document["inputs_sha256"], "inputs_sha256").items()},
+                      threads)
 
 
 def _mapping(value: Any, what: str) -> dict:

@@ -114,3 +114,32 @@ def test_another_data_file_by_name_is_a_config_difference(tmp_path):
     result = run_cli("run", str(tmp_path / "b.yaml"), "--resume", str(path), "--every", "0")
     assert result.exit_status == 2 and "changed since it was saved" not in result.stderr
     assert "the config differs in data (checkpoint {'file': 'a.csv'" in result.stderr
+
+
+@pytest.fixture
+def wide(tmp_path):
+    """adam on a 300 x 300 target: the loss sums 90,000 elements, which torch splits among its threads."""
+    config = tmp_path / "wide.yaml"
+    config.write_text("target: {random: {shape: [300, 300], seed: 1, low: -1.0, high: 1.0}}\ninit: zeros\n"
+                      "optimizer: adam\nlearning_rate: 0.01\nthreshold: 0\nmax_iters: 60\n")
+    return config
+
+
+def _history(result) -> list:
+    return [e["loss"] for e in result.lines if e["event"] == "step"]
+
+
+def test_a_resume_keeps_the_checkpoints_thread_count(wide, tmp_path):
+    one = run_cli("run", str(wide), "--json", "--threads", "1")
+    two = run_cli("run", str(wide), "--json", "--threads", "2")
+    assert _history(one) != _history(two)  # the count changes the arithmetic: the check has teeth
+    path = tmp_path / "two.ckpt"
+    assert run_cli("run", str(wide), "--every", "0", "--threads", "2", "--max-iters", "30",
+                   "--checkpoint", str(path)).exit_status == 1
+    resumed = run_cli("run", str(wide), "--json", "--resume", str(path))  # no --threads: the checkpoint's 2
+    assert resumed.lines[0]["threads"]["count"] == 2
+    assert _history(resumed) == _history(two)[30:] and resumed.lines[-1]["loss"] == two.lines[-1]["loss"]
+    refused = run_cli("run", str(wide), "--json", "--resume", str(path), "--threads", "1")
+    assert refused.exit_status == 2 and [e["event"] for e in refused.lines] == ["error"]
+    assert "--threads: 1 differs from the checkpoint's 2" in refused.stderr
+    assert "give --threads 2" in refused.stderr
