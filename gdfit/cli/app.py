@@ -123,6 +123,10 @@ class _Command(TyperCommand):
     """A command whose usage line and help name arguments by their metavar alone: `CONFIG`, not
     `{CONFIG}` in the usage and `CONFIG <str>` in the list, as typer >= 0.2x writes them."""
 
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        _refuse_empty_paths(ctx, self.params, args)
+        return super().parse_args(ctx, args)
+
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
@@ -140,6 +144,23 @@ class _Command(TyperCommand):
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
+
+
+def _refuse_empty_paths(ctx, params, args: list[str]) -> None:
+    """`--output ""` is a slip (an unset shell variable), not the current folder: typer reads ""
+    as Path(""), which is ".", and the message would be ". is a directory". Refused as said."""
+    from gdfit.cli.usage import click_exceptions
+
+    paths = {opt: p for p in params if p.param_type_name == "option" and p.bare_type() == "Path" for opt in p.opts}
+    for at, arg in enumerate(args):
+        if arg == "--":
+            return
+        flag, equals, value = arg.partition("=")
+        empty = (flag in paths and arg.startswith("--") and equals and not value) or (
+            arg in paths and at + 1 < len(args) and args[at + 1] == "")
+        if empty:
+            raise click_exceptions().BadParameter("is empty; give a file or folder path", ctx=ctx,
+                                                    param=paths[flag])
 
 
 def _argument_name(param) -> str:

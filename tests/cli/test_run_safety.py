@@ -143,3 +143,25 @@ def test_a_resume_keeps_the_checkpoints_thread_count(wide, tmp_path):
     assert refused.exit_status == 2 and [e["event"] for e in refused.lines] == ["error"]
     assert "--threads: 1 differs from the checkpoint's 2" in refused.stderr
     assert "give --threads 2" in refused.stderr
+
+
+@pytest.mark.parametrize("args", [["run", "configs/seed.yaml", "--output", ""], ["run", "configs/seed.yaml", "-o", ""],
+                                  ["run", "configs/seed.yaml", "--checkpoint="], ["sweep", "--show", ""]])
+def test_an_empty_path_is_refused_as_empty_not_as_the_current_folder(args, monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    result = run_cli(*args, "--json")
+    flag = "--checkpoint" if "--checkpoint=" in args else "--show" if "--show" in args else "--output"
+    assert result.exit_status == 2 and result.lines[-1]["kind"] == "usage"
+    assert f"gdfit: error: {flag}: is empty; give a file or folder path" in result.stderr
+    assert f"see 'gdfit {args[0]} --help'" in result.stderr
+
+
+def test_a_checkpoint_given_as_config_is_named_as_one(seed, tmp_path):
+    path = tmp_path / "run.ckpt"
+    assert run_cli("run", str(seed), "--checkpoint", str(path), "--max-iters", "3", "--every", "0").exit_status == 1
+    result = run_cli("run", str(path))
+    assert result.exit_status == 2 and "not UTF-8" not in result.stderr
+    assert f"{path}: is a ZIP archive (a gdfit checkpoint?), not a YAML config" in result.stderr
+    assert f"gdfit run CONFIG --resume {path} --checkpoint {path}" in result.stderr
