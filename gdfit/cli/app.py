@@ -213,7 +213,7 @@ def run(
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates to make (overrides the config)."),
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end. A new file: one that holds something (an earlier checkpoint) is refused, unless it is the --resume file."),
     checkpoint_every: Optional[float] = typer.Option(None, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would. Many fits: the job folder of --output-dir."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
@@ -224,7 +224,7 @@ def run(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR", help="Many fits (data.group): journal each finished group in DIR, so that CONFIG --resume DIR finishes a killed job."),
     backend: str = typer.Option("local", "--backend", metavar="NAME", help="Many fits: local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="torch's threads per operation (default: chosen for the problem and the usable CPUs; OMP_NUM_THREADS also sets it); the start event shows the choice."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="torch's threads per operation (default: chosen for the problem and the usable CPUs; OMP_NUM_THREADS also sets it; with --resume, the checkpoint's count, which N must match); the start event shows the choice."),
 ) -> None:
     """Run a config: fit x, a curve or a matrix model to its target, streaming each update.
 
