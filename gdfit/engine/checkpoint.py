@@ -3,8 +3,9 @@
 A checkpoint holds the update count, the parameters, the optimizer's state, the stop rules' state
 (best loss, patience counter, who is still going), the timeout budget used, the loss history, the
 resolved config, a SHA-256 of the target, a SHA-256 of every file the run reads (target, data,
-model inputs, ...), the versions, torch's thread count, and a SHA-256 of all of that, checked on load: torch.load does not
-check the archive's CRCs, so a flipped byte would otherwise resume quietly from damaged numbers. Every
+model inputs, ...), the versions, torch's thread count, and a SHA-256 of all of that, checked on
+load: torch.load does not check the archive's CRCs, so a flipped byte would otherwise resume quietly
+from damaged numbers. Every
 field is checked before it is used (counts are integers, times finite, parameters finite, each state
 tensor of its expected shape). The schedule's position is the update count. Resuming from it continues the very same arithmetic, so the run ends bit for bit where the
 uninterrupted run would have (tests/engine/test_checkpoint.py).
@@ -158,8 +159,8 @@ def load(path: Path) -> Checkpoint:
 def _read(path: Path, name: str) -> Any:
     """torch.load with weights_only=True, every failure of a damaged file an input error: the archive
     check itself raises on some damage (zipfile's BadZipFile from a ZIP64 record), and torch's reasons
-    vary by damage; torch's warnings about what it read (a pickle protocol it does not know) are
-    reasons too, never noise on stderr: the content digest decides what the content is."""
+    vary by damage. torch's warnings about what it read (a pickle protocol number it does not know)
+    stay off stderr: the content digest decides whether the content is whole."""
     import warnings
     import zipfile
 
