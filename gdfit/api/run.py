@@ -48,7 +48,10 @@ def descending(
     if not isinstance(problem.target, np.ndarray):  # a run computed in numpy has no torch threads
         from gdfit.engine import threads as torch_threads
 
-        choice = torch_threads.choose(problem.model, threads)
+        if resume is not None and resume.threads is not None:  # the same arithmetic as before the stop
+            choice = torch_threads.resumed(resume.threads, threads)
+        else:
+            choice = torch_threads.choose(problem.model, threads)
     with _using(choice):
         yield Descent(problem, report=report, report_last=report_last, x_limit=x_limit, should_stop=should_stop,
                       resume=resume, checkpointer=checkpointer, keep_history=keep_history,

@@ -110,15 +110,22 @@ def edge(json_mode: bool = False) -> Iterator[None]:
         known = as_input_error(err)  # what the machine refused (memory, an encoding), not a bug
         if known is not None:
             raise typer.Exit(_report(known, json_mode))
-        _err(f"gdfit: internal error: {type(err).__name__}: {err}")
+        said = f"internal error: {type(err).__name__}: {err}"
+        _err(f"gdfit: {said}")
         if not _debug():
             _err("  rerun with --debug (or GDFIT_DEBUG=1) for the traceback, and please report it")
+        if json_mode:  # a script reading the stream learns that it ended, and why
+            _json_error("internal", f"{said} (a bug in gdfit; --debug shows the traceback)")
         raise typer.Exit(INTERNAL_ERROR)
 
 
 class _Command(TyperCommand):
     """A command whose usage line and help name arguments by their metavar alone: `CONFIG`, not
     `{CONFIG}` in the usage and `CONFIG <str>` in the list, as typer >= 0.2x writes them."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        _refuse_empty_paths(ctx, self.params, args)
+        return super().parse_args(ctx, args)
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -137,6 +144,23 @@ class _Command(TyperCommand):
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
+
+
+def _refuse_empty_paths(ctx, params, args: list[str]) -> None:
+    """`--output ""` is a slip (an unset shell variable), not the current folder: typer reads ""
+    as Path(""), which is ".", and the message would be ". is a directory". Refused as said."""
+    from gdfit.cli.usage import click_exceptions
+
+    paths = {opt: p for p in params if p.param_type_name == "option" and p.bare_type() == "Path" for opt in p.opts}
+    for at, arg in enumerate(args):
+        if arg == "--":
+            return
+        flag, equals, value = arg.partition("=")
+        empty = (flag in paths and arg.startswith("--") and equals and not value) or (
+            arg in paths and at + 1 < len(args) and args[at + 1] == "")
+        if empty:
+            raise click_exceptions().BadParameter("is empty; give a file or folder path", ctx=ctx,
+                                                    param=paths[flag])
 
 
 def _argument_name(param) -> str:
@@ -189,7 +213,7 @@ def run(
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates to make (overrides the config)."),
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Tensors with more elements are summarised, not printed in full."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH", help="Draw the loss curve to PATH (.png, .svg, .pdf); needs gdfit[plot]."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end. A new file: one that holds something (an earlier checkpoint) is refused, unless it is the --resume file."),
     checkpoint_every: Optional[float] = typer.Option(None, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would. Many fits: the job folder of --output-dir."),
     tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
@@ -200,7 +224,7 @@ def run(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR", help="Many fits (data.group): journal each finished group in DIR, so that CONFIG --resume DIR finishes a killed job."),
     backend: str = typer.Option("local", "--backend", metavar="NAME", help="Many fits: local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="torch's threads per operation (default: chosen for the problem and the usable CPUs; OMP_NUM_THREADS also sets it); the start event shows the choice."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="torch's threads per operation (default: chosen for the problem and the usable CPUs; OMP_NUM_THREADS also sets it; with --resume, the checkpoint's count, which N must match); the start event shows the choice."),
 ) -> None:
     """Run a config: fit x, a curve or a matrix model to its target, streaming each update.
 

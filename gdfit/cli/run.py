@@ -58,7 +58,32 @@ def run(resolved: Resolved, options: RunOptions) -> str:
 
     with hold_all([(options.checkpoint, "--checkpoint", False), (options.output, "--output", False),
                    (options.save, "--save", False), (options.plot, "--plot", False)]):
+        refuse_earlier_checkpoint(resolved, options)  # under the lock: no other run can write it meanwhile
         return _descend(resolved, options)
+
+
+def refuse_earlier_checkpoint(resolved: Resolved, options: RunOptions) -> None:
+    """--checkpoint never replaces a file that holds something (an earlier run's checkpoint, which a
+    re-run without --resume would otherwise overwrite at its first save or Ctrl-C); only the --resume
+    file itself may be saved over. An empty file (mktemp's) holds nothing to lose."""
+    path = options.checkpoint
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    from gdfit.errors import OutputError
+    from gdfit.files.paths import identity
+
+    if options.resume is not None and identity(options.resume) == identity(path):
+        return
+    with open(path, "rb") as handle:
+        archive = handle.read(4) == b"PK\x03\x04"  # torch.save writes a ZIP archive
+    held = "already holds a checkpoint" if archive else "already exists (and is not empty)"
+    if options.resume is None and archive:
+        config = "-" if resolved.source in ("-", "<stdin>") else resolved.source
+        remedy = (f"continue it with `gdfit run {config} --resume {path} --checkpoint {path}`, "
+                  "or remove it / choose another path")
+    else:
+        remedy = "remove it or choose another path; a resumed run may save over its own --resume file"
+    raise OutputError(f"{held}; {remedy}", source=str(path), key="--checkpoint")
 
 
 def _descend(resolved: Resolved, options: RunOptions) -> str:
@@ -92,11 +117,16 @@ def _descend(resolved: Resolved, options: RunOptions) -> str:
         warn(f"diverged after {plural(result.iters, 'update')} ({result.stop_rule}). {divergence_hint(descent)}")
     elif result.status == records.INTERRUPTED and not stdout_gone():
         warn(f"interrupted after {plural(result.iters, 'update')}")
-    _save(result, descent.start.config, options, problem, holdout, descent.profiles)
-    if options.save is not None:
-        from gdfit.files.saving import save_parameters
+    with stop:  # a first Ctrl-C while the files are written lets them finish; a second aborts them
+        _save(result, descent.start.config, options, problem, holdout, descent.profiles)
+        if options.save is not None:
+            from gdfit.files.saving import save_parameters
 
-        save_parameters(options.save, descent.problem.model, descent.final_params)
+            save_parameters(options.save, descent.problem.model, descent.final_params)
+    if stop.requested and result.status != records.INTERRUPTED and not stdout_gone():
+        # the run had ended with its own status (its end event said so): the edge says interrupted,
+        # with an error event under --json, and exits 130
+        raise KeyboardInterrupt
     return result.status
 
 
@@ -131,10 +161,13 @@ def _checkpoints(options: RunOptions, resolved: Resolved):
     uses = config_inputs(resolved.config.model_dump(mode="json"), resolved.base_dir)
     digests = input_digests(uses)
     if options.resume is not None:
-        from gdfit.engine.checkpoint import load
+        from gdfit.engine.checkpoint import config_changes, load
 
         resume = load(options.resume)
-        refuse_changed(resume.inputs, digests, uses, str(options.resume), "--resume")
+        if not config_changes(resume.config, resolved.config.model_dump(mode="json")):
+            # the same config, so the same files by name: one whose bytes changed is the difference.
+            # Another config is refused once the problem is built, each differing key named.
+            refuse_changed(resume.inputs, digests, uses, str(options.resume), "--resume")
     if options.checkpoint is not None:
         from gdfit.engine.checkpoint import Checkpointer
 

@@ -64,6 +64,9 @@ def read_config_text(path: str) -> tuple[str, str, Path]:
         raise ConfigError("no such config file", source=path) from None
     except OSError as err:
         raise ConfigError(f"cannot read config file: {err.strerror or err}", source=source) from None
+    if isinstance(raw, bytes) and raw.startswith(b"PK\x03\x04"):  # torch.save's ZIP: a checkpoint, as CONFIG
+        raise ConfigError("is a ZIP archive (a gdfit checkpoint?), not a YAML config", source=source,
+                          hint=f"continue a checkpoint with gdfit run CONFIG --resume {path} --checkpoint {path}")
     if isinstance(raw, str):
         text = raw
     else:

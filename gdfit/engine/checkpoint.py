@@ -3,8 +3,9 @@
 A checkpoint holds the update count, the parameters, the optimizer's state, the stop rules' state
 (best loss, patience counter, who is still going), the timeout budget used, the loss history, the
 resolved config, a SHA-256 of the target, a SHA-256 of every file the run reads (target, data,
-model inputs, ...), the versions, and a SHA-256 of all of that, checked on load: torch.load does not
-check the archive's CRCs, so a flipped byte would otherwise resume quietly from damaged numbers. Every
+model inputs, ...), the versions, torch's thread count, and a SHA-256 of all of that, checked on
+load: torch.load does not check the archive's CRCs, so a flipped byte would otherwise resume quietly
+from damaged numbers. Every
 field is checked before it is used (counts are integers, times finite, parameters finite, each state
 tensor of its expected shape). The schedule's position is the update count. Resuming from it continues the very same arithmetic, so the run ends bit for bit where the
 uninterrupted run would have (tests/engine/test_checkpoint.py).
@@ -26,7 +27,7 @@ from gdfit.errors import InputFileError
 from gdfit.engine.loop import LoopState
 from gdfit.words import plural
 
-FORMAT = 2  # 2: a content digest and the input files' digests
+FORMAT = 3  # 2: a content digest and the input files' digests; 3: torch's thread count
 # keys a resumed run may change: where it runs and how long it may go on
 MAY_CHANGE = ("max_iters", "device", "timeout_s", "sweep")
 
@@ -41,6 +42,7 @@ class Checkpoint:
     target_sha256: str
     versions: dict[str, str]
     inputs: dict[str, str] = field(default_factory=dict)  # config key of each file read -> its SHA-256
+    threads: int | None = None  # torch's intra-op threads: they decide how large sums add up
 
 
 def target_digest(target: torch.Tensor) -> str:
@@ -90,6 +92,7 @@ def _document(checkpoint: Checkpoint) -> dict[str, Any]:
         "elapsed_s": state.elapsed_s,
         "history": torch.tensor(checkpoint.history, dtype=torch.float64),
         "inputs_sha256": dict(checkpoint.inputs),
+        "threads": checkpoint.threads,
     }
 
 
@@ -143,21 +146,7 @@ def load(path: Path) -> Checkpoint:
         raise InputFileError(("no such checkpoint file" if reason == "no such file" else reason)
                              if not path.exists() else "is not a regular file",
                              source=name, key="--resume")
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        raise InputFileError("cannot read the checkpoint: it is not a whole torch archive (truncated, damaged, "
-                             "or another kind of file)", source=name, key="--resume")
-    try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch's reasons vary by damage; all mean "not a readable checkpoint"
-        text = str(err).strip()
-        if "Weights only load failed" in text:
-            reason = "it holds objects other than tensors, numbers and text, which are never loaded (they could run code)"
-        else:
-            reason = text.splitlines()[0][:120] if text else type(err).__name__
-        raise InputFileError(f"cannot read the checkpoint (truncated, damaged or not a gdfit checkpoint): {reason}",
-                             source=name, key="--resume") from None
+    document = _read(path, name)
     try:
         return _parse(document)
     except Unusable as err:
@@ -167,12 +156,46 @@ def load(path: Path) -> Checkpoint:
                              source=name, key="--resume") from None
 
 
+def _read(path: Path, name: str) -> Any:
+    """torch.load with weights_only=True, every failure of a damaged file an input error: the archive
+    check itself raises on some damage (zipfile's BadZipFile from a ZIP64 record), and torch's reasons
+    vary by damage. torch's warnings about what it read (a pickle protocol number it does not know)
+    stay off stderr: the content digest decides whether the content is whole."""
+    import warnings
+    import zipfile
+
+    damaged = "cannot read the checkpoint (truncated, damaged or not a gdfit checkpoint): "
+    try:
+        whole = zipfile.is_zipfile(path)
+    except Exception as err:  # BadZipFile, OSError, ValueError from the archive's own records
+        raise InputFileError(damaged + _reason(err), source=name, key="--resume") from None
+    if not whole:
+        raise InputFileError("cannot read the checkpoint: it is not a whole torch archive (truncated, damaged, "
+                             "or another kind of file)", source=name, key="--resume")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        text = str(err)
+        if "Weights only load failed" in text:
+            reason = "it holds objects other than tensors, numbers and text, which are never loaded (they could run code)"
+        else:
+            reason = _reason(err)
+        raise InputFileError(damaged + reason, source=name, key="--resume") from None
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:120] if text else type(err).__name__
+
+
 class Unusable(ValueError):
     """A checkpoint field that is missing or not what gdfit writes (said in plain words)."""
 
 
 FIELDS = ("versions", "config", "target_sha256", "iters", "params", "optimizer", "rules", "initial", "elapsed_s",
-          "history", "inputs_sha256", "content_sha256")
+          "history", "inputs_sha256", "threads", "content_sha256")
 
 
 def _parse(document: Any) -> Checkpoint:
@@ -194,6 +217,9 @@ def _parse(document: Any) -> Checkpoint:
     if not isinstance(elapsed, (int, float)) or isinstance(elapsed, bool) or not math.isfinite(elapsed) \
             or elapsed < 0:
         raise Unusable(f"elapsed_s is {elapsed!r}, expected a finite number of seconds >= 0")
+    threads = document["threads"]
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise Unusable(f"threads is {threads!r}, expected a whole number >= 1")
     params = _tensors(document["params"], "params", finite=True)
     state = LoopState(
         iters=iters,
@@ -209,7 +235,8 @@ def _parse(document: Any) -> Checkpoint:
                        f"{plural(state.iters, 'update')}; expected one loss per update and the start's")
     return Checkpoint(state, history, _mapping(document["config"], "config"), _text(document["target_sha256"]),
                       {str(k): _text(v) for k, v in _mapping(document["versions"], "versions").items()},
-                      {str(k): _text(v) for k, v in _mapping(document["inputs_sha256"], "inputs_sha256").items()})
+                      {str(k): _text(v) for k, v in _mapping(document["inputs_sha256"], "inputs_sha256").items()},
+                      threads)
 
 
 def _mapping(value: Any, what: str) -> dict:
@@ -279,6 +306,11 @@ def check_optimizer_state(saved: dict[str, dict[str, torch.Tensor]], expected: d
                                  hint="it was written by another gdfit or another optimizer: start again without --resume")
 
 
+def config_changes(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The top-level keys, sorted, in which `config` differs from a checkpoint's (`MAY_CHANGE` aside)."""
+    return sorted(k for k in set(config) | set(saved) if k not in MAY_CHANGE and config.get(k) != saved.get(k))
+
+
 def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str, params: dict[str, torch.Tensor],
                      source: str) -> None:
     """Refuse a checkpoint of another config, target, version or shape, saying what differs."""
@@ -287,8 +319,7 @@ def check_compatible(checkpoint: Checkpoint, config: dict[str, Any], digest: str
         problems.append(f"written by gdfit {checkpoint.versions.get('gdfit')} with torch "
                         f"{checkpoint.versions.get('torch')}; this is gdfit {__version__} with torch {torch_version()}, "
                         "and exact resume needs the same arithmetic")
-    changed = sorted(k for k in set(config) | set(checkpoint.config)
-                     if k not in MAY_CHANGE and config.get(k) != checkpoint.config.get(k))
+    changed = config_changes(checkpoint.config, config)
     if config.get("max_iters", 0) < checkpoint.state.iters:
         problems.append(f"max_iters {config.get('max_iters')} is below the checkpoint's {plural(checkpoint.state.iters, 'update')}")
     schedule = config.get("schedule") or {}

@@ -366,7 +366,9 @@ class Descent:
 
     def checkpoint(self, history: list[float]) -> Checkpoint:
         """The run's state now (between two looks of the loop)."""
-        return Checkpoint(self.loop.state(), list(history), self.start.config, self.digest, versions())
+        threads = self.start.threads["count"] if self.start.threads else None  # None: computed in numpy
+        return Checkpoint(self.loop.state(), list(history), self.start.config, self.digest, versions(),
+                          threads=threads)
 
     def _warnings(self) -> list[str]:
         config, problem = self.problem.config, self.problem

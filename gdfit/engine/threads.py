@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from gdfit.errors import UsageError
 from gdfit.lazy import torch
 
 PRODUCT_WORK = 10_000_000  # multiply-adds of one matrix product above which threads pay for their meetings
@@ -65,6 +66,18 @@ def choose(model, requested: int | None = None, environ=os.environ, cpus: int | 
     if cpus == 1:
         return Threads(1, "one usable CPU")
     return Threads(1, "memory-bound or small operations: one thread drives them, and never waits on a busy core")
+
+
+def resumed(saved: int, requested: int | None = None) -> Threads:
+    """A resumed run's threads: the checkpoint's count. torch splits a sum of more than 32,768
+    elements among its threads, so another count adds a large loss up in another order, and the
+    resumed run would not end where the uninterrupted one does: `--threads` must match it."""
+    if requested is not None and requested != saved:
+        raise UsageError(f"{requested} differs from the checkpoint's {saved} (the run saved in it used {saved} "
+                         f"thread{'s' if saved != 1 else ''}); another count changes how torch adds large sums up, "
+                         "so the resumed run would not end where the uninterrupted run does",
+                         key="--threads", hint=f"leave out --threads (the checkpoint's count is used), or give --threads {saved}")
+    return Threads(saved, "the checkpoint's count: a resumed run keeps it, for the same arithmetic")
 
 
 def product_work(model) -> int:

@@ -38,9 +38,11 @@ def input_digests(uses: Iterable[Use]) -> dict[str, str]:
 
 
 def refuse_changed(saved: dict[str, Any], now: dict[str, str], uses: Iterable[Use], source: str, key: str) -> None:
-    """Refuse (exit 2) a resume whose input files are not the ones the saved state was made from."""
+    """Refuse (exit 2) a resume whose input files are not the ones the saved state was made from: a
+    file both sides read whose SHA-256 differs. A key only one side has is a config of another
+    problem (the config comparison names it), or a file that cannot be read now (its reader says why)."""
     paths = {use.key: use.path for use in uses}
-    changed = [name for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)]
+    changed = [name for name in sorted(set(saved) & set(now)) if saved[name] != now[name]]
     if changed:
         described = ", ".join(f"{name} ({paths.get(name, '?')})" for name in changed)
         raise InputFileError(f"cannot resume: the input file{'s' if len(changed) > 1 else ''} {described} "

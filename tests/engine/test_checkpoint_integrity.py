@@ -80,6 +80,10 @@ def _set(key, value):
     (lambda d: d["optimizer"]["x"].pop("v"), "the optimizer state of 'x' is"),
     (lambda d: d["optimizer"]["x"].update(v=d["optimizer"]["x"]["v"].double()), "the optimizer state of 'x' is"),
     (lambda d: d.pop("versions"), "it lacks the field versions"),
+    (lambda d: d.pop("threads"), "it lacks the field threads"),
+    (_set("threads", 0), "threads is 0, expected a whole number >= 1"),
+    (_set("threads", True), "threads is True, expected a whole number >= 1"),
+    (_set("gdfit_checkpoint", 2), "format 2, this gdfit reads format 3"),
     (_set("config", ["not", "a", "mapping"]), "config is list, expected a mapping"),
 ])
 def test_every_field_is_checked_with_a_plain_message(saved, change, words):

@@ -6,6 +6,7 @@ Each test runs the real CLI as a process with GDFIT_PAUSE_AT naming a phase: the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,13 +63,44 @@ def test_ctrl_c_while_writing_a_checkpoint_stops_the_run_and_keeps_the_checkpoin
     assert resumed.returncode == 0  # the checkpoint written on the interrupt is whole
 
 
-def test_ctrl_c_while_plotting_gives_130_after_the_end_event(tmp_path):
+def test_ctrl_c_while_plotting_finishes_the_files_then_gives_130(tmp_path):
+    """The run had converged: its end event keeps that status, the plot and the document are still
+    written, then an error event says interrupted."""
     pytest.importorskip("matplotlib")
     status, lines, err = interrupted_at("plot", "run", SEED, "--json", "--every", "0", "--plot",
-                                        str(tmp_path / "loss.png"))
+                                        str(tmp_path / "loss.png"), "--output", str(tmp_path / "r.json"),
+                                        "--save", str(tmp_path / "x.npz"))
     assert status == 130
     assert [e["event"] for e in lines] == ["start", "end", "error"]
-    assert lines[-1]["kind"] == "interrupted"
+    assert lines[1]["status"] == "converged" and lines[-1]["kind"] == "interrupted"
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert strict_json((tmp_path / "r.json").read_text())["status"] == "converged"
+    assert (tmp_path / "x.npz").stat().st_size > 0  # --save comes after the plot: written too
+    assert err.splitlines()[-1] == "gdfit: interrupted" and "Traceback" not in err
+
+
+def test_a_second_ctrl_c_while_plotting_stops_at_once(tmp_path):
+    """One Ctrl-C stopped the run; the next, while it draws, aborts the drawing: 130, no plot."""
+    pytest.importorskip("matplotlib")
+    env = {**os.environ, "NO_COLOR": "1", "GDFIT_PAUSE_AT": "plot"}
+    args = ["run", SEED, "--set", "threshold=0", "--max-iters", "100000000", "--json", "--every", "0",
+            "--plot", str(tmp_path / "loss.png")]
+    proc = subprocess.Popen([sys.executable, "-m", "gdfit", *args], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=sigint_as_at_a_terminal)
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "start"
+        proc.send_signal(signal.SIGINT)  # stops the run after its update
+        said = [proc.stderr.readline().strip() for _ in range(3)]  # a warning, "interrupted after N updates"
+        assert said[-1] == "gdfit: paused at plot", said
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    events = [strict_json(line) for line in out.splitlines()]
+    assert proc.returncode == 130
+    assert [(e["event"], e.get("status", e.get("kind"))) for e in events] == [("end", "interrupted"),
+                                                                              ("error", "interrupted")]
     assert not (tmp_path / "loss.png").exists() and "Traceback" not in err
 
 
