@@ -287,11 +287,11 @@ def differences(journal: Journal, raw: dict[str, Any], grid: dict[str, list[Any]
     saved, given = _flatten(journal.raw), _flatten(raw)
     for key in sorted(set(saved) | set(given)):
         if key.split(".")[0] != "sweep" and saved.get(key, "(unset)") != given.get(key, "(unset)"):
-            found.append(f"config {key}: the journal has {_brief(saved.get(key, '(unset)'))}, "
+            found.append(f"config {key} differs: the journal has {_brief(saved.get(key, '(unset)'))}, "
                          f"now {_brief(given.get(key, '(unset)'))}")
     for key in list(journal.grid) + [k for k in grid if k not in journal.grid]:
         if journal.grid.get(key) != grid.get(key):
-            found.append(f"grid {key}: the journal has {_brief(journal.grid.get(key, '(not swept)'))}, "
+            found.append(f"grid {key} differs: the journal has {_brief(journal.grid.get(key, '(not swept)'))}, "
                          f"now {_brief(grid.get(key, '(not swept)'))}")
     return found
 

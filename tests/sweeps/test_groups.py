@@ -530,7 +530,7 @@ def test_a_resume_refuses_a_changed_config_or_data_file(cli, tmp_path):
     folder, config = tmp_path / "job", job_config(tmp_path, data.name)
     assert cli("run", str(config), "--output-dir", str(folder)).exit_status in (0, 1)
     other = cli("run", str(config), "--resume", str(folder), "--set", "max_iters=50")
-    assert other.exit_status == 2 and "config max_iters: the journal has 200, now 50" in other.stderr
+    assert other.exit_status == 2 and "config max_iters differs: the journal has 200, now 50" in other.stderr
     assert "belongs to a different many-fits job" in other.stderr and "with the config the job started" in other.stderr
     both = cli("run", str(config), "--resume", str(folder), "--output-dir", str(tmp_path / "elsewhere"))
     assert both.exit_status == 2 and "leave out --output-dir" in both.stderr and not (tmp_path / "elsewhere").exists()
