@@ -181,8 +181,10 @@ def _check_saved(saved: Any, path: str) -> str:
     if not 1 <= saved["format"] <= FORMAT:
         raise InputFileError(f"has format {saved['format']}; this gdfit reads formats 1 to {FORMAT}", source=path,
                              hint="a newer gdfit wrote it: resume it with that gdfit" if saved["format"] > FORMAT else None)
-    if saved["format"] >= 2 and not isinstance(saved.get("id"), str):
-        raise refuse("it lacks the folder id (field 'id', text)")
+    if saved["format"] >= 2 and "id" not in saved:
+        raise refuse("it lacks the field 'id' (the folder id)")
+    if saved["format"] >= 2 and not isinstance(saved["id"], str):
+        raise refuse(f"id is {_brief(saved['id'])}, not text")
     if saved["x_limit"] < 0 or saved["runs"] < 0:
         raise refuse("x_limit and runs are whole numbers >= 0")
     return found
