@@ -86,8 +86,7 @@ def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid:
     A many-fits job (`kind` "groups") journals its groups the same way."""
     import secrets
 
-    from gdfit.files.locks import hold
-    from gdfit.files.paths import SWEEP_FOLDER_FILES
+    from gdfit.files.locks import hold, lock_path
 
     if folder.exists() and not folder.is_dir():
         raise OutputError("is a file, not a sweep folder (a name ending in .json writes one document)",
@@ -97,7 +96,26 @@ def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid:
     except OSError as err:
         raise OutputError(f"cannot make the folder: {err.strerror or err}", source=str(folder),
                           key=key) from None
+    lock_file = lock_path(folder, folder=True)
+    had_lock = lock_file.exists()
     locks.enter_context(hold(folder, key, folder=True))
+    try:
+        _refuse_taken(folder, kind, key)
+    except OutputError:
+        if not had_lock:  # a refused folder is left as it was found
+            lock_file.unlink(missing_ok=True)
+        raise
+    saved = {"format": FORMAT, "id": secrets.token_hex(16), "source": source,
+             "base_dir": str(Path(base_dir).resolve()), "raw": raw, "grid": grid, "runs": total,
+             "x_limit": x_limit, "config": config, "kind": kind}
+    write_atomic(folder / RUNS_FILE, "")
+    write_atomic(folder / CONFIG_FILE, dumps(saved) + "\n")
+
+
+def _refuse_taken(folder: Path, kind: str, key: str) -> None:
+    """A folder that holds a journal, or a journal's files without its config, is not a new one."""
+    from gdfit.files.paths import SWEEP_FOLDER_FILES
+
     if (folder / CONFIG_FILE).exists():
         raise OutputError("already holds a " + ("sweep" if kind == "sweep" else "many-fits job"), source=str(folder), key=key,
                           hint=f"continue it with `{RESUME[kind]} {folder}`, or choose another folder")
@@ -106,11 +124,6 @@ def create(folder: Path, raw: dict[str, Any], source: str, base_dir: Path, grid:
         raise OutputError(f"already holds {foreign[0]}, but no {CONFIG_FILE}: it is not a folder gdfit can go on "
                           "with, and its files would be replaced", source=str(folder), key=key,
                           hint="choose an empty or a new folder")
-    saved = {"format": FORMAT, "id": secrets.token_hex(16), "source": source,
-             "base_dir": str(Path(base_dir).resolve()), "raw": raw, "grid": grid, "runs": total,
-             "x_limit": x_limit, "config": config, "kind": kind}
-    write_atomic(folder / RUNS_FILE, "")
-    write_atomic(folder / CONFIG_FILE, dumps(saved) + "\n")
 
 
 def load(folder: Path, kind: str = "sweep") -> Journal:

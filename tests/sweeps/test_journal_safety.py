@@ -65,6 +65,16 @@ def test_create_takes_the_lock_and_keeps_it_in_the_callers_stack(tmp_path):
             journals.create(target, {}, "test", tmp_path, {"a": [2]}, {}, 100, 1, locks)
 
 
+def test_a_folder_refused_under_its_lock_is_left_as_it_was_found(tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "runs.jsonl").write_text('{"mine": 1}\n')
+    result = run_cli("sweep", SEED, *GRID, "--output", str(target))
+    assert result.exit_status == 2 and "already holds runs.jsonl, but no config.json" in result.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["runs.jsonl"]
+    assert (target / "runs.jsonl").read_text() == '{"mine": 1}\n'
+
+
 def test_a_many_fits_folder_whose_lock_is_held_is_refused_before_anything_is_written(tmp_path):
     data = varied_screen(tmp_path, 3)
     config, target = job_config(tmp_path, data.name), tmp_path / "job"
