@@ -98,9 +98,24 @@ def journal_folder_around(path: Path, itself: bool = True) -> Path | None:
     """The nearest folder that holds a journal and contains `path` (or is it, when `itself`)."""
     real = Path(os.path.realpath(path))
     for folder in ([real] if itself else []) + list(real.parents):
-        if all((folder / name).is_file() for name in JOURNAL_MARKS):
+        if all((folder / name).is_file() for name in JOURNAL_MARKS) and _gdfit_config(folder / JOURNAL_MARKS[0]):
             return folder
     return None
+
+
+def _gdfit_config(path: Path) -> bool:
+    """Whether a config.json beside a runs.jsonl is a journal's (gdfit's fields `format` and `grid`),
+    not another tool's. One that cannot be read or parsed counts as gdfit's: a damaged journal is
+    still not to be written over."""
+    import json
+
+    from gdfit.reading import JOURNAL_FILE_BYTES, TooLarge, read_file
+
+    try:
+        saved = json.loads(read_file(path, JOURNAL_FILE_BYTES).decode("utf-8"))
+    except (TooLarge, OSError, ValueError, RecursionError):  # unreadable, not UTF-8 or not JSON: kept safe
+        return True
+    return not isinstance(saved, dict) or ("format" in saved and "grid" in saved)
 
 
 def refuse_inside_journal(use: Use) -> None:

@@ -116,6 +116,15 @@ def test_an_output_inside_a_many_fits_folder_is_refused(tmp_path):
     assert _snapshot(job) == before
 
 
+def test_another_tools_config_and_runs_files_do_not_make_a_journal_folder(tmp_path):
+    (tmp_path / "config.json").write_text('{"epochs": 3}')
+    (tmp_path / "runs.jsonl").write_text('{"epoch": 1}\n')
+    assert run_cli("run", SEED, "--every", "0", "--output", str(tmp_path / "fit.json")).exit_status == 0
+    (tmp_path / "config.json").write_text('{"format": 2, "grid": {"seed": [0')  # a damaged journal's: kept safe
+    result = run_cli("run", SEED, "--every", "0", "--output", str(tmp_path / "again.json"))
+    assert result.exit_status == 2 and not (tmp_path / "again.json").exists()
+
+
 def test_an_output_beside_a_sweep_folder_is_written(folder, tmp_path):
     assert run_cli("run", SEED, "--every", "0", "--output", str(tmp_path / "next.json")).exit_status == 0
 
