@@ -48,7 +48,7 @@ def refuse_flags(flags: dict[str, Any]) -> None:
 
 def run_groups(resolved: Resolved, options: GroupOptions) -> int:
     """Fit every group (or those a resumed folder lacks); returns the exit status."""
-    from gdfit.files.locks import hold, hold_all
+    from gdfit.files.locks import hold_all
     from gdfit.sweeps import journal as journals
     from gdfit.sweeps.groups import from_journal, load_job
 
@@ -84,9 +84,9 @@ def run_groups(resolved: Resolved, options: GroupOptions) -> int:
                                      key="data.file", hint=f"start a new job instead of resuming {folder}")
         elif folder is not None:
             config = resolved.config.model_dump(mode="json", exclude_unset=True)  # validates again as it is
+            # the folder's lock is taken first, before the folder is checked and written
             journals.create(folder, config, resolved.source, resolved.base_dir, {}, {"data": digest}, 0, job.total,
-                            kind="groups", key="--output-dir")
-            locks.enter_context(hold(folder, "--output-dir", folder=True))
+                            locks, kind="groups", key="--output-dir")
         earlier = from_journal(journal.done) if journal is not None else None
         return _run(job, earlier, folder, options)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,14 +78,13 @@ def sweep(options: SweepOptions) -> int:
 
         require_tensorboard()
         check_log_dir(options.tensorboard)
-    from gdfit.files.locks import hold, hold_all
+    from gdfit.files.locks import hold_all
 
     # one writer per sweep folder and document: a second resume of a folder is refused, not run twice
+    # (a new --output folder's lock is taken by journals.create, before it checks and writes the folder)
     with hold_all([(options.resume, "--resume", True), (document_path, "--output", False),
                    (options.plot, "--plot", False)]) as locks:
-        prepared = _resumed(options) if options.resume is not None else _fresh(options, folder)
-        if folder is not None:
-            locks.enter_context(hold(folder, "--output", folder=True))
+        prepared = _resumed(options) if options.resume is not None else _fresh(options, folder, locks)
         return _finish(prepared, options, document_path)
 
 
@@ -134,7 +134,7 @@ def _check_sort(sort: str, grid: dict) -> None:
         raise GdfitError(f"unknown sort key {sort!r}; use iters, loss or one of: {', '.join(grid)}", key="--sort")
 
 
-def _fresh(options: SweepOptions, folder: Path | None) -> Prepared:
+def _fresh(options: SweepOptions, folder: Path | None, locks: ExitStack) -> Prepared:
     """Runs from CONFIG, --set, flags and --grid; a new journal when --output names a folder."""
     from gdfit.sweeps import journal as journals
     from gdfit.config import merge_config
@@ -149,7 +149,7 @@ def _fresh(options: SweepOptions, folder: Path | None) -> Prepared:
     uses = check_paths(options, raw.data, raw.source, raw.base_dir, folder, grid)
     if folder is not None:
         journals.create(folder, raw.data, raw.source, raw.base_dir, grid,
-                        runs[0].resolved.config.model_dump(mode="json"), options.x_limit, len(runs))
+                        runs[0].resolved.config.model_dump(mode="json"), options.x_limit, len(runs), locks)
         _save_inputs(folder, uses)
     return Prepared(runs, grid, options.x_limit, None, folder)
 
@@ -178,7 +178,8 @@ def _resumed(options: SweepOptions) -> Prepared:
             for item in options.overrides:
                 apply_override(data, *parse_assignment(item))
             data.update({k: v for k, v in options.flags.items() if v is not None})
-        given = parse_grid(options.grid, data.get("sweep"), source) if options.grid or options.config else grid
+        # without --grid, the grid is the config's sweep: section if it has one, else the journal's
+        given = parse_grid(options.grid, data.get("sweep"), source) if options.grid or data.get("sweep") else grid
         journals.refuse_differences(journal, data, given)
     runs = list(expand(journal.raw, grid, journal.source, journal.base_dir))
     first = json.loads(dumps(runs[0].resolved.config.model_dump(mode="json")))
@@ -253,9 +254,28 @@ def _report_left_out(journal: Journal) -> None:
         warn("warning: " + left_out(journal.left_out, str(journal.folder / RUNS_FILE)))
 
 
+def refuse_ignored(options: SweepOptions) -> None:
+    """--show prints a folder and runs nothing: an option it would ignore is refused, by name."""
+    from gdfit.errors import UsageError
+
+    given = [name for name, value in (
+        ("CONFIG", options.config), ("--grid", options.grid), ("--set", options.overrides),
+        ("--device", options.flags.get("device")), ("--max-iters", options.flags.get("max_iters")),
+        ("--output", options.output), ("--resume", options.resume), ("--plot", options.plot),
+        ("--tensorboard", options.tensorboard), ("--address", options.address),
+        ("--x-limit", options.x_limit if options.x_limit != records.X_LIMIT else None),
+        ("--backend", options.backend if options.backend != "local" else None)) if value]
+    if given:
+        raise UsageError(f"prints a sweep folder and runs nothing, so it would ignore {', '.join(given)}",
+                         key="--show", hint="leave them out (--show takes --sort and --json), or resume the "
+                                             "folder with --resume")
+
+
 def show_folder(options: SweepOptions) -> int:
     """Print a finished or partial sweep folder without running anything."""
     from gdfit.sweeps import journal as journals
+
+    refuse_ignored(options)
     from gdfit.render import sweep_view
     from gdfit.sweeps.grid import best_run, fits_parameters, sort_results
 

@@ -5,7 +5,8 @@ A command lists what it reads (CONFIG, the files its config names, a checkpoint 
 resume) and what it writes (--output, --save, --checkpoint, --plot, a TensorBoard or sweep folder);
 `refuse_clashes` raises an OutputError (exit 2) for the first pair that names one file, unless the
 pair is one the command means (--resume and --checkpoint the same file: the run goes on saving
-where it started).
+where it started). No output may lie inside a folder that holds a sweep's or many-fits job's journal
+(config.json and runs.jsonl), whether or not that job runs now: it could replace the journal's files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gdfit.errors import OutputError
 
 # the files a sweep folder holds (gdfit.sweeps.journal and the inputs' digests beside them)
 SWEEP_FOLDER_FILES = ("config.json", "runs.jsonl", "summary.json", "inputs.json")
+JOURNAL_MARKS = SWEEP_FOLDER_FILES[:2]  # a folder that holds both is a journal folder
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def refuse_clashes(uses: Iterable[Use], allowed: Iterable[frozenset[str]] = ()) 
     allowed = set(allowed)
     seen: dict[tuple, tuple[Use, Path]] = {}
     for use in uses:
+        if use.writes:
+            refuse_inside_journal(use)
         for current, path in _expanded(use):
             key = identity(path)
             earlier = seen.get(key)
@@ -88,6 +92,41 @@ def refuse_clashes(uses: Iterable[Use], allowed: Iterable[frozenset[str]] = ()) 
                     or frozenset((first.key, current.key)) in allowed:
                 continue
             raise OutputError(_clash(first, current, path), source=str(current.path))
+
+
+def journal_folder_around(path: Path, itself: bool = True) -> Path | None:
+    """The nearest folder that holds a journal and contains `path` (or is it, when `itself`)."""
+    real = Path(os.path.realpath(path))
+    for folder in ([real] if itself else []) + list(real.parents):
+        if all((folder / name).is_file() for name in JOURNAL_MARKS) and _gdfit_config(folder / JOURNAL_MARKS[0]):
+            return folder
+    return None
+
+
+def _gdfit_config(path: Path) -> bool:
+    """Whether a config.json beside a runs.jsonl is a journal's (gdfit's fields `format` and `grid`),
+    not another tool's. One that cannot be read or parsed counts as gdfit's: a damaged journal is
+    still not to be written over."""
+    import json
+
+    from gdfit.reading import JOURNAL_FILE_BYTES, TooLarge, read_file
+
+    try:
+        saved = json.loads(read_file(path, JOURNAL_FILE_BYTES).decode("utf-8"))
+    except (TooLarge, OSError, ValueError, RecursionError):  # unreadable, not UTF-8 or not JSON: kept safe
+        return True
+    return not isinstance(saved, dict) or ("format" in saved and "grid" in saved)
+
+
+def refuse_inside_journal(use: Use) -> None:
+    """An output inside a journal folder is refused: it could replace config.json, runs.jsonl or
+    summary.json. A journal folder output (one with `parts`) is that folder, and may be one."""
+    folder = journal_folder_around(use.path, itself=not use.parts)
+    if folder is not None:
+        where = "is a folder that holds" if folder == Path(os.path.realpath(use.path)) else f"is inside {folder}, which holds"
+        raise OutputError(f"{where} the journal of a sweep or many-fits job ({' and '.join(JOURNAL_MARKS)}), "
+                          f"and {use.key} could replace its files",
+                          source=str(use.path), key=use.key, hint="choose a path outside that folder")
 
 
 def _clash(first: Use, second: Use, path: Path) -> str:

@@ -1,6 +1,7 @@
 """A sweep journal's lines checked against its grid before they are trusted: each must be a run
 event of a run of this grid (its index in range, its params that index's values), with a known
-status, whole-number iters and a numeric loss. The first record of a run is kept; a repeat, or a
+status, whole-number iters within max_iters, a loss >= 0 (a non-finite one as text, never on a
+converged run) and an x that is an array of numbers. The first record of a run is kept; a repeat, or a
 line that fails a check, is left out and reported, and a resume runs that run again."""
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def params_at(grid: dict[str, list[Any]], index: int) -> dict[str, Any]:
     return {key: values[key] for key in grid}
 
 
-def read_line(event: Any, grid: dict[str, list[Any]], total: int) -> tuple[int, dict[str, Any]]:
-    """(index, event) of a valid run line; BadLine says what is wrong with any other."""
+def read_line(event: Any, grid: dict[str, list[Any]], total: int, max_iters: Any = None) -> tuple[int, dict[str, Any]]:
+    """(index, event) of a valid run line; BadLine says what is wrong with any other. `max_iters`
+    is the sweep's (a run that sweeps it has its own), the most updates a run can have made."""
     if not isinstance(event, dict) or event.get("event") != "run":
         raise BadLine("not a run event")
     index = event.get("index")
@@ -54,15 +56,52 @@ def read_line(event: Any, grid: dict[str, list[Any]], total: int) -> tuple[int, 
     iters = event.get("iters")
     if not isinstance(iters, int) or isinstance(iters, bool) or iters < 0:
         raise BadLine(f"iters {iters!r} is not a whole number >= 0")
+    limit = event["params"].get("max_iters", max_iters)
+    if isinstance(limit, int) and not isinstance(limit, bool) and iters > limit:
+        raise BadLine(f"iters {iters} is more than the run's max_iters {limit}")
+    _check_loss(event)
+    if "x" in event and _shape(event["x"]) is None:
+        raise BadLine("x is not an array of numbers")
+    if "x_summary" in event and not isinstance(event["x_summary"], dict):
+        raise BadLine("x_summary is not a mapping")
+    return index, event
+
+
+def _check_loss(event: dict[str, Any]) -> None:
+    """A finite loss >= 0 as a number, or a non-finite one as text (JSON has neither) with loss null;
+    a converged run has a finite loss."""
     loss = event.get("loss")
     if "loss_text" in event:
+        text = event["loss_text"]
         try:
-            float(event["loss_text"])
-        except (TypeError, ValueError):
-            raise BadLine(f"loss_text {event['loss_text']!r} is not a number") from None
-    elif loss is not None and (not isinstance(loss, (int, float)) or isinstance(loss, bool)):
+            value = float(text) if isinstance(text, str) else math.nan
+        except ValueError:
+            value = 0.0
+        if not isinstance(text, str) or math.isfinite(value) or loss is not None:
+            raise BadLine(f"loss_text {text!r} is not the text of an infinite or NaN loss (with loss null)")
+        if value < 0:
+            raise BadLine(f"loss_text {text!r} is a negative loss")
+        if event.get("status") == records.CONVERGED:
+            raise BadLine(f"a converged run has the loss {text}")
+        return
+    if loss is None:
+        raise BadLine("loss is null, and there is no loss_text")
+    if not isinstance(loss, (int, float)) or isinstance(loss, bool):
         raise BadLine(f"loss {loss!r} is not a number")
-    return index, event
+    if loss < 0:
+        raise BadLine(f"loss {loss!r} is below 0")
+
+
+def _shape(value: Any) -> tuple | None:
+    """The shape of a nested list of numbers, None when it is ragged or holds anything else."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return ()
+    if not isinstance(value, list):
+        return None
+    inner = {_shape(item) for item in value}
+    if None in inner or len(inner) > 1:
+        return None
+    return (len(value), *(inner.pop() if inner else ()))
 
 
 def left_out(problems: list[str], path: str, limit: int = 3) -> str:

@@ -66,7 +66,7 @@ def test_a_sweep_document_inside_its_own_folder_is_refused(tmp_path):
     assert run_cli("sweep", config, "--grid", "learning_rate=0.5,1", "--output", str(folder), "--json").exit_status == 0
     saved = (folder / "config.json").read_bytes()
     result = run_cli("sweep", "--resume", str(folder), "--output", str(folder / "config.json"))
-    assert result.exit_status == 2 and "--resume and --output name the same file" in result.stderr
+    assert result.exit_status == 2 and "holds the journal of a sweep or many-fits job" in result.stderr
     assert (folder / "config.json").read_bytes() == saved
 
 

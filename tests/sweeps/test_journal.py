@@ -47,7 +47,8 @@ def test_folder_holds_config_runs_and_summary(finished):
     lines = journal_lines(folder)
     assert sorted(line["index"] for line in lines) == list(range(8))
     by_index = {line.pop("index"): line for line in lines}
-    assert [{k: v for k, v in by_index[i].items() if k != "event"} for i in range(8)] == document["runs"]
+    assert [{k: v for k, v in by_index[i].items() if k not in ("event", "sha256")} for i in range(8)] == document["runs"]
+    assert saved["format"] == 2 and len(saved["id"]) == 32
     assert without_elapsed(strict_json((folder / "summary.json").read_text())) == without_elapsed(document)
 
 
@@ -127,9 +128,9 @@ def test_resume_after_kill_or_ctrl_c_is_identical(cli, tmp_path, sig, status):
     "args,fragment",
     [
         ([SEED, "--grid", "optimizer=gd,adam", "--grid", "learning_rate=0.5,1"],
-         "grid learning_rate: the journal has [0.5,1,4.5,20], now [0.5,1]"),
-        ([SEED, *GRID, "--set", "threshold=1e-3"], "config threshold: the journal has 1e-05, now 0.001"),
-        (["--max-iters", "7"], "config max_iters: the journal has (unset), now 7"),
+         "grid learning_rate differs: the journal has [0.5,1,4.5,20], now [0.5,1]"),
+        ([SEED, *GRID, "--set", "threshold=1e-3"], "config threshold differs: the journal has 1e-05, now 0.001"),
+        (["--max-iters", "7"], "config max_iters differs: the journal has (unset), now 7"),
         ([str(ROOT / "configs" / "momentum.yaml"), *GRID], "config optimizer"),
     ],
 )
@@ -149,13 +150,15 @@ def test_resume_accepts_the_same_config_and_grid(cli, finished):
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--resume", "nowhere"], "not a sweep folder"),
-        (["--show", "nowhere"], "not a sweep folder"),
+        (["--resume", "nowhere"], "nowhere: does not exist"),
+        (["--show", "nowhere"], "nowhere: does not exist"),
+        (["--resume", "empty"], "not a sweep folder (no config.json)"),
         ([], "give CONFIG, or --resume DIR or --show DIR"),
     ],
 )
 def test_bad_journal_use_exits_2(cli, tmp_path, args, fragment):
-    result = cli("sweep", *[str(tmp_path / a) if a == "nowhere" else a for a in args])
+    (tmp_path / "empty").mkdir()
+    result = cli("sweep", *[str(tmp_path / a) if a in ("nowhere", "empty") else a for a in args])
     assert result.exit_status == 2 and fragment in result.stderr
 
 
