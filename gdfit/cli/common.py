@@ -30,3 +30,26 @@ def check_outputs(output: Path | None, plot: Path | None) -> None:
 
         check_format(plot)
         require_matplotlib()
+
+
+def check_backend(backend: str, address: str | None) -> None:
+    """Before anything runs: the backend is known, Dask is installed where it is asked for, a
+    scheduler address answers (a malformed or silent one fails in seconds), and Dask's own lines
+    are kept off the terminal; --address without --backend dask is refused."""
+    from gdfit.errors import UsageError
+
+    if backend not in ("local", "dask"):
+        raise UsageError(f"unknown backend {backend!r}; choose local or dask", key="--backend")
+    if backend == "dask":
+        import os
+
+        from gdfit.sweeps.backends import ADDRESS_ENV, require_dask
+        from gdfit.sweeps.dask_env import check_address, quiet
+
+        require_dask()
+        joined = address or os.environ.get(ADDRESS_ENV)
+        if joined:
+            check_address(joined, "--address" if address else ADDRESS_ENV)
+        quiet()
+    elif address is not None:
+        raise UsageError("--address names a Dask scheduler: give --backend dask with it", key="--address")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gdfit import records
+from gdfit.cli.common import check_backend
 from gdfit.config import Resolved
 from gdfit.errors import ExitCode, InputFileError, OutputError, UsageError
 from gdfit.sweeps.groups import UNFITTED as _UNFITTED
@@ -67,14 +68,7 @@ def run_groups(resolved: Resolved, options: GroupOptions) -> int:
             raise OutputError("already holds a many-fits job", source=str(options.output_dir), key="--output-dir",
                               hint=f"continue it with `gdfit run CONFIG --resume {options.output_dir}`, or choose "
                                    "another folder")
-        if options.backend not in ("local", "dask"):
-            raise UsageError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
-        if options.backend == "dask":
-            from gdfit.sweeps.backends import require_dask
-            from gdfit.sweeps.dask_env import quiet
-
-            require_dask()
-            quiet()  # as for a sweep: also the client's lines, on a cluster gdfit joins
+        check_backend(options.backend, options.address)
         job = load_job(resolved)
         digest = _digest(resolved)
         folder = options.resume or options.output_dir

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gdfit import records
-from gdfit.cli.common import check_outputs, stdout_gone, warn
+from gdfit.cli.common import check_backend, check_outputs, stdout_gone, warn
 from gdfit.errors import ExitCode, GdfitError
 from gdfit.words import plural
 
@@ -58,21 +58,7 @@ def sweep(options: SweepOptions) -> int:
         raise GdfitError("--resume writes into its own folder; --output may only name a .json document",
                          key="--output")
     check_outputs(document_path, options.plot)
-    if options.backend not in ("local", "dask"):
-        raise GdfitError(f"unknown backend {options.backend!r}; choose local or dask", key="--backend")
-    if options.backend == "dask":
-        import os
-
-        from gdfit.sweeps.backends import ADDRESS_ENV, require_dask
-        from gdfit.sweeps.dask_env import check_address, quiet
-
-        require_dask()
-        address = options.address or os.environ.get(ADDRESS_ENV)
-        if address:  # before anything runs: a malformed or silent address fails in seconds
-            check_address(address, "--address" if options.address else ADDRESS_ENV)
-        quiet()
-    elif options.address is not None:
-        raise GdfitError("--address names a Dask scheduler: give --backend dask with it", key="--address")
+    check_backend(options.backend, options.address)
     if options.tensorboard is not None:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 

@@ -160,13 +160,17 @@ def _listener(reply: bytes | None) -> tuple[socket.socket, int]:
     return server, server.getsockname()[1]
 
 
-def test_an_address_with_nothing_listening_is_refused():
+DASK_JOBS = {"sweep": ["sweep", SEED, "--grid", "learning_rate=0.5,1"], "many fits": ["run", "configs/dose-response.yaml"]}
+
+
+@pytest.mark.parametrize("job", DASK_JOBS)
+def test_an_address_with_nothing_listening_is_refused(job):
     pytest.importorskip("distributed")
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now
-    result = run_cli("sweep", SEED, "--grid", "learning_rate=0.5,1", "--backend", "dask", "--address", f"127.0.0.1:{port}")
+    result = run_cli(*DASK_JOBS[job], "--backend", "dask", "--address", f"127.0.0.1:{port}")
     assert result.exit_status == 2 and "cannot reach a Dask scheduler" in result.stderr
 
 
@@ -183,6 +187,7 @@ def test_a_server_that_is_not_a_scheduler_is_refused(reply):
         server.close()
 
 
-def test_address_without_the_dask_backend_is_refused():
-    result = run_cli("sweep", SEED, "--grid", "learning_rate=0.5,1", "--address", "tcp://127.0.0.1:8786")
+@pytest.mark.parametrize("job", DASK_JOBS)
+def test_address_without_the_dask_backend_is_refused(job):
+    result = run_cli(*DASK_JOBS[job], "--address", "tcp://127.0.0.1:8786")
     assert result.exit_status == 2 and "give --backend dask with it" in result.stderr
