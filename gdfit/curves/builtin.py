@@ -43,8 +43,10 @@ def as_expression(spec: BuiltinCurve, columns: dict[str, torch.Tensor], y: torch
             fields.update(given.model_dump(exclude_unset=True))
         if name in guessed:
             value = guessed[name]
+            # a missing side is unbounded, so the clamp moves the guess only into [min, max]
             low, high = fields.get("min"), fields.get("max")
-            fields["value"] = min(max(value, low if low is not None else value), high if high is not None else value)
+            fields["value"] = min(max(value, -np.inf if low is None else low), np.inf if high is None else high)
+            guessed[name] = fields["value"]  # the start the fit uses
         params[name] = ParamSpec(**fields)
     params.update((name, p) for name, p in spec.params.items() if name not in names)  # derived ones
     return ExpressionModel(expr=curve_expression(spec.name, spec.x), params=params), guessed

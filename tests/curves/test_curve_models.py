@@ -107,6 +107,33 @@ def test_a_given_start_is_kept_and_only_the_others_are_guessed(cli, peak):
     assert start["config"]["model"]["params"]["center"] == {"value": 0.25, "min": -1, "max": 1, "vary": True}
 
 
+@pytest.mark.parametrize("name,bound,lower,upper", [
+    ("sigma", {"min": 2}, [-np.inf, -np.inf, 2], [np.inf, np.inf, np.inf]),
+    ("center", {"max": -0.5}, [-np.inf, -np.inf, -np.inf], [np.inf, -0.5, np.inf]),
+])
+def test_a_guess_outside_a_one_sided_bound_starts_on_it_and_fits_as_scipys(cli, peak, name, bound, lower, upper):
+    # sigma's guess is about 0.8 (below min 2) and center's about 0.3 (above max -0.5)
+    start, end = events(cli("run", peak(params={name: bound}), "--json", "--every", "0"))
+    assert start["guess"][name] == next(iter(bound.values()))
+    assert end["status"] == "converged"
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    expected, _ = scipy_optimize.curve_fit(
+        lambda x, a, c, s: a / (s * math.sqrt(2 * math.pi)) * np.exp(-(x - c) ** 2 / (2 * s ** 2)),
+        PEAK_X, PEAK_Y, p0=[3, -0.5, 2], bounds=(lower, upper), xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    found = [end["params"][n]["value"] for n in ("amplitude", "center", "sigma")]
+    assert found[["amplitude", "center", "sigma"].index(name)] == pytest.approx(next(iter(bound.values())), abs=1e-12)
+    # lm stops at a relative loss change of 1e-10, a hair before scipy's trf at 1e-15 on the bound
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+
+
+def test_a_guess_outside_a_one_sided_bound_is_no_error_for_config_or_the_api(cli, peak):
+    import gdfit
+
+    path = peak(params={"sigma": {"min": 2}})
+    assert cli("config", path).exit_status == 0
+    assert gdfit.fit(path).params["sigma"].value == pytest.approx(2.0)
+
+
 def test_the_human_view_prints_the_guesses(cli, peak):
     text = cli("run", peak()).stdout
     assert "guessed from the data: amplitude = " in text
