@@ -222,6 +222,10 @@ def test_a_built_in_curve_without_data_exits_2(cli, write_config):
      "a derived parameter (expr) is not fitted: it takes no value"),
     ({"expr": "a * t", "params": {"a": {"min": 0}}}, "parameter 'a' needs a start value"),
     ({"expr": "min(a, t, 1)", "params": {"a": 1}}, "min() takes exactly 2 arguments, got 3"),
+    ({"expr": "a * exp(-t / tau) + c / 0", "params": {"a": 1, "tau": 1, "c": 0}},
+     "model.expr: 'c / 0' divides by zero"),
+    ({"expr": "a * t + c", "params": {"a": 1, "c": 0, "z": {"expr": "a / (2.0 - 2 * 1)"}}},
+     "model.params.z.expr: 'a / (2.0 - 2 * 1)' divides by zero"),
 ])
 def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, decay, model, fragment):
     path = decay(model=model)
@@ -229,6 +233,23 @@ def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, deca
     assert result.exit_status == 2, result.stderr
     assert fragment in result.stderr, result.stderr
     assert path in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_division_by_a_literal_zero_is_a_config_error_for_the_api_too(decay):
+    import gdfit
+
+    with pytest.raises(gdfit.GdfitError, match="'a / 0' divides by zero"):
+        gdfit.fit(decay(model={"expr": "a * t", "params": {"a": 1, "z": {"expr": "a / 0"}}}))
+
+
+def test_a_derived_parameter_divided_by_a_fixed_zero_is_null_as_numpy_says_inf(cli, decay):
+    model = {"expr": "a * exp(-t / tau) + c", "params": {
+        "a": 1, "tau": 1, "c": {"value": 0, "vary": False}, "z": {"expr": "a / c"}}}
+    with np.errstate(divide="ignore"):
+        assert np.isinf(np.float64(1.0) / np.float64(0.0))  # the value, not finite: JSON's null
+    result = cli("run", decay(model=model), "--json", "--every", "0")
+    _, end = events(result)
+    assert result.exit_status == 0 and end["params"]["z"] == {"value": None, "stderr": None, "derived": True}
 
 
 # ---------------------------------------------------------------- the example configs
