@@ -704,8 +704,6 @@ class FitConfig(_Frozen):
         without gtol, which is absolute); its first-order methods take none (on ill-scaled curves one of their
         updates may lower the loss by 1e-12 relative long before the end). lowrank and linear take
         ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
-        if isinstance(data, dict) and data.get("datasets") is not None:
-            data = _global_fit_defaults(data)
         if isinstance(data, dict) and (_fits_parameters(data.get("model")) or data.get("datasets") is not None):
             data = dict(data)
             _curve_defaults(data)
@@ -838,10 +836,11 @@ def _model_name(model: Any) -> str | None:
 def _curve_defaults(data: dict[str, Any]) -> None:
     """A curve fit (an expression or a built-in curve) fits with lm unless `optimizer` is set, and
     in float64 unless `dtype` is set or the optimizer set is another one (the first-order methods
-    keep the seed's float32): lm's least squares needs float64's digits for its statistics."""
+    keep the seed's float32): lm's least squares needs float64's digits for its statistics. A
+    global fit (datasets:) is a curve fit, by the same rules."""
     model = data.get("model")
     if not (isinstance(model, CURVE_MODELS) or (isinstance(model, dict) and "expr" in model)
-            or is_builtin_curve(model)):
+            or is_builtin_curve(model) or data.get("datasets") is not None):
         return
     if "optimizer" not in data:
         data["optimizer"] = "lm"
@@ -860,13 +859,6 @@ def _fits_parameters(model: Any) -> bool:
 
 
 GLOBAL_CLASHES = ("target", "data", "model", "sigma")  # keys a global fit takes from each dataset
-
-
-def _global_fit_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """A global fit is a curve fit: unless the config sets optimizer or dtype, lm in float64."""
-    if "optimizer" in data or "dtype" in data:
-        return data
-    return {**data, "optimizer": "lm", "dtype": "float64"}
 
 
 def _optimizer_name(value: Any) -> Any:

@@ -137,6 +137,31 @@ def test_defaults_are_lm_in_float64(tmp_path):
     assert resolved.config.target is None and resolved.config.threshold == 0
 
 
+@pytest.mark.parametrize("extra,optimizer,dtype", [
+    ({"dtype": "float64"}, "lm", "float64"),
+    ({"dtype": "float32"}, "lm", "float32"),
+    ({"optimizer": "lm"}, "lm", "float64"),
+    ({"optimizer": {"name": "adam"}}, "adam", "float32"),
+])
+def test_defaults_follow_the_single_fit_rules(tmp_path, extra, optimizer, dtype):
+    write_datasets(tmp_path)
+    chosen = build_config(config(**extra), source="g.yaml", base_dir=tmp_path).config
+    single = build_config({"target": [1.0, 2.0], "model": {"expr": "a * x", "params": {"a": 1}}, **extra},
+                          source="s.yaml", base_dir=tmp_path).config
+    assert (chosen.optimizer.name, chosen.dtype) == (single.optimizer.name, single.dtype) == (optimizer, dtype)
+
+
+def test_a_global_fit_that_sets_only_dtype_runs_lm_and_equals_least_squares(cli, tmp_path):
+    sets = write_datasets(tmp_path)
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(config(dtype="float64")))
+    result = cli("run", str(tmp_path / "g.yaml"), "--json", "--every", "0")
+    start, end = result.lines[0], result.lines[-1]
+    assert result.exit_status == 0, result.stderr
+    assert start["config"]["optimizer"]["name"] == "lm" and end["status"] == "converged"
+    values, _, _, _ = oracle(sets)
+    np.testing.assert_allclose([end["params"][n]["value"] for n in NAMES], values, rtol=1e-6)
+
+
 def test_the_cli_runs_a_global_fit_with_set_on_a_dataset(cli, tmp_path):
     """`--set datasets.2.model.expr=...` replaces one dataset's expression (the fit then follows it:
     amp and tau2 from dataset c alone would differ)."""
