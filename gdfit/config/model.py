@@ -45,7 +45,7 @@ from gdfit.config.values import (
     unit_interval,
     where,
 )
-from gdfit.config.curves import CURVE_NAMES, CURVES, CurveName, is_builtin_curve
+from gdfit.config.curves import CURVE_NAMES, CURVES, CurveName, is_builtin_curve, parameter_fields
 from gdfit.config.yamlsource import type_name
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N, mps"
@@ -314,6 +314,20 @@ class BuiltinCurve(_Frozen):
                 raise ValueError(f"model {self.name} has the parameters {', '.join(names)}; {key!r} is none of them "
                                  "(a new name needs expr: to be a derived parameter)")
         return self
+
+    @model_validator(mode="after")
+    def _default_bounds(self) -> BuiltinCurve:
+        """The model's own bounds (DEFAULT_BOUNDS) written into its params where the config sets
+        none, so that the resolved config, the checks and the report show the bounds the fit keeps."""
+        params = dict(self.params)
+        for name in CURVES[self.name][1]:
+            given = params.get(name)
+            fields = parameter_fields(self.name, name, None if given is None else given.model_dump(exclude_unset=True))
+            if given is None and len(fields) > 0:
+                params[name] = ParamSpec(**fields)
+            elif given is not None and fields.keys() - given.model_fields_set:
+                params[name] = ParamSpec(**fields)
+        return self if params == self.params else self.model_copy(update={"params": params})
 
 
 def _curve_column(value: Any) -> str:
@@ -742,7 +756,22 @@ class FitConfig(_Frozen):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
         self._check_matrix_keys()
         self._check_global_fit()
+        self._check_lbfgs_curve_bounds()
         return self
+
+    def _check_lbfgs_curve_bounds(self) -> None:
+        """lbfgs keeps no bounds (descent.check_optimizer refuses an expression's min and max): nor a
+        built-in curve's own (pseudovoigt's fraction in [0, 1]), which the config need not spell out."""
+        if not (isinstance(self.model, BuiltinCurve) and getattr(self.optimizer, "name", None) == "lbfgs"):
+            return
+        for name, spec in self.model.params.items():
+            if spec.vary and spec.expr is None and (spec.min is not None or spec.max is not None):
+                low, high = ("-inf" if spec.min is None else f"{spec.min:g}"), ("inf" if spec.max is None else f"{spec.max:g}")
+                own = parameter_fields(self.model.name, name, None) == {"min": spec.min, "max": spec.max}
+                whose = f"model {self.model.name}'s own bounds" if own else "its min and max"
+                raise ValueError(
+                    f"model.params.{name}: lbfgs does not keep bounds, and {name} is kept in [{low}, {high}] ({whose}): "
+                    f"use optimizer lm, which keeps them, or fix {name} (vary: false) or lift them (min: null, max: null)")
 
     @field_validator("target", mode="wrap")
     @classmethod

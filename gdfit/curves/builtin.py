@@ -7,7 +7,7 @@ import numpy as np
 from gdfit.lazy import torch
 
 from gdfit.config import BuiltinCurve, ExpressionModel, ParamSpec, Resolved
-from gdfit.config.curves import CURVES, DEFAULT_BOUNDS, curve_expression
+from gdfit.config.curves import CURVES, curve_expression, parameter_fields
 from gdfit.errors import ConfigError, InputFileError
 from gdfit.curves.guesses import guess as guess_starts
 
@@ -38,9 +38,7 @@ def as_expression(spec: BuiltinCurve, columns: dict[str, torch.Tensor], y: torch
                                  f"model.params.{bad[0]}", source=resolved.source, key=f"model.params.{bad[0]}")
     for name in names:
         given = spec.params.get(name)
-        fields = dict(DEFAULT_BOUNDS.get((spec.name, name), {}))
-        if given is not None:
-            fields.update(given.model_dump(exclude_unset=True))
+        fields = parameter_fields(spec.name, name, None if given is None else given.model_dump(exclude_unset=True))
         if name in guessed:
             value = guessed[name]
             # a missing side is unbounded, so the clamp moves the guess only into [min, max]

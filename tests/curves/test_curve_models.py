@@ -134,6 +134,53 @@ def test_a_guess_outside_a_one_sided_bound_is_no_error_for_config_or_the_api(cli
     assert gdfit.fit(path).params["sigma"].value == pytest.approx(2.0)
 
 
+def pseudovoigt(x, a, c, s, f):
+    """lmfit's pseudo-Voigt: the gaussian's sigma is s / sqrt(2 ln 2), so both have FWHM 2 s."""
+    g = a / (s / math.sqrt(2 * math.log(2)) * math.sqrt(2 * math.pi)) * np.exp(
+        -(x - c) ** 2 * math.log(2) / s ** 2)
+    return (1 - f) * g + f * a / math.pi * s / ((x - c) ** 2 + s ** 2)
+
+
+def test_pseudovoigts_own_bounds_are_kept_shown_and_equal_scipys(cli, tmp_path, write_config):
+    # lorentzian data: the best unbounded fraction is above 1, so the fit ends on its bound
+    x = np.linspace(-6, 6, 81)
+    y = 3.0 / math.pi * 0.7 / (x ** 2 + 0.49) * 1.15 - 0.12 * np.exp(-x ** 2) + RNG.normal(0, 0.01, x.size)
+    write_csv(tmp_path, "pv.csv", x=x, y=y)
+    path = write_config(yaml.safe_dump({"data": {"file": "pv.csv"}, "target": {"column": "y"}, "device": "cpu",
+                                        "model": {"name": "pseudovoigt", "x": "x"}}))
+    result = cli("run", path, "--json", "--every", "0")
+    start, end = events(result)
+    assert start["config"]["model"]["params"]["fraction"] == {"value": None, "min": 0.0, "max": 1.0, "vary": True}
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    p0 = [start["guess"][n] for n in ("amplitude", "center", "sigma", "fraction")]
+    expected, _ = scipy_optimize.curve_fit(pseudovoigt, x, y, p0=p0, bounds=([-np.inf] * 3 + [0], [np.inf] * 3 + [1]),
+                                           xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    found = [end["params"][n]["value"] for n in ("amplitude", "center", "sigma", "fraction")]
+    assert found[3] == 1.0 and expected[3] == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+    row = next(line for line in cli("run", path, "--every", "0").stdout.splitlines()
+               if line.strip("│ ").startswith("fraction "))
+    assert row.split()[-4:-1] == ["0.5", "0", "1"]  # start, min, max: the bounds the fit kept
+
+
+@pytest.mark.parametrize("params,runs", [
+    ({}, False), ({"fraction": 0.3}, False), ({"sigma": {"min": 0.1}}, False),
+    ({"fraction": {"value": 0.3, "vary": False}}, True), ({"fraction": {"min": None, "max": None}}, True)])
+def test_lbfgs_refuses_a_built_in_curves_bounds_as_it_refuses_a_configs(cli, peak, write_config, params, runs):
+    peak()  # writes peak.csv
+    path = write_config(yaml.safe_dump({"data": {"file": "peak.csv"}, "target": {"column": "y"}, "device": "cpu",
+                                        "optimizer": "lbfgs", "max_iters": 50,
+                                        "model": {"name": "pseudovoigt", "x": "x", "params": params}}), "pv.yaml")
+    result = cli("run", path, "--every", "0", "--json")
+    if runs:
+        assert result.exit_status == 0, result.stderr
+        return
+    name = next(iter(params), "fraction")
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert f"model.params.{name}: lbfgs does not keep bounds, and {name} is kept in [" in result.stderr
+    assert ("model pseudovoigt's own bounds" in result.stderr) == (name == "fraction")
+
+
 def test_the_human_view_prints_the_guesses(cli, peak):
     text = cli("run", peak()).stdout
     assert "guessed from the data: amplitude = " in text
