@@ -282,6 +282,43 @@ def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, deca
     assert path in result.stderr and "Traceback" not in result.stderr
 
 
+def test_an_infinite_target_is_bad_data_naming_its_row(cli, tmp_path, write_config):
+    y = DECAY.copy()
+    y[[3, 17]] = [np.nan, np.inf]  # NaN is missing (left out); inf is an error
+    write_csv(tmp_path, "inf.csv", t=T, y=y)
+    path = write_config(yaml.safe_dump({"data": {"file": "inf.csv"}, "target": {"column": "y"},
+                                        "model": {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}}))
+    result = cli("run", path, "--json")
+    row = int(np.flatnonzero(np.isinf(y))[0]) + 1  # data rows count from 1, after the header
+    assert result.exit_status == 2 and result.stdout.count("\n") <= 1, result.stderr
+    assert f"target: target column 'y' has an infinite value at data row {row} (a missing value is NaN)" in result.stderr
+
+
+@pytest.mark.parametrize("name,params", [("logistic4", {}), ("powerlaw", {}),
+                                         ("powerlaw", {"amplitude": 1, "exponent": 2})])
+def test_a_curve_of_non_negative_x_given_a_negative_one_names_its_row(cli, tmp_path, write_config, name, params):
+    x = np.linspace(0, 5, 30)
+    x[[7, 12]] = [-0.5, -2.0]
+    y = 2.0 * np.abs(x) ** 1.5
+    y[12] = np.nan  # a missing target: that row is not fitted, so its x does not matter
+    write_csv(tmp_path, "neg.csv", x=x, y=y)
+    path = write_config(yaml.safe_dump({"data": {"file": "neg.csv"}, "target": {"column": "y"},
+                                        "model": {"name": name, "x": "x", "params": params}}))
+    result = cli("run", path)
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert f"model.x: model {name} needs x >= 0" in result.stderr
+    assert "column 'x' is -0.5 at data row 8" in result.stderr
+
+
+def test_a_powerlaw_at_x_0_still_fits(cli, tmp_path, write_config):
+    x = np.linspace(0, 5, 30)  # at x = 0, x ** exponent is 0: no reason to refuse it
+    write_csv(tmp_path, "zero.csv", x=x, y=2.0 * x ** 1.5 + RNG.normal(0, 0.01, x.size))
+    path = write_config(yaml.safe_dump({"data": {"file": "zero.csv"}, "target": {"column": "y"},
+                                        "model": {"name": "powerlaw", "x": "x"}}))
+    _, end = events(cli("run", path, "--json", "--every", "0"))
+    assert end["status"] == "converged" and end["params"]["exponent"]["value"] == pytest.approx(1.5, abs=0.01)
+
+
 def test_a_division_by_a_literal_zero_is_a_config_error_for_the_api_too(decay):
     import gdfit
 
