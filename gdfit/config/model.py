@@ -6,6 +6,7 @@ Literal; the tuples of valid names are read back from those Literals, so a name 
 
 from __future__ import annotations
 
+import keyword
 import math
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -272,6 +273,8 @@ class ParamSpec(_Frozen):
 def _param_name(value: Any) -> str:
     if not isinstance(value, str) or not value.isidentifier() or value == "pi":
         raise ValueError(f"parameter names are identifiers like b1 or rate (not pi), got {value!r}")
+    if keyword.iskeyword(value):  # True, None, lambda, ...: an expression could not name it
+        raise ValueError(f"{value!r} is a reserved word of the expression language; name the parameter otherwise")
     return value
 
 

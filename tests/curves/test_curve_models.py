@@ -319,6 +319,39 @@ def test_a_powerlaw_at_x_0_still_fits(cli, tmp_path, write_config):
     assert end["status"] == "converged" and end["params"]["exponent"]["value"] == pytest.approx(1.5, abs=0.01)
 
 
+def test_a_derived_parameter_that_is_not_finite_has_no_stderr(cli, decay):
+    model = {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0, "z": {"expr": "(a - a) ** -1"}}}
+    with np.errstate(divide="ignore"):
+        assert np.isinf(np.float64(0.0) ** -1)  # numpy's value at any a: no error bar means anything
+    _, end = events(cli("run", decay(model=model), "--json", "--every", "0"))
+    assert end["params"]["z"] == {"value": None, "stderr": None, "derived": True}
+    assert end["params"]["a"]["stderr"] > 0  # the others keep theirs
+
+
+@pytest.mark.parametrize("word", ["True", "None", "lambda", "for"])
+def test_a_reserved_word_as_a_parameter_name_is_refused_naming_the_key(cli, decay, word):
+    path = decay(model={"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0, word: 2}})
+    result = cli("config", path)
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert f"model.params.{word}: {word!r} is a reserved word of the expression language" in result.stderr
+
+
+def test_a_data_file_given_as_the_config_is_quoted_short(cli, tmp_path):
+    write_csv(tmp_path, "data.csv", t=np.linspace(0, 1, 3000), y=np.linspace(1, 2, 3000))
+    result = cli("run", str(tmp_path / "data.csv"), "--json")
+    assert result.exit_status == 2
+    (event,) = result.lines
+    import re
+
+    size = len((tmp_path / "data.csv").read_text())  # about 114,000: YAML reads it as one folded text
+    quoted = re.search(r"got the text '(.*)'\.\.\. \(([\d,]+) characters\)$", event["message"])
+    assert len(event["message"]) < 300 and quoted is not None
+    assert quoted[1] == (tmp_path / "data.csv").read_text().replace("\n", " ")[:60]
+    assert size - 3001 <= int(quoted[2].replace(",", "")) <= size
+    human = cli("run", str(tmp_path / "data.csv")).stderr
+    assert len(human) < 400 and "this looks like a data file: name it in a config, as `data: {file: PATH}`" in human
+
+
 def test_a_division_by_a_literal_zero_is_a_config_error_for_the_api_too(decay):
     import gdfit
 
