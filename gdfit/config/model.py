@@ -829,6 +829,10 @@ class FitConfig(_Frozen):
             return
         if "init" in self.model_fields_set:
             raise ValueError("init does not apply to a global fit: its params give the start values")
+        if self.loss.name in ROBUST_LOSSES and isinstance(self.optimizer, LM):
+            other = " (huber also works with a first-order optimizer, as adam)" if self.loss.name == "huber" else ""
+            raise ValueError(f"loss: lm's robust loss {self.loss.name} is for fits of one dataset, not global fits "
+                             f"(datasets:): use loss: mse{other}")
 
     def _check_matrix_keys(self) -> None:
         """Missing entries, masks and held-out entries are for the matrix models; they start from
