@@ -86,13 +86,11 @@ def _note(entry: dict[str, Any], spec: dict[str, Any]) -> str:
     if entry.get("derived"):
         return "derived"
     value = entry["value"]
-    if spec.get("guessed"):
-        return "guessed"
-    if spec.get("min") is not None and value <= spec["min"]:
+    if spec.get("min") is not None and value <= spec["min"]:  # a bound says more than where it started
         return "at min"
     if spec.get("max") is not None and value >= spec["max"]:
         return "at max"
-    return ""
+    return "guessed" if spec.get("guessed") else ""
 
 
 UNBOUNDED = 10_000  # columns: wider than any table here

@@ -141,7 +141,7 @@ def pseudovoigt(x, a, c, s, f):
     return (1 - f) * g + f * a / math.pi * s / ((x - c) ** 2 + s ** 2)
 
 
-def test_pseudovoigts_own_bounds_are_kept_shown_and_equal_scipys(cli, tmp_path, write_config):
+def test_pseudovoigts_own_bounds_are_kept_shown_and_equal_scipys(cli, tmp_path, write_config, monkeypatch):
     # lorentzian data: the best unbounded fraction is above 1, so the fit ends on its bound
     x = np.linspace(-6, 6, 81)
     y = 3.0 / math.pi * 0.7 / (x ** 2 + 0.49) * 1.15 - 0.12 * np.exp(-x ** 2) + RNG.normal(0, 0.01, x.size)
@@ -158,9 +158,10 @@ def test_pseudovoigts_own_bounds_are_kept_shown_and_equal_scipys(cli, tmp_path, 
     found = [end["params"][n]["value"] for n in ("amplitude", "center", "sigma", "fraction")]
     assert found[3] == 1.0 and expected[3] == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(found, expected, rtol=1e-4)
+    monkeypatch.setenv("COLUMNS", "120")  # wide enough for the note column
     row = next(line for line in cli("run", path, "--every", "0").stdout.splitlines()
                if line.strip("│ ").startswith("fraction "))
-    assert row.split()[-4:-1] == ["0.5", "0", "1"]  # start, min, max: the bounds the fit kept
+    assert row.split()[-6:-1] == ["0.5", "0", "1", "at", "max"]  # start, min, max: the bounds the fit kept
 
 
 @pytest.mark.parametrize("params,runs", [
