@@ -118,14 +118,14 @@ class Narrowing:
 
 # the parameter table's columns, most important first: the narrower layouts keep a prefix
 PARAMETER_COLUMNS = (("parameter", "left"), ("value", "right"), ("± stderr", "right"), ("start", "right"),
-                     ("min", "right"), ("max", "right"), ("rel. err", "right"), ("", "left"))
+                     ("min", "right"), ("max", "right"), ("", "left"), ("rel. err", "right"))
 SHOWN = ("parameter", "value", "± stderr", "rel. err", "start", "min", "max", "")  # the widest layout's order
 
 
 def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Narrowing:
     """Name, value ± stderr, relative error, start, bounds, and a note (fixed, at a bound): at a
-    narrow width without the note, then the relative error, then the bounds; narrower still, one
-    parameter to two lines. A value or start is never cut short."""
+    narrow width without the relative error (value and stderr give it), then the note, then the
+    bounds; narrower still, one parameter to two lines. A value or start is never cut short."""
     rows = [_parameter_cells(name, entry, specs.get(name, {})) for name, entry in params.items()]
     layouts = [lambda keep=keep: _parameter_grid(rows, keep) for keep in (8, 7, 6, 4)]
     return Narrowing([*layouts, lambda: _parameter_lines(rows)])
