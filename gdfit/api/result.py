@@ -122,12 +122,31 @@ class Result:
         console.print(result_panel(self.record, self.config))
         return out.getvalue()
 
-    def predict(self, **data: Any) -> np.ndarray:
-        """The fitted model's prediction. A curve fit takes new values of its data columns
-        (`predict(t=[0.5, 1.0])`); `linear` takes new `inputs`; with no data, the prediction on
-        the fitted data (for the identity model, x itself)."""
+    def predict(self, dataset: int | None = None, **data: Any) -> np.ndarray | list[np.ndarray]:
+        """The fitted model's prediction (unweighted: the model's values, not divided by sigma).
+
+        A curve fit takes new values of its data columns (`predict(t=[0.5, 1.0])`); `linear` takes
+        new `inputs`; with no data, the prediction on the fitted data (the points with a target:
+        a missing one's row is left out; for the identity model, x itself). A global fit
+        (`datasets:`) gives a list, each dataset's prediction in the config's order: on its own
+        fitted data, or with new columns (`predict(t=[0, 1])`) each dataset's
+        expression at them; `dataset=I` gives dataset I's prediction alone, as an array (new data
+        for one dataset: `predict(dataset=1, t=[0, 1])`)."""
         problem, final = self._descent.problem, self._descent.final_params
         model = problem.model
+        parts = getattr(model, "parts", None)
+        if parts is not None:  # a global fit: each dataset's expression
+            if dataset is None:
+                try:
+                    return [_curve_at(part, final["theta"], data, f"dataset {i}: ") for i, part in enumerate(parts)]
+                except GdfitError as err:
+                    err.hint = "predict(dataset=I, COLUMN=[...]) predicts dataset I alone"
+                    raise
+            if not isinstance(dataset, int) or not 0 <= dataset < len(parts):
+                raise GdfitError(f"dataset={dataset!r}: the fit has datasets 0 to {len(parts) - 1}", key="predict")
+            return _curve_at(parts[dataset], final["theta"], data)
+        if dataset is not None:
+            raise GdfitError("dataset= is for global fits (datasets:); this fit has one", key="predict")
         if hasattr(model, "curve_on"):  # a curve fit: the expression at the given columns
             return _curve_at(model, final["theta"], data)
         named = model.named_tensors(final)
@@ -151,30 +170,29 @@ class Result:
         return head + ",\n       params: " + ", ".join(map(repr, shown)) + more + ")"
 
 
-def _curve_at(model: Any, theta: Any, data: dict[str, Any]) -> np.ndarray:
-    """A curve fit's unweighted expression at new values of the data columns it uses."""
+def _curve_at(model: Any, theta: Any, data: dict[str, Any], where: str = "") -> np.ndarray:
+    """A curve fit's unweighted expression on its fitted data (no `data`), or at new values of
+    the data columns it uses. `where` prefixes an error (a global fit's dataset)."""
+    if not data:
+        if isinstance(theta, np.ndarray):  # a fit computed on the host: its numpy form, no torch
+            return np.array(model.host(theta.dtype).curve(theta[None])[0])
+        return model.curve(theta.unsqueeze(0))[0].detach().cpu().numpy()
     needed = set(model.columns)
     unknown = sorted(set(data) - needed)
     missing = sorted(needed - set(data))
     if unknown or missing:
         wanted = ", ".join(sorted(needed)) or "no data columns"
         problem = f"unknown column {unknown[0]!r}" if unknown else f"column {missing[0]!r} is missing"
-        raise GdfitError(f"{problem}; the expression uses {wanted}", key="predict")
+        raise GdfitError(f"{where}{problem}; the expression uses {wanted}", key="predict")
     columns = {name: np.atleast_1d(np.asarray(value, dtype=float)) for name, value in data.items()}
     lengths = {len(c) for c in columns.values()}
     if len(lengths) > 1 or any(c.ndim != 1 for c in columns.values()):
-        raise GdfitError("the data columns must be 1-D and of one length", key="predict")
-    points = lengths.pop() if lengths else 1
-    if isinstance(theta, np.ndarray):  # a fit computed on the host: its numpy form, no torch
-        host = model.host(theta.dtype)
-        if not columns:
-            return host.curve(theta[None])[0, :1].repeat(points)
-        return np.array(host.curve_on(columns, theta[None])[0])
+        raise GdfitError(f"{where}the data columns must be 1-D and of one length", key="predict")
+    if isinstance(theta, np.ndarray):
+        return np.array(model.host(theta.dtype).curve_on(columns, theta[None])[0])
     import torch
 
     tensors = {name: torch.as_tensor(c, dtype=theta.dtype, device=theta.device) for name, c in columns.items()}
-    if not tensors:  # an expression of the parameters alone: one value
-        return model.curve(theta.unsqueeze(0))[0, :1].cpu().numpy().repeat(points)
     return model.curve_on(tensors, theta.unsqueeze(0))[0].cpu().numpy()
 
 

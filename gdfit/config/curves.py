@@ -29,6 +29,12 @@ CURVES: dict[str, tuple[str, tuple[str, ...]]] = {
 DEFAULT_BOUNDS: dict[tuple[str, str], dict[str, float]] = {("pseudovoigt", "fraction"): {"min": 0.0, "max": 1.0}}
 
 
+def parameter_fields(curve: str, name: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    """A built-in curve's parameter as the fit takes it: its DEFAULT_BOUNDS under the fields the
+    config sets (`given`, only those set: `min: null` lifts a default bound)."""
+    return {**DEFAULT_BOUNDS.get((curve, name), {}), **(given or {})}
+
+
 def curve_expression(name: str, column: str) -> str:
     """The model's expression text over the data column `column`."""
     return CURVES[name][0].replace("X", column)

@@ -6,6 +6,7 @@ Literal; the tuples of valid names are read back from those Literals, so a name 
 
 from __future__ import annotations
 
+import keyword
 import math
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -45,7 +46,7 @@ from gdfit.config.values import (
     unit_interval,
     where,
 )
-from gdfit.config.curves import CURVE_NAMES, CURVES, CurveName, is_builtin_curve
+from gdfit.config.curves import CURVE_NAMES, CURVES, CurveName, is_builtin_curve, parameter_fields
 from gdfit.config.yamlsource import type_name
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N, mps"
@@ -272,6 +273,8 @@ class ParamSpec(_Frozen):
 def _param_name(value: Any) -> str:
     if not isinstance(value, str) or not value.isidentifier() or value == "pi":
         raise ValueError(f"parameter names are identifiers like b1 or rate (not pi), got {value!r}")
+    if keyword.iskeyword(value):  # True, None, lambda, ...: an expression could not name it
+        raise ValueError(f"{value!r} is a reserved word of the expression language; name the parameter otherwise")
     return value
 
 
@@ -314,6 +317,20 @@ class BuiltinCurve(_Frozen):
                 raise ValueError(f"model {self.name} has the parameters {', '.join(names)}; {key!r} is none of them "
                                  "(a new name needs expr: to be a derived parameter)")
         return self
+
+    @model_validator(mode="after")
+    def _default_bounds(self) -> BuiltinCurve:
+        """The model's own bounds (DEFAULT_BOUNDS) written into its params where the config sets
+        none, so that the resolved config, the checks and the report show the bounds the fit keeps."""
+        params = dict(self.params)
+        for name in CURVES[self.name][1]:
+            given = params.get(name)
+            fields = parameter_fields(self.name, name, None if given is None else given.model_dump(exclude_unset=True))
+            if given is None and len(fields) > 0:
+                params[name] = ParamSpec(**fields)
+            elif given is not None and fields.keys() - given.model_fields_set:
+                params[name] = ParamSpec(**fields)
+        return self if params == self.params else self.model_copy(update={"params": params})
 
 
 def _curve_column(value: Any) -> str:
@@ -704,8 +721,6 @@ class FitConfig(_Frozen):
         without gtol, which is absolute); its first-order methods take none (on ill-scaled curves one of their
         updates may lower the loss by 1e-12 relative long before the end). lowrank and linear take
         ftol and xtol (and linear gtol) at MATRIX_TOLERANCE with every optimizer."""
-        if isinstance(data, dict) and data.get("datasets") is not None:
-            data = _global_fit_defaults(data)
         if isinstance(data, dict) and (_fits_parameters(data.get("model")) or data.get("datasets") is not None):
             data = dict(data)
             _curve_defaults(data)
@@ -744,7 +759,22 @@ class FitConfig(_Frozen):
             raise ValueError("sigma: weights are for expression models (model: {expr: .., params: ..})")
         self._check_matrix_keys()
         self._check_global_fit()
+        self._check_lbfgs_curve_bounds()
         return self
+
+    def _check_lbfgs_curve_bounds(self) -> None:
+        """lbfgs keeps no bounds (descent.check_optimizer refuses an expression's min and max): nor a
+        built-in curve's own (pseudovoigt's fraction in [0, 1]), which the config need not spell out."""
+        if not (isinstance(self.model, BuiltinCurve) and getattr(self.optimizer, "name", None) == "lbfgs"):
+            return
+        for name, spec in self.model.params.items():
+            if spec.vary and spec.expr is None and (spec.min is not None or spec.max is not None):
+                low, high = ("-inf" if spec.min is None else f"{spec.min:g}"), ("inf" if spec.max is None else f"{spec.max:g}")
+                own = parameter_fields(self.model.name, name, None) == {"min": spec.min, "max": spec.max}
+                whose = f"model {self.model.name}'s own bounds" if own else "its min and max"
+                raise ValueError(
+                    f"model.params.{name}: lbfgs does not keep bounds, and {name} is kept in [{low}, {high}] ({whose}): "
+                    f"use optimizer lm, which keeps them, or fix {name} (vary: false) or lift them (min: null, max: null)")
 
     @field_validator("target", mode="wrap")
     @classmethod
@@ -799,6 +829,10 @@ class FitConfig(_Frozen):
             return
         if "init" in self.model_fields_set:
             raise ValueError("init does not apply to a global fit: its params give the start values")
+        if self.loss.name in ROBUST_LOSSES and isinstance(self.optimizer, LM):
+            other = " (huber also works with a first-order optimizer, as adam)" if self.loss.name == "huber" else ""
+            raise ValueError(f"loss: lm's robust loss {self.loss.name} is for fits of one dataset, not global fits "
+                             f"(datasets:): use loss: mse{other}")
 
     def _check_matrix_keys(self) -> None:
         """Missing entries, masks and held-out entries are for the matrix models; they start from
@@ -838,10 +872,11 @@ def _model_name(model: Any) -> str | None:
 def _curve_defaults(data: dict[str, Any]) -> None:
     """A curve fit (an expression or a built-in curve) fits with lm unless `optimizer` is set, and
     in float64 unless `dtype` is set or the optimizer set is another one (the first-order methods
-    keep the seed's float32): lm's least squares needs float64's digits for its statistics."""
+    keep the seed's float32): lm's least squares needs float64's digits for its statistics. A
+    global fit (datasets:) is a curve fit, by the same rules."""
     model = data.get("model")
     if not (isinstance(model, CURVE_MODELS) or (isinstance(model, dict) and "expr" in model)
-            or is_builtin_curve(model)):
+            or is_builtin_curve(model) or data.get("datasets") is not None):
         return
     if "optimizer" not in data:
         data["optimizer"] = "lm"
@@ -860,13 +895,6 @@ def _fits_parameters(model: Any) -> bool:
 
 
 GLOBAL_CLASHES = ("target", "data", "model", "sigma")  # keys a global fit takes from each dataset
-
-
-def _global_fit_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """A global fit is a curve fit: unless the config sets optimizer or dtype, lm in float64."""
-    if "optimizer" in data or "dtype" in data:
-        return data
-    return {**data, "optimizer": "lm", "dtype": "float64"}
 
 
 def _optimizer_name(value: Any) -> Any:

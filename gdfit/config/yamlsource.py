@@ -129,6 +129,8 @@ def load_yaml(text: str, source: str, *, require_mapping: bool = True) -> Docume
         raise ConfigError(
             f"the config must be a mapping of keys (like `target: ...`), got {type_name(doc.data)}",
             source=source,
+            hint=("this looks like a data file: name it in a config, as `data: {file: PATH}`"
+                  if str(source).lower().endswith(DATA_SUFFIXES) else None),
             line=node.start_mark.line + 1,
             column=node.start_mark.column + 1,
         )
@@ -143,6 +145,10 @@ def _plain_problem(err: yaml.MarkedYAMLError) -> str:
     return str(err.problem or err.context)
 
 
+TEXT_SHOWN = 60  # characters of a text value that a message quotes
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".npy", ".npz", ".parquet", ".pt")
+
+
 def type_name(value: Any) -> str:
     """A user-facing name for a YAML value's type."""
     if value is None:
@@ -152,6 +158,8 @@ def type_name(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
+        if len(value) > TEXT_SHOWN:  # a data file given as the config: an excerpt, not the whole file
+            return f"the text {value[:TEXT_SHOWN]!r}... ({len(value):,} characters)"
         return f"the text {value!r}"
     if isinstance(value, list):
         return "a list"

@@ -7,7 +7,7 @@ import numpy as np
 from gdfit.lazy import torch
 
 from gdfit.config import BuiltinCurve, ExpressionModel, ParamSpec, Resolved
-from gdfit.config.curves import CURVES, DEFAULT_BOUNDS, curve_expression
+from gdfit.config.curves import CURVES, curve_expression, parameter_fields
 from gdfit.errors import ConfigError, InputFileError
 from gdfit.curves.guesses import guess as guess_starts
 
@@ -19,6 +19,7 @@ def as_expression(spec: BuiltinCurve, columns: dict[str, torch.Tensor], y: torch
     if spec.x not in columns:
         raise ConfigError(f"no column {spec.x!r} in the data; it has {', '.join(columns) or '(none)'}",
                           source=resolved.source, key="model.x")
+    _check_domain(spec, columns[spec.x], y, resolved)
     names = CURVES[spec.name][1]
     params: dict[str, ParamSpec] = {}
     missing = [n for n in names if n not in spec.params or spec.params[n].value is None]
@@ -38,13 +39,30 @@ def as_expression(spec: BuiltinCurve, columns: dict[str, torch.Tensor], y: torch
                                  f"model.params.{bad[0]}", source=resolved.source, key=f"model.params.{bad[0]}")
     for name in names:
         given = spec.params.get(name)
-        fields = dict(DEFAULT_BOUNDS.get((spec.name, name), {}))
-        if given is not None:
-            fields.update(given.model_dump(exclude_unset=True))
+        fields = parameter_fields(spec.name, name, None if given is None else given.model_dump(exclude_unset=True))
         if name in guessed:
             value = guessed[name]
+            # a missing side is unbounded, so the clamp moves the guess only into [min, max]
             low, high = fields.get("min"), fields.get("max")
-            fields["value"] = min(max(value, low if low is not None else value), high if high is not None else value)
+            fields["value"] = min(max(value, -np.inf if low is None else low), np.inf if high is None else high)
+            guessed[name] = fields["value"]  # the start the fit uses
         params[name] = ParamSpec(**fields)
     params.update((name, p) for name, p in spec.params.items() if name not in names)  # derived ones
     return ExpressionModel(expr=curve_expression(spec.name, spec.x), params=params), guessed
+
+
+# curves defined for x >= 0 only, and why: at x < 0 they are NaN whatever the parameters
+NON_NEGATIVE_X = {"logistic4": "(ec50 / x) ** hill", "powerlaw": "x ** exponent"}
+
+
+def _check_domain(spec: BuiltinCurve, x: torch.Tensor, y: torch.Tensor, resolved: Resolved) -> None:
+    """A curve of x >= 0 given a negative x at an observed point (a target that is not NaN) is bad
+    data, not a bad start: say which row."""
+    if spec.name not in NON_NEGATIVE_X:
+        return
+    values = x.detach().cpu().to(torch.float64).numpy()
+    bad = np.flatnonzero((values < 0) & ~np.isnan(y.detach().cpu().to(torch.float64).numpy()))
+    if len(bad):
+        raise InputFileError(f"model {spec.name} needs x >= 0 ({NON_NEGATIVE_X[spec.name]} is NaN below 0); column "
+                             f"{spec.x!r} is {values[bad[0]]:g} at data row {int(bad[0]) + 1}",
+                             source=resolved.source, key="model.x")

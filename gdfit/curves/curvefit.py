@@ -61,6 +61,12 @@ def build_expression_fit(resolved: Resolved, dtype: torch.dtype, device: torch.d
     observed = ~xp.isnan(y)
     if not bool(observed.any()):
         raise InputFileError("every target value is missing (NaN)", source=resolved.source, key="target")
+    infinite = np.flatnonzero(np.isinf(np.asarray(y.tolist())))
+    if len(infinite):  # NaN marks a missing value; an infinite one is bad data, as in the columns
+        column = getattr(config.target, "column", None)
+        what = "the target" if column is None else f"target column {column!r}"
+        raise InputFileError(f"{what} has an infinite value at data row {int(infinite[0]) + 1} (a missing value "
+                             "is NaN)", source=resolved.source, key="target")
     points = int(observed.sum())
     data = {name: column[observed] for name, column in columns.items() if name in used}
     sigma = None

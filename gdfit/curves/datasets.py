@@ -39,7 +39,10 @@ def build_global_fit(resolved: Resolved, dtype: torch.dtype, device: torch.devic
             raise _in_dataset(err, i, resolved.source) from None
         parts.append(part)
         targets.append(target)
-    used = set().union(*(names_in(part.tree) for part in parts))
+    # as in one fit: a derived parameter counts as used, and so do the parameters it is made of
+    derived = parts[0].derived
+    used = set().union(*(names_in(part.tree) for part in parts), derived.trees,
+                       *(names_in(tree) for tree in derived.trees.values()))
     unused = [name for name in config.params if name not in used]
     if unused:
         raise ConfigError(f"parameter {unused[0]!r} is not used by any dataset's expression",
@@ -72,6 +75,7 @@ class GlobalFit(ExpressionFit):
         super().__init__(None, {}, first.order, first.names, first.fixed, first.low, first.high, sigma,
                          sum(part.points for part in parts))
         self.parts, self.labels = parts, labels
+        self.derived = first.derived  # the shared parameters' derived ones: every part has the same
         self.missing = sum(part.missing for part in parts)
         self.pointwise = False  # no one column to draw the whole curve over: each dataset has its own
 

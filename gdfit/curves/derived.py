@@ -94,7 +94,7 @@ class Derived:
                 for i, d in (tangent or {}).items():
                     gradient[i] = _scalar(d)
                 stderr = None
-                if covariance is not None:
+                if covariance is not None and math.isfinite(_scalar(value)):  # no error bar on an inf or NaN
                     variance = float(gradient @ covariance @ gradient)
                     stderr = math.sqrt(variance) if variance >= 0 else math.nan
                 entries[name] = {"value": _scalar(value), "stderr": stderr, "derived": True}

@@ -21,6 +21,7 @@ out before it asks) and at least 2 points (3 for quadratic, 4 for the 4PL's plat
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -133,13 +134,22 @@ def _powerlaw(x, y):
     return {"amplitude": sign * math.exp(min(intercept, 700.0)), "exponent": slope}
 
 
+def _polyfit(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+    """numpy's least-squares polynomial, without its RankWarning: x with fewer distinct values than
+    the degree needs still gives a start (the fit's report then says the data do not determine
+    every parameter), and a library prints nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.RankWarning)
+        return np.polyfit(x, y, degree)
+
+
 def _linear(x, y):
-    slope, intercept = np.polyfit(x, y, 1)
+    slope, intercept = _polyfit(x, y, 1)
     return {"slope": slope, "intercept": intercept}
 
 
 def _quadratic(x, y):
-    a, b, c = np.polyfit(x, y, 2)
+    a, b, c = _polyfit(x, y, 2)
     return {"a": a, "b": b, "c": c}
 
 

@@ -96,7 +96,8 @@ def _times(t: Tangent, factor: Value) -> Tangent:
 def _over(t: Tangent, divisor: Value) -> Tangent:
     if t is None:
         return None
-    return {i: d / divisor for i, d in t.items()}
+    # numpy's division: a constant divisor of 0 (folded, as sin(0)) gives inf, as torch does, not an exception
+    return {i: np.divide(d, divisor) for i, d in t.items()}
 
 
 def _sum(a: Tangent, b: Tangent) -> Tangent:
@@ -129,7 +130,7 @@ def _multiply(lv, lt, rv, rt) -> Dual:
 
 
 def _divide(lv, lt, rv, rt) -> Dual:
-    value = lv / rv
+    value = np.divide(lv, rv)
     return value, _sum(_over(lt, rv), _over(_times(rt, value), -rv))
 
 

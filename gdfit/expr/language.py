@@ -133,7 +133,11 @@ def _check(node: ast.AST, depth: int, count: int, checker: _Checker) -> int:
             raise ExpressionError(f"unknown name {node.id!r}: {checker.unknown}", key="--expr")
         return count
     if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
-        return _check(node.right, depth + 1, _check(node.left, depth + 1, count, checker), checker)
+        count = _check(node.right, depth + 1, _check(node.left, depth + 1, count, checker), checker)
+        if isinstance(node.op, ast.Div) and _constant(node.right) == 0:
+            # inf or NaN wherever it is evaluated: no start value or data could fix it
+            raise ExpressionError(f"{ast.unparse(node)[:40]!r} divides by zero", key="--expr")
+        return count
     if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
         return _check(node.operand, depth + 1, count, checker)
     if isinstance(node, ast.Call):
@@ -169,6 +173,21 @@ WORDS = {
 }
 OPERATORS = {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
              ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~", ast.Not: "not"}
+
+
+def _constant(node: ast.AST) -> float | None:
+    """The value of a sub-expression of numbers and + - * / only (checked already), else None."""
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp):
+        inner = _constant(node.operand)
+        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
+    if isinstance(node, ast.BinOp) and not isinstance(node.op, ast.Pow):
+        left, right = _constant(node.left), _constant(node.right)
+        if left is None or right is None or (isinstance(node.op, ast.Div) and right == 0):
+            return None
+        return BINARY[type(node.op)][1](left, right)
+    return None
 
 
 def describe(node: ast.AST) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rich.console import Group, RenderableType
+from typing import Callable
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -83,34 +86,90 @@ def _note(entry: dict[str, Any], spec: dict[str, Any]) -> str:
     if entry.get("derived"):
         return "derived"
     value = entry["value"]
-    if spec.get("guessed"):
-        return "guessed"
-    if spec.get("min") is not None and value <= spec["min"]:
+    if spec.get("min") is not None and value <= spec["min"]:  # a bound says more than where it started
         return "at min"
     if spec.get("max") is not None and value >= spec["max"]:
         return "at max"
-    return ""
+    return "guessed" if spec.get("guessed") else ""
 
 
-def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Table:
-    """Name, value ± stderr, relative error, start, bounds, and a note (fixed, at a bound)."""
+UNBOUNDED = 10_000  # columns: wider than any table here
+
+
+class Narrowing:
+    """The first of `layouts` (widest first) that fits the width it is drawn in, else the last:
+    a table drops its less important columns rather than cut a number short."""
+
+    def __init__(self, layouts: list[Callable[[], RenderableType]]) -> None:
+        self.layouts = layouts
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        unbounded = options.update(max_width=UNBOUNDED)  # Measurement.get clamps to the width it is given
+        for layout in self.layouts[:-1]:
+            renderable = layout()
+            if Measurement.get(console, unbounded, renderable).maximum <= options.max_width:
+                yield renderable
+                return
+        yield self.layouts[-1]()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.layouts[0]())
+
+
+# the parameter table's columns, most important first: the narrower layouts keep a prefix
+PARAMETER_COLUMNS = (("parameter", "left"), ("value", "right"), ("± stderr", "right"), ("start", "right"),
+                     ("min", "right"), ("max", "right"), ("", "left"), ("rel. err", "right"))
+SHOWN = ("parameter", "value", "± stderr", "rel. err", "start", "min", "max", "")  # the widest layout's order
+
+
+def parameter_table(params: dict[str, Any], specs: dict[str, Any]) -> Narrowing:
+    """Name, value ± stderr, relative error, start, bounds, and a note (fixed, at a bound): at a
+    narrow width without the relative error (value and stderr give it), then the note, then the
+    bounds; narrower still, one parameter to two lines. A value or start is never cut short."""
+    rows = [_parameter_cells(name, entry, specs.get(name, {})) for name, entry in params.items()]
+    layouts = [lambda keep=keep: _parameter_grid(rows, keep) for keep in (8, 7, 6, 4)]
+    return Narrowing([*layouts, lambda: _parameter_lines(rows)])
+
+
+def _parameter_cells(name: str, entry: dict[str, Any], spec: dict[str, Any]) -> dict[str, str]:
+    rel = relative_error(entry.get("value"), entry.get("stderr"))
+    derived = entry.get("derived")
+    return {
+        "parameter": name, "value": _number(entry.get("value")),
+        "± stderr": "" if entry.get("fixed") else "± " + _number(entry.get("stderr"), ".3g"),
+        "rel. err": "" if rel is None else f"{rel:.2f}%",
+        "start": "-" if derived else _number(spec.get("value"), "g"),
+        "min": "" if derived else _bound(spec.get("min"), "-inf"),
+        "max": "" if derived else _bound(spec.get("max"), "inf"),
+        "": _note(entry, spec),
+    }
+
+
+def _parameter_grid(rows: list[dict[str, str]], keep: int) -> Table:
+    """The table with the `keep` most important columns, in the widest layout's order."""
+    kept = {heading: justify for heading, justify in PARAMETER_COLUMNS[:keep]}
     table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
-    for heading, justify in (("parameter", "left"), ("value", "right"), ("± stderr", "right"),
-                             ("rel. err", "right"), ("start", "right"), ("min", "right"), ("max", "right"),
-                             ("", "left")):
-        table.add_column(heading, justify=justify)
-    for name, entry in params.items():
-        spec = specs.get(name, {})
-        rel = relative_error(entry.get("value"), entry.get("stderr"))
-        table.add_row(
-            name, _number(entry.get("value")),
-            "" if entry.get("fixed") else "± " + _number(entry.get("stderr"), ".3g"),
-            "" if rel is None else f"{rel:.2f}%",
-            *(("-", "", "") if entry.get("derived") else
-              (_number(spec.get("value"), "g"), _bound(spec.get("min"), "-inf"), _bound(spec.get("max"), "inf"))),
-            _note(entry, spec),
-        )
+    for heading in SHOWN:
+        if heading in kept:
+            table.add_column(heading, justify=kept[heading], overflow="fold")
+    for cells in rows:
+        table.add_row(*(cells[heading] for heading in SHOWN if heading in kept))
     return table
+
+
+def _parameter_lines(rows: list[dict[str, str]]) -> Text:
+    """`name = value ± stderr (rel)` and, indented, `start S, [min, max], note`: each part wraps
+    as a word, so a number is folded onto a line of its own, never cut."""
+    lines = []
+    for cells in rows:
+        rel = f" ({cells['rel. err']})" if cells["rel. err"] else ""
+        lines.append(f"{cells['parameter']} = {cells['value']} {cells['± stderr']}".rstrip() + rel)
+        more = [f"start {cells['start']}"] if cells["start"] != "-" else []
+        more += [f"[{cells['min']}, {cells['max']}]"] if cells["min"] else []
+        more += [cells[""]] if cells[""] else []
+        if more:
+            lines.append("  " + ", ".join(more))
+    return Text("\n".join(lines), overflow="fold")
 
 
 def derived_lines(params: dict[str, Any], specs: dict[str, Any]) -> list[Text]:
@@ -138,7 +197,7 @@ def interval_table(params: dict[str, Any], confidence: dict[str, Any] | None) ->
     levels = list(confidence["probabilities"])
     table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
     for heading in ("parameter", "± stderr", *(f"{level}σ ({confidence['probabilities'][level]:.2%})" for level in levels)):
-        table.add_column(heading, justify="left" if heading == "parameter" else "right")
+        table.add_column(heading, justify="left" if heading == "parameter" else "right", overflow="fold")
     for name, entry in params.items():
         if not entry.get("fixed"):
             table.add_row(name, "± " + _number(entry.get("stderr"), ".3g"), *(interval_cell(entry, l) for l in levels))
@@ -147,16 +206,23 @@ def interval_table(params: dict[str, Any], confidence: dict[str, Any] | None) ->
     return [Text("confidence intervals", style="bold"), table, Text("\n".join(notes), style="dim"), Text("")]
 
 
-def statistics_table(fit: dict[str, Any]) -> Table:
-    """The fit statistics in two label/value column pairs, to keep the panel short."""
-    table = Table.grid(padding=(0, 2))
-    for _ in range(2):
-        table.add_column(style="dim")
-        table.add_column(justify="right")
+def statistics_table(fit: dict[str, Any]) -> Narrowing:
+    """The fit statistics in two label/value column pairs, to keep the panel short; at a narrow
+    width in one pair, narrower still one `label: value` to a line (a value is never cut short)."""
     cells = [(label, _number(fit.get(key), spec)) for key, label, spec in STATISTICS if key in fit]
-    half = (len(cells) + 1) // 2
-    for left, right in zip(cells[:half], cells[half:] + [("", "")]):
-        table.add_row(*left, *right)
+    return Narrowing([lambda: _statistics_grid(cells, 2), lambda: _statistics_grid(cells, 1),
+                      lambda: Text("\n".join(f"{label}: {value}" for label, value in cells), overflow="fold")])
+
+
+def _statistics_grid(cells: list[tuple[str, str]], pairs: int) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for _ in range(pairs):
+        table.add_column(style="dim")
+        table.add_column(justify="right", overflow="fold")
+    rows = (len(cells) + pairs - 1) // pairs
+    columns = [cells[i * rows:(i + 1) * rows] for i in range(pairs)]
+    for i in range(rows):
+        table.add_row(*(cell for column in columns for cell in (column[i] if i < len(column) else ("", ""))))
     return table
 
 
@@ -167,7 +233,7 @@ def dataset_lines(datasets: list[dict[str, Any]] | None) -> list[RenderableType]
     table = Table(title=None, header_style="bold", box=None, padding=(0, 1))
     for heading, justify in (("dataset", "left"), ("data", "left"), ("n", "right"), ("RSS", "right"),
                              ("chi-square", "right")):
-        table.add_column(heading, justify=justify)
+        table.add_column(heading, justify=justify, overflow="fold")
     for i, entry in enumerate(datasets):
         table.add_row(str(i), entry["data"], str(entry["n"]), _number(entry["rss"], ".6g"), _number(entry["chi2"], ".6g"))
     return [Text("datasets", style="bold"), table, Text("")]

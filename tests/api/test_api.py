@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 import gdfit
 from gdfit.errors import ConfigError, GdfitError
@@ -155,8 +156,12 @@ def test_predict_for_each_model(monkeypatch):
     decay = gdfit.fit("configs/decay.yaml")
     with pytest.raises(GdfitError, match="unknown column 'x'; the expression uses t"):
         decay.predict(x=[1.0])
-    with pytest.raises(GdfitError, match="column 't' is missing"):
-        decay.predict()
+    t = np.loadtxt(ROOT / "configs" / decay.config["data"]["file"], delimiter=",", skiprows=1,
+                   usecols=0)  # the docstring: with no data, the prediction on the fitted data
+    a, tau, c = (decay.params[n].value for n in ("a", "tau", "c"))
+    np.testing.assert_allclose(decay.predict(), a * np.exp(-t / tau) + c, rtol=1e-13)
+    with pytest.raises(GdfitError, match="dataset= is for global fits"):
+        decay.predict(dataset=0)
     with pytest.raises(GdfitError, match="takes inputs"):
         linear.predict(t=[1.0])
 
@@ -266,3 +271,29 @@ def test_a_bfloat16_fit_gives_its_tensor_as_float32_which_holds_it_exactly():
     assert result.x.dtype == np.float32
     reference = torch.tensor(result.x).to(torch.bfloat16).float().numpy()
     assert result.x.tolist() == reference.tolist()  # every value a bfloat16 one
+
+
+def test_predict_for_a_global_fit_gives_each_datasets_curve(tmp_path):
+    from tests.curves.test_datasets import config, write_datasets
+
+    sets = write_datasets(tmp_path)
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(config()))
+    result = gdfit.fit(str(tmp_path / "g.yaml"))
+    amp, tau1, tau2, c = (result.params[n].value for n in ("amp", "tau1", "tau2", "c"))
+    curves = [lambda t: amp * np.exp(-t / tau1) + c, lambda t: amp * np.exp(-t / tau2) + c,
+              lambda t: amp * t / (t + tau2)]  # the datasets' expressions, by numpy
+    fitted = result.predict()
+    assert isinstance(fitted, list) and len(fitted) == 3
+    for got, curve, (t, y, _) in zip(fitted, curves, sets.values()):
+        # unweighted, at the fitted points: a missing (NaN) target's row is left out (dataset c's 5th)
+        np.testing.assert_allclose(got, curve(t[~np.isnan(y)]), rtol=1e-13)
+    new = np.array([0.0, 0.5, 7.0])
+    for i, (got, curve) in enumerate(zip(result.predict(t=new), curves)):
+        np.testing.assert_allclose(got, curve(new), rtol=1e-13)
+        np.testing.assert_allclose(result.predict(dataset=i, t=new), curve(new), rtol=1e-13)
+    np.testing.assert_allclose(result.predict(dataset=2), fitted[2], rtol=0)
+    with pytest.raises(GdfitError, match="dataset=3: the fit has datasets 0 to 2"):
+        result.predict(dataset=3)
+    with pytest.raises(GdfitError, match="dataset 0: unknown column 'x'; the expression uses t") as err:
+        result.predict(x=new)
+    assert "predict(dataset=I" in str(err.value)

@@ -107,6 +107,81 @@ def test_a_given_start_is_kept_and_only_the_others_are_guessed(cli, peak):
     assert start["config"]["model"]["params"]["center"] == {"value": 0.25, "min": -1, "max": 1, "vary": True}
 
 
+@pytest.mark.parametrize("name,bound,lower,upper", [
+    ("sigma", {"min": 2}, [-np.inf, -np.inf, 2], [np.inf, np.inf, np.inf]),
+    ("center", {"max": -0.5}, [-np.inf, -np.inf, -np.inf], [np.inf, -0.5, np.inf]),
+])
+def test_a_guess_outside_a_one_sided_bound_starts_on_it_and_fits_as_scipys(cli, peak, name, bound, lower, upper):
+    # sigma's guess is about 0.8 (below min 2) and center's about 0.3 (above max -0.5)
+    start, end = events(cli("run", peak(params={name: bound}), "--json", "--every", "0"))
+    assert start["guess"][name] == next(iter(bound.values()))
+    assert end["status"] == "converged"
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    expected, _ = scipy_optimize.curve_fit(
+        lambda x, a, c, s: a / (s * math.sqrt(2 * math.pi)) * np.exp(-(x - c) ** 2 / (2 * s ** 2)),
+        PEAK_X, PEAK_Y, p0=[3, -0.5, 2], bounds=(lower, upper), xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    found = [end["params"][n]["value"] for n in ("amplitude", "center", "sigma")]
+    assert found[["amplitude", "center", "sigma"].index(name)] == pytest.approx(next(iter(bound.values())), abs=1e-12)
+    # lm stops at a relative loss change of 1e-10, a hair before scipy's trf at 1e-15 on the bound
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+
+
+def test_a_guess_outside_a_one_sided_bound_is_no_error_for_config_or_the_api(cli, peak):
+    import gdfit
+
+    path = peak(params={"sigma": {"min": 2}})
+    assert cli("config", path).exit_status == 0
+    assert gdfit.fit(path).params["sigma"].value == pytest.approx(2.0)
+
+
+def pseudovoigt(x, a, c, s, f):
+    """lmfit's pseudo-Voigt: the gaussian's sigma is s / sqrt(2 ln 2), so both have FWHM 2 s."""
+    g = a / (s / math.sqrt(2 * math.log(2)) * math.sqrt(2 * math.pi)) * np.exp(
+        -(x - c) ** 2 * math.log(2) / s ** 2)
+    return (1 - f) * g + f * a / math.pi * s / ((x - c) ** 2 + s ** 2)
+
+
+def test_pseudovoigts_own_bounds_are_kept_shown_and_equal_scipys(cli, tmp_path, write_config, monkeypatch):
+    # lorentzian data: the best unbounded fraction is above 1, so the fit ends on its bound
+    x = np.linspace(-6, 6, 81)
+    y = 3.0 / math.pi * 0.7 / (x ** 2 + 0.49) * 1.15 - 0.12 * np.exp(-x ** 2) + RNG.normal(0, 0.01, x.size)
+    write_csv(tmp_path, "pv.csv", x=x, y=y)
+    path = write_config(yaml.safe_dump({"data": {"file": "pv.csv"}, "target": {"column": "y"}, "device": "cpu",
+                                        "model": {"name": "pseudovoigt", "x": "x"}}))
+    result = cli("run", path, "--json", "--every", "0")
+    start, end = events(result)
+    assert start["config"]["model"]["params"]["fraction"] == {"value": None, "min": 0.0, "max": 1.0, "vary": True}
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    p0 = [start["guess"][n] for n in ("amplitude", "center", "sigma", "fraction")]
+    expected, _ = scipy_optimize.curve_fit(pseudovoigt, x, y, p0=p0, bounds=([-np.inf] * 3 + [0], [np.inf] * 3 + [1]),
+                                           xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    found = [end["params"][n]["value"] for n in ("amplitude", "center", "sigma", "fraction")]
+    assert found[3] == 1.0 and expected[3] == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+    monkeypatch.setenv("COLUMNS", "120")  # wide enough for the note column
+    row = next(line for line in cli("run", path, "--every", "0").stdout.splitlines()
+               if line.strip("│ ").startswith("fraction "))
+    assert row.split()[-6:-1] == ["0.5", "0", "1", "at", "max"]  # start, min, max: the bounds the fit kept
+
+
+@pytest.mark.parametrize("params,runs", [
+    ({}, False), ({"fraction": 0.3}, False), ({"sigma": {"min": 0.1}}, False),
+    ({"fraction": {"value": 0.3, "vary": False}}, True), ({"fraction": {"min": None, "max": None}}, True)])
+def test_lbfgs_refuses_a_built_in_curves_bounds_as_it_refuses_a_configs(cli, peak, write_config, params, runs):
+    peak()  # writes peak.csv
+    path = write_config(yaml.safe_dump({"data": {"file": "peak.csv"}, "target": {"column": "y"}, "device": "cpu",
+                                        "optimizer": "lbfgs", "max_iters": 50,
+                                        "model": {"name": "pseudovoigt", "x": "x", "params": params}}), "pv.yaml")
+    result = cli("run", path, "--every", "0", "--json")
+    if runs:
+        assert result.exit_status == 0, result.stderr
+        return
+    name = next(iter(params), "fraction")
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert f"model.params.{name}: lbfgs does not keep bounds, and {name} is kept in [" in result.stderr
+    assert ("model pseudovoigt's own bounds" in result.stderr) == (name == "fraction")
+
+
 def test_the_human_view_prints_the_guesses(cli, peak):
     text = cli("run", peak()).stdout
     assert "guessed from the data: amplitude = " in text
@@ -195,6 +270,10 @@ def test_a_built_in_curve_without_data_exits_2(cli, write_config):
      "a derived parameter (expr) is not fitted: it takes no value"),
     ({"expr": "a * t", "params": {"a": {"min": 0}}}, "parameter 'a' needs a start value"),
     ({"expr": "min(a, t, 1)", "params": {"a": 1}}, "min() takes exactly 2 arguments, got 3"),
+    ({"expr": "a * exp(-t / tau) + c / 0", "params": {"a": 1, "tau": 1, "c": 0}},
+     "model.expr: 'c / 0' divides by zero"),
+    ({"expr": "a * t + c", "params": {"a": 1, "c": 0, "z": {"expr": "a / (2.0 - 2 * 1)"}}},
+     "model.params.z.expr: 'a / (2.0 - 2 * 1)' divides by zero"),
 ])
 def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, decay, model, fragment):
     path = decay(model=model)
@@ -202,6 +281,93 @@ def test_bad_curve_models_exit_2_naming_file_key_and_what_was_expected(cli, deca
     assert result.exit_status == 2, result.stderr
     assert fragment in result.stderr, result.stderr
     assert path in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_infinite_target_is_bad_data_naming_its_row(cli, tmp_path, write_config):
+    y = DECAY.copy()
+    y[[3, 17]] = [np.nan, np.inf]  # NaN is missing (left out); inf is an error
+    write_csv(tmp_path, "inf.csv", t=T, y=y)
+    path = write_config(yaml.safe_dump({"data": {"file": "inf.csv"}, "target": {"column": "y"},
+                                        "model": {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0}}}))
+    result = cli("run", path, "--json")
+    row = int(np.flatnonzero(np.isinf(y))[0]) + 1  # data rows count from 1, after the header
+    assert result.exit_status == 2 and result.stdout.count("\n") <= 1, result.stderr
+    assert f"target: target column 'y' has an infinite value at data row {row} (a missing value is NaN)" in result.stderr
+
+
+@pytest.mark.parametrize("name,params", [("logistic4", {}), ("powerlaw", {}),
+                                         ("powerlaw", {"amplitude": 1, "exponent": 2})])
+def test_a_curve_of_non_negative_x_given_a_negative_one_names_its_row(cli, tmp_path, write_config, name, params):
+    x = np.linspace(0, 5, 30)
+    x[[7, 12]] = [-0.5, -2.0]
+    y = 2.0 * np.abs(x) ** 1.5
+    y[12] = np.nan  # a missing target: that row is not fitted, so its x does not matter
+    write_csv(tmp_path, "neg.csv", x=x, y=y)
+    path = write_config(yaml.safe_dump({"data": {"file": "neg.csv"}, "target": {"column": "y"},
+                                        "model": {"name": name, "x": "x", "params": params}}))
+    result = cli("run", path)
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert f"model.x: model {name} needs x >= 0" in result.stderr
+    assert "column 'x' is -0.5 at data row 8" in result.stderr
+
+
+def test_a_powerlaw_at_x_0_still_fits(cli, tmp_path, write_config):
+    x = np.linspace(0, 5, 30)  # at x = 0, x ** exponent is 0: no reason to refuse it
+    write_csv(tmp_path, "zero.csv", x=x, y=2.0 * x ** 1.5 + RNG.normal(0, 0.01, x.size))
+    path = write_config(yaml.safe_dump({"data": {"file": "zero.csv"}, "target": {"column": "y"},
+                                        "model": {"name": "powerlaw", "x": "x"}}))
+    _, end = events(cli("run", path, "--json", "--every", "0"))
+    assert end["status"] == "converged" and end["params"]["exponent"]["value"] == pytest.approx(1.5, abs=0.01)
+
+
+def test_a_derived_parameter_that_is_not_finite_has_no_stderr(cli, decay):
+    model = {"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0, "z": {"expr": "(a - a) ** -1"}}}
+    with np.errstate(divide="ignore"):
+        assert np.isinf(np.float64(0.0) ** -1)  # numpy's value at any a: no error bar means anything
+    _, end = events(cli("run", decay(model=model), "--json", "--every", "0"))
+    assert end["params"]["z"] == {"value": None, "stderr": None, "derived": True}
+    assert end["params"]["a"]["stderr"] > 0  # the others keep theirs
+
+
+@pytest.mark.parametrize("word", ["True", "None", "lambda", "for"])
+def test_a_reserved_word_as_a_parameter_name_is_refused_naming_the_key(cli, decay, word):
+    path = decay(model={"expr": "a * exp(-t / tau) + c", "params": {"a": 1, "tau": 1, "c": 0, word: 2}})
+    result = cli("config", path)
+    assert result.exit_status == 2 and "Traceback" not in result.stderr
+    assert f"model.params.{word}: {word!r} is a reserved word of the expression language" in result.stderr
+
+
+def test_a_data_file_given_as_the_config_is_quoted_short(cli, tmp_path):
+    write_csv(tmp_path, "data.csv", t=np.linspace(0, 1, 3000), y=np.linspace(1, 2, 3000))
+    result = cli("run", str(tmp_path / "data.csv"), "--json")
+    assert result.exit_status == 2
+    (event,) = result.lines
+    import re
+
+    size = len((tmp_path / "data.csv").read_text())  # about 114,000: YAML reads it as one folded text
+    quoted = re.search(r"got the text '(.*)'\.\.\. \(([\d,]+) characters\)$", event["message"])
+    assert len(event["message"]) < 300 and quoted is not None
+    assert quoted[1] == (tmp_path / "data.csv").read_text().replace("\n", " ")[:60]
+    assert size - 3001 <= int(quoted[2].replace(",", "")) <= size
+    human = cli("run", str(tmp_path / "data.csv")).stderr
+    assert len(human) < 400 and "this looks like a data file: name it in a config, as `data: {file: PATH}`" in human
+
+
+def test_a_division_by_a_literal_zero_is_a_config_error_for_the_api_too(decay):
+    import gdfit
+
+    with pytest.raises(gdfit.GdfitError, match="'a / 0' divides by zero"):
+        gdfit.fit(decay(model={"expr": "a * t", "params": {"a": 1, "z": {"expr": "a / 0"}}}))
+
+
+def test_a_derived_parameter_divided_by_a_fixed_zero_is_null_as_numpy_says_inf(cli, decay):
+    model = {"expr": "a * exp(-t / tau) + c", "params": {
+        "a": 1, "tau": 1, "c": {"value": 0, "vary": False}, "z": {"expr": "a / c"}}}
+    with np.errstate(divide="ignore"):
+        assert np.isinf(np.float64(1.0) / np.float64(0.0))  # the value, not finite: JSON's null
+    result = cli("run", decay(model=model), "--json", "--every", "0")
+    _, end = events(result)
+    assert result.exit_status == 0 and end["params"]["z"] == {"value": None, "stderr": None, "derived": True}
 
 
 # ---------------------------------------------------------------- the example configs

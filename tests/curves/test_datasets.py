@@ -4,6 +4,7 @@ stacked weighted residuals, and their errors."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,60 @@ def test_defaults_are_lm_in_float64(tmp_path):
     assert resolved.config.target is None and resolved.config.threshold == 0
 
 
+@pytest.mark.parametrize("extra,optimizer,dtype", [
+    ({"dtype": "float64"}, "lm", "float64"),
+    ({"dtype": "float32"}, "lm", "float32"),
+    ({"optimizer": "lm"}, "lm", "float64"),
+    ({"optimizer": {"name": "adam"}}, "adam", "float32"),
+])
+def test_defaults_follow_the_single_fit_rules(tmp_path, extra, optimizer, dtype):
+    write_datasets(tmp_path)
+    chosen = build_config(config(**extra), source="g.yaml", base_dir=tmp_path).config
+    single = build_config({"target": [1.0, 2.0], "model": {"expr": "a * x", "params": {"a": 1}}, **extra},
+                          source="s.yaml", base_dir=tmp_path).config
+    assert (chosen.optimizer.name, chosen.dtype) == (single.optimizer.name, single.dtype) == (optimizer, dtype)
+
+
+def test_a_global_fit_that_sets_only_dtype_runs_lm_and_equals_least_squares(cli, tmp_path):
+    sets = write_datasets(tmp_path)
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(config(dtype="float64")))
+    result = cli("run", str(tmp_path / "g.yaml"), "--json", "--every", "0")
+    start, end = result.lines[0], result.lines[-1]
+    assert result.exit_status == 0, result.stderr
+    assert start["config"]["optimizer"]["name"] == "lm" and end["status"] == "converged"
+    values, _, _, _ = oracle(sets)
+    np.testing.assert_allclose([end["params"][n]["value"] for n in NAMES], values, rtol=1e-6)
+
+
+def test_a_derived_parameter_is_shared_as_least_squares_with_it_substituted_says(cli, tmp_path):
+    sets = write_datasets(tmp_path)
+    data = config()
+    data["datasets"] = data["datasets"][:2]
+    data["params"] = {"amp": 1, "tau1": 1, "tau2": {"expr": "3.8 * tau1"}, "c": {"value": 0, "min": -1, "max": 2},
+                      "half": {"expr": "tau1 * log(2)"}}  # one used by dataset b, one only reported
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(data))
+    result = cli("run", str(tmp_path / "g.yaml"), "--json", "--every", "0")
+    assert result.exit_status == 0, result.stderr
+    end = result.lines[-1]
+    (t_a, y_a, _), (t_b, y_b, dy) = sets["a"], sets["b"]
+
+    def residuals(p):
+        amp, tau1, c = p
+        return np.concatenate([amp * np.exp(-t_a / tau1) + c - y_a, (amp * np.exp(-t_b / (3.8 * tau1)) + c - y_b) / dy])
+
+    found = scipy_optimize.least_squares(residuals, [1, 1, 0], method="trf", x_scale="jac",
+                                         ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    J = found.jac
+    cov = np.linalg.inv(J.T @ J) * (found.fun @ found.fun) / (found.fun.size - 3)
+    for i, name in enumerate(("amp", "tau1", "c")):
+        assert end["params"][name]["value"] == pytest.approx(found.x[i], rel=1e-6)
+    tau1_stderr = math.sqrt(cov[1, 1])
+    assert end["params"]["tau2"] == {"value": pytest.approx(3.8 * found.x[1], rel=1e-6),
+                                     "stderr": pytest.approx(3.8 * tau1_stderr, rel=1e-4), "derived": True}
+    assert end["params"]["half"]["value"] == pytest.approx(math.log(2) * found.x[1], rel=1e-6)
+    assert end["fit"]["p"] == 3
+
+
 def test_the_cli_runs_a_global_fit_with_set_on_a_dataset(cli, tmp_path):
     """`--set datasets.2.model.expr=...` replaces one dataset's expression (the fit then follows it:
     amp and tau2 from dataset c alone would differ)."""
@@ -176,6 +231,11 @@ def test_set_reaches_list_entries_without_changing_the_document():
     ({"model": {"expr": "a * t", "params": {"a": 1}}}, "datasets", "top-level model does not go with datasets"),
     ({"target": {"column": "y"}}, "datasets", "top-level target does not go with datasets"),
     ({"params": None}, "params", "datasets need top-level params"),
+    ({"loss": {"name": "soft_l1", "f_scale": 1}}, "loss",
+     "lm's robust loss soft_l1 is for fits of one dataset, not global fits (datasets:): use loss: mse"),
+    ({"loss": "huber"}, "loss", "lm's robust loss huber is for fits of one dataset, not global fits (datasets:): "
+                                "use loss: mse (huber also works with a first-order optimizer, as adam)"),
+    ({"loss": "huber", "optimizer": "adam", "max_iters": 3}, None, None),
 ])
 def test_config_errors_name_the_key(cli, tmp_path, change, key, words):
     write_datasets(tmp_path)
@@ -183,7 +243,10 @@ def test_config_errors_name_the_key(cli, tmp_path, change, key, words):
     data.update(change)
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in data.items() if v is not None}))
-    result = cli("run", str(path))
+    result = cli("run", str(path), "--every", "0")
+    if key is None:  # it runs: exit 1 says it stopped at max_iters
+        assert result.exit_status == 1 and "max_iters" in result.stdout, result.stderr
+        return
     assert result.exit_status == 2
     assert f"{path}" in result.stderr and f"{key}: {words}" in result.stderr
 

@@ -203,3 +203,22 @@ def test_on_noise_free_data_the_guess_is_near_the_truth(name):
         for key, tolerance in CLOSE[name].items():
             reference = scale.get(key) or abs(true[key])
             assert abs(start[key] - true[key]) <= tolerance * reference, (name, key, start, true)
+
+
+@pytest.mark.parametrize("name", ["linear", "quadratic"])
+def test_a_constant_x_guesses_without_numpys_rank_warning(tmp_path, name):
+    import warnings
+
+    import gdfit
+
+    x, y = np.full(10, 3.0), np.arange(10.0)
+    degree = {"linear": 1, "quadratic": 2}[name]
+    with pytest.warns(np.exceptions.RankWarning):  # numpy's own polyfit warns on these data
+        np.polyfit(x, y, degree)
+    (tmp_path / "c.csv").write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in zip(x, y)))
+    (tmp_path / "c.yaml").write_text(f"data: {{file: c.csv}}\ntarget: {{column: y}}\nmodel: {{name: {name}, x: x}}\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        guess(name, x, y)
+        gdfit.fit(str(tmp_path / "c.yaml"))
+    assert [w for w in caught if issubclass(w.category, np.exceptions.RankWarning)] == []

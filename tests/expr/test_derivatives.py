@@ -90,3 +90,14 @@ def test_a_power_of_a_base_that_does_not_move_has_no_slope():
         d_b2 = np.where(xs == 0, 0.0, (xs / b1) ** b2 * np.log(xs / b1))
     np.testing.assert_allclose(J[0], np.stack([d_b1, d_b2], axis=1), rtol=1e-15, atol=0)
     assert J[0, 0].tolist() == [0.0, 0.0]
+
+
+def test_a_constant_zero_divisor_folded_from_a_function_is_inf_as_autograd_says_not_an_exception():
+    # sin(0) folds to 0: the checker cannot see it, so the forward mode divides as torch does
+    model = fit_of("b1 * x + b2 / sin(0) + b3")
+    theta = torch.tensor([[0.7, 0.3, 1.1]], dtype=torch.float64)
+    with np.errstate(all="ignore"):
+        value, J = model.host().predict_and_jacobian(theta.numpy())
+    expected = model.predict({"theta": theta})
+    assert torch.isinf(expected).all() and np.isinf(np.array(value)).all()
+    assert np.isinf(np.array(J)[..., 1]).all()  # d/d b2 of b2 / 0

@@ -318,3 +318,26 @@ def test_weighted_decay_equals_curve_fit_with_either_absolute_sigma(cli, absolut
     _compare(end, popt, pcov)
     chi2 = end["fit"]["chi2"]
     assert chi2 == pytest.approx(float(np.sum(((data["y"] - f(data["t"], *popt)) / data["sigma"]) ** 2)), rel=1e-9)
+
+
+@pytest.mark.parametrize("columns", [80, 60, 40])
+def test_no_value_or_start_is_cut_at_any_width(cli, write_config, tmp_path, monkeypatch, columns):
+    # a gaussian scaled by 1e-9: every value and start is long (8.4598494e-18)
+    x = np.linspace(-3e-9, 5e-9, 80)
+    y = 8.5e-18 / (9e-10 * math.sqrt(2 * math.pi)) * np.exp(-(x - 1.2e-9) ** 2 / (2 * 9e-10 ** 2))
+    y = y + np.random.default_rng(3).normal(0, 2e-10, x.size)
+    (tmp_path / "g.csv").write_text("x,y\n" + "".join(f"{a:.17g},{b:.17g}\n" for a, b in zip(x, y)))
+    path = write_config("data: {file: g.csv}\ntarget: {column: y}\nmodel: {name: gaussian, x: x}\n")
+    start, end = (lambda lines: (lines[0], lines[-1]))(cli("run", path, "--json", "--every", "0").lines)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setenv("NO_COLOR", "1")
+    text = cli("run", path, "--every", "0").stdout
+    assert "fit report" in text, text + cli("run", path).stderr
+    report = text[text.index("fit report"):]
+    assert max(len(line) for line in report.splitlines()) <= columns and "…" not in report
+    words = set(report.replace("│", " ").replace(",", " ").split())
+    for name, entry in end["params"].items():
+        assert f"{entry['value']:.8g}" in words and f"{start['guess'][name]:g}" in words
+        assert len(f"{entry['value']:.8g}") >= 12  # the long form this test is about
+    for key, label, spec in (("rss", "RSS", ".6g"), ("reduced_chi2", "reduced chi-square", ".6g")):
+        assert f"{end['fit'][key]:{spec}}" in words
