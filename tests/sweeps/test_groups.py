@@ -57,6 +57,20 @@ def write_exact(path: Path, columns: dict[str, np.ndarray]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def fit_alone(folder: Path, job: dict, header: str, lines: list[str]):
+    """The single fit of one group's rows (CSV `lines` under `header`) with the job's settings:
+    what each group of the job must equal."""
+    from gdfit.config import load_config
+    from gdfit.engine.descent import Descent, prepare
+
+    (folder / "single.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+    (folder / "single.yaml").write_text(yaml.safe_dump({**job, "data": {"file": "single.csv"}}, sort_keys=False))
+    descent = Descent(prepare(load_config(str(folder / "single.yaml"))), advice=False)
+    for _ in descent.steps():
+        pass
+    return descent.result
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -71,8 +85,6 @@ def test_each_group_equals_its_single_fit_bit_for_bit(cli, tmp_path, monkeypatch
     """Many fits go at their own pace (a group's refused trial does not hold the others back) and
     single fits do not: each group's numbers are still its single fit's, bit for bit, and so are
     its stop rules' decisions (patience counts each group's own updates)."""
-    from gdfit.config import load_config
-    from gdfit.engine.descent import Descent, prepare
     from gdfit.fitting.lm import LevenbergMarquardt
 
     overlapped = []  # per update begun among many: whether another group was partway through its own
@@ -95,15 +107,8 @@ def test_each_group_equals_its_single_fit_bit_for_bit(cli, tmp_path, monkeypatch
         rows.setdefault(group, []).append(rest)
     for group, lines in rows.items():
         sizes.add(len(lines))
-        single = tmp_path / "single.csv"
-        single.write_text("dose,response\n" + "\n".join(lines) + "\n")
-        config = yaml.safe_load(job_config(tmp_path, single.name, **extra).read_text())
-        config["data"] = {"file": single.name}
-        (tmp_path / "single.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
-        for _ in descent.steps():
-            pass
-        alone, event = descent.result, events[group]
+        job = yaml.safe_load(job_config(tmp_path, "single.csv", **extra).read_text())
+        alone, event = fit_alone(tmp_path, job, "dose,response", lines), events[group]
         # a converged fit whose data leave a direction undetermined is `degenerate` among many
         assert event["status"] == alone.status or (event["status"] == "degenerate" and alone.status == "converged")
         assert (event["iters"], event["loss"]) == (alone.iters, alone.loss), group
@@ -389,9 +394,6 @@ def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, 
     """loss: huber is lm's robust huber for each group, values and standard errors as for one fit;
     labels of mixed kinds (7, a, 007) go into a Parquet table as their text, each its own group."""
     pytest.importorskip("pyarrow")
-    from gdfit.config import load_config
-    from gdfit.engine.descent import Descent, prepare
-
     data = varied_screen(tmp_path, 3)
     text = data.read_text().replace("C0,", "7,").replace("C1,", "a,").replace("C2,", "007,")
     data.write_text(text)
@@ -404,18 +406,12 @@ def test_a_huber_loss_is_the_single_fits_and_mixed_labels_write_to_parquet(cli, 
 
     assert pq.read_table(tmp_path / "r.parquet").column("group").to_pylist() == ["7", "a", "007"]
     lines = [line.split(",", 1)[1] for line in text.splitlines()[1:] if line.startswith("a,")]
-    (tmp_path / "a.csv").write_text("dose,response\n" + "\n".join(lines) + "\n")
-    single = yaml.safe_load(config.read_text())
-    single["data"] = {"file": "a.csv"}
-    (tmp_path / "single.yaml").write_text(yaml.safe_dump(single, sort_keys=False))  # the parameters' order kept
-    descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
-    for _ in descent.steps():
-        pass
-    assert (events["a"]["iters"], events["a"]["loss"]) == (descent.result.iters, descent.result.loss)
-    assert events["a"]["status"] == descent.result.status == "converged"
+    alone = fit_alone(tmp_path, yaml.safe_load(config.read_text()), "dose,response", lines)
+    assert (events["a"]["iters"], events["a"]["loss"]) == (alone.iters, alone.loss)
+    assert events["a"]["status"] == alone.status == "converged"
     for name in ORDER:  # the robust fit's standard errors too, as curve_fit gives them (J scaled for the loss)
-        assert events["a"]["params"][name]["value"] == descent.result.params[name]["value"], name
-        assert events["a"]["params"][name]["stderr"] == descent.result.params[name]["stderr"], name
+        assert events["a"]["params"][name]["value"] == alone.params[name]["value"], name
+        assert events["a"]["params"][name]["stderr"] == alone.params[name]["stderr"], name
 
 
 def test_float32_huber_groups_far_from_their_optimum_are_their_single_fits(cli, tmp_path):
@@ -424,9 +420,6 @@ def test_float32_huber_groups_far_from_their_optimum_are_their_single_fits(cli, 
     inside. Each group is still its single fit, bit for bit, and gets to scipy's optimum, not to a
     convergence claimed on the way."""
     scipy_optimize = pytest.importorskip("scipy.optimize", reason="scipy is the test-only oracle (extra `test`)")
-    from gdfit.config import load_config
-    from gdfit.engine.descent import Descent, prepare
-
     rng = np.random.default_rng(7)
     t = np.array([0.0, 0.07, 0.33, 0.56, 0.98, 1.6, 2.4, 3.7, 4.1, 4.4, 4.8])
     groups = {f"G{g}": a * np.exp(-(t / tau) ** beta) + 0.02 * rng.standard_normal(t.size)
@@ -441,14 +434,8 @@ def test_float32_huber_groups_far_from_their_optimum_are_their_single_fits(cli, 
     assert result.exit_status == 0, result.stderr
     events = {e["group"]: e for e in result.lines if e["event"] == "group"}
     for group, y in groups.items():
-        rows = "".join(f"{a!r},{b!r}\n" for a, b in zip(t.tolist(), y.tolist()))
-        (tmp_path / "single.csv").write_text("t,y\n" + rows)
-        single = {**job, "data": {"file": "single.csv"}}
-        (tmp_path / "single.yaml").write_text(yaml.safe_dump(single, sort_keys=False))
-        descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
-        for _ in descent.steps():
-            pass
-        alone, event = descent.result, events[group]
+        rows = [f"{a!r},{b!r}" for a, b in zip(t.tolist(), y.tolist())]
+        alone, event = fit_alone(tmp_path, job, "t,y", rows), events[group]
         assert (event["status"], event["iters"], event["loss"]) == (alone.status, alone.iters, alone.loss), group
         found = [event["params"][name]["value"] for name in ("a", "tau", "beta")]
         assert found == [alone.params[name]["value"] for name in ("a", "tau", "beta")], group
@@ -844,9 +831,6 @@ def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli,
     """`model: {name: logistic4, x: dose}` with no values: each group starts from the guess made
     from its own data, so each group equals the single fit of the same built-in curve on that
     group alone (which guesses from the same points, as its dtype holds them), bit for bit."""
-    from gdfit.config import load_config
-    from gdfit.engine.descent import Descent, prepare
-
     model = {"name": "logistic4", "x": "dose", "params": {"ec50": {"min": 1e-6}, "hill": {"min": 0.1, "max": 10}}}
     data = varied_screen(tmp_path, 12, seed=5)
     job = {"data": {"file": data.name, "group": "compound"}, "target": {"column": "response"}, "model": model,
@@ -861,13 +845,7 @@ def test_a_built_in_curve_guesses_each_groups_starts_as_its_single_fit_does(cli,
         rows.setdefault(group, []).append(rest)
     assert len(events) == len(rows) == 12
     for group, lines in rows.items():
-        (tmp_path / "single.csv").write_text("dose,response\n" + "\n".join(lines) + "\n")
-        single = {**job, "data": {"file": "single.csv"}}
-        (tmp_path / "single.yaml").write_text(yaml.safe_dump(single, sort_keys=False))
-        descent = Descent(prepare(load_config(str(tmp_path / "single.yaml"))), advice=False)
-        for _ in descent.steps():
-            pass
-        alone, event = descent.result, events[group]
+        alone, event = fit_alone(tmp_path, job, "dose,response", lines), events[group]
         assert (event["iters"], event["loss"]) == (alone.iters, alone.loss), group
         for name in ORDER:
             assert event["params"][name]["value"] == alone.params[name]["value"], (group, name)
