@@ -641,7 +641,9 @@ def test_ctrl_c_of_a_dask_job_shows_gdfit_s_words_only(tmp_path):
     statuses = [row["status"] for row in csv.DictReader(open(tmp_path / "r.csv"))]
     assert len(statuses) == 10_000 and 0 < statuses.count("interrupted") < 10_000
     assert not dask_noise(err), err
-    assert err == "", err  # gdfit itself has nothing to add on stderr: its words are the table's
+    # gdfit itself has nothing to add on stderr (its words are the table's), but for the pause
+    # point's own line, which a batch that ends after the Ctrl-C prints again on its way past
+    assert [line for line in err.splitlines() if line != "gdfit: paused at groups"] == [], err
 
 
 @pytest.mark.slow
