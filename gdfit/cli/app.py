@@ -62,13 +62,15 @@ def _silence_stdout() -> None:
         pass
 
 
-def _json_error(kind: str, message: str, also: list[str] | None = None) -> None:
+def _json_error(kind: str, message: str, also: list[str] | None = None, hint: str | None = None) -> None:
     """The `error` event on stdout, for --json; a reader that went away is no news."""
     from gdfit.render.jsonl import dumps, error_event
 
     event = error_event(kind, message)
     if also:
         event["also"] = also
+    if hint:  # what stderr's second line says to do
+        event["hint"] = hint
     try:
         print(dumps(event), flush=True)
     except BrokenPipeError:
@@ -79,7 +81,7 @@ def _report(err: GdfitError, json_mode: bool) -> int:
     """Say what went wrong, on stderr and (with --json) as an `error` event; returns the exit code."""
     _err(f"gdfit: error: {err}")
     if json_mode:
-        _json_error(err.kind, err.located(), [other.located() for other in err.also])
+        _json_error(err.kind, err.located(), [other.located() for other in err.also], err.hint)
     return int(err.exit_code)
 
 

@@ -248,3 +248,16 @@ def test_a_missing_key_with_no_misspelling_beside_it_is_listed(cli, write_config
     path = write_config("learning_rate: -1\n")
     result = cli("run", path)
     assert result.stderr.splitlines()[1] == f"  also: {path}:1:1: target: is required"
+
+
+def test_the_json_error_event_carries_the_hint_stderr_gives(cli):
+    result = cli("run", "configs/dose-response.yaml", "--plot", "x.png", "--json")
+    (event,) = result.lines
+    assert result.exit_status == 2 and event["event"] == "error"
+    assert f"  hint: {event['hint']}" in result.stderr.splitlines()
+    assert event["hint"] == "write the results with --output results.csv and draw them with gdfit plot"
+
+
+def test_an_error_without_a_hint_has_no_hint_field(cli, write_config):
+    event = cli("run", write_config("target: [[1, 2]]\nlearning_rate: -1\n"), "--json").lines[-1]
+    assert event["event"] == "error" and "hint" not in event
