@@ -53,7 +53,7 @@ def run(resolved: Resolved, options: RunOptions) -> str:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
         require_tensorboard()
-        check_log_dir(options.tensorboard)
+        check_log_dir(options.tensorboard, resuming=options.resume is not None)
     from gdfit.files.locks import hold_all
 
     with hold_all([(options.checkpoint, "--checkpoint", False), (options.output, "--output", False),

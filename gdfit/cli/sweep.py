@@ -63,7 +63,7 @@ def sweep(options: SweepOptions) -> int:
         from gdfit.render.tensorboard import check_log_dir, require_tensorboard
 
         require_tensorboard()
-        check_log_dir(options.tensorboard)
+        check_log_dir(options.tensorboard, resuming=options.resume is not None)
     from gdfit.files.locks import hold_all
 
     # one writer per sweep folder and document: a second resume of a folder is refused, not run twice

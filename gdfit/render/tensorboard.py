@@ -35,12 +35,18 @@ def require_tensorboard() -> None:
                                 key="--tensorboard", hint=INSTALL_HINT) from None
 
 
-def check_log_dir(log_dir: Path) -> None:
-    """Fail before a run or sweep, not after it: DIR must be a folder, or creatable in a writable one."""
+def check_log_dir(log_dir: Path, resuming: bool = False) -> None:
+    """Fail before a run or sweep, not after it: DIR must be a folder, or creatable in a writable
+    one, and, unless a resume goes on with its own logs, hold no TensorBoard logs yet: TensorBoard
+    shows every event file under DIR, so an earlier run's curves would mix with this one's."""
     import os
 
     if log_dir.exists() and not log_dir.is_dir():
         raise OutputError("is not a folder", source=str(log_dir), key="--tensorboard")
+    if not resuming and log_dir.is_dir() and next(log_dir.rglob("events.out.tfevents*"), None) is not None:
+        raise OutputError("already holds TensorBoard logs, whose curves would mix with this run's",
+                          source=str(log_dir), key="--tensorboard",
+                          hint="give each run or sweep its own folder (--tensorboard tb/NAME), or remove this one")
     existing = log_dir
     while not existing.exists():
         existing = existing.parent

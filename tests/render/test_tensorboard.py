@@ -208,3 +208,18 @@ def test_a_resumed_run_goes_on_from_its_checkpoint_step(cli, tmp_path, read_even
     assert cli(*base, "--max-iters", "12", "--resume", str(ckpt)).exit_status == 1
     steps, _ = scalars(read_events(log_dir), "loss")
     assert steps == list(range(0, 13))
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_log_dir_holding_earlier_logs_is_refused_so_curves_do_not_mix(cli, tmp_path, read_events, command):
+    pytest.importorskip("tensorboard")
+    log_dir = tmp_path / "tb"
+    args = ("run", SEED) if command == "run" else ("sweep", SEED, "--grid", "learning_rate=0.5,1")
+    assert cli(*args, "--tensorboard", str(log_dir)).exit_status == 0
+    before = sorted((p.relative_to(log_dir), p.stat().st_size) for p in log_dir.rglob("*") if p.is_file())
+    again = cli(*args, "--tensorboard", str(log_dir), "--json")
+    assert again.exit_status == 2 and [e["event"] for e in again.lines] == ["error"]
+    assert "--tensorboard: already holds TensorBoard logs" in again.stderr
+    assert sorted((p.relative_to(log_dir), p.stat().st_size) for p in log_dir.rglob("*") if p.is_file()) == before
+    (tmp_path / "empty").mkdir()  # a folder without logs is taken as it is
+    assert cli(*args, "--tensorboard", str(tmp_path / "empty")).exit_status == 0
