@@ -52,7 +52,8 @@ def fit_groups(config: ConfigLike, *, set: SetLike = None, backend: str = "local
     if data is None or data.group is None:
         raise ConfigError("fit_groups needs a grouped table: data: {file: PATH, group: COLUMN}",
                           source=resolved.source, key="data.group")
-    job = load_job(resolved)
+    with resolved.locating():
+        job = load_job(resolved)
     parts, fitted = [], 0
     started = time.perf_counter()
     for item in execute(job, lambda: False, frozenset(), backend, address):

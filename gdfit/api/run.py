@@ -86,7 +86,8 @@ def fit(config: ConfigLike, *, set: SetLike = None, **overrides: Any) -> Result:
     """
     from gdfit.engine.descent import every_n
 
-    with descending(resolve(config, set, overrides), report=every_n(0), report_last=False) as descent:
+    resolved = resolve(config, set, overrides)
+    with resolved.locating(), descending(resolved, report=every_n(0), report_last=False) as descent:
         for _ in descent.steps():
             pass
     return Result(descent)
@@ -99,5 +100,6 @@ def steps(config: ConfigLike, *, set: SetLike = None, every: int = 1, **override
     Arguments as for `fit`."""
     from gdfit.engine.descent import every_n
 
-    with descending(resolve(config, set, overrides), report=every_n(every), keep_history=False) as descent:
+    resolved = resolve(config, set, overrides)
+    with resolved.locating(), descending(resolved, report=every_n(every), keep_history=False) as descent:
         yield from descent.steps()

@@ -256,16 +256,19 @@ def run(
         pause_point("config")
         flags = {"device": device, "seed": seed, "max_iters": max_iters, "holdout.fraction": holdout}
         resolved = load_config(config, set_ or [], flags, confidence=ci or ci_plot is not None)
-        if is_grouped(resolved) or output_dir is not None or (resume is not None and resume.is_dir()):
-            refuse_flags({"--ci": ci or None, "--ci-plot": ci_plot, "--every": every, "--plot": plot, "--checkpoint": checkpoint, "--tensorboard": tensorboard,
-                          "--save": save, "--holdout": holdout})
-            if not is_grouped(resolved):
-                raise UsageError("--output-dir and --resume DIR are for many fits: a config with data.group",
-                                 key="--output-dir" if output_dir is not None else "--resume")
-            raise typer.Exit(run_groups(resolved, GroupOptions(json_mode, output, output_dir, resume, backend, address)))
-        options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume, tensorboard,
-                             save, ci_plot, threads)
-        status = run_command(resolved, options)
+        with resolved.locating():
+            if is_grouped(resolved) or output_dir is not None or (resume is not None and resume.is_dir()):
+                refuse_flags({"--ci": ci or None, "--ci-plot": ci_plot, "--every": every, "--plot": plot,
+                              "--checkpoint": checkpoint, "--tensorboard": tensorboard, "--save": save,
+                              "--holdout": holdout})
+                if not is_grouped(resolved):
+                    raise UsageError("--output-dir and --resume DIR are for many fits: a config with data.group",
+                                     key="--output-dir" if output_dir is not None else "--resume")
+                raise typer.Exit(run_groups(resolved, GroupOptions(json_mode, output, output_dir, resume, backend,
+                                                                   address)))
+            options = RunOptions(json_mode, every, output, plot, x_limit, checkpoint, checkpoint_every, resume,
+                                 tensorboard, save, ci_plot, threads)
+            status = run_command(resolved, options)
     raise typer.Exit(int(STATUS_EXIT[status]))
 
 

@@ -17,12 +17,13 @@ def show_config(path: str | None, overrides: list[str], json_mode: bool, schema:
 
     resolved = load_config(path, overrides)
     document = resolved.config.model_dump(mode="json")
-    if resolved.config.data is not None and resolved.config.data.group is not None:
-        _as_job(resolved, advise)
-    else:
-        problem = _as_run(resolved)
-        if advise:
-            document = {"config": document, "advice": _advice(problem)}
+    with resolved.locating():
+        if resolved.config.data is not None and resolved.config.data.group is not None:
+            _as_job(resolved, advise)
+        else:
+            problem = _as_run(resolved)
+            if advise:
+                document = {"config": document, "advice": _advice(problem)}
     if json_mode:
         from gdfit.render.jsonl import dumps
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from gdfit.config.messages import config_error
 from gdfit.config.model import FitConfig
-from gdfit.errors import ConfigError
+from gdfit.errors import ConfigError, GdfitError
 from gdfit.reading import CONFIG_BYTES, TooLarge, read_file, read_stream
 from gdfit.config.yamlsource import Document, load_yaml
 
@@ -24,11 +26,28 @@ class Resolved(BaseModel):
     config: FitConfig
     source: str
     base_dir: Path
+    # where each key stands in the file, and which top-level keys --set or a flag gave instead
+    _doc: Document | None = PrivateAttr(default=None)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def resolve_path(self, name: str) -> Path:
         """A target or init file path, relative to the config file's folder."""
         path = Path(name).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    @contextmanager
+    def locating(self) -> Iterator[None]:
+        """Errors about this config's keys found once its files are read (a sigma column that
+        holds a 0, a target column the data lack) get the key's line:column in the file, as
+        validation's errors have them; not a key that --set or a flag gave."""
+        try:
+            yield
+        except GdfitError as err:
+            if err.source == self.source and err.line is None and err.key and self._doc is not None:
+                path = tuple(int(part) if part.isdigit() else part for part in err.key.split("."))
+                if path[0] not in self._origins:
+                    err.line, err.column = self._doc.position(path)
+            raise
 
 
 @dataclass
@@ -186,7 +205,9 @@ def build_config(
         config = FitConfig.model_validate(data)
     except ValidationError as err:
         raise config_error(err, source, doc, origins or {}) from None
-    return Resolved(config=config, source=source, base_dir=base_dir)
+    resolved = Resolved(config=config, source=source, base_dir=base_dir)
+    resolved._doc, resolved._origins = doc, dict(origins or {})
+    return resolved
 
 
 DEFAULT_CONFIDENCE = [1, 2]  # `--ci` on a config without `confidence`: 1 and 2 sigma

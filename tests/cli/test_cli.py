@@ -289,7 +289,8 @@ def test_usage_errors_read_like_gdfit_errors(cli, args, message):
 def test_usage_error_under_json_is_an_error_event(cli):
     result = cli("run", "configs/seed.yaml", "--json", "--every", "abc")
     assert result.exit_status == 2
-    assert result.lines == [{"event": "error", "kind": "usage", "message": "--every: must be an integer, got 'abc'"}]
+    assert result.lines == [{"event": "error", "kind": "usage", "message": "--every: must be an integer, got 'abc'",
+                             "hint": "see 'gdfit run --help'"}]
 
 
 @pytest.mark.parametrize("command,usage", [("run", "CONFIG"), ("config", "[CONFIG]"), ("sweep", "[CONFIG]"),

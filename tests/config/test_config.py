@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -261,3 +262,23 @@ def test_the_json_error_event_carries_the_hint_stderr_gives(cli):
 def test_an_error_without_a_hint_has_no_hint_field(cli, write_config):
     event = cli("run", write_config("target: [[1, 2]]\nlearning_rate: -1\n"), "--json").lines[-1]
     assert event["event"] == "error" and "hint" not in event
+
+
+def test_an_error_found_in_the_data_names_the_keys_line_and_column(cli, write_config, tmp_path):
+    """A problem only the data show (a sigma of 0, a target column the file lacks) still points
+    at the key in the config, as validation's errors do; a key --set gave has no line in the file."""
+    import gdfit
+
+    (tmp_path / "d.csv").write_text("x,y,s\n1,2,1\n2,4.1,0\n3,6,1\n4,7.9,1\n")
+    path = write_config("data: {file: d.csv}\ntarget: {column: y}\nsigma: {column: s}\n"
+                        "model: {expr: 'a*x+b', params: {a: 1, b: 0}}\n")
+    result = cli("run", path, "--json")
+    assert result.exit_status == 2
+    assert result.lines[-1]["message"].startswith(f"{path}:3:8: sigma: column 's' must hold positive")
+    with pytest.raises(gdfit.GdfitError, match=rf"^{re.escape(path)}:3:8: sigma: "):
+        gdfit.fit(path)
+    wrong = cli("run", path.replace("config.yaml", "config.yaml"), "--set", "target.column=z")
+    assert f"{path}: target" in wrong.stderr and f"{path}:2" not in wrong.stderr  # --set's key: no line
+    missing = write_config("data: {file: d.csv}\ntarget: {column: z}\nmodel: {expr: 'a*x', params: {a: 1}}\n",
+                           name="missing.yaml")
+    assert f"{missing}:2:" in cli("run", missing).stderr
