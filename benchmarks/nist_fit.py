@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                 if not args.brief:
                     for name, v, e, cv, ce in zip(problem.params, fit["values"], fit["stderr"], problem.certified,
                                                    problem.certified_stderr):
-                        print(f"      {name}: {v:.10e} ± {e:.6e}   certified {cv:.10e} ± {ce:.6e}")
+                        stderr = "none" if e is None else f"{e:.6e}"  # a fit that did not converge has none
+                        print(f"      {name}: {v:.10e} ± {stderr}   certified {cv:.10e} ± {ce:.6e}")
     print(f"\n{good} of {len(lres)} fits reach 4 digits; median LRE {statistics.median(lres):.2f}; "
           f"{time.perf_counter() - began:.2f} s")
 

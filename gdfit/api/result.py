@@ -16,6 +16,7 @@ import numpy as np
 
 from gdfit import records
 from gdfit.errors import GdfitError
+from gdfit.words import plural
 
 if TYPE_CHECKING:
     from gdfit.engine.descent import Descent
@@ -230,7 +231,7 @@ class SweepResult:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items(), key=lambda kv: -kv[1]))
         best = "none" if self.best is None else (
             ", ".join(f"{k}={v!r}" for k, v in self.best.params.items())
-            + f": {self.best.status} after {self.best.iters} updates, loss {_short(self.best.loss)}")
+            + f": {self.best.status} after {plural(self.best.iters, 'update')}, loss {_short(self.best.loss)}")
         return f"SweepResult({len(self.runs)} runs: {counts}; best: {best})"
 
 

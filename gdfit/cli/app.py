@@ -218,7 +218,7 @@ def run(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="PATH", help="Save the whole state of the run here, atomically: every --checkpoint-every seconds, on interrupt and at the end. A new file: one that holds something (an earlier checkpoint) is refused, unless it is the --resume file."),
     checkpoint_every: Optional[float] = typer.Option(None, "--checkpoint-every", min=0.0, metavar="SECONDS", help="Seconds between checkpoints (default 60)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue the run saved in this checkpoint; it ends exactly where the uninterrupted run would. Many fits: the job folder of --output-dir."),
-    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard])."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log loss, lr and gradient norm per reported update, and the config, for TensorBoard (needs gdfit[tensorboard]). A folder of its own: one that holds earlier logs is refused, unless this run resumes."),
     save: Optional[Path] = typer.Option(None, "--save", metavar="PATH", help="Write the fitted parameters by name (U, V; W, b; an expression's names) and the prediction to PATH (.npz or .pt), atomically."),
     holdout: Optional[float] = typer.Option(None, "--holdout", metavar="FRACTION", help="lowrank and linear: hide this share of the observed target entries (seeded by holdout.seed, default 0) and report the prediction's RMSE on them."),
     ci: bool = typer.Option(False, "--ci", help="Curve fits with lm: profile-likelihood confidence intervals of each fitted parameter, at the config's `confidence` levels (default 1 and 2 sigma), by lmfit's F-test."),
@@ -309,7 +309,7 @@ def sweep(
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     max_iters: Optional[int] = typer.Option(None, "--max-iters", metavar="N", help="Most updates per run."),
     x_limit: int = typer.Option(X_LIMIT, "--x-limit", min=0, metavar="N", help="Report x of runs with at most N elements."),
-    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log each run's settings and final metrics for TensorBoard's HParams view (needs gdfit[tensorboard])."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", metavar="DIR", help="Log each run's settings and final metrics for TensorBoard's HParams view (needs gdfit[tensorboard]). A folder of its own: one that holds earlier logs is refused, unless this sweep resumes."),
     backend: str = typer.Option("local", "--backend", metavar="NAME", help="local (batches in this process) or dask (batches as Dask tasks; needs gdfit[dask])."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR", help="With --backend dask: join the scheduler at ADDR (tcp://HOST:PORT; also DASK_SCHEDULER_ADDRESS). Without: a local cluster on 127.0.0.1."),
 ) -> None:
