@@ -265,7 +265,8 @@ class LevenbergMarquardt:
         g = np.matmul(rn[:, None, :], Jn)[:, 0, :]  # J^T r
         if self.bounded:
             Jn = Jn * self._free(here, g, runs)[:, None, :]
-        before = norm(np.where(scale[runs] > 0, scale[runs], 1.0) * here)  # |D x| in the scales so far
+        # |D x| in the scales so far, which a robust loss's radius follows (below)
+        before = norm(np.where(scale[runs] > 0, scale[runs], 1.0) * here) if self.robust is not None else None
         scale[runs] = np.maximum(scale[runs], np.sqrt(np.vecdot(Jn, Jn, axis=1)))
         D = np.where(scale[runs] > 0, scale[runs], 1.0)
         update = _Updates(Jn, rn, D, here, delta[runs] == 0, cost[runs])
