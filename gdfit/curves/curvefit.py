@@ -251,9 +251,10 @@ def fit_figures(n: int, p: int, plain: np.ndarray, rss: np.ndarray, total: np.nd
 
 
 def covariances(J: np.ndarray, s2: np.ndarray, absolute_sigma: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(J^T J)^-1 of each run through the SVD of its J [K, n, p] (columns scaled to unit size), times its s^2 unless the sigmas
-    are absolute (as curve_fit): [K, p, p], inf for a run whose data do not determine a
-    direction; and which runs have one ([K]; not those whose J is not finite: a diverged fit)."""
+    """(J^T J)^-1 of each run through the SVD of its J [K, n, p] (columns scaled to unit size),
+    times its s^2 unless the sigmas are absolute (as curve_fit): [K, p, p], inf for a run whose
+    data do not determine a direction; and which runs have one ([K]; not those whose J is not
+    finite: a diverged fit)."""
     K, n, p = J.shape
     covariance = np.full((K, p, p), math.nan)
     defined = np.isfinite(J).all(axis=(1, 2))
